@@ -1,0 +1,66 @@
+"""The branch interface: how a retrieval signal turns text into a Qdrant vector.
+
+A branch owns one named vector in every stored point. It encodes documents at
+ingest and queries at search time; the store does the searching. New branches
+(late interaction, learned sparse, ...) are one new file implementing this class.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from hybrid_retriever.types import Vector
+
+VectorKind = Literal["dense", "sparse", "multi"]
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """What the store must create for a branch's vector.
+
+    ``size`` is the dimension (dense and multi); ``distance`` is Qdrant's distance
+    name ("Cosine", "Dot", ...); ``idf`` turns on Qdrant's IDF modifier (sparse);
+    ``indexed`` False stores a multi-vector without an HNSW graph (rescoring only).
+    """
+
+    name: str
+    kind: VectorKind
+    size: int = 0
+    distance: str = "Cosine"
+    idf: bool = False
+    indexed: bool = True
+
+
+class Branch(abc.ABC):
+    """One retrieval branch. Implementations must be safe to call from several threads."""
+
+    #: Unique name, also the name of the Qdrant vector the branch owns.
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def vector_spec(self) -> VectorSpec:
+        """The Qdrant vector this branch stores and searches."""
+
+    @abc.abstractmethod
+    def encode_documents(self, texts: Sequence[str]) -> list[Vector]:
+        """Vectors of documents, one per text, in order."""
+
+    @abc.abstractmethod
+    def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
+        """Vectors of queries, one per text, in order."""
+
+    @abc.abstractmethod
+    def manifest(self) -> dict[str, Any]:
+        """Settings that define the stored vectors; reopening with different ones is an error."""
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Learn corpus statistics before the first ingest (e.g. BM25's average length).
+
+        Called once, on the first batch written to an empty index; no-op by default.
+        """
+
+    def restore(self, stored: dict[str, Any]) -> None:
+        """Take statistics learned at first ingest back from a stored manifest; no-op by default."""

@@ -1,0 +1,101 @@
+"""Dense branch: a sentence-transformers bi-encoder with normalised embeddings and cosine distance."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from hybrid_retriever.branches.base import Branch, VectorSpec
+from hybrid_retriever.config import DenseBranchConfig
+from hybrid_retriever.errors import ConfigError
+from hybrid_retriever.models import pick_device, resolve_model_path
+from hybrid_retriever.types import Vector
+
+log = logging.getLogger(__name__)
+
+_QUERY_PROMPTS = ("query",)
+_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+
+
+class DenseBranch(Branch):
+    """Encodes with ``SentenceTransformer`` (loaded lazily, once) by model id or local path."""
+
+    def __init__(self, config: DenseBranchConfig) -> None:
+        self.config = config
+        self.name = config.branch_name
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``SentenceTransformer`` (first use loads it)."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(self.config.model)
+        device = pick_device(self.config.device)
+        try:
+            model = SentenceTransformer(path, device=device, trust_remote_code=self.config.trust_remote_code)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot load dense model {self.config.model!r}: {exc}. Give a local model folder, "
+                "or a Hugging Face id that is in the local cache (no network is needed then)"
+            ) from None
+        if self.config.max_seq_length:
+            model.max_seq_length = self.config.max_seq_length
+        log.info("dense branch %r: loaded %s on %s", self.name, self.config.model, device)
+        return model
+
+    def _prompt(self, explicit: str | None, candidates: Sequence[str]) -> str | None:
+        prompts = getattr(self.model, "prompts", None) or {}
+        if explicit is not None:
+            if explicit not in prompts:
+                raise ConfigError(f"model {self.config.model!r} has no prompt {explicit!r}; it has {sorted(prompts)}")
+            return explicit
+        return next((p for p in candidates if prompts.get(p)), None)
+
+    def _encode(self, texts: Sequence[str], prompt_name: str | None) -> list[Vector]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            list(texts),
+            prompt_name=prompt_name,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return list(np.asarray(vectors, dtype=np.float32))
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def vector_spec(self) -> VectorSpec:
+        return VectorSpec(name=self.name, kind="dense", size=self.dimension, distance="Cosine")
+
+    def encode_documents(self, texts: Sequence[str]) -> list[Vector]:
+        return self._encode(texts, self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS))
+
+    def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
+        return self._encode(texts, self._prompt(self.config.query_prompt_name, _QUERY_PROMPTS))
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "kind": "dense",
+            "model": self.config.model,
+            "dimension": self.dimension,
+            "distance": "Cosine",
+            "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
+            "max_seq_length": int(self.model.max_seq_length),
+        }

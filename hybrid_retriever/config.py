@@ -1,0 +1,299 @@
+"""One typed configuration object for the whole retriever.
+
+The Python API, the CLI and the adapters all take a :class:`RetrieverConfig`; it
+round-trips to YAML and JSON unchanged::
+
+    >>> from hybrid_retriever.config import RetrieverConfig
+    >>> cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": "./index"}})
+    >>> RetrieverConfig.from_yaml(cfg.to_yaml()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hybrid_retriever.errors import ConfigError
+
+#: The sentence-transformers model used when none is named.
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a config file must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class EdgeStoreConfig(_Strict):
+    """Embedded Qdrant Edge shard on local disk (the default back-end)."""
+
+    kind: Literal["edge"] = "edge"
+    path: str = Field(default="./hybrid-index", description="Directory holding the shard.")
+    optimize_after_add: int = Field(
+        default=1000,
+        ge=0,
+        description="Run Qdrant's optimizer after an add of at least this many documents "
+        "(builds HNSW and sparse indexes; 0 = never automatically).",
+    )
+
+
+class QdrantStoreConfig(_Strict):
+    """A Qdrant server, cluster or cloud reached through ``qdrant-client``.
+
+    ``location=":memory:"`` (or ``path``) runs qdrant-client's in-process local mode,
+    which speaks the same API and is meant for tests.
+    """
+
+    kind: Literal["qdrant"] = "qdrant"
+    url: Optional[str] = None
+    location: Optional[str] = None
+    path: Optional[str] = None
+    api_key: Optional[str] = None
+    prefer_grpc: bool = False
+    timeout: float = Field(default=10.0, gt=0)
+    collection: str = "hybrid_retriever"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "QdrantStoreConfig":
+        given = [x for x in (self.url, self.location, self.path) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, location (':memory:') or path for a qdrant store")
+        return self
+
+
+StoreConfig = Annotated[Union[EdgeStoreConfig, QdrantStoreConfig], Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------- branches
+
+
+class _BranchBase(_Strict):
+    name: Optional[str] = Field(default=None, description="Branch name; defaults to its kind.")
+    weight: float = Field(default=1.0, ge=0, description="Fusion weight (normalised over branches).")
+    depth: int = Field(default=100, gt=0, description="Candidates this branch returns per query.")
+
+    @property
+    def branch_name(self) -> str:
+        return self.name or self.kind  # type: ignore[attr-defined]
+
+
+class BM25BranchConfig(_BranchBase):
+    """Qdrant's BM25: sparse vectors with the IDF modifier, Qdrant's own tokeniser."""
+
+    kind: Literal["bm25"] = "bm25"
+    k1: float = Field(default=1.2, ge=0)
+    b: float = Field(default=0.75, ge=0, le=1)
+    avg_len: Optional[float] = Field(
+        default=None,
+        gt=0,
+        description="Mean document length in tokens; None = measured from the corpus at first ingest.",
+    )
+    language: str = "english"
+    stemmer: bool = True
+    stopwords: bool = True
+    lowercase: bool = True
+    ascii_folding: bool = False
+    min_token_len: Optional[int] = Field(default=None, ge=1)
+    max_token_len: Optional[int] = Field(default=None, ge=1)
+
+
+class DenseBranchConfig(_BranchBase):
+    """A sentence-transformers bi-encoder; cosine similarity of normalised embeddings."""
+
+    kind: Literal["dense"] = "dense"
+    model: str = Field(default=DEFAULT_DENSE_MODEL, description="Hugging Face id or local path.")
+    device: Optional[str] = Field(default=None, description="None = CUDA when present, else CPU.")
+    batch_size: int = Field(default=32, gt=0)
+    query_prompt_name: Optional[str] = Field(
+        default=None, description="Prompt for queries; None = the model's 'query' prompt if it defines one."
+    )
+    document_prompt_name: Optional[str] = Field(
+        default=None, description="Prompt for documents; None = the model's 'document'/'passage' prompt if any."
+    )
+    max_seq_length: Optional[int] = Field(default=None, gt=0)
+    trust_remote_code: bool = False
+
+
+BranchConfig = Annotated[Union[BM25BranchConfig, DenseBranchConfig], Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- fusion
+
+FusionMethod = Literal["interpolation", "rrf"]
+Normalization = Literal["minmax", "zscore", "dbsf", "rank"]
+MissingPolicy = Literal["exact", "floor"]
+
+
+class FusionConfig(_Strict):
+    """How branch lists become one ranking.
+
+    ``interpolation`` sums ``weight_b * norm_b(score)``; ``rrf`` sums
+    ``weight_b / (rrf_k + rank_b)`` with 1-based ranks (the paper's k is 60; Qdrant's
+    server-side default is 2 with 0-based ranks). ``missing`` decides what a candidate
+    gets in a branch that did not return it: its ``exact`` score fetched from Qdrant, or
+    a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
+    """
+
+    method: FusionMethod = "interpolation"
+    normalization: Normalization = "minmax"
+    rrf_k: float = Field(default=60.0, gt=0)
+    missing: MissingPolicy = "exact"
+    floor_value: Optional[float] = None
+    server_side: bool = Field(
+        default=False,
+        description="Fuse inside Qdrant in one request (rrf, or dbsf interpolation); no per-branch provenance scores.",
+    )
+
+    @model_validator(mode="after")
+    def _server_side_supported(self) -> "FusionConfig":
+        if self.server_side and not (
+            self.method == "rrf" or (self.method == "interpolation" and self.normalization == "dbsf")
+        ):
+            raise ValueError(
+                "server_side fusion supports method 'rrf' or method 'interpolation' with normalization 'dbsf'"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class RuntimeConfig(_Strict):
+    """Execution settings that do not change results."""
+
+    k: int = Field(default=10, gt=0, description="Results returned per query.")
+    max_workers: int = Field(default=4, gt=0, description="Threads encoding branches concurrently.")
+    ingest_batch_size: int = Field(default=256, gt=0, description="Documents encoded and upserted per batch.")
+    show_progress: bool = True
+
+
+# ---------------------------------------------------------------------------- root
+
+
+class RetrieverConfig(_Strict):
+    """Everything a :class:`~hybrid_retriever.retriever.HybridRetriever` needs."""
+
+    store: StoreConfig = Field(default_factory=EdgeStoreConfig)
+    branches: list[BranchConfig] = Field(
+        default_factory=lambda: [BM25BranchConfig(weight=0.5), DenseBranchConfig(weight=0.5)]
+    )
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @field_validator("branches")
+    @classmethod
+    def _valid_branches(cls, branches: list[Any]) -> list[Any]:
+        if not branches:
+            raise ValueError("at least one branch is needed (bm25, dense)")
+        names = [b.branch_name for b in branches]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"branch names must be unique; repeated: {dupes} (set 'name' on each)")
+        if sum(b.weight for b in branches) <= 0:
+            raise ValueError("branch weights are all zero; give at least one branch a positive weight")
+        return branches
+
+    # -- access helpers -------------------------------------------------------------
+
+    def branch(self, name: str) -> Any:
+        """The config of the branch called ``name``."""
+        for b in self.branches:
+            if b.branch_name == name:
+                return b
+        raise ConfigError(f"unknown branch {name!r}; this configuration has {self.branch_names}")
+
+    @property
+    def branch_names(self) -> list[str]:
+        return [b.branch_name for b in self.branches]
+
+    def weights(self) -> dict[str, float]:
+        """Branch weights normalised to sum to one."""
+        total = sum(b.weight for b in self.branches)
+        return {b.branch_name: b.weight / total for b in self.branches}
+
+    def with_weights(self, weights: dict[str, float]) -> "RetrieverConfig":
+        """A copy with the given branch weights (unknown names are an error)."""
+        unknown = set(weights) - set(self.branch_names)
+        if unknown:
+            raise ConfigError(f"unknown branch(es) {sorted(unknown)}; known: {self.branch_names}")
+        data = self.model_dump()
+        for b in data["branches"]:
+            name = b["name"] or b["kind"]
+            if name in weights:
+                b["weight"] = weights[name]
+        return RetrieverConfig.validate_data(data)
+
+    # -- (de)serialisation ----------------------------------------------------------
+
+    @classmethod
+    def validate_data(cls, data: dict[str, Any]) -> "RetrieverConfig":
+        """Validate a plain dict, turning pydantic's errors into one :class:`ConfigError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RetrieverConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"configuration is not valid JSON: {exc}") from None
+        return cls.validate_data(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RetrieverConfig":
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("configuration must be a mapping at its top level")
+        return cls.validate_data(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RetrieverConfig":
+        """Read a ``.yaml``/``.yml`` or ``.json`` configuration file."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file {p} does not exist")
+        text = p.read_text(encoding="utf-8")
+        return cls.from_json(text) if p.suffix.lower() == ".json" else cls.from_yaml(text)
+
+    def save(self, path: str | Path, header: str | None = None) -> None:
+        """Write to ``.json`` or YAML (any other suffix); ``header`` becomes a YAML comment block."""
+        p = Path(path)
+        if p.suffix.lower() == ".json":
+            p.write_text(self.to_json() + "\n", encoding="utf-8")
+            return
+        comment = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
+        p.write_text(comment + self.to_yaml(), encoding="utf-8")
+
+
+def _explain(exc: ValidationError) -> str:
+    """One readable line per problem, each naming the offending key."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}': remove it or check its spelling")
+        elif err["type"] == "union_tag_invalid":
+            lines.append(f"'{where}': {err['msg']}")
+        else:
+            lines.append(f"'{where}': {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,31 @@
+"""The library's exception types. Every message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class HybridRetrieverError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(HybridRetrieverError, ValueError):
+    """The configuration is invalid (unknown branch or fusion name, bad weights, ...)."""
+
+
+class InvalidInputError(HybridRetrieverError, ValueError):
+    """A query, document, id list or argument is unusable as given."""
+
+
+class IndexMismatchError(HybridRetrieverError):
+    """An existing index was built with settings that differ from the ones asked for."""
+
+
+class FilterError(HybridRetrieverError, ValueError):
+    """A filter is malformed or names a field no stored document has."""
+
+
+class StoreUnavailableError(HybridRetrieverError, ConnectionError):
+    """The Qdrant back-end cannot be reached or refused the request."""
+
+
+class IndexPathError(HybridRetrieverError):
+    """The index path cannot hold an index (it is a file, or not writable)."""

@@ -1,0 +1,72 @@
+"""Score normalisations that put each branch on a comparable scale.
+
+Each normaliser is fitted on the scores a branch returned for one query and then
+applied to any score of that branch (returned or completed), so a completed score
+lands on the same scale. Degenerate lists (one score, or all equal) map that score
+to 1.0 for min-max and DBSF and to 0.0 for z-score; a completed score below it gets
+one unit less (0.0 for min-max and DBSF, -1.0 for z-score).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """``(score - shift) / scale``, or a rank map for rank-based normalisation."""
+
+    shift: float
+    scale: float
+    degenerate_value: float
+
+    def __call__(self, score: float) -> float:
+        if self.scale == 0.0:
+            return self.degenerate_value if score >= self.shift else self.degenerate_value - 1.0
+        return (score - self.shift) / self.scale
+
+
+def _minmax(scores: np.ndarray) -> Normalizer:
+    lo, hi = float(scores.min()), float(scores.max())
+    return Normalizer(shift=lo, scale=hi - lo, degenerate_value=1.0)
+
+
+def _zscore(scores: np.ndarray) -> Normalizer:
+    mean, std = float(scores.mean()), float(scores.std())
+    return Normalizer(shift=mean, scale=std, degenerate_value=0.0)
+
+
+def _dbsf(scores: np.ndarray) -> Normalizer:
+    # Distribution-based score fusion: the range mean ± 3σ maps to [0, 1].
+    mean, std = float(scores.mean()), float(scores.std())
+    return Normalizer(shift=mean - 3 * std, scale=6 * std, degenerate_value=1.0)
+
+
+NORMALIZERS: dict[str, Callable[[np.ndarray], Normalizer]] = {
+    "minmax": _minmax,
+    "zscore": _zscore,
+    "dbsf": _dbsf,
+}
+
+
+def fit_normalizer(method: str, scores: list[float]) -> Normalizer | None:
+    """Fit ``method`` on a branch's returned scores; ``None`` when there are none.
+
+    ``rank`` normalisation is handled by :func:`rank_score`, not here.
+    """
+    clean = np.array([s for s in scores if not math.isnan(s)], dtype=np.float64)
+    if clean.size == 0:
+        return None
+    try:
+        return NORMALIZERS[method](clean)
+    except KeyError:
+        raise ValueError(f"unknown normalization {method!r}; choose one of {sorted(NORMALIZERS) + ['rank']}") from None
+
+
+def rank_score(rank: int, n: int) -> float:
+    """Rank-based normalisation: the top of a list of ``n`` gets 1.0, the last 1/n."""
+    return (n - rank + 1) / n

@@ -1,0 +1,55 @@
+"""Inputs and outputs of fusion: ranked lists of (id, score) per branch, one fused list."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BranchList:
+    """One branch's ranked candidates for one query.
+
+    ``ids``/``scores`` are the branch's own results, best first (rank = position + 1).
+    ``extra`` holds exact scores of other candidates that the branch did not return
+    (score completion); they have no rank. NaN scores count as missing.
+    """
+
+    ids: list[str]
+    scores: list[float]
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.scores):
+            raise ValueError(f"ids ({len(self.ids)}) and scores ({len(self.scores)}) differ in length")
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(id, score) pairs with NaN scores dropped, in the branch's order."""
+        return [(i, float(s)) for i, s in zip(self.ids, self.scores) if not math.isnan(s)]
+
+    def ranks(self) -> dict[str, int]:
+        """1-based rank of each returned id (NaN-scored ids excluded, ranks stay contiguous)."""
+        return {i: r for r, (i, _) in enumerate(self.ranked(), start=1)}
+
+
+@dataclass
+class FusedItem:
+    """One fused candidate: its fused score and each branch's normalised contribution.
+
+    ``normalized[b]`` is ``None`` when branch ``b`` had no score for it (neither
+    returned nor completed) and ``floored[b]`` tells whether a floor stood in.
+    """
+
+    id: str
+    score: float
+    normalized: dict[str, float | None]
+    floored: dict[str, bool]
+
+
+def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list[FusedItem]:
+    """Best first; ties broken by the best rank in any branch, then by id, so output is deterministic."""
+
+    def best_rank(item_id: str) -> int:
+        return min((r[item_id] for r in ranks.values() if item_id in r), default=1 << 30)
+
+    return sorted(items, key=lambda it: (-it.score, best_rank(it.id), it.id))

@@ -1,0 +1,113 @@
+"""The store interface: where branch vectors live and are searched (Qdrant, embedded or remote)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from hybrid_retriever.branches.base import VectorSpec
+from hybrid_retriever.stores.filters import FilterSpec
+from hybrid_retriever.types import Vector
+
+#: Payload keys of every stored point (the LangChain/Qdrant convention for the last two).
+PAYLOAD_ID = "doc_id"
+PAYLOAD_TEXT = "page_content"
+PAYLOAD_METADATA = "metadata"
+
+
+@dataclass
+class StoredPoint:
+    """One Qdrant point: its id, one vector per branch, and the payload."""
+
+    point_id: str
+    vectors: dict[str, Vector] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchRequest:
+    """Nearest-neighbour search of one named vector.
+
+    ``point_ids`` restricts the search to those points (score completion); ``exact``
+    bypasses the approximate index.
+    """
+
+    vector_name: str
+    vector: Vector
+    limit: int
+    filter: FilterSpec | None = None
+    point_ids: Sequence[str] | None = None
+    exact: bool = False
+
+
+#: A search answer: (point id, score) pairs, best first.
+ScoredIds = list[tuple[str, float]]
+
+
+class Store(abc.ABC):
+    """A Qdrant collection (or Edge shard) holding one point per document."""
+
+    #: Human-readable location, used in messages.
+    location: str
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the collection has been created."""
+
+    @abc.abstractmethod
+    def create(self, specs: Sequence[VectorSpec], manifest: dict[str, Any]) -> None:
+        """Create the collection with one vector per spec and record ``manifest``."""
+
+    @abc.abstractmethod
+    def read_manifest(self) -> dict[str, Any] | None:
+        """What built the index, or ``None`` when there is no index yet."""
+
+    @abc.abstractmethod
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace the recorded manifest."""
+
+    @abc.abstractmethod
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        """Insert or replace points (same id = replaced)."""
+
+    @abc.abstractmethod
+    def delete(self, point_ids: Sequence[str]) -> None:
+        """Delete points; unknown ids are ignored."""
+
+    @abc.abstractmethod
+    def retrieve(self, point_ids: Sequence[str], with_vectors: Sequence[str] | bool = False) -> list[StoredPoint]:
+        """The stored points among ``point_ids`` (missing ones are skipped), in no set order."""
+
+    @abc.abstractmethod
+    def count(self, filter: FilterSpec | None = None) -> int:
+        """Exact number of stored points (matching ``filter``)."""
+
+    @abc.abstractmethod
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
+        """Answer several searches at once, in order."""
+
+    @abc.abstractmethod
+    def fused_search(
+        self,
+        requests: Sequence[SearchRequest],
+        method: Literal["rrf", "dbsf"],
+        limit: int,
+        rrf_k: int = 2,
+        weights: Sequence[float] | None = None,
+    ) -> ScoredIds:
+        """One request that fuses the branch searches inside Qdrant (prefetches + fusion)."""
+
+    @abc.abstractmethod
+    def scroll(
+        self, limit: int, offset: str | None = None, filter: FilterSpec | None = None
+    ) -> tuple[list[StoredPoint], str | None]:
+        """A page of points (payload only) and the offset of the next page (``None`` at the end)."""
+
+    @abc.abstractmethod
+    def optimize(self) -> None:
+        """Build indexes after bulk writes (a no-op where the server does it on its own)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release files and connections."""

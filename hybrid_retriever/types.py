@@ -1,0 +1,106 @@
+"""Plain data classes that flow through the library: documents in, hits out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """A sparse vector as Qdrant stores it: parallel token ids and weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+#: What a branch produces for one text: a dense vector, a sparse vector or a
+#: matrix of token vectors (multi-vector, one row per token).
+Vector = Union[np.ndarray, SparseVector]
+
+
+@dataclass
+class Document:
+    """A document to index or a stored document read back.
+
+    ``id`` is the caller's own identifier (any string). The Qdrant point id is
+    derived from it (uuid5), so re-adding a document with the same id replaces it.
+    """
+
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+@dataclass
+class ScoredId:
+    """One search result of one branch: Qdrant point id, raw score, 1-based rank."""
+
+    point_id: str
+    score: float
+    rank: int
+
+
+@dataclass
+class BranchResult:
+    """What one branch returned for one query, before fusion.
+
+    ``hits`` is the branch's own ranked list (best first, up to its depth);
+    ``completed`` holds exact scores fetched afterwards for candidates that other
+    branches found and this one did not return (point id -> raw score).
+    """
+
+    branch: str
+    hits: list[ScoredId]
+    completed: dict[str, float] = field(default_factory=dict)
+    encode_ms: float = 0.0
+    search_ms: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class BranchScore:
+    """Provenance of one hit in one branch.
+
+    ``raw`` is the branch's own similarity (BM25 score, cosine, MaxSim), ``normalized``
+    the value fusion used, ``rank`` the 1-based rank in the branch's list (``None``
+    when the branch did not return the document) and ``completed`` whether ``raw``
+    was fetched by score completion rather than returned by the branch's search.
+    """
+
+    raw: float | None
+    normalized: float | None
+    rank: int | None
+    completed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "raw": self.raw,
+            "normalized": self.normalized,
+            "rank": self.rank,
+            "completed": self.completed,
+        }
+
+
+@dataclass
+class Hit:
+    """One fused result: the stored document, its fused score and every branch's view of it."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+    rank: int
+    provenance: dict[str, BranchScore]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "metadata": self.metadata,
+            "score": self.score,
+            "rank": self.rank,
+            "provenance": {name: s.as_dict() for name, s in self.provenance.items()},
+        }
