@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: this version is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test reference bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Regenerate README.md's configuration reference from RetrieverConfig (a test checks it is current).
+reference: venv
+	$(BIN)/python scripts/config_reference.py
 
 clean:
 	rm -rf $(VENV) .demo-index .pytest_cache

@@ -78,7 +78,7 @@ StoreConfig = Annotated[Union[EdgeStoreConfig, QdrantStoreConfig], Field(discrim
 
 class _BranchBase(_Strict):
     name: Optional[str] = Field(default=None, description="Branch name; defaults to its kind.")
-    weight: float = Field(default=1.0, ge=0, description="Fusion weight (normalised over branches).")
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="Fusion weight (normalised over branches).")
     depth: int = Field(default=100, gt=0, description="Candidates this branch returns per query.")
 
     @property
@@ -123,7 +123,66 @@ class DenseBranchConfig(_BranchBase):
     trust_remote_code: bool = False
 
 
-BranchConfig = Annotated[Union[BM25BranchConfig, DenseBranchConfig], Field(discriminator="kind")]
+class MuveraConfig(_Strict):
+    """MUVERA fixed-dimensional encodings (mode ``muvera``): an FDE vector of
+    ``repetitions · 2^k_sim · dim_proj`` numbers per document, searched with its own
+    index; its ``candidates`` best are re-ranked by exact MaxSim."""
+
+    k_sim: int = Field(default=4, ge=1, le=8, description="SimHash hyperplanes per repetition (2^k_sim buckets).")
+    dim_proj: int = Field(default=16, ge=1, description="Dimensions each token is projected to.")
+    repetitions: int = Field(default=20, ge=1, description="Independent partitions, concatenated.")
+    seed: int = Field(default=42, description="Seed of the random partitions and projections.")
+    candidates: int = Field(default=300, gt=0, description="FDE candidates re-ranked by exact MaxSim per query.")
+
+
+class MultiVectorBranchConfig(_BranchBase):
+    """Late interaction (ColBERT-style MaxSim) on Qdrant multivectors.
+
+    ``model`` None uses the token embeddings of all-MiniLM-L6-v2 (format ``tokens``),
+    sharing one forward pass with a dense branch on the same model. ``format``
+    ``auto`` reads PyLate and Stanford ColBERT checkpoints. ``mode``: ``full`` (its own
+    HNSW index on the multivector), ``rescorer`` (no index; MaxSim of the other
+    branches' candidates, one Qdrant request with prefetches) or ``muvera`` (FDE
+    candidates, exact MaxSim re-ranking).
+    """
+
+    kind: Literal["multivector"] = "multivector"
+    model: Optional[str] = Field(default=None, description="Checkpoint folder or Hugging Face id; None = MiniLM tokens.")
+    format: Literal["auto", "pylate", "stanford", "tokens"] = "auto"
+    mode: Literal["full", "rescorer", "muvera"] = "rescorer"
+    device: Optional[str] = Field(default=None, description="None = CUDA when present, else CPU.")
+    batch_size: int = Field(default=32, gt=0)
+    query_length: Optional[int] = Field(default=None, gt=1, description="None = the checkpoint's own.")
+    document_length: Optional[int] = Field(default=None, gt=1, description="None = the checkpoint's own.")
+    pool_factor: int = Field(default=1, ge=1, le=8, description="Token pooling at index time (1 = none).")
+    protected_tokens: int = Field(default=1, ge=0, description="Leading tokens never pooled ([CLS]).")
+    storage: Literal["float32", "float16"] = "float32"
+    quantization: Optional[Literal["int8"]] = Field(default=None, description="Qdrant scalar quantization (rescored).")
+    oversampling: float = Field(default=2.0, ge=1.0, description="Quantized search: candidates × this are rescored.")
+    hnsw_m: int = Field(default=16, gt=0, description="HNSW links per node (mode full).")
+    hnsw_ef_construct: int = Field(default=100, gt=0, description="HNSW build beam (mode full).")
+    share_backbone: bool = Field(default=True, description="One forward pass for this and a dense branch on the same model.")
+    muvera: MuveraConfig = Field(default_factory=MuveraConfig)
+    trust_remote_code: bool = False
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_DENSE_MODEL
+
+    @property
+    def resolved_format(self) -> str:
+        return "tokens" if self.model is None and self.format == "auto" else self.format
+
+    @model_validator(mode="after")
+    def _default_model_format(self) -> "MultiVectorBranchConfig":
+        if self.model is None and self.format in ("pylate", "stanford"):
+            raise ValueError(f"format {self.format!r} needs a model (a ColBERT checkpoint folder or Hugging Face id)")
+        return self
+
+
+BranchConfig = Annotated[
+    Union[BM25BranchConfig, DenseBranchConfig, MultiVectorBranchConfig], Field(discriminator="kind")
+]
 
 
 # --------------------------------------------------------------------------- fusion
@@ -145,9 +204,9 @@ class FusionConfig(_Strict):
 
     method: FusionMethod = "interpolation"
     normalization: Normalization = "minmax"
-    rrf_k: float = Field(default=60.0, gt=0)
+    rrf_k: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     missing: MissingPolicy = "exact"
-    floor_value: Optional[float] = None
+    floor_value: Optional[float] = Field(default=None, allow_inf_nan=False)
     server_side: bool = Field(
         default=False,
         description="Fuse inside Qdrant in one request (rrf, or dbsf interpolation); no per-branch provenance scores.",
@@ -176,6 +235,83 @@ class RuntimeConfig(_Strict):
     show_progress: bool = True
 
 
+# ------------------------------------------------------------ pseudo-relevance feedback
+
+PRFPlacement = Literal["none", "before", "after", "both"]
+
+
+class PRFGuardConfig(_Strict):
+    """Drift guard: skip or damp feedback when the first stage looks unreliable.
+
+    ``agreement`` is the overlap of the branches' first-stage top ``agreement_k``
+    (mean over branch pairs, 0..1). Below ``min_agreement`` feedback is skipped; from
+    there up to ``full_agreement`` it is damped linearly; at or above it is applied in
+    full. With ``consensus_depth``, a feedback document is used only if every other
+    branch also ranks it within that depth (confirmed feedback); fewer than
+    ``min_feedback`` usable documents skips feedback. Needs two or more branches;
+    with one branch only ``min_feedback`` applies.
+    """
+
+    enabled: bool = True
+    agreement_k: int = Field(default=10, gt=0)
+    min_agreement: float = Field(default=0.0, ge=0, le=1)
+    full_agreement: float = Field(default=0.0, ge=0, le=1)
+    consensus_depth: Optional[int] = Field(default=None, gt=0)
+    min_feedback: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PRFGuardConfig":
+        if self.full_agreement and self.full_agreement < self.min_agreement:
+            raise ValueError("guard full_agreement must be >= min_agreement (or 0 for a hard cut at min_agreement)")
+        return self
+
+
+class PRFConfig(_Strict):
+    """Pseudo-relevance feedback: rewrite each query from its top documents and search again.
+
+    ``interpolate`` places fusion around PRF (Li et al., "To Interpolate or not to
+    Interpolate: PRF, Dense and Sparse Retrievers", SIGIR 2022): ``none`` — each PRF
+    branch takes feedback from its own list and its second-stage list is the result;
+    ``before`` — feedback from the fused first-stage list, the PRF branches'
+    second-stage lists are the result; ``after`` — feedback from each branch's own
+    list, then every branch is fused again (second stage for PRF branches, first stage
+    for the others); ``both`` — feedback from the fused list and fused again.
+    ``branches`` names the branches that get PRF (None = every dense branch). Dense
+    branches use ``dense_method`` (Rocchio ``alpha``·q + ``beta``·mean(feedback) −
+    ``gamma``·mean(negatives), or Average); sparse branches use ``sparse_method``
+    (RM3 with ``rm3_lambda`` the original query's weight, or Rocchio with alpha/beta),
+    keeping ``fb_terms`` expansion terms.
+    """
+
+    enabled: bool = False
+    interpolate: PRFPlacement = "both"
+    branches: Optional[list[str]] = Field(default=None, description="Branches that get PRF; None = every dense branch.")
+    fb_docs: int = Field(default=3, gt=0, description="Feedback documents (top of the feedback list).")
+    depth: Optional[int] = Field(default=None, gt=0, description="Second-stage depth per branch; None = the branch's depth.")
+    dense_method: Literal["rocchio", "average"] = "rocchio"
+    alpha: float = Field(default=1.0, ge=0, le=1, description="Rocchio weight of the original query.")
+    beta: float = Field(default=0.5, ge=0, le=1, description="Rocchio weight of the feedback centroid.")
+    gamma: float = Field(default=0.0, ge=0, le=1, description="Rocchio weight of the negative centroid.")
+    fb_negatives: int = Field(default=0, ge=0, description="Negative documents, taken after rank negative_from.")
+    negative_from: int = Field(default=50, ge=0)
+    sparse_method: Literal["rm3", "rocchio"] = "rm3"
+    rm3_lambda: float = Field(default=0.5, ge=0, le=1, description="RM3: weight of the original query (λ).")
+    fb_terms: int = Field(default=10, gt=0, description="Expansion terms kept (sparse branches).")
+    idf_terms: bool = Field(default=False, description="Choose expansion terms by P(w|R)·IDF (IDF read from Qdrant).")
+    doc_weighting: Literal["score", "uniform"] = Field(
+        default="score", description="Feedback documents weighted by first-stage score, or equally (RM3, sparse Rocchio)."
+    )
+    guard: PRFGuardConfig = Field(default_factory=PRFGuardConfig)
+
+    @model_validator(mode="after")
+    def _usable(self) -> "PRFConfig":
+        if self.alpha + self.beta <= 0:
+            raise ValueError("PRF alpha and beta are both 0: give the query or the feedback some weight")
+        if self.gamma > 0 and self.fb_negatives == 0:
+            raise ValueError("PRF gamma > 0 needs fb_negatives > 0 (the negative documents to subtract)")
+        return self
+
+
 # ---------------------------------------------------------------------------- root
 
 
@@ -188,6 +324,7 @@ class RetrieverConfig(_Strict):
     )
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    prf: PRFConfig = Field(default_factory=PRFConfig)
 
     @field_validator("branches")
     @classmethod
@@ -201,6 +338,19 @@ class RetrieverConfig(_Strict):
         if sum(b.weight for b in branches) <= 0:
             raise ValueError("branch weights are all zero; give at least one branch a positive weight")
         return branches
+
+    @model_validator(mode="after")
+    def _valid_prf(self) -> "RetrieverConfig":
+        if not self.prf.enabled:
+            return self
+        unknown = set(self.prf.branches or []) - set(self.branch_names)
+        if unknown:
+            raise ValueError(f"prf.branches names unknown branch(es) {sorted(unknown)}; branches: {self.branch_names}")
+        if self.prf.branches is not None and not self.prf.branches:
+            raise ValueError("prf.branches is empty: name the branches that get feedback, or leave it unset")
+        if self.fusion.server_side:
+            raise ValueError("PRF needs per-branch scores: set fusion.server_side to false, or prf.enabled to false")
+        return self
 
     # -- access helpers -------------------------------------------------------------
 

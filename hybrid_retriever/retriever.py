@@ -31,6 +31,7 @@ from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_sto
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
+from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,13 @@ class HybridRetriever:
         self.branches: dict[str, Branch] = {b.name: b for b in built}
         if set(self.branches) != set(self.config.branch_names):
             raise ConfigError(f"branches {sorted(self.branches)} do not match the configuration's {self.config.branch_names}")
+        for b in built:  # e.g. a multivector branch sharing the dense branch's model
+            b.attach(self.branches)
         self._pool = ThreadPoolExecutor(max_workers=self.config.runtime.max_workers, thread_name_prefix="hybrid-retriever")
         self._write_lock = threading.Lock()
         self._manifest: dict[str, Any] | None = self.store.read_manifest()
+        # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
+        self._prf = PRFPipeline(self) if self.config.prf.enabled else None
         self._unoptimized = 0
         if self._manifest is not None:
             self._check_manifest(self._manifest)
@@ -224,10 +229,12 @@ class HybridRetriever:
                 raise InvalidInputError(f"branch {name!r} produced {len(vecs)} vectors for {len(batch)} documents")
         if self._manifest is None:
             self._create_index()
+        # A branch may store more than one named vector per document (e.g. a multi-vector and its FDE).
+        stored = {name: self.branches[name].stored_vectors(encoded[name]) for name in self.branches}
         points = [
             StoredPoint(
                 point_id=point_id(d.id),  # type: ignore[arg-type]
-                vectors={name: encoded[name][i] for name in self.branches},
+                vectors={k: v for name in self.branches for k, v in stored[name][i].items()},
                 payload={PAYLOAD_ID: d.id, PAYLOAD_TEXT: d.text, PAYLOAD_METADATA: d.metadata},
             )
             for i, d in enumerate(batch)
@@ -243,7 +250,7 @@ class HybridRetriever:
         manifest = build_manifest(
             self._branch_manifests(), self.config.model_dump(mode="json", exclude={"store"}), metadata_fields=[]
         )
-        specs = [b.vector_spec for b in self.branches.values()]
+        specs = [s for b in self.branches.values() for s in b.vector_specs]
         self.store.create(specs, manifest)
         self._manifest = manifest
 
@@ -315,6 +322,9 @@ class HybridRetriever:
             return self._server_side(queries, k, self._filter(filter))
         results = self.search_branches(queries, filter=filter, complete=fusion.method == "interpolation" and fusion.missing == "exact")
         fused = [self.fuse(r) for r in results]
+        if self._prf is not None:
+            second = self._prf.run(results, fused, self._filter(filter))
+            return self._prf.annotate(self._hits(second.fused, second.results, k), results, fused, second.info)
         return self._hits(fused, results, k)
 
     def search_branches(
@@ -344,11 +354,7 @@ class HybridRetriever:
         if not ok:
             first = next(iter(encoded.values()))[2]
             raise InvalidInputError(f"every branch failed to encode the query: {first}")
-        requests = [
-            SearchRequest(vector_name=n, vector=encoded[n][0][qi], limit=depths[n], filter=spec)
-            for qi in range(len(queries))
-            for n in ok
-        ]
+        requests = [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries)) for n in ok]
         t0 = time.perf_counter()
         answers = self.store.search_batch(requests)
         search_ms = (time.perf_counter() - t0) * 1000 / max(len(queries), 1)
@@ -356,11 +362,42 @@ class HybridRetriever:
         for qi in range(len(queries)):
             for n in self.branches:
                 vecs, ms, err = encoded[n]
-                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(next(it), start=1)] if err is None else []
-                results[qi][n] = BranchResult(branch=n, hits=hits, encode_ms=ms, search_ms=search_ms, error=err)
+                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(_tie_sorted(next(it)), start=1)] if err is None else []
+                results[qi][n] = BranchResult(
+                    branch=n, hits=hits, encode_ms=ms, search_ms=search_ms, error=err,
+                    query_vector=vecs[qi] if err is None else None,
+                )
         if complete and len(ok) > 1:
             self._complete(results, encoded, spec)
         return results
+
+    def _branch_request(
+        self,
+        n: str,
+        qi: int,
+        encoded: dict[str, tuple[list[Vector], float, str | None]],
+        depths: dict[str, int],
+        spec: FilterSpec | None,
+        ok: list[str],
+    ) -> SearchRequest:
+        """Branch ``n``'s search for query ``qi``: nearest on its vector, a re-scoring of a first stage
+        on another vector it owns (MUVERA), or a re-scoring of the other branches' candidates (rescorer)."""
+        b = self.branches[n]
+        vector = encoded[n][0][qi]
+        prefetch: list[SearchRequest] | None = None
+        limit = depths[n]
+        if b.rescores_others:
+            prefetch = [
+                SearchRequest(vector_name=o, vector=encoded[o][0][qi], limit=depths[o], filter=spec, **self.branches[o].search_options())
+                for o in ok
+                if o != n and not self.branches[o].rescores_others
+            ]
+            limit = sum(p.limit for p in prefetch) or limit  # every candidate of the union gets its score
+        else:
+            stage = b.first_stage(vector)
+            if stage is not None:
+                prefetch = [SearchRequest(vector_name=stage.vector_name, vector=stage.vector, limit=stage.limit, filter=spec)]
+        return SearchRequest(vector_name=n, vector=vector, limit=limit, filter=spec, prefetch=prefetch or None, **b.search_options())
 
     def _encode_queries(self, queries: list[str]) -> dict[str, tuple[list[Vector], float, str | None]]:
         def run(branch: Branch) -> tuple[list[Vector], float, str | None]:
@@ -453,9 +490,15 @@ class HybridRetriever:
         encoded = self._encode_queries(queries)
         names = list(self.branches)
         weights = self.config.weights()
-        rrf_k = fusion.rrf_k - 1  # Qdrant ranks from 0, the paper (and fusion.rrf) from 1
-        if fusion.method == "rrf" and (rrf_k != int(rrf_k) or rrf_k < 0):
-            raise ConfigError(f"server-side RRF needs an integer rrf_k >= 1, got {fusion.rrf_k}")
+        # Qdrant's RRF term is 1 / (k_q + position) with 0-based positions, i.e.
+        # 1 / (k_q - 1 + rank): it equals the paper's (and fusion.rrf's) 1 / (k + rank)
+        # when k_q = k + 1. Qdrant weighs a branch as 1 / (rank / w + k_q - 1), so with
+        # the largest weight scaled to 1, equal weights agree with the client side
+        # exactly and unequal ones stretch the lighter branches' ranks instead.
+        rrf_k = fusion.rrf_k + 1
+        if fusion.method == "rrf" and rrf_k != int(rrf_k):
+            raise ConfigError(f"server-side RRF needs an integer rrf_k, got {fusion.rrf_k}")
+        top_weight = max(weights.values())
         out = []
         for qi in range(len(queries)):
             requests = [
@@ -466,7 +509,7 @@ class HybridRetriever:
                 "rrf" if fusion.method == "rrf" else "dbsf",
                 limit=k,
                 rrf_k=int(rrf_k),
-                weights=[weights[n] for n in names],
+                weights=[weights[n] / top_weight for n in names],
             )
             out.append([FusedItem(id=pid, score=s, normalized={n: None for n in names}, floored={}) for pid, s in answer])
         empty = [{n: BranchResult(branch=n, hits=[]) for n in names} for _ in queries]
@@ -492,6 +535,15 @@ class HybridRetriever:
                 f"known fields: {sorted(known)}"
             )
         return spec
+
+
+def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A branch's answer best first, equal scores in point-id order.
+
+    Qdrant leaves the order of equal scores unspecified (Edge and qdrant-client differ),
+    and ranks feed RRF and rank normalisation, so ties get one order on every back-end.
+    """
+    return sorted(answer, key=lambda t: (-t[1], t[0]))
 
 
 def _validate_queries(queries: Sequence[str]) -> list[str]:

@@ -58,6 +58,8 @@ class BranchResult:
     encode_ms: float = 0.0
     search_ms: float = 0.0
     error: str | None = None
+    #: The query vector this branch searched with (kept so later stages, e.g. PRF, reuse it).
+    query_vector: Any = None
 
 
 @dataclass
@@ -74,14 +76,20 @@ class BranchScore:
     normalized: float | None
     rank: int | None
     completed: bool = False
+    #: With pseudo-relevance feedback: this branch's view of the hit in the first stage
+    #: (the fields above then describe the final, second stage). ``None`` without PRF.
+    first_stage: "BranchScore | None" = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "raw": self.raw,
             "normalized": self.normalized,
             "rank": self.rank,
             "completed": self.completed,
         }
+        if self.first_stage is not None:
+            out["first_stage"] = self.first_stage.as_dict()
+        return out
 
 
 @dataclass
@@ -94,9 +102,11 @@ class Hit:
     score: float
     rank: int
     provenance: dict[str, BranchScore]
+    #: Pseudo-relevance feedback applied to this query (see ``hybrid_retriever.prf``); ``None`` without PRF.
+    prf: Any = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "text": self.text,
             "metadata": self.metadata,
@@ -104,3 +114,6 @@ class Hit:
             "rank": self.rank,
             "provenance": {name: s.as_dict() for name, s in self.provenance.items()},
         }
+        if self.prf is not None:
+            out["prf"] = self.prf.as_dict()
+        return out

@@ -7,10 +7,11 @@ from typing import Any
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.branches.bm25 import BM25Branch
 from hybrid_retriever.branches.dense import DenseBranch
+from hybrid_retriever.branches.multivector import MultiVectorBranch
 from hybrid_retriever.errors import ConfigError
 
 #: Branch kind (the config's ``kind``) -> implementation.
-BRANCH_TYPES: dict[str, type[Branch]] = {"bm25": BM25Branch, "dense": DenseBranch}
+BRANCH_TYPES: dict[str, type[Branch]] = {"bm25": BM25Branch, "dense": DenseBranch, "multivector": MultiVectorBranch}
 
 
 def build_branch(config: Any) -> Branch:
@@ -22,4 +23,4 @@ def build_branch(config: Any) -> Branch:
     return cls(config)  # type: ignore[call-arg]
 
 
-__all__ = ["BRANCH_TYPES", "BM25Branch", "Branch", "DenseBranch", "VectorSpec", "build_branch"]
+__all__ = ["BRANCH_TYPES", "BM25Branch", "Branch", "DenseBranch", "MultiVectorBranch", "VectorSpec", "build_branch"]

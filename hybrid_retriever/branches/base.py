@@ -31,6 +31,23 @@ class VectorSpec:
     distance: str = "Cosine"
     idf: bool = False
     indexed: bool = True
+    #: Storage type of the vector's numbers: "float32" or "float16".
+    datatype: str = "float32"
+    #: Qdrant quantization of the vector ("int8" scalar), or None.
+    quantization: str | None = None
+    #: HNSW links per node and build beam when ``indexed`` (None = Qdrant's defaults).
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """A first-stage search on another vector a branch owns; its candidates are re-scored
+    with the branch's own vector in the same Qdrant request (e.g. MUVERA FDE -> MaxSim)."""
+
+    vector_name: str
+    vector: Vector
+    limit: int
 
 
 class Branch(abc.ABC):
@@ -64,3 +81,29 @@ class Branch(abc.ABC):
 
     def restore(self, stored: dict[str, Any]) -> None:
         """Take statistics learned at first ingest back from a stored manifest; no-op by default."""
+
+    # -- optional hooks (defaults keep a branch to one vector searched directly) ------
+
+    #: True for a branch that only re-scores the other branches' candidates (its request
+    #: carries their searches as prefetches) instead of searching on its own.
+    rescores_others: bool = False
+
+    @property
+    def vector_specs(self) -> list[VectorSpec]:
+        """Every Qdrant vector the branch owns; the first is :attr:`vector_spec`, the one it scores with."""
+        return [self.vector_spec]
+
+    def stored_vectors(self, vectors: Sequence[Vector]) -> list[dict[str, Vector]]:
+        """The named vectors stored per document, from :meth:`encode_documents`' output (or precomputed vectors)."""
+        return [{self.name: v} for v in vectors]
+
+    def first_stage(self, vector: Vector) -> FirstStage | None:
+        """A first-stage search whose candidates this branch re-scores; None = search its vector directly."""
+        return None
+
+    def search_options(self) -> dict[str, Any]:
+        """Extra :class:`~hybrid_retriever.stores.base.SearchRequest` fields for this branch's searches."""
+        return {}
+
+    def attach(self, branches: dict[str, "Branch"]) -> None:
+        """Called once by the retriever with every branch (e.g. to share a model); no-op by default."""

@@ -28,6 +28,8 @@ class DenseBranch(Branch):
         self.name = config.branch_name
         self._model: Any = None
         self._lock = threading.Lock()
+        #: Set by a multivector branch on the same model: one forward pass feeds both branches.
+        self.shared_forward: Any = None
 
     @property
     def model(self) -> Any:
@@ -66,6 +68,8 @@ class DenseBranch(Branch):
     def _encode(self, texts: Sequence[str], prompt_name: str | None) -> list[Vector]:
         if not texts:
             return []
+        if self.shared_forward is not None and prompt_name is None:
+            return self.shared_forward.sentence_embeddings(texts)
         vectors = self.model.encode(
             list(texts),
             prompt_name=prompt_name,

@@ -3,8 +3,15 @@
 Each normaliser is fitted on the scores a branch returned for one query and then
 applied to any score of that branch (returned or completed), so a completed score
 lands on the same scale. Degenerate lists (one score, or all equal) map that score
-to 1.0 for min-max and DBSF and to 0.0 for z-score; a completed score below it gets
-one unit less (0.0 for min-max and DBSF, -1.0 for z-score).
+to 1.0 for min-max, 0.5 for DBSF and 0.0 for z-score; a completed score below it
+gets 0.0 for min-max and DBSF and -1.0 for z-score.
+
+DBSF follows Qdrant's own ``Fusion.DBSF`` exactly (checked against Qdrant Edge and
+qdrant-client in ``tests/test_stores.py``), so client-side and server-side DBSF
+agree: the range mean ± 3σ maps to [0, 1] with the *sample* standard deviation
+(divisor n - 1), scores outside that range are not clamped (they fall below 0 or
+above 1), and a list of one score or of equal scores maps to 0.5. Z-score uses the
+population standard deviation (divisor n).
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ class Normalizer:
     shift: float
     scale: float
     degenerate_value: float
+    #: Value of a (completed) score below a degenerate list's; ``None`` = ``degenerate_value - 1``.
+    degenerate_below: float | None = None
 
     def __call__(self, score: float) -> float:
         if self.scale == 0.0:
-            return self.degenerate_value if score >= self.shift else self.degenerate_value - 1.0
+            if score >= self.shift:
+                return self.degenerate_value
+            return self.degenerate_value - 1.0 if self.degenerate_below is None else self.degenerate_below
         return (score - self.shift) / self.scale
 
 
@@ -35,15 +46,25 @@ def _minmax(scores: np.ndarray) -> Normalizer:
     return Normalizer(shift=lo, scale=hi - lo, degenerate_value=1.0)
 
 
+def _mean_std(scores: np.ndarray, ddof: int) -> tuple[float, float]:
+    # Equal scores are degenerate exactly: numpy's mean of equal floats can be off by
+    # an ulp, which would give a std of ~1e-17 and blow completed scores up to ~1e16.
+    if scores.size <= ddof or scores.min() == scores.max():
+        return float(scores[0]), 0.0
+    return float(scores.mean()), float(scores.std(ddof=ddof))
+
+
 def _zscore(scores: np.ndarray) -> Normalizer:
-    mean, std = float(scores.mean()), float(scores.std())
+    mean, std = _mean_std(scores, ddof=0)
     return Normalizer(shift=mean, scale=std, degenerate_value=0.0)
 
 
 def _dbsf(scores: np.ndarray) -> Normalizer:
-    # Distribution-based score fusion: the range mean ± 3σ maps to [0, 1].
-    mean, std = float(scores.mean()), float(scores.std())
-    return Normalizer(shift=mean - 3 * std, scale=6 * std, degenerate_value=1.0)
+    # Distribution-based score fusion as Qdrant computes it: the range mean ± 3σ maps
+    # to [0, 1], σ the sample standard deviation, no clamping; one score (or equal
+    # scores) -> 0.5.
+    mean, std = _mean_std(scores, ddof=1)
+    return Normalizer(shift=mean - 3 * std, scale=6 * std, degenerate_value=0.5, degenerate_below=0.0)
 
 
 NORMALIZERS: dict[str, Callable[[np.ndarray], Normalizer]] = {

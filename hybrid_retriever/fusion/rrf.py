@@ -1,8 +1,10 @@
 """Weighted reciprocal rank fusion.
 
 ``score(d) = Σ_b w_b / (k + rank_b(d))`` with 1-based ranks, as in Cormack et al.
-(2009), whose constant is k = 60. Qdrant's server-side RRF uses 0-based positions
-and a default k of 2, so Qdrant with ``k - 1`` equals this function with ``k``.
+(2009), whose constant is k = 60. Qdrant's server-side RRF scores ``1 / (k + position)``
+with 0-based positions and a default k of 2, so Qdrant with ``k + 1`` equals this
+function with ``k`` (checked in ``tests/test_stores.py``). Qdrant's *weighted* RRF is
+``1 / (rank / w + k - 1)``, not ``w / (k + rank)``: the two agree only for equal weights.
 A branch that did not return a document contributes nothing.
 """
 

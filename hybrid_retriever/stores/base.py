@@ -30,7 +30,8 @@ class SearchRequest:
     """Nearest-neighbour search of one named vector.
 
     ``point_ids`` restricts the search to those points (score completion); ``exact``
-    bypasses the approximate index.
+    bypasses the approximate index; ``prefetch`` makes it a re-scoring of the
+    prefetched candidates (one Qdrant request).
     """
 
     vector_name: str
@@ -39,6 +40,11 @@ class SearchRequest:
     filter: FilterSpec | None = None
     point_ids: Sequence[str] | None = None
     exact: bool = False
+    #: Searches whose candidates this request re-scores (Qdrant prefetches); None = search all points.
+    prefetch: list["SearchRequest"] | None = None
+    #: Quantized vectors: re-score the best ``limit × oversampling`` with the original vectors.
+    rescore: bool = False
+    oversampling: float | None = None
 
 
 #: A search answer: (point id, score) pairs, best first.

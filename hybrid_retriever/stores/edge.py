@@ -68,7 +68,11 @@ class EdgeStore(Store):
                     size=s.size,
                     distance=_DISTANCES[s.distance],
                     multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if s.kind == "multi" else None,
-                    hnsw_config=None if s.indexed else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+                    hnsw_config=_hnsw(s),
+                    datatype=qe.VectorStorageDatatype.Float16 if s.datatype == "float16" else None,
+                    quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+                    if s.quantization == "int8"
+                    else None,
                 )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -142,8 +146,9 @@ class EdgeStore(Store):
         return qe.QueryRequest(
             limit=r.limit,
             query=qe.Query.Nearest(_to_edge_vector(r.vector), using=r.vector_name),
+            prefetches=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
             filter=to_edge_filter(r.filter, r.point_ids),
-            params=qe.SearchParams(exact=True) if r.exact else None,
+            params=_params(r),
             with_payload=False,
         )
 
@@ -186,6 +191,31 @@ class EdgeStore(Store):
     def disk_bytes(self) -> int:
         """Bytes the index folder takes on disk."""
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+def _hnsw(s: VectorSpec) -> qe.HnswIndexConfig | None:
+    if not s.indexed:
+        return qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000)
+    if s.hnsw_m is None and s.hnsw_ef_construct is None:
+        return None
+    return qe.HnswIndexConfig(m=s.hnsw_m or 16, ef_construct=s.hnsw_ef_construct or 100, full_scan_threshold=10000)
+
+
+def _params(r: SearchRequest) -> qe.SearchParams | None:
+    quant = qe.QuantizationSearchParams(rescore=True, oversampling=r.oversampling) if r.rescore else None
+    if not r.exact and quant is None:
+        return None
+    return qe.SearchParams(exact=r.exact, quantization=quant)
+
+
+def _prefetch(r: SearchRequest) -> qe.Prefetch:
+    return qe.Prefetch(
+        limit=r.limit,
+        query=qe.Query.Nearest(_to_edge_vector(r.vector), using=r.vector_name),
+        prefetches=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
+        params=_params(r),
+        filter=to_edge_filter(r.filter, r.point_ids),
+    )
 
 
 def _to_edge_vector(v: Vector) -> Any:

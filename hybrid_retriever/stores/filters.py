@@ -99,7 +99,10 @@ def _is_client_filter(f: Any) -> bool:
 
 
 def _is_edge_filter(f: Any) -> bool:
-    return type(f).__module__.startswith("qdrant_edge") and type(f).__name__ == "Filter"
+    # qdrant_edge's classes report their module as "builtins", so test the class itself.
+    import qdrant_edge as qe
+
+    return isinstance(f, qe.Filter)
 
 
 def _native_keys(f: Any) -> Iterable[str]:
@@ -171,9 +174,9 @@ def to_edge_filter(spec: FilterSpec | None, point_ids: Iterable[str] | None = No
         for c in spec.conditions:
             key = _payload_key(c.field)
             if c.op == "eq":
-                must.append(qe.FieldCondition(key=key, match=qe.MatchValue(c.value)))
+                must.append(qe.FieldCondition(key=key, match=qe.MatchValue(_edge_value(c.value))))
             elif c.op == "ne":
-                must_not.append(qe.FieldCondition(key=key, match=qe.MatchValue(c.value)))
+                must_not.append(qe.FieldCondition(key=key, match=qe.MatchValue(_edge_value(c.value))))
             elif c.op == "in":
                 must.append(qe.FieldCondition(key=key, match=qe.MatchAny(c.value)))
             elif c.op == "nin":
@@ -185,6 +188,19 @@ def to_edge_filter(spec: FilterSpec | None, point_ids: Iterable[str] | None = No
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _edge_value(value: Any) -> Any:
+    """A match value as Qdrant Edge must receive it.
+
+    ``qdrant_edge.MatchValue(True)`` is taken as the integer 1 (bool is an int in
+    Python), which matches no stored boolean; ``numpy.bool_`` reaches Edge as a bool.
+    """
+    if isinstance(value, bool):
+        import numpy as np
+
+        return np.bool_(value)
+    return value
 
 
 def _client_to_edge(f: Any) -> Any:
@@ -214,7 +230,7 @@ def _client_to_edge(f: Any) -> Any:
             if c.match is not None:
                 mname = type(c.match).__name__
                 if mname == "MatchValue":
-                    return qe.FieldCondition(key=c.key, match=qe.MatchValue(c.match.value))
+                    return qe.FieldCondition(key=c.key, match=qe.MatchValue(_edge_value(c.match.value)))
                 if mname == "MatchAny":
                     return qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.match.any)))
                 if mname == "MatchExcept":

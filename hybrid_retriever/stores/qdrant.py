@@ -84,7 +84,13 @@ class QdrantStore(Store):
                     multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
                     if s.kind == "multi"
                     else None,
-                    hnsw_config=None if s.indexed else m.HnswConfigDiff(m=0),
+                    hnsw_config=_hnsw(s),
+                    datatype=m.Datatype.FLOAT16 if s.datatype == "float16" else None,
+                    quantization_config=m.ScalarQuantization(
+                        scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+                    )
+                    if s.quantization == "int8"
+                    else None,
                 )
         with self._calling("create_collection"):
             self.client.create_collection(
@@ -146,9 +152,10 @@ class QdrantStore(Store):
         return m.QueryRequest(
             query=_to_client_query(r.vector),
             using=r.vector_name,
+            prefetch=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
             filter=to_client_filter(r.filter, r.point_ids),
             limit=r.limit,
-            params=m.SearchParams(exact=True) if r.exact else None,
+            params=_params(r),
             with_payload=False,
         )
 
@@ -189,6 +196,32 @@ class QdrantStore(Store):
                 self.collection, scroll_filter=to_client_filter(filter), limit=limit, offset=offset, with_payload=True
             )
         return [_to_point(r) for r in records], (str(next_offset) if next_offset is not None else None)
+
+
+def _hnsw(s: VectorSpec) -> m.HnswConfigDiff | None:
+    if not s.indexed:
+        return m.HnswConfigDiff(m=0)
+    if s.hnsw_m is None and s.hnsw_ef_construct is None:
+        return None
+    return m.HnswConfigDiff(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct)
+
+
+def _params(r: SearchRequest) -> m.SearchParams | None:
+    quant = m.QuantizationSearchParams(rescore=True, oversampling=r.oversampling) if r.rescore else None
+    if not r.exact and quant is None:
+        return None
+    return m.SearchParams(exact=r.exact, quantization=quant)
+
+
+def _prefetch(r: SearchRequest) -> m.Prefetch:
+    return m.Prefetch(
+        query=_to_client_query(r.vector),
+        using=r.vector_name,
+        prefetch=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
+        params=_params(r),
+        filter=to_client_filter(r.filter, r.point_ids),
+        limit=r.limit,
+    )
 
 
 def _to_client_vector(v: Vector) -> Any:

@@ -1,0 +1,27 @@
+"""LangChain integration of hybrid-retriever: a retriever and a vector store over a hybrid index.
+
+Example::
+
+    from hybrid_retriever_langchain import HybridVectorStore
+
+    store = HybridVectorStore.from_texts(["Qdrant stores vectors."], ids=["q"], path="./idx")
+    retriever = store.as_retriever(search_kwargs={"k": 4})
+    retriever.invoke("vector database")[0].metadata["hybrid"]["branches"]
+
+Search results are LangChain ``Document`` objects with ``id`` set and the per-branch
+provenance under ``metadata["hybrid"]``; see :mod:`hybrid_retriever_langchain.documents`.
+"""
+
+from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document, provenance
+from hybrid_retriever_langchain.embeddings import DenseBranchEmbeddings
+from hybrid_retriever_langchain.retriever import HybridSearchRetriever
+from hybrid_retriever_langchain.vectorstore import HybridVectorStore
+
+__all__ = [
+    "DEFAULT_PROVENANCE_KEY",
+    "DenseBranchEmbeddings",
+    "HybridSearchRetriever",
+    "HybridVectorStore",
+    "hit_to_document",
+    "provenance",
+]

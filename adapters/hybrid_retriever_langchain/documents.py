@@ -1,0 +1,72 @@
+"""Conversions between hybrid-retriever's data classes and LangChain ``Document`` objects.
+
+A search hit becomes a LangChain ``Document`` whose ``id`` is the stored document id
+and whose ``metadata`` is the stored metadata plus one provenance entry (by default
+under ``"hybrid"``)::
+
+    {
+        "score": 0.83,                 # fused score
+        "rank": 1,                     # 1-based rank in the fused list
+        "fusion": "interpolation",     # or "rrf"
+        "branches": {"bm25": {"raw": 7.1, "normalized": 1.0, "rank": 1, "completed": False},
+                     "dense": {"raw": 0.62, "normalized": 0.66, "rank": 2, "completed": False}},
+    }
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from langchain_core.documents import Document as LCDocument
+
+from hybrid_retriever.errors import InvalidInputError
+from hybrid_retriever.types import Document as CoreDocument
+from hybrid_retriever.types import Hit
+
+log = logging.getLogger(__name__)
+
+#: Metadata key under which search results carry their provenance.
+DEFAULT_PROVENANCE_KEY = "hybrid"
+
+
+def provenance(hit: Hit, fusion: str | None = None) -> dict[str, Any]:
+    """The provenance entry of one hit: fused score and rank, and every branch's view of it."""
+    out: dict[str, Any] = {"score": hit.score, "rank": hit.rank}
+    if fusion is not None:
+        out["fusion"] = fusion
+    out["branches"] = {name: s.as_dict() for name, s in hit.provenance.items()}
+    prf = getattr(hit, "prf", None)  # pseudo-relevance feedback, when the index uses it
+    if prf is not None:
+        out["prf"] = prf.as_dict() if hasattr(prf, "as_dict") else prf
+    return out
+
+
+def hit_to_document(hit: Hit, provenance_key: str = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:
+    """A search hit as a LangChain ``Document`` with ``id`` set and provenance in its metadata.
+
+    A stored metadata field named like ``provenance_key`` is shadowed by the provenance
+    in the returned document (the stored document is unchanged).
+    """
+    metadata = dict(hit.metadata)
+    if provenance_key in metadata:
+        log.debug("stored metadata field %r of %r is shadowed by the search provenance", provenance_key, hit.id)
+    metadata[provenance_key] = provenance(hit, fusion)
+    return LCDocument(page_content=hit.text, metadata=metadata, id=hit.id)
+
+
+def stored_to_document(doc: CoreDocument) -> LCDocument:
+    """A stored document (as read back by ``HybridRetriever.get``) as a LangChain ``Document``."""
+    return LCDocument(page_content=doc.text, metadata=dict(doc.metadata), id=doc.id)
+
+
+def from_langchain(docs: Iterable[LCDocument], ids: Iterable[str | None] | None = None) -> list[CoreDocument]:
+    """LangChain documents as core documents; ``ids`` (when given) take precedence over ``doc.id``."""
+    docs = list(docs)
+    id_list = list(ids) if ids is not None else [d.id for d in docs]
+    if len(id_list) != len(docs):
+        raise InvalidInputError(f"got {len(id_list)} ids for {len(docs)} documents; give one id per document")
+    return [
+        CoreDocument(text=d.page_content, metadata=dict(d.metadata or {}), id=i)
+        for d, i in zip(docs, id_list)
+    ]

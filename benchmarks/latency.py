@@ -1,0 +1,700 @@
+"""Search latency, ingestion throughput, memory and disk of the hybrid retriever, against raw calls and LangChain.
+
+    .venv/bin/python benchmarks/latency.py                  # both scales, both stores (~15-25 min on 2 cores)
+    .venv/bin/python benchmarks/latency.py --scales scifact --stores edge
+
+Scales: ``scifact`` (the real 5,183 SciFact documents, MiniLM vectors from the cache) and ``100k``
+(SYNTHETIC: 100,000 documents whose text is a random mix of real SciFact and NFCorpus sentences of
+SciFact-like length, and whose dense vector is the normalised mean of its source documents' cached
+MiniLM vectors plus Gaussian jitter; see ``synth_corpus``). Queries: SciFact test queries.
+
+Stores: Qdrant Edge (the library default, after ``optimize()``) and qdrant-client ``:memory:``
+(pure-Python local mode; few queries at 100K because its sparse search takes about a second).
+
+Measured, interleaved query by query (rotating order) so shared-CPU noise hits all alike:
+
+- per branch search only: one ``Store.search_batch`` request of that branch (depth 100, vector pre-encoded);
+- fused search only: ``HybridRetriever.search(q)`` with query vectors pre-encoded (branch searches +
+  score completion + fusion + payload fetch of the top 10);
+- end to end: ``HybridRetriever.search(q)`` including query encoding;
+- raw (Edge): MiniLM ``encode`` + ``Bm25.embed_query`` + the same Edge calls made directly
+  (``query_batch`` of both branches, one completion ``query_batch``, ``retrieve`` of 10 payloads);
+  the library's overhead is end-to-end / raw - 1;
+- concurrency strategies for one query (encoders sequential vs threads; Edge ``query_batch`` vs
+  separate ``query`` calls vs threads; one request with prefetches; overlapping BM25 search with
+  dense encoding);
+- LangChain ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore, same documents and vectors).
+
+Ingestion (docs/s with precomputed vectors and with MiniLM encoding), ``optimize()`` time, peak RSS and
+disk size of the 100K Edge index are measured in child processes. Writes ``results/latency.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    CACHE,
+    add_dataset_arg,
+    dense_branch,
+    load_collection,
+    load_embeddings,
+    log,
+    machine_info,
+    machine_md,
+    md_table,
+    peak_rss_mb,
+    percentiles,
+    rss_mb,
+    setup_logging,
+    write_results,
+)
+
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
+from hybrid_retriever.branches import Branch, build_branch  # noqa: E402
+from hybrid_retriever.stores import SearchRequest  # noqa: E402
+
+LCACHE = CACHE / "latency"
+DEPTH = 100
+
+# ------------------------------------------------------------------------------ synthetic data
+
+
+def synth_corpus(root: Path, n: int, seed: int = 0) -> tuple[list[str], list[str], np.ndarray]:
+    """``n`` synthetic documents (cached): ids, texts, unit vectors.
+
+    Text: sentences drawn from 2-4 random source documents of SciFact and NFCorpus (NFCorpus text is
+    pre-tokenised, so its "sentences" are 20-word chunks) until a length drawn from SciFact's own
+    document-length distribution is reached. Vector: normalise(mean of the sources' cached MiniLM
+    vectors + N(0, 0.03^2) per dimension), so text and vector are related as in real data and the
+    two branches' candidate lists overlap partly.
+    """
+    d = LCACHE / f"synth{n}-seed{seed}"
+    if (d / "vectors.npy").is_file():
+        ids = json.loads((d / "ids.json").read_text())
+        texts = [json.loads(line) for line in (d / "texts.jsonl").read_text(encoding="utf-8").splitlines()]
+        return ids, texts, np.load(d / "vectors.npy")
+    rng = np.random.default_rng(seed)
+    pools: list[list[str]] = []
+    vecs = []
+    lengths = []
+    for name in ("scifact", "nfcorpus-preprocessed"):
+        col = load_collection(root, name, splits=())
+        emb = load_embeddings(name)
+        pos = {x: i for i, x in enumerate(emb.doc_ids)}
+        for doc_id, text in zip(col.doc_ids, col.texts):
+            if not text.strip():
+                continue
+            if name == "scifact":
+                sents = [s for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if s.strip()]
+                lengths.append(len(text.split()))
+            else:
+                words = text.split()
+                sents = [" ".join(words[i : i + 20]) for i in range(0, len(words), 20)]
+            pools.append(sents)
+            vecs.append(emb.docs[pos[doc_id]])
+    src_vecs = np.asarray(vecs, dtype=np.float32)
+    lengths_a = np.asarray(lengths)
+    ids, texts = [], []
+    out = np.empty((n, src_vecs.shape[1]), dtype=np.float32)
+    for i in tqdm(range(n), desc="synthetic corpus", unit="doc", mininterval=2):
+        k = int(rng.integers(2, 5))
+        srcs = rng.integers(0, len(pools), size=k)
+        target = int(rng.choice(lengths_a))
+        words: list[str] = []
+        j = 0
+        while len(words) < target and j < 200:
+            pool = pools[srcs[j % k]]
+            words.extend(pool[int(rng.integers(0, len(pool)))].split())
+            j += 1
+        texts.append(" ".join(words) or "empty")
+        ids.append(f"s{i}")
+        v = src_vecs[srcs].mean(axis=0) + rng.normal(0.0, 0.03, size=src_vecs.shape[1]).astype(np.float32)
+        out[i] = v / np.linalg.norm(v)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ids.json").write_text(json.dumps(ids))
+    (d / "texts.jsonl").write_text("\n".join(json.dumps(t) for t in texts), encoding="utf-8")
+    np.save(d / "vectors.npy", out)
+    return ids, texts, out
+
+
+def scale_data(root: Path, scale: str) -> tuple[list[str], list[str], np.ndarray]:
+    if scale == "scifact":
+        col = load_collection(root, "scifact", splits=())
+        emb = load_embeddings("scifact")
+        keep = [(i, t) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
+        ids = [i for i, _ in keep]
+        return ids, [t for _, t in keep], emb.doc_vectors(ids)
+    n = int(scale.lower().replace("k", "000"))
+    return synth_corpus(root, n)
+
+
+# ---------------------------------------------------------------------------- index building
+
+
+def edge_config(path: Path) -> RetrieverConfig:
+    return RetrieverConfig.model_validate(
+        {"store": {"kind": "edge", "path": str(path), "optimize_after_add": 0}, "runtime": {"show_progress": True}}
+    )
+
+
+def memory_config(name: str) -> RetrieverConfig:
+    return RetrieverConfig.model_validate(
+        {"store": {"kind": "qdrant", "location": ":memory:", "collection": name}, "runtime": {"show_progress": True}}
+    )
+
+
+def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
+    """(Child process) build an Edge index with precomputed dense vectors; record time, RSS and disk."""
+    setup_logging()
+    dense = dense_branch()
+    ids, texts, vectors = scale_data(root, scale)
+    docs = [Document(text=t, id=i) for i, t in zip(ids, texts)]
+    vec_list = list(vectors)
+    shutil.rmtree(path, ignore_errors=True)
+    cfg = edge_config(path)
+    rss0 = rss_mb()
+    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    t0 = time.perf_counter()
+    r.add_documents(docs, vectors={"dense": vec_list})
+    ingest = time.perf_counter() - t0
+    rss_ingest = rss_mb()
+    t0 = time.perf_counter()
+    r.optimize()
+    opt = time.perf_counter() - t0
+    rss_opt = rss_mb()
+    store = r.store
+    r.close()
+    stats = {
+        "docs": len(docs),
+        "ingest_s": ingest,
+        "ingest_docs_per_s": len(docs) / ingest,
+        "optimize_s": opt,
+        "total_docs_per_s": len(docs) / (ingest + opt),
+        "rss_before_mb": rss0,
+        "rss_after_ingest_mb": rss_ingest,
+        "rss_after_optimize_mb": rss_opt,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_over_start_mb": peak_rss_mb() - rss0,
+        "disk_mb": store.disk_bytes() / 2**20,  # type: ignore[attr-defined]
+        "note": "rss_before includes the loaded MiniLM model and the corpus (texts + vectors) in memory",
+    }
+    out.write_text(json.dumps(stats, indent=2))
+
+
+def child_serve_rss(root: Path, path: Path, out: Path) -> None:
+    """(Child process) RSS of a process that opens the index and answers 50 queries."""
+    setup_logging()
+    dense = dense_branch()
+    col = load_collection(root, "scifact")
+    queries = [col.queries[q] for q in col.judged("test")][:50]
+    rss0 = rss_mb()
+    cfg = edge_config(path)
+    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    rss_open = rss_mb()
+    for q in queries:
+        r.search(q)
+    rss_q = rss_mb()
+    r.close()
+    out.write_text(json.dumps({"rss_before_open_mb": rss0, "rss_after_open_mb": rss_open, "rss_after_50_queries_mb": rss_q,
+                               "index_rss_mb": rss_q - rss0}, indent=2))
+
+
+def run_child(args: list[str], timeout: int = 3600) -> dict[str, Any]:
+    out = LCACHE / f"child-{os.getpid()}-{time.time_ns()}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args, "--out", str(out)]
+    log.info("child: %s", " ".join(cmd[1:]))
+    subprocess.run(cmd, check=True, timeout=timeout)
+    data = json.loads(out.read_text())
+    out.unlink()
+    return data
+
+
+def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, Any]]:
+    """The Edge index of a scale, built in a child process (reused from the cache unless ``rebuild``)."""
+    path = LCACHE / f"edge-{scale}"
+    stats_file = LCACHE / f"edge-{scale}.build.json"
+    if rebuild or not stats_file.is_file() or not (path / "manifest.json").is_file():
+        stats = run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)])
+        stats_file.write_text(json.dumps(stats, indent=2))
+    else:
+        log.info("reusing %s (built earlier; --rebuild to rebuild)", path)
+    return path, json.loads(stats_file.read_text())
+
+
+# ---------------------------------------------------------------------------- cached queries
+
+
+class CachedQueries(Branch):
+    """A branch whose query vectors were encoded beforehand (so a search measures search only)."""
+
+    def __init__(self, inner: Branch, table: dict[str, Any]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.table = table
+
+    @property
+    def vector_spec(self) -> Any:
+        return self.inner.vector_spec
+
+    def encode_documents(self, texts: Sequence[str]) -> list[Any]:
+        return self.inner.encode_documents(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> list[Any]:
+        return [self.table[t] for t in texts]
+
+    def manifest(self) -> dict[str, Any]:
+        return self.inner.manifest()
+
+
+def with_cached_queries(r: HybridRetriever, queries: list[str]) -> tuple[HybridRetriever, dict[str, dict[str, Any]]]:
+    """A shallow copy of ``r`` (same store, pool) whose branches return pre-encoded query vectors."""
+    table = {n: dict(zip(queries, b.encode_queries(queries))) for n, b in r.branches.items()}
+    rc = copy.copy(r)
+    rc.branches = {n: CachedQueries(b, table[n]) for n, b in r.branches.items()}
+    return rc, table
+
+
+# ------------------------------------------------------------------------------- measurement
+
+
+def interleaved(systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str) -> dict[str, dict[str, float]]:
+    """ms per query of each system, calling them query by query in rotating order."""
+    names = list(systems)
+    for q in queries[:warmup]:
+        for s in names:
+            systems[s](q)
+    ms: dict[str, list[float]] = {s: [] for s in names}
+    for n, q in enumerate(tqdm(queries, desc=desc, unit="q")):
+        rot = n % len(names)
+        for s in names[rot:] + names[:rot]:
+            t0 = time.perf_counter()
+            systems[s](q)
+            ms[s].append((time.perf_counter() - t0) * 1000)
+    return {s: percentiles(v) for s, v in ms.items()}
+
+
+def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool: ThreadPoolExecutor) -> dict[str, Callable[[str], Any]]:
+    """Raw encoders + raw qdrant_edge calls (no library code in the timed path) and concurrency variants."""
+    import qdrant_edge as qe
+
+    shard = r.store.shard  # type: ignore[attr-defined]
+    model = r.branches["dense"].model  # type: ignore[attr-defined]
+    bm25 = r.branches["bm25"]._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch uses
+    sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
+    dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
+
+    def enc_dense(q: str) -> list[float]:
+        return model.encode([q], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0].tolist()
+
+    def enc_sparse(q: str) -> Any:
+        return bm25.embed_query(q)
+
+    def req(name: str, vec: Any, limit: int = DEPTH, ids: set[str] | None = None) -> Any:
+        if ids is None:
+            return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False)
+        return qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False,
+            filter=qe.Filter(must=[qe.HasIdCondition(ids)]), params=qe.SearchParams(exact=True),
+        )
+
+    def edge_calls(sv: Any, dv: list[float]) -> None:
+        a, b = shard.query_batch(qe.QueryBatchRequest([req("bm25", sv), req("dense", dv)]))
+        got_s, got_d = {p.id for p in a}, {p.id for p in b}
+        union = got_s | got_d
+        comp = []
+        if union - got_s:
+            comp.append(req("bm25", sv, len(union - got_s), union - got_s))
+        if union - got_d:
+            comp.append(req("dense", dv, len(union - got_d), union - got_d))
+        if comp:
+            shard.query_batch(qe.QueryBatchRequest(comp))
+        top = [p.id for p in a[:5]] + [p.id for p in b[:5]]
+        shard.retrieve(list(dict.fromkeys(top)), True, False)
+
+    def raw_e2e(q: str) -> None:
+        dv = enc_dense(q)
+        sv = enc_sparse(q)
+        edge_calls(sv, dv)
+
+    def raw_search(q: str) -> None:
+        edge_calls(sparse_q[q], dense_q[q])
+
+    def enc_seq(q: str) -> None:
+        enc_dense(q)
+        enc_sparse(q)
+
+    def enc_threads(q: str) -> None:
+        f = pool.submit(enc_dense, q)
+        g = pool.submit(enc_sparse, q)
+        f.result()
+        g.result()
+
+    def edge_batch(q: str) -> None:
+        shard.query_batch(qe.QueryBatchRequest([req("bm25", sparse_q[q]), req("dense", dense_q[q])]))
+
+    def edge_separate(q: str) -> None:
+        shard.query(req("bm25", sparse_q[q]))
+        shard.query(req("dense", dense_q[q]))
+
+    def edge_threads(q: str) -> None:
+        f = pool.submit(shard.query, req("bm25", sparse_q[q]))
+        g = pool.submit(shard.query, req("dense", dense_q[q]))
+        f.result()
+        g.result()
+
+    def edge_prefetch(q: str) -> None:
+        shard.query(
+            qe.QueryRequest(
+                limit=DEPTH,
+                prefetches=[
+                    qe.Prefetch(limit=DEPTH, query=qe.Query.Nearest(sparse_q[q], using="bm25")),
+                    qe.Prefetch(limit=DEPTH, query=qe.Query.Nearest(dense_q[q], using="dense")),
+                ],
+                query=qe.Fusion.Rrf(k=59, weights=None),
+                with_payload=False,
+            )
+        )
+
+    def seq_encode_then_batch(q: str) -> None:
+        dv = enc_dense(q)
+        sv = enc_sparse(q)
+        shard.query_batch(qe.QueryBatchRequest([req("bm25", sv), req("dense", dv)]))
+
+    def threads_encode_then_batch(q: str) -> None:
+        f = pool.submit(enc_dense, q)
+        sv = enc_sparse(q)
+        dv = f.result()
+        shard.query_batch(qe.QueryBatchRequest([req("bm25", sv), req("dense", dv)]))
+
+    def overlap_bm25_search(q: str) -> None:
+        f = pool.submit(enc_dense, q)  # torch releases the GIL: BM25 encodes and searches meanwhile
+        sv = enc_sparse(q)
+        shard.query(req("bm25", sv))
+        shard.query(req("dense", f.result()))
+
+    return {
+        "raw e2e (encode both + Edge calls)": raw_e2e,
+        "raw Edge calls only (pre-encoded)": raw_search,
+        "raw MiniLM encode only": enc_dense,
+        "raw BM25 encode only": enc_sparse,
+        "strategy: encoders sequential": enc_seq,
+        "strategy: encoders in 2 threads": enc_threads,
+        "strategy: Edge query_batch (2 branches)": edge_batch,
+        "strategy: Edge 2 separate query calls": edge_separate,
+        "strategy: Edge 2 query calls in 2 threads": edge_threads,
+        "strategy: Edge 1 request, 2 prefetches + RRF": edge_prefetch,
+        "strategy: encode sequential, then query_batch": seq_encode_then_batch,
+        "strategy: dense encode in thread, then query_batch": threads_encode_then_batch,
+        "strategy: BM25 search overlaps dense encoding": overlap_bm25_search,
+    }
+
+
+def measure(
+    r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool, e2e: bool = True
+) -> dict[str, Any]:
+    rc, table = with_cached_queries(r, queries)
+    store = r.store
+
+    def branch(name: str) -> Callable[[str], Any]:
+        return lambda q: store.search_batch([SearchRequest(vector_name=name, vector=table[name][q], limit=DEPTH)])
+
+    systems: dict[str, Callable[[str], Any]] = {
+        "bm25 search": branch("bm25"),
+        "dense search": branch("dense"),
+        "fused search (pre-encoded)": lambda q: rc.search(q),
+        "fused: search_branches no completion": lambda q: rc.search_branches([q], complete=False),
+        "fused: search_branches + completion": lambda q: rc.search_branches([q], complete=True),
+    }
+    if e2e:
+        systems["library e2e search"] = lambda q: r.search(q)
+    pool = ThreadPoolExecutor(max_workers=2)
+    if raw:
+        systems.update(edge_raw_systems(r, table, pool))
+    res = interleaved(systems, queries, warmup, desc)
+    # fusion alone, on this store's own branch results
+    per = [rc.search_branches([q], complete=True)[0] for q in queries[: min(len(queries), 100)]]
+    t0 = time.perf_counter()
+    for p in per:
+        r.fuse(p)
+    res["fusion only (fuse)"] = {"mean": (time.perf_counter() - t0) * 1000 / len(per), "n": len(per)}
+    res["_candidates"] = {
+        "union_mean": float(np.mean([len({h.point_id for b in p.values() for h in b.hits}) for p in per])),
+        "completed_mean": float(np.mean([sum(len(b.completed) for b in p.values()) for p in per])),
+    }
+    pool.shutdown()
+    return res
+
+
+# -------------------------------------------------------------------------------- ingestion
+
+
+def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path) -> dict[str, Any]:
+    """docs/s for a slice of SciFact: library with MiniLM encoding, library with precomputed vectors, raw encoders."""
+    col = load_collection(root, "scifact", splits=())
+    emb = load_embeddings("scifact")
+    keep = [(i, t) for i, t in zip(col.doc_ids, col.texts) if t.strip()][:n]
+    docs = lambda: [Document(text=t, id=i) for i, t in keep]  # noqa: E731
+    out: dict[str, Any] = {"docs": len(keep)}
+    cfg = edge_config(tmp / "enc")
+    with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        t0 = time.perf_counter()
+        r.add_documents(docs())
+        out["library_encode_docs_per_s"] = len(keep) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    dense.model.encode([t for _, t in keep], batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+    out["raw_minilm_encode_docs_per_s"] = len(keep) / (time.perf_counter() - t0)
+    cfg = edge_config(tmp / "pre")
+    with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        t0 = time.perf_counter()
+        r.add_documents(docs(), vectors={"dense": list(emb.doc_vectors([i for i, _ in keep]))})
+        out["library_precomputed_docs_per_s"] = len(keep) / (time.perf_counter() - t0)
+    return out
+
+
+def build_memory(ids: list[str], texts: list[str], vectors: np.ndarray, dense: Any, name: str) -> tuple[HybridRetriever, dict[str, Any]]:
+    cfg = memory_config(name)
+    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    r.add_documents([Document(text=t, id=i) for i, t in zip(ids, texts)], vectors={"dense": list(vectors)})
+    s = time.perf_counter() - t0
+    return r, {"docs": len(ids), "ingest_s": s, "ingest_docs_per_s": len(ids) / s, "rss_delta_mb": rss_mb() - rss0}
+
+
+# ------------------------------------------------------------------------------- LangChain
+
+
+def ensemble_vs_library(
+    r: HybridRetriever, ids: list[str], texts: list[str], vectors: np.ndarray, dense: Any, queries: list[str], warmup: int
+) -> dict[str, Any]:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from langchain_classic.retrievers import EnsembleRetriever
+    from langchain_community.retrievers import BM25Retriever
+    from langchain_core.documents import Document as LCDocument
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    class MiniLMEmbeddings(Embeddings):
+        """The same MiniLM model; document vectors looked up (no re-encoding), queries encoded."""
+
+        def __init__(self, model: Any, known: dict[str, np.ndarray]) -> None:
+            self.model, self.known = model, known
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [self.known[t].tolist() for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True)[0].tolist()
+
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    lc_docs = [LCDocument(page_content=t, metadata={"id": i}) for i, t in zip(ids, texts)]
+    store = InMemoryVectorStore(embedding=MiniLMEmbeddings(dense.model, dict(zip(texts, vectors))))
+    store.add_documents(lc_docs, ids=ids)
+    bm25 = BM25Retriever.from_documents(lc_docs, k=DEPTH)
+    ens = EnsembleRetriever(retrievers=[bm25, store.as_retriever(search_kwargs={"k": DEPTH})], weights=[0.5, 0.5])
+    build = time.perf_counter() - t0
+    rss = rss_mb() - rss0
+    res = interleaved(
+        {"LangChain EnsembleRetriever.invoke": lambda q: ens.invoke(q), "hybrid-retriever search (e2e)": lambda q: r.search(q)},
+        queries, warmup, "ensemble vs library",
+    )
+    res["build_s"] = build
+    res["rss_delta_mb"] = rss
+    res["speedup_p50"] = res["LangChain EnsembleRetriever.invoke"]["p50"] / res["hybrid-retriever search (e2e)"]["p50"]
+    del ens, bm25, store, lc_docs
+    return res
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arg(ap)
+    ap.add_argument("--scales", nargs="+", default=["scifact", "100k"])
+    ap.add_argument("--stores", nargs="+", default=["edge", "memory"])
+    ap.add_argument("--queries", type=int, default=300, help="queries per Edge measurement (SciFact test has 300)")
+    ap.add_argument("--memory-queries", type=int, nargs=2, default=[40, 5], help="queries for :memory: at SciFact size and at 100K")
+    ap.add_argument("--ensemble-queries", type=int, default=20)
+    ap.add_argument("--ingest-slice", type=int, default=512, help="SciFact documents encoded with MiniLM for ingest docs/s")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached Edge indexes")
+    # internal: child processes
+    ap.add_argument("--child-build-edge", metavar="SCALE")
+    ap.add_argument("--child-serve-rss", action="store_true")
+    ap.add_argument("--index", type=Path)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if args.child_build_edge:
+        return child_build_edge(args.datasets, args.child_build_edge, args.index, args.out)
+    if args.child_serve_rss:
+        return child_serve_rss(args.datasets, args.index, args.out)
+
+    setup_logging()
+    LCACHE.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    dense = dense_branch()
+    col = load_collection(args.datasets, "scifact")
+    queries = [col.queries[q] for q in col.judged("test")]
+    result: dict[str, Any] = {"machine": info, "scales": {}, "depth": DEPTH}
+    tmp = LCACHE / f"tmp-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, tmp)
+        log.info("ingest with encoding: %s", result["ingest_with_encoding"])
+        for scale in args.scales:
+            ids, texts, vectors = scale_data(args.datasets, scale)
+            sres: dict[str, Any] = {"docs": len(ids), "synthetic": scale != "scifact"}
+            if "edge" in args.stores:
+                path, build = edge_index(args.datasets, scale, args.rebuild)
+                sres["edge_build"] = build
+                sres["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
+                cfg = edge_config(path)
+                r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+                sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
+                if scale != "scifact" or len(args.scales) == 1:
+                    sres["ensemble"] = ensemble_vs_library(
+                        r, ids, texts, vectors, dense, queries[: args.ensemble_queries], 2
+                    )
+                r.close()
+            if "memory" in args.stores:
+                nq = args.memory_queries[0 if scale == "scifact" else 1]
+                r, mbuild = build_memory(ids, texts, vectors, dense, f"lat{scale}")
+                sres["memory_build"] = mbuild
+                sres["memory"] = measure(r, queries[:nq], 2 if nq > 10 else 1, f":memory: {scale}", raw=False)
+                r.close()
+                del r
+            result["scales"][scale] = sres
+            (LCACHE / "partial.json").write_text(json.dumps(result, indent=2, default=str))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    info["loadavg_end"] = list(os.getloadavg())
+    result["targets"] = targets(result)
+    write_results("latency", result, render(result))
+
+
+def targets(res: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for scale, s in res["scales"].items():
+        for store in ("edge", "memory"):
+            m = s.get(store)
+            if not m:
+                continue
+            slowest = max(m["bm25 search"]["p50"], m["dense search"]["p50"])
+            fused = m["fused search (pre-encoded)"]["p50"]
+            out[f"{scale}/{store}: fused p50 / slowest branch p50 (target <= 1.3)"] = fused / slowest
+        m = s.get("edge")
+        if m and "raw e2e (encode both + Edge calls)" in m:
+            lib, raw = m["library e2e search"]["p50"], m["raw e2e (encode both + Edge calls)"]["p50"]
+            out[f"{scale}/edge: library overhead over raw e2e, p50 (target <= 15%)"] = lib / raw - 1
+            out[f"{scale}/edge: library overhead over raw e2e, mean (target <= 15%)"] = (
+                m["library e2e search"]["mean"] / m["raw e2e (encode both + Edge calls)"]["mean"] - 1
+            )
+        if s.get("ensemble"):
+            out[f"{scale}: speed-up vs EnsembleRetriever, p50 (target >= 20x at 100K)"] = s["ensemble"]["speedup_p50"]
+    return out
+
+
+def render(res: dict[str, Any]) -> str:
+    out = ["# Latency, ingestion, memory\n\n", machine_md(res["machine"]), "\n"]
+    out.append(
+        f"Branch depth {res['depth']}, k = 10. SciFact scale: the real 5,183 documents. **100k scale is synthetic**: "
+        "texts are random mixes of real SciFact/NFCorpus sentences (SciFact-like lengths), dense vectors the "
+        "normalised mean of the source documents' MiniLM vectors plus N(0, 0.03²) jitter. Queries: SciFact test "
+        "queries. Systems were called query by query in rotating order; ms per query.\n\n"
+    )
+    out.append("## Targets\n\n")
+    out.append(md_table(["target", "measured"], [[k, v] for k, v in res["targets"].items()]))
+    main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "library e2e search",
+                 "raw e2e (encode both + Edge calls)", "raw Edge calls only (pre-encoded)", "raw MiniLM encode only", "raw BM25 encode only"]
+    out.append("\n## Search latency (ms/query, p50 / p95)\n\n")
+    rows = []
+    for scale, s in res["scales"].items():
+        for store in ("edge", "memory"):
+            m = s.get(store)
+            if not m:
+                continue
+            for k in main_rows:
+                if k in m:
+                    rows.append([scale, "Edge" if store == "edge" else ":memory:", k, m[k]["n"], m[k]["p50"], m[k]["p95"]])
+            rows.append([scale, "Edge" if store == "edge" else ":memory:", "fusion only (fuse), mean", m["fusion only (fuse)"]["n"], m["fusion only (fuse)"]["mean"], None])
+    out.append(md_table(["scale", "store", "what", "queries", "p50", "p95"], rows))
+    out.append("\n### Where the fused time goes (pre-encoded, p50)\n\n")
+    rows = []
+    for scale, s in res["scales"].items():
+        for store in ("edge", "memory"):
+            m = s.get(store)
+            if not m:
+                continue
+            a = m["fused: search_branches no completion"]["p50"]
+            b = m["fused: search_branches + completion"]["p50"]
+            c = m["fused search (pre-encoded)"]["p50"]
+            rows.append([scale, store, a, b - a, m["fusion only (fuse)"]["mean"], c - b - m["fusion only (fuse)"]["mean"], c,
+                         m["_candidates"]["union_mean"], m["_candidates"]["completed_mean"]])
+    out.append(md_table(["scale", "store", "branch searches", "+ completion", "+ fusion", "+ payload/other", "fused total",
+                         "union size", "completed scores"], rows))
+    out.append("\n## Concurrency strategies for one query (Edge, ms p50 / p95)\n\n")
+    rows = []
+    for scale, s in res["scales"].items():
+        m = s.get("edge")
+        if m:
+            for k, v in m.items():
+                if k.startswith("strategy:"):
+                    rows.append([scale, k.removeprefix("strategy: "), v["p50"], v["p95"]])
+    out.append(md_table(["scale", "strategy", "p50", "p95"], rows))
+    out.append("\n## LangChain EnsembleRetriever vs the library (end to end, same documents and vectors)\n\n")
+    rows = []
+    for scale, s in res["scales"].items():
+        e = s.get("ensemble")
+        if e:
+            a, b = e["LangChain EnsembleRetriever.invoke"], e["hybrid-retriever search (e2e)"]
+            rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
+    out.append(md_table(["scale", "queries", "Ensemble p50", "Ensemble p95", "library p50", "library p95", "speed-up (p50)",
+                         "Ensemble build s", "Ensemble RSS MiB"], rows))
+    out.append("\n## Ingestion, optimize, memory, disk\n\n")
+    rows = []
+    for scale, s in res["scales"].items():
+        b = s.get("edge_build")
+        if b:
+            rows.append([scale, "Edge", b["docs"], b["ingest_docs_per_s"], b["optimize_s"], b["total_docs_per_s"],
+                         b["peak_rss_mb"], b["peak_rss_over_start_mb"], s["edge_serve"]["index_rss_mb"], b["disk_mb"]])
+        mb = s.get("memory_build")
+        if mb:
+            rows.append([scale, ":memory:", mb["docs"], mb["ingest_docs_per_s"], None, None, None, mb["rss_delta_mb"], None, None])
+    out.append(md_table(["scale", "store", "docs", "ingest docs/s (precomputed dense)", "optimize s", "docs/s incl. optimize",
+                         "peak RSS MiB", "peak RSS over start MiB", "serving RSS MiB (open + 50 q)", "disk MiB"], rows))
+    ie = res.get("ingest_with_encoding")
+    if ie:
+        out.append(
+            f"\nWith MiniLM encoding ({ie['docs']} SciFact documents, Edge): library {ie['library_encode_docs_per_s']:.1f} docs/s; "
+            f"raw MiniLM encode alone {ie['raw_minilm_encode_docs_per_s']:.1f} docs/s; library with precomputed dense vectors "
+            f"{ie['library_precomputed_docs_per_s']:.0f} docs/s.\n"
+        )
+    out.append(
+        "\nPeak RSS is the build process's maximum resident set (it also holds the MiniLM model and the corpus texts and "
+        "vectors: `rss_before_mb` in the JSON); serving RSS is the growth of a fresh process's RSS from opening the index and "
+        "answering 50 queries.\n"
+    )
+    return "".join(out)
+
+
+if __name__ == "__main__":
+    main()

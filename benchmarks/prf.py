@@ -1,0 +1,431 @@
+"""Pseudo-relevance feedback: quality and cost of every placement, with and without the drift guard.
+
+    nice .venv/bin/python benchmarks/prf.py tune      # choose parameters on dev splits -> results/prf_tuning.{json,md}
+    nice .venv/bin/python benchmarks/prf.py report    # the test collections -> results/prf.{json,md}
+
+Index: Qdrant Edge with the library's BM25 branch and the MiniLM dense branch (document
+vectors from the embedding cache, ``benchmarks/.cache/minilm``), fused by min-max
+interpolation with weights 0.5/0.5 and exact score completion (the library's defaults).
+Queries are encoded by the library. The first stage runs once per collection through
+``HybridRetriever.search_branches`` + ``fuse``; each PRF variant then runs the library's
+``PRFPipeline`` on that first stage, so rows differ only by PRF. Times are per query
+for a whole batch (all queries at once): first stage + PRF.
+
+Parameters are chosen with ``tune`` on dev data only (scifact qrels/train.tsv,
+nfcorpus-preprocessed qrels/dev.tsv); ``report`` uses the test qrels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    CACHE,
+    DEV_SPLITS,
+    add_dataset_arg,
+    load_collection,
+    load_embeddings,
+    log,
+    machine_info,
+    machine_md,
+    md_table,
+    setup_logging,
+    write_results,
+)
+
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
+from hybrid_retriever.config import PRFConfig  # noqa: E402
+from hybrid_retriever.prf import PRFPipeline  # noqa: E402
+from hybrid_retriever.retriever import point_id  # noqa: E402
+from hybrid_retriever.types import BranchResult  # noqa: E402
+
+COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"]
+INDEX_CACHE = CACHE / "prf-index"
+DEPTH = 100
+
+#: nDCG@10 of the issue's quick script (interpolation -> best "both"), for the target column.
+TARGETS = {
+    "scifact": (0.726, 0.738),
+    "cranfield": (0.401, 0.416),
+    "nfcorpus-preprocessed": (0.354, 0.368),
+    "xquad-r/en": (0.874, 0.876),
+    "cisi": (0.427, 0.418),
+}
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def ndcg_at(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
+    """nDCG@k with linear gains (trec_eval's definition)."""
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at(ranked: Sequence[str], rels: dict[str, int], k: int = 100) -> float:
+    relevant = {d for d, g in rels.items() if g > 0}
+    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
+
+
+@dataclass
+class Scores:
+    ndcg: np.ndarray
+    recall: np.ndarray
+    ms: float
+
+    def summary(self) -> dict[str, float]:
+        return {"ndcg@10": float(self.ndcg.mean()), "recall@100": float(self.recall.mean()), "ms_per_query": self.ms}
+
+
+def score_runs(runs: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]], ms: float) -> Scores:
+    return Scores(
+        np.array([ndcg_at(r, qrels[q]) for r, q in zip(runs, qids)]),
+        np.array([recall_at(r, qrels[q]) for r, q in zip(runs, qids)]),
+        ms,
+    )
+
+
+# ------------------------------------------------------------------------------- index
+
+
+def open_index(root: Path, name: str) -> HybridRetriever:
+    """The collection's Edge index (BM25 + MiniLM), built once from the embedding cache."""
+    path = INDEX_CACHE / name.replace("/", "__")
+    cfg = {
+        "store": {"kind": "edge", "path": str(path)},
+        "runtime": {"show_progress": False},
+    }
+    if (path / "manifest.json").is_file():
+        return HybridRetriever.open(str(path), runtime={"show_progress": False})
+    coll = load_collection(root, name)
+    emb = load_embeddings(name)
+    texts = dict(zip(coll.doc_ids, coll.texts))
+    keep = [i for i, d in enumerate(emb.doc_ids) if texts.get(d, "").strip()]
+    docs = [Document(text=texts[emb.doc_ids[i]], id=emb.doc_ids[i]) for i in keep]
+    vectors = [emb.docs[i] for i in keep]
+    log.info("%s: indexing %d documents", name, len(docs))
+    r = HybridRetriever(RetrieverConfig.validate_data(cfg))
+    r.add_documents(docs, vectors={"dense": vectors})
+    r.optimize()
+    return r
+
+
+@dataclass
+class FirstStage:
+    qids: list[str]
+    results: list[dict[str, BranchResult]]
+    fused: list[list[Any]]
+    ms: float  # per query, hybrid: encode both branches + search + completion + fusion
+    single: dict[str, tuple[list[dict[str, BranchResult]], float]]  # branch -> (results, ms/query)
+
+
+def first_stage(r: HybridRetriever, queries: dict[str, str], qids: list[str]) -> FirstStage:
+    texts = [queries[q] for q in qids]
+    t0 = time.perf_counter()
+    results = r.search_branches(texts, complete=True)
+    fused = [r.fuse(x) for x in results]
+    ms = (time.perf_counter() - t0) * 1000 / len(qids)
+    single = {}
+    for name, branch in r.branches.items():
+        from hybrid_retriever.stores import SearchRequest
+        from hybrid_retriever.types import ScoredId
+
+        t0 = time.perf_counter()
+        vecs = branch.encode_queries(texts)
+        answers = r.store.search_batch([SearchRequest(vector_name=name, vector=v, limit=DEPTH) for v in vecs])
+        res = [
+            {name: BranchResult(name, [ScoredId(p, s, k) for k, (p, s) in enumerate(a, 1)], query_vector=v)}
+            for a, v in zip(answers, vecs)
+        ]
+        single[name] = (res, (time.perf_counter() - t0) * 1000 / len(qids))
+    return FirstStage(qids, results, fused, ms, single)
+
+
+class Runner:
+    """Runs named variants on one collection's first stage and scores them."""
+
+    def __init__(self, r: HybridRetriever, fs: FirstStage, qrels: dict[str, dict[str, int]]) -> None:
+        self.r = r
+        self.fs = fs
+        self.qrels = qrels
+        self.to_doc: dict[str, str] = {}
+
+    def doc_ids(self, pids: Sequence[str]) -> list[str]:
+        missing = [p for p in pids if p not in self.to_doc]
+        if missing:
+            for p in self.r.store.retrieve(missing):
+                self.to_doc[p.point_id] = p.payload.get("doc_id", p.point_id)
+        return [self.to_doc.get(p, p) for p in pids]
+
+    def ranked(self, fused: list[list[Any]]) -> list[list[str]]:
+        return [self.doc_ids([it.id for it in items[:DEPTH]]) for items in fused]
+
+    def interpolation(self) -> Scores:
+        return score_runs(self.ranked(self.fs.fused), self.fs.qids, self.qrels, self.fs.ms)
+
+    def branch_alone(self, name: str) -> Scores:
+        res, ms = self.fs.single[name]
+        runs = [self.doc_ids([h.point_id for h in x[name].hits[:DEPTH]]) for x in res]
+        return score_runs(runs, self.fs.qids, self.qrels, ms)
+
+    def prf(self, cfg: PRFConfig, single: str | None = None) -> tuple[Scores, list[Any]]:
+        """A PRF variant on the hybrid first stage (or on one branch alone with ``single``)."""
+        pipe = PRFPipeline(self.r, cfg)
+        if single is not None:
+            res, base_ms = self.fs.single[single]
+            fused = [self.r.fuse(x) for x in res]
+        else:
+            res, fused, base_ms = self.fs.results, self.fs.fused, self.fs.ms
+        t0 = time.perf_counter()
+        out = pipe.run(res, fused, None)
+        ms = (time.perf_counter() - t0) * 1000 / len(res)
+        return score_runs(self.ranked(out.fused), self.fs.qids, self.qrels, base_ms + ms), out.info
+
+
+def prf_config(**kw: Any) -> PRFConfig:
+    guard = kw.pop("guard", {"enabled": False})
+    return PRFConfig.model_validate({"enabled": True, **kw, "guard": guard})
+
+
+def wins(a: Scores, base: Scores, eps: float = 1e-9) -> tuple[int, int, int]:
+    d = a.ndcg - base.ndcg
+    return int((d > eps).sum()), int((d < -eps).sum()), int((np.abs(d) <= eps).sum())
+
+
+# -------------------------------------------------------------------------------- tune
+
+
+def query_features(fs: FirstStage) -> dict[str, np.ndarray]:
+    """First-stage signals per query, for studying which ones predict PRF harm (dev data only)."""
+    from hybrid_retriever.prf.guard import agreement
+
+    feats: dict[str, list[float]] = {}
+    for per, fused in zip(fs.results, fs.fused):
+        f = {
+            "agree5": agreement(per, 5) or 0.0,
+            "agree10": agreement(per, 10) or 0.0,
+            "agree20": agreement(per, 20) or 0.0,
+            "dense_top": per["dense"].hits[0].score if per["dense"].hits else 0.0,
+            "dense_gap": (per["dense"].hits[0].score - per["dense"].hits[min(9, len(per["dense"].hits) - 1)].score) if per["dense"].hits else 0.0,
+            "bm25_top": per["bm25"].hits[0].score if per["bm25"].hits else 0.0,
+            "fused_gap3": (fused[0].score - fused[min(3, len(fused) - 1)].score) if fused else 0.0,
+            "top1_same": float(bool(per["dense"].hits and per["bm25"].hits and per["dense"].hits[0].point_id == per["bm25"].hits[0].point_id)),
+        }
+        for k, v in f.items():
+            feats.setdefault(k, []).append(float(v))
+    return {k: np.array(v) for k, v in feats.items()}
+
+
+def tune(args: argparse.Namespace) -> None:
+    rows = []
+    per_query: dict[str, dict[str, Any]] = {}
+    for name, split in DEV_SPLITS.items():
+        coll = load_collection(args.datasets, name, splits=(split,))
+        qrels = coll.qrels[split]
+        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
+        r = open_index(args.datasets, name)
+        fs = first_stage(r, coll.queries, qids)
+        run = Runner(r, fs, qrels)
+        base = run.interpolation()
+        rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
+        rows.append({"collection": name, "split": split, "variant": "dense", **run.branch_alone("dense").summary()})
+        rows.append({"collection": name, "split": split, "variant": "bm25", **run.branch_alone("bm25").summary()})
+        per_query[name] = {"base": base.ndcg, "variants": {}, "signals": None, "features": query_features(fs)}
+        grid: list[tuple[str, dict[str, Any], str | None]] = []
+        ratios = [(1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0), (0.25, 1.0)]
+        for fb, (a, b) in itertools.product([1, 3, 5, 10], ratios):
+            grid.append((f"dense rocchio fb{fb} a{a} b{b} both", dict(fb_docs=fb, alpha=a, beta=b, interpolate="both", branches=["dense"]), None))
+        for fb, (a, b) in itertools.product([3, 5], ratios[1:4]):
+            for place in ["after", "before"]:
+                grid.append((f"dense rocchio fb{fb} a{a} b{b} {place}", dict(fb_docs=fb, alpha=a, beta=b, interpolate=place, branches=["dense"]), None))
+        for fb, (a, b) in itertools.product([3, 5], ratios):
+            grid.append((f"dense-alone rocchio fb{fb} a{a} b{b}", dict(fb_docs=fb, alpha=a, beta=b, interpolate="none", branches=["dense"]), "dense"))
+        for fb in [3, 5, 10]:
+            grid.append((f"dense average fb{fb} both", dict(fb_docs=fb, dense_method="average", interpolate="both", branches=["dense"]), None))
+        for fb, lam, terms, idf in itertools.product([5, 10], [0.3, 0.5, 0.7], [10, 30], [False, True]):
+            kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=idf, branches=["bm25"])
+            grid.append((f"bm25-alone rm3 fb{fb} l{lam} t{terms} idf{int(idf)}", dict(kw, interpolate="none"), "bm25"))
+        for fb, lam, terms in itertools.product([5, 10], [0.5, 0.7], [10, 30]):
+            kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=True, branches=["bm25"])
+            grid.append((f"rm3 fb{fb} l{lam} t{terms} idf1 both", dict(kw, interpolate="both"), None))
+        for fb, (a, b), lam in itertools.product([3, 5], ratios[1:4], [0.5, 0.7]):
+            for place in ["both", "after"]:
+                kw = dict(fb_docs=fb, alpha=a, beta=b, rm3_lambda=lam, fb_terms=20, idf_terms=True, interpolate=place, branches=["dense", "bm25"])
+                grid.append((f"dense+rm3 fb{fb} a{a} b{b} l{lam} t20 {place}", kw, None))
+        for label, kw, single in grid:
+            t0 = time.perf_counter()
+            s, info = run.prf(prf_config(**kw), single=single)
+            rows.append({"collection": name, "split": split, "variant": label, **s.summary()})
+            per_query[name]["variants"][label] = s.ndcg
+            if per_query[name]["signals"] is None and single is None:
+                per_query[name]["signals"] = [i.signals for i in info]
+            log.info("%s %s: nDCG@10 %.4f (base %.4f) in %.1fs", name, label, s.ndcg.mean(), base.ndcg.mean(), time.perf_counter() - t0)
+        r.close()
+    out = {"machine": machine_info(), "rows": rows}
+    np.save(CACHE / "prf_tune_perquery.npy", np.array([per_query], dtype=object), allow_pickle=True)
+    labels = sorted({x["variant"] for x in rows}, key=lambda v: -np.mean([x["ndcg@10"] for x in rows if x["variant"] == v]))
+    table = []
+    for v in labels:
+        vals = {x["collection"]: x for x in rows if x["variant"] == v}
+        table.append([v] + [vals[c]["ndcg@10"] if c in vals else None for c in DEV_SPLITS] + [float(np.mean([vals[c]["ndcg@10"] for c in vals]))])
+    md = "# PRF parameter search on dev splits\n\n" + machine_md(out["machine"]) + "\n"
+    md += "nDCG@10 on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv, best mean first.\n\n"
+    md += md_table(["variant"] + [f"{c} ({s})" for c, s in DEV_SPLITS.items()] + ["mean"], table)
+    write_results("prf_tuning", out, md)
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def main() -> None:
+    setup_logging()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arg(p)
+    p.add_argument("command", choices=["tune", "report"])
+    p.add_argument("--collections", nargs="*", default=COLLECTIONS)
+    args = p.parse_args()
+    if args.command == "tune":
+        tune(args)
+    else:
+        report(args)
+
+
+# ------------------------------------------------------------------------------- report
+
+#: Parameters chosen by ``tune`` on dev data (results/prf_tuning.md); the library's PRFConfig defaults match DENSE.
+DENSE = dict(fb_docs=3, alpha=1.0, beta=0.5, branches=["dense"])
+RM3 = dict(fb_docs=5, rm3_lambda=0.7, fb_terms=30, idf_terms=False, branches=["bm25"])
+
+
+def variants() -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """(label, PRF config or None for a baseline, single branch or None for hybrid)."""
+    guard = PRFConfig().guard.model_dump()
+    out: list[tuple[str, dict[str, Any] | None, str | None]] = [
+        ("dense", None, "dense"),
+        ("dense + PRF (Rocchio)", dict(DENSE, interpolate="none"), "dense"),
+        ("BM25", None, "bm25"),
+        ("BM25 + RM3", dict(RM3, interpolate="none"), "bm25"),
+        ("interpolation, no PRF", None, None),
+    ]
+    for place, label in [("after", "PRF then interpolate (after)"), ("before", "interpolate then PRF (before)"), ("both", "both")]:
+        out.append((label, dict(DENSE, interpolate=place), None))
+        out.append((label + ", guarded", dict(DENSE, interpolate=place, guard=guard), None))
+    out.append(("both, dense Rocchio + BM25 RM3", dict(DENSE, **{k: v for k, v in RM3.items() if k != "fb_docs"}, interpolate="both", branches=["dense", "bm25"]), None))
+    out.append(("default PRFConfig (enabled, guarded)", {"guard": guard}, None))
+    return out
+
+
+def guard_effect(info: list[Any], guarded: Scores, unguarded: Scores) -> dict[str, Any]:
+    """How many queries the guard skipped or damped, and what that did relative to full feedback."""
+    strength = np.array([max(i.strength.values(), default=0.0) for i in info])
+    d = guarded.ndcg - unguarded.ndcg
+    touched = strength < 1.0
+    return {
+        "skipped": int((strength <= 0).sum()),
+        "damped": int(((strength > 0) & (strength < 1)).sum()),
+        "protected": int((touched & (d > 1e-9)).sum()),  # guard better than full feedback
+        "cost": int((touched & (d < -1e-9)).sum()),  # guard worse than full feedback
+        "ndcg_change_vs_unguarded": float(d.mean()),
+    }
+
+
+def report(args: argparse.Namespace) -> None:
+    info0 = machine_info()
+    data: dict[str, Any] = {"machine": info0, "parameters": {"dense": DENSE, "rm3": RM3, "default": PRFConfig().model_dump()}, "collections": {}}
+    for name in args.collections:
+        coll = load_collection(args.datasets, name, splits=("test",))
+        qrels = coll.qrels["test"]
+        qids = [q for q in coll.judged("test") if any(g > 0 for g in qrels[q].values())]
+        r = open_index(args.datasets, name)
+        fs = first_stage(r, coll.queries, qids)
+        run = Runner(r, fs, qrels)
+        base = run.interpolation()
+        rows: dict[str, Any] = {}
+        unguarded: dict[str, Scores] = {}
+        for label, kw, single in variants():
+            if kw is None:
+                s = base if single is None else run.branch_alone(single)
+                info = None
+            else:
+                s, info = run.prf(prf_config(**kw), single=single)
+            w, l, t = wins(s, base)
+            row = {**s.summary(), "wins": w, "losses": l, "ties": t, "queries": len(qids)}
+            if info is not None and single is None:
+                row["prf_applied"] = int(sum(i.applied for i in info))
+            if label.endswith(", guarded") and info is not None:
+                row["guard"] = guard_effect(info, s, unguarded[label[: -len(", guarded")]])
+            unguarded[label] = s
+            rows[label] = row
+            log.info("%s %-40s nDCG@10 %.4f R@100 %.4f %.1f ms/q W/L %d/%d", name, label, s.ndcg.mean(), s.recall.mean(), s.ms, w, l)
+        data["collections"][name] = {"queries": len(qids), "documents": r.count(), "rows": rows}
+        r.close()
+    data["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
+    write_results("prf", data, render(data))
+
+
+def render(data: dict[str, Any]) -> str:
+    cols = list(data["collections"])
+    md = ["# Pseudo-relevance feedback: placements, RM3, drift guard\n"]
+    md.append(machine_md(data["machine"]))
+    md.append(
+        "\nQdrant Edge, BM25 (Qdrant's, IDF modifier) + all-MiniLM-L6-v2, min-max interpolation 0.5/0.5 with exact "
+        "score completion, depth 100 per branch; test qrels, queries with at least one relevant document. "
+        "PRF parameters were chosen on dev data only (scifact train, nfcorpus-preprocessed dev; see "
+        "[prf_tuning.md](prf_tuning.md)): dense Rocchio "
+        f"{json.dumps(data['parameters']['dense'])}, BM25 RM3 {json.dumps(data['parameters']['rm3'])}. "
+        "ms/query: the whole batch of queries at once (first stage + PRF), divided by the number of queries, on 2 shared cores.\n"
+    )
+    labels = list(next(iter(data["collections"].values()))["rows"])
+    md.append("\n## nDCG@10\n\n")
+    rows = []
+    for lab in labels:
+        vals = [data["collections"][c]["rows"][lab]["ndcg@10"] for c in cols]
+        rows.append([lab] + vals + [float(np.mean(vals))])
+    md.append(md_table(["variant"] + cols + ["mean"], rows))
+    md.append("\n## Recall@100\n\n")
+    md.append(md_table(["variant"] + cols, [[lab] + [data["collections"][c]["rows"][lab]["recall@100"] for c in cols] for lab in labels]))
+    md.append("\n## ms/query (batch)\n\n")
+    md.append(md_table(["variant"] + cols, [[lab] + [data["collections"][c]["rows"][lab]["ms_per_query"] for c in cols] for lab in labels]))
+    md.append("\n## Per-query wins / losses / ties against interpolation without PRF (nDCG@10)\n\n")
+    md.append(md_table(["variant"] + cols, [[lab] + ["{wins}/{losses}/{ties}".format(**data["collections"][c]["rows"][lab]) for c in cols] for lab in labels]))
+    md.append("\n## The drift guard\n\n")
+    md.append(
+        "Per guarded row: queries whose feedback the guard skipped / damped; of those, how many ended better "
+        "(protected) or worse (cost) than with full feedback; mean nDCG@10 change against the unguarded row.\n\n"
+    )
+    grows = []
+    for lab in labels:
+        for c in cols:
+            g = data["collections"][c]["rows"][lab].get("guard")
+            if g:
+                grows.append([lab, c, g["skipped"], g["damped"], g["protected"], g["cost"], g["ndcg_change_vs_unguarded"]])
+    md.append(md_table(["variant", "collection", "skipped", "damped", "protected", "cost", "Δ nDCG@10 vs unguarded"], grows))
+    md.append("\n## Targets (nDCG@10)\n\n")
+    trows = []
+    for c in cols:
+        rws = data["collections"][c]["rows"]
+        t0, t1 = TARGETS.get(c, (None, None))
+        both = rws["both"]["ndcg@10"]
+        base = rws["interpolation, no PRF"]["ndcg@10"]
+        best = max(rws[k]["ndcg@10"] for k in rws if k.startswith("both"))
+        gain_t = (t1 - t0) if t0 is not None else None
+        trows.append([c, t0, t1, gain_t, base, both, both - base, best - base, rws["default PRFConfig (enabled, guarded)"]["ndcg@10"] - base])
+    md.append(md_table(["collection", "issue: interp.", "issue: both", "issue gain", "interp.", "both", "gain", "best 'both' row gain", "default (guarded) gain"], trows))
+    return "".join(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Raw branch runs, searched once per query and cached on disk.
+
+Evaluation and tuning never search twice: every branch's ranked list (point ids
+and raw scores, best first, at the deepest depth needed) and the exact scores of
+the other branches' candidates (score completion) are stored per query in a JSONL
+file. A run interrupted half-way resumes where it stopped; a cache made for another
+index, depth or branch setup lives in another file (the file name is a hash of
+those settings), so it is never mixed up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from hybrid_retriever.types import BranchResult, ScoredId
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class BranchRun:
+    """One branch's list for one query: point ids and raw scores best first, plus completed scores."""
+
+    ids: list[str]
+    scores: list[float]
+    completed: dict[str, float] = field(default_factory=dict)
+    encode_ms: float = 0.0
+    search_ms: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ids": self.ids,
+            "scores": self.scores,
+            "completed": self.completed,
+            "encode_ms": self.encode_ms,
+            "search_ms": self.search_ms,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "BranchRun":
+        return cls(
+            ids=list(d["ids"]),
+            scores=[float(s) for s in d["scores"]],
+            completed={k: float(v) for k, v in d.get("completed", {}).items()},
+            encode_ms=float(d.get("encode_ms", 0.0)),
+            search_ms=float(d.get("search_ms", 0.0)),
+            error=d.get("error"),
+        )
+
+    @classmethod
+    def from_result(cls, r: BranchResult) -> "BranchRun":
+        return cls(
+            ids=[h.point_id for h in r.hits],
+            scores=[float(h.score) for h in r.hits],
+            completed={k: float(v) for k, v in r.completed.items()},
+            encode_ms=r.encode_ms,
+            search_ms=r.search_ms,
+            error=r.error,
+        )
+
+
+@dataclass
+class QueryRuns:
+    """Every branch's run for one query, and the wall time the search took (ms)."""
+
+    qid: str
+    text: str
+    branches: dict[str, BranchRun]
+    wall_ms: float = 0.0
+
+    def to_branch_results(self, depth: Mapping[str, int] | None = None) -> dict[str, BranchResult]:
+        """The runs as the retriever's :class:`BranchResult` objects, each list cut to ``depth[branch]``.
+
+        Candidates cut off a branch's list keep their score as a completed score, which is
+        what a search at the smaller depth with score completion would have fetched.
+        """
+        out: dict[str, BranchResult] = {}
+        cut = {n: (depth or {}).get(n, len(r.ids)) for n, r in self.branches.items()}
+        union = {i for n, r in self.branches.items() if r.error is None for i in r.ids[: cut[n]]}
+        for n, r in self.branches.items():
+            d = cut[n]
+            hits = [ScoredId(pid, s, rank) for rank, (pid, s) in enumerate(zip(r.ids[:d], r.scores[:d]), start=1)]
+            known = dict(r.completed)
+            known.update(zip(r.ids[d:], r.scores[d:]))
+            own = set(r.ids[:d])
+            completed = {i: known[i] for i in union - own if i in known}
+            out[n] = BranchResult(
+                branch=n, hits=hits, completed=completed, encode_ms=r.encode_ms, search_ms=r.search_ms, error=r.error
+            )
+        return out
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class RunCache:
+    """Cached branch runs of many queries, optionally persisted to ``path`` (JSONL)."""
+
+    def __init__(self, branches: Sequence[str], depth: Mapping[str, int], complete: bool, path: Path | None = None,
+                 fingerprint: Mapping[str, Any] | None = None) -> None:
+        self.branches = list(branches)
+        self.depth = dict(depth)
+        self.complete = complete
+        self.path = path
+        self.fingerprint = dict(fingerprint or {})
+        self.runs: dict[str, QueryRuns] = {}
+        self.resumed = 0
+        self.searched = 0
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self.runs
+
+    def __getitem__(self, qid: str) -> QueryRuns:
+        return self.runs[qid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.runs)
+
+    def subset(self, qids: Sequence[str]) -> list[QueryRuns]:
+        return [self.runs[q] for q in qids]
+
+    # -- persistence ---------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.is_file():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            header = f.readline()
+            try:
+                meta = json.loads(header)
+            except json.JSONDecodeError:
+                log.warning("cache %s has an unreadable header; starting afresh", self.path)
+                self.path.unlink()
+                return
+            if meta.get("version") != CACHE_VERSION:
+                log.warning("cache %s was written by another version; starting afresh", self.path)
+                f.close()
+                self.path.unlink()
+                return
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short by an interruption: everything before it is good
+                qr = QueryRuns(
+                    qid=row["qid"], text=row["text"], wall_ms=float(row.get("wall_ms", 0.0)),
+                    branches={n: BranchRun.from_json(b) for n, b in row["branches"].items()},
+                )
+                self.runs[qr.qid] = qr
+
+    def _write(self, items: Sequence[QueryRuns]) -> None:
+        if self.path is None:
+            return
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if new:
+                f.write(json.dumps({"version": CACHE_VERSION, "fingerprint": self.fingerprint}) + "\n")
+            for qr in items:
+                row = {"qid": qr.qid, "text": qr.text, "wall_ms": qr.wall_ms,
+                       "branches": {n: b.to_json() for n, b in qr.branches.items()}}
+                f.write(json.dumps(row) + "\n")
+
+    def add(self, items: Sequence[QueryRuns]) -> None:
+        for qr in items:
+            self.runs[qr.qid] = qr
+        self._write(items)
+
+
+def fingerprint(retriever: Any, depth: Mapping[str, int], complete: bool, filter: Any = None) -> dict[str, Any]:
+    """What the cached runs depend on: the index (location, size, branch settings), depth, completion, filter."""
+    manifest = retriever.store.read_manifest() or {}
+    return {
+        "location": str(retriever.store.location),
+        "count": retriever.count(),
+        "branches": manifest.get("branches", {}),
+        "depth": dict(depth),
+        "complete": complete,
+        "filter": json.dumps(filter, sort_keys=True, default=str) if filter is not None else None,
+    }
+
+
+def collect_runs(
+    retriever: Any,
+    queries: Mapping[str, str],
+    *,
+    depth: int | Mapping[str, int] | None = None,
+    complete: bool = True,
+    batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+    filter: Any = None,
+    progress: bool = True,
+    cache: RunCache | None = None,
+) -> RunCache:
+    """Search every query once with every branch and cache the raw runs.
+
+    ``depth`` is one depth for all branches or a mapping branch -> depth (default: each
+    branch's configured depth). With ``complete`` each candidate gets its exact score in
+    the branches that did not return it. With ``cache_dir`` the runs are appended to a
+    file there after each batch, and queries already in it are not searched again.
+    ``wall_ms`` per query is the batch's search time divided by its size, so use
+    ``batch_size=1`` to measure per-query latency.
+    """
+    names = list(retriever.branches)
+    if cache is not None:
+        depth, complete = cache.depth, cache.complete
+    if isinstance(depth, Mapping):
+        depths = {n: int(depth.get(n, retriever.config.branch(n).depth)) for n in names}
+    else:
+        depths = {n: int(depth or retriever.config.branch(n).depth) for n in names}
+    fp = fingerprint(retriever, depths, complete, filter)
+    if cache is None:
+        path = None
+        if cache_dir is not None:
+            key = hashlib.sha1(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            path = Path(cache_dir) / f"runs-{key}.jsonl"
+        cache = RunCache(names, depths, complete, path, fp)
+        cache._load()
+    todo = [(q, t) for q, t in queries.items() if not (q in cache.runs and cache.runs[q].text == t)]
+    cache.resumed = len(queries) - len(todo)
+    if cache.resumed:
+        log.info("resuming: %d of %d queries already cached in %s", cache.resumed, len(queries), cache.path)
+    bar = tqdm(total=len(todo), desc="searching", unit="query", disable=not progress or not todo)
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            t0 = time.perf_counter()
+            results = retriever.search_branches([t for _, t in batch], filter=filter, depth=depths, complete=complete)
+            wall = (time.perf_counter() - t0) * 1000 / len(batch)
+            cache.add([
+                QueryRuns(qid=q, text=t, wall_ms=wall, branches={n: BranchRun.from_result(r) for n, r in res.items()})
+                for (q, t), res in zip(batch, results)
+            ])
+            cache.searched += len(batch)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return cache

@@ -1,0 +1,342 @@
+"""Tune fusion on cached runs: search the fusion space, validate honestly, write the config.
+
+The flow (:func:`tune`):
+
+1. every branch is searched once per query at the deepest depth needed, with
+   score completion, and the raw runs are cached (:func:`~.cache.collect_runs`);
+2. every configuration of the :class:`SearchSpace` — fusion method (interpolation
+   with each normalisation and missing-score policy, weighted RRF with each k),
+   per-branch weights on a grid over the simplex, per-branch depth — is scored on
+   the cache with numpy (:class:`~.grid.FusionGrid`), thousands in seconds;
+3. the best configuration is picked on tuning queries and judged on queries it was
+   not tuned on: k-fold cross-validation over queries, or a given train/dev split.
+   The report puts the validation score next to the held-out score and the
+   default configuration's held-out score, with a paired significance test.
+
+Ties between configurations go to the one listed first: the default configuration
+comes first, then deeper lists before shallower ones, so a tie never makes the
+tuned configuration cut candidates or move away from the default for nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hybrid_retriever.config import RetrieverConfig
+from hybrid_retriever.errors import InvalidInputError
+from hybrid_retriever.evaluation.grid import FusionGrid, FusionParams
+from hybrid_retriever.evaluation.metrics import parse_metric
+from hybrid_retriever.evaluation.significance import compare
+
+log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("minmax", "zscore", "dbsf", "rank")
+
+
+def weight_grid(n_branches: int, step: float = 0.05) -> list[tuple[float, ...]]:
+    """Weight vectors on the simplex in steps of ``step`` (each sums to 1), first branch descending.
+
+    Two branches with step 0.1: (1.0, 0.0), (0.9, 0.1), ... (0.0, 1.0).
+    """
+    if n_branches < 1:
+        raise InvalidInputError("at least one branch")
+    n = round(1.0 / step)
+    if n < 1 or abs(n * step - 1.0) > 1e-9:
+        raise InvalidInputError(f"weight step {step} must divide 1 (e.g. 0.05, 0.1, 0.25)")
+    if n_branches == 1:
+        return [(1.0,)]
+    out = []
+    for combo in itertools.product(range(n, -1, -1), repeat=n_branches - 1):
+        rest = n - sum(combo)
+        if rest < 0:
+            continue
+        out.append(tuple(round(c / n, 10) for c in combo) + (round(rest / n, 10),))
+    return out
+
+
+@dataclass
+class SearchSpace:
+    """The fusion configurations the tuner tries.
+
+    ``weights`` overrides the simplex grid of ``weight_step`` with explicit vectors;
+    ``per_branch_depth`` tries every combination of ``depths`` across branches (None:
+    only for two branches or fewer, else the same depth for all).
+    """
+
+    methods: tuple[str, ...] = ("interpolation", "rrf")
+    normalizations: tuple[str, ...] = NORMALIZATIONS
+    missing: tuple[str, ...] = ("exact", "floor")
+    rrf_ks: tuple[float, ...] = (1, 5, 10, 20, 40, 60, 100)
+    weight_step: float = 0.05
+    weights: tuple[tuple[float, ...], ...] | None = None
+    depths: tuple[int, ...] = (10, 20, 50, 100)
+    per_branch_depth: bool | None = None
+
+    def families(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if "interpolation" in self.methods:
+            for norm in self.normalizations:
+                for miss in self.missing:
+                    out.append({"method": "interpolation", "normalization": norm, "missing": miss})
+        if "rrf" in self.methods:
+            for k in self.rrf_ks:
+                out.append({"method": "rrf", "rrf_k": float(k)})
+        unknown = set(self.methods) - {"interpolation", "rrf"}
+        if unknown:
+            raise InvalidInputError(f"unknown fusion method(s) {sorted(unknown)}; use interpolation and/or rrf")
+        bad = set(self.normalizations) - set(NORMALIZATIONS)
+        if bad:
+            raise InvalidInputError(f"unknown normalisation(s) {sorted(bad)}; choose from {list(NORMALIZATIONS)}")
+        if not out:
+            raise InvalidInputError("the search space is empty")
+        return out
+
+    def depth_vectors(self, n_branches: int, cached: Sequence[int]) -> list[tuple[int, ...]]:
+        values = sorted({int(d) for d in self.depths}, reverse=True)
+        per_branch = self.per_branch_depth if self.per_branch_depth is not None else n_branches <= 2
+        if per_branch:
+            vecs = list(itertools.product(values, repeat=n_branches))
+        else:
+            vecs = [tuple([d] * n_branches) for d in values]
+        vecs = [v for v in vecs if all(d <= c for d, c in zip(v, cached))]
+        if not vecs:
+            raise InvalidInputError(f"no depth in {list(self.depths)} fits the cached runs (depths {list(cached)})")
+        return vecs
+
+    def enumerate(self, n_branches: int, cached: Sequence[int], default: FusionParams | None = None) -> list[FusionParams]:
+        """Every configuration, the default first, then deeper depth vectors first."""
+        weights = list(self.weights) if self.weights is not None else weight_grid(n_branches, self.weight_step)
+        for w in weights:
+            if len(w) != n_branches:
+                raise InvalidInputError(f"weight vector {w} has {len(w)} entries for {n_branches} branches")
+        out: list[FusionParams] = [default] if default is not None else []
+        seen = set(out)
+        for depths in self.depth_vectors(n_branches, cached):
+            for fam in self.families():
+                for w in weights:
+                    if sum(w) <= 0:
+                        continue
+                    p = FusionParams(weights=tuple(float(x) for x in w), depths=depths, **fam)
+                    if p not in seen:
+                        seen.add(p)
+                        out.append(p)
+        return out
+
+
+@dataclass
+class TuningResult:
+    """What :func:`tune` found, with its honest validation."""
+
+    metric: str
+    branches: list[str]
+    n_queries: int
+    n_configs: int
+    seconds: float
+    validation: str                    # "cv" or "split"
+    best: FusionParams
+    best_score: float                  # on the tuning queries (optimistic)
+    default: FusionParams
+    default_score: float               # on the tuning queries
+    heldout_score: float               # tuned config(s) on queries not tuned on
+    default_heldout_score: float       # default config on the same queries
+    significance: dict[str, Any]
+    folds: list[dict[str, Any]]
+    top: list[dict[str, Any]]
+    landscape: dict[str, Any]
+    params: list[FusionParams] = field(repr=False, default_factory=list)
+    scores: np.ndarray | None = field(repr=False, default=None)
+    heldout_per_query: np.ndarray | None = field(repr=False, default=None)
+    default_per_query: np.ndarray | None = field(repr=False, default=None)
+    qids: list[str] = field(repr=False, default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, stable keys (schema ``hybrid-retriever/tuning/1``)."""
+        return {
+            "schema": "hybrid-retriever/tuning/1",
+            "data": self.data,
+            "metric": self.metric,
+            "branches": self.branches,
+            "n_queries": self.n_queries,
+            "n_configs": self.n_configs,
+            "seconds": round(self.seconds, 3),
+            "validation": self.validation,
+            "best": self.best.as_dict(self.branches),
+            "best_score": self.best_score,
+            "default": self.default.as_dict(self.branches),
+            "default_score": self.default_score,
+            "heldout_score": self.heldout_score,
+            "default_heldout_score": self.default_heldout_score,
+            "significance": self.significance,
+            "folds": self.folds,
+            "top": self.top,
+            "landscape": self.landscape,
+        }
+
+    def header(self, description: str = "") -> str:
+        """The comment block written above a tuned configuration."""
+        held = "cross-validated over queries" if self.validation == "cv" else "on the dev split"
+        lines = [
+            "Tuned by `hybrid-retriever tune`" + (f" on {description}" if description else ""),
+            f"date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"metric: {self.metric}; {self.n_queries} tuning queries; {self.n_configs} configurations tried",
+            f"chosen: {self.best.label(self.branches)}",
+            f"{self.metric} of the chosen config on the tuning queries: {self.best_score:.4f}",
+            f"{self.metric} held out ({held}): tuned {self.heldout_score:.4f} vs default {self.default_heldout_score:.4f}"
+            f" (paired {self.significance.get('test')} p={self.significance.get('p_value', float('nan')):.3g})",
+            f"default was: {self.default.label(self.branches)}",
+        ]
+        return "\n".join(lines)
+
+
+def _argmax_first(values: np.ndarray) -> int:
+    """Index of the largest value; ties (within 1e-12) go to the first."""
+    best = values.max()
+    return int(np.nonzero(values >= best - 1e-12)[0][0])
+
+
+def tune(
+    grid: FusionGrid,
+    base_config: RetrieverConfig,
+    *,
+    metric: str = "ndcg@10",
+    space: SearchSpace | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    train_qids: Sequence[str] | None = None,
+    dev_qids: Sequence[str] | None = None,
+    test: str = "randomization",
+    top_n: int = 20,
+) -> TuningResult:
+    """Search the fusion space on ``grid`` and validate the choice.
+
+    With ``dev_qids`` (queries in the grid), the tuner picks on the other queries (or
+    ``train_qids``) and reports on ``dev_qids``; otherwise ``folds``-fold
+    cross-validation over the grid's queries: each fold's score comes from a
+    configuration picked on the other folds. The returned ``best`` is picked on all
+    tuning queries — the configuration to deploy.
+    """
+    t0 = time.perf_counter()
+    m = parse_metric(metric)
+    space = space or SearchSpace()
+    default = FusionParams.from_config(base_config)
+    if list(base_config.branch_names) != grid.branches:
+        raise InvalidInputError(f"configuration branches {base_config.branch_names} differ from the cached runs' {grid.branches}")
+    params = space.enumerate(len(grid.branches), grid.cached_depths, default)
+    log.info("scoring %d configurations on %d queries", len(params), grid.n_queries)
+    S = grid.score(params, m)
+    index = {q: i for i, q in enumerate(grid.qids)}
+    fold_rows: list[dict[str, Any]] = []
+    if dev_qids is not None:
+        dev = np.array([index[q] for q in dev_qids if q in index], dtype=int)
+        if train_qids is not None:
+            train = np.array([index[q] for q in train_qids if q in index], dtype=int)
+        else:
+            train = np.setdiff1d(np.arange(grid.n_queries), dev)
+        if len(train) == 0 or len(dev) == 0:
+            raise InvalidInputError("train and dev splits need at least one judged query each")
+        best_i = _argmax_first(S[:, train].mean(1))
+        heldout = S[best_i, dev]
+        default_heldout = S[0, dev]
+        validation = "split"
+        tune_idx = train
+        fold_rows.append({"fold": "dev", "n_train": int(len(train)), "n_heldout": int(len(dev)),
+                          "chosen": params[best_i].label(grid.branches),
+                          "train_score": float(S[best_i, train].mean()), "heldout_score": float(heldout.mean()),
+                          "default_heldout_score": float(default_heldout.mean())})
+    else:
+        n = grid.n_queries
+        if n < 2:
+            raise InvalidInputError("cross-validation needs at least two judged queries")
+        k = max(2, min(folds, n))
+        order = np.random.default_rng(seed).permutation(n)
+        assign = np.empty(n, dtype=int)
+        assign[order] = np.arange(n) % k
+        heldout_q = np.zeros(n)
+        for f in range(k):
+            test_mask = assign == f
+            bi = _argmax_first(S[:, ~test_mask].mean(1))
+            heldout_q[test_mask] = S[bi, test_mask]
+            fold_rows.append({"fold": f, "n_train": int((~test_mask).sum()), "n_heldout": int(test_mask.sum()),
+                              "chosen": params[bi].label(grid.branches),
+                              "train_score": float(S[bi, ~test_mask].mean()),
+                              "heldout_score": float(S[bi, test_mask].mean()),
+                              "default_heldout_score": float(S[0, test_mask].mean())})
+        tune_idx = np.arange(n)
+        best_i = _argmax_first(S.mean(1))
+        heldout = heldout_q
+        default_heldout = S[0]
+        validation = "cv"
+        dev = np.arange(n)
+    tune_means = S[:, tune_idx].mean(1)
+    sig = compare(default_heldout, heldout, test).as_dict() if len(heldout) > 1 else {"test": test, "p_value": float("nan")}
+    top = [
+        {"rank": r + 1, "label": params[i].label(grid.branches), "score": float(tune_means[i]), **params[i].as_dict(grid.branches)}
+        for r, i in enumerate(np.argsort(-tune_means, kind="stable")[:top_n])
+    ]
+    result = TuningResult(
+        metric=str(m),
+        branches=list(grid.branches),
+        n_queries=int(len(tune_idx)),
+        n_configs=len(params),
+        seconds=time.perf_counter() - t0,
+        validation=validation,
+        best=params[best_i],
+        best_score=float(tune_means[best_i]),
+        default=default,
+        default_score=float(tune_means[0]),
+        heldout_score=float(np.mean(heldout)),
+        default_heldout_score=float(np.mean(default_heldout)),
+        significance=sig,
+        folds=fold_rows,
+        top=top,
+        landscape=landscape(params, tune_means, grid.branches),
+        params=params,
+        scores=S,
+        heldout_per_query=np.asarray(heldout),
+        default_per_query=np.asarray(default_heldout),
+        qids=[grid.qids[i] for i in dev],
+    )
+    log.info("tuned in %.1f s: %s", result.seconds, result.best.label(grid.branches))
+    return result
+
+
+def landscape(params: Sequence[FusionParams], means: np.ndarray, branches: Sequence[str]) -> dict[str, Any]:
+    """Metric over the weights for each fusion family, at that family's best depth vector (for plots)."""
+    fam_best: dict[str, tuple[float, tuple[int, ...]]] = {}
+    for p, s in zip(params, means):
+        cur = fam_best.get(p.family)
+        if cur is None or s > cur[0] + 1e-12:
+            fam_best[p.family] = (float(s), p.depths)
+    out: dict[str, Any] = {}
+    for fam, (_, depths) in fam_best.items():
+        pts = sorted(
+            ((p.normalized_weights(), float(s)) for p, s in zip(params, means) if p.family == fam and p.depths == depths),
+            key=lambda x: x[0],
+        )
+        dedup: dict[tuple[float, ...], float] = {}
+        for w, s in pts:
+            dedup[tuple(round(x, 6) for x in w)] = s
+        out[fam] = {
+            "depths": dict(zip(branches, depths)),
+            "weights": [list(w) for w in dedup],
+            "scores": list(dedup.values()),
+        }
+    return out
+
+
+def write_config(result: TuningResult, base_config: RetrieverConfig, path: str | Path, description: str = "") -> RetrieverConfig:
+    """Write the tuned configuration (YAML with a comment header, or JSON) and return it."""
+    cfg = result.best.apply(base_config)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(p, header=result.header(description))
+    return cfg
