@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+ONLY = sys.argv[3:]
 LI = HERE.parent / "hybrid_retriever" / "branches" / "late_interaction"
 
 
@@ -104,6 +105,8 @@ def main(inp: Path, out: Path) -> None:
     )
     meta: dict = {}
     for cdir in sorted((inp / "data").iterdir()):
+        if ONLY and cdir.name not in ONLY:
+            continue
         name = cdir.name
         t0 = time.time()
         docs = rows(cdir / "corpus.jsonl.gz")
@@ -151,7 +154,7 @@ def main(inp: Path, out: Path) -> None:
         print(name, {k: v for k, v in meta[name].items() if not k.endswith("_ids")}, flush=True)
         del D, M, full, F, G
         torch.cuda.empty_cache()
-    (out / "meta.json").write_text(json.dumps(meta))
+    (out / f"meta_{"_".join(sorted(meta))}.json").write_text(json.dumps(meta))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Pseudo-relevance feedback: quality and cost of every placement, with and without the drift guard.
 
     nice .venv/bin/python benchmarks/prf.py tune      # choose parameters on dev splits -> results/prf_tuning.{json,md}
+    nice .venv/bin/python benchmarks/prf.py guard     # choose the drift guard on dev splits -> results/prf_guard_tuning.{json,md}
     nice .venv/bin/python benchmarks/prf.py report    # the test collections -> results/prf.{json,md}
 
 Index: Qdrant Edge with the library's BM25 branch and the MiniLM dense branch (document
@@ -47,7 +48,6 @@ from _common import (  # noqa: E402
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
 from hybrid_retriever.config import PRFConfig  # noqa: E402
 from hybrid_retriever.prf import PRFPipeline  # noqa: E402
-from hybrid_retriever.retriever import point_id  # noqa: E402
 from hybrid_retriever.types import BranchResult  # noqa: E402
 
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"]
@@ -287,18 +287,80 @@ def tune(args: argparse.Namespace) -> None:
     write_results("prf_tuning", out, md)
 
 
-# ------------------------------------------------------------------------------- report
-
+def tune_guard(args: argparse.Namespace) -> None:
+    """Choose the drift guard on dev data, for the dense configuration chosen by ``tune`` (DENSE, ``both``)."""
+    variants_ = [
+        ("no guard", {"enabled": False}),
+        ("skip if agreement < 0.2 (unreliable)", {"max_agreement": None, "min_agreement": 0.2}),
+        ("skip if agreement < 0.3 (unreliable)", {"max_agreement": None, "min_agreement": 0.3}),
+        ("damp below agreement 0.5", {"max_agreement": None, "min_agreement": 0.0, "full_agreement": 0.5}),
+        ("confirmed feedback, depth 10", {"max_agreement": None, "consensus_depth": 10}),
+        ("confirmed feedback, depth 20", {"max_agreement": None, "consensus_depth": 20}),
+    ] + [(f"skip if agreement >= {t} (settled)", {"max_agreement": t}) for t in (0.3, 0.4, 0.5, 0.6, 0.7)]
+    rows = []
+    bins_out = []
+    for name, split in DEV_SPLITS.items():
+        coll = load_collection(args.datasets, name, splits=(split,))
+        qrels = coll.qrels[split]
+        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
+        r = open_index(args.datasets, name)
+        fs = first_stage(r, coll.queries, qids)
+        run = Runner(r, fs, qrels)
+        base = run.interpolation()
+        agree = query_features(fs)["agree10"]
+        full = None
+        for label, g in variants_:
+            s, info = run.prf(prf_config(**DENSE, interpolate="both", guard=g))
+            if full is None:
+                full = s
+            w, l, _ = wins(s, base)
+            rows.append({"collection": name, "split": split, "guard": label, "gain": float(s.ndcg.mean() - base.ndcg.mean()),
+                         "applied": int(sum(i.applied for i in info)), "queries": len(qids), "wins": w, "losses": l})
+            log.info("%s %-40s gain %+.4f applied %d/%d", name, label, rows[-1]["gain"], rows[-1]["applied"], len(qids))
+        delta = full.ndcg - base.ndcg
+        for lo, hi in [(0.0, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.7), (0.7, 1.01)]:
+            m = (agree >= lo) & (agree < hi)
+            bins_out.append({"collection": name, "agreement": f"[{lo:.1f}, {min(hi, 1.0):.1f}{']' if hi > 1 else ')'}",
+                             "queries": int(m.sum()), "gain_without_guard": float(delta[m].mean()) if m.any() else None,
+                             "first_stage_ndcg": float(base.ndcg[m].mean()) if m.any() else None})
+        r.close()
+    out = {"machine": machine_info(), "dense": DENSE, "rows": rows, "by_agreement": bins_out}
+    md = "# Drift guard on dev splits\n\n" + machine_md(out["machine"]) + "\n"
+    md += (f"Dense Rocchio {json.dumps(DENSE)}, placement `both`; nDCG@10 gain (points) over interpolation without PRF "
+           "on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv. Agreement = overlap of the BM25 and "
+           "dense top 10.\n\n")
+    cols = list(DEV_SPLITS)
+    table = []
+    for label, _ in variants_:
+        vals = {x["collection"]: x for x in rows if x["guard"] == label}
+        table.append([label] + [f"{vals[c]['gain'] * 100:+.2f} ({vals[c]['applied']}/{vals[c]['queries']} fed back)" for c in cols]
+                     + [f"{np.mean([vals[c]['gain'] for c in cols]) * 100:+.2f}"])
+    md += md_table(["guard"] + cols + ["mean"], table)
+    md += "\n## Gain of unguarded PRF by first-stage agreement\n\n"
+    md += md_table(["collection", "agreement", "queries", "first-stage nDCG@10", "PRF gain"],
+                   [[b["collection"], b["agreement"], b["queries"], b["first_stage_ndcg"], b["gain_without_guard"]] for b in bins_out])
+    write_results("prf_guard_tuning", out, md)
 
 def main() -> None:
     setup_logging()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arg(p)
-    p.add_argument("command", choices=["tune", "report"])
+    p.add_argument(
+        "command",
+        choices=["tune", "guard", "report", "render"],
+        help="tune: PRF parameters, guard: the drift guard (both on dev data); report: test collections; render: prf.md from prf.json",
+    )
     p.add_argument("--collections", nargs="*", default=COLLECTIONS)
     args = p.parse_args()
     if args.command == "tune":
         tune(args)
+    elif args.command == "guard":
+        tune_guard(args)
+    elif args.command == "render":
+        from _common import RESULTS
+
+        data = json.loads((RESULTS / "prf.json").read_text())
+        write_results("prf", data, render(data))
     else:
         report(args)
 
@@ -307,7 +369,7 @@ def main() -> None:
 
 #: Parameters chosen by ``tune`` on dev data (results/prf_tuning.md); the library's PRFConfig defaults match DENSE.
 DENSE = dict(fb_docs=3, alpha=1.0, beta=0.5, branches=["dense"])
-RM3 = dict(fb_docs=5, rm3_lambda=0.7, fb_terms=30, idf_terms=False, branches=["bm25"])
+RM3 = dict(fb_docs=10, rm3_lambda=0.7, fb_terms=30, idf_terms=False, branches=["bm25"])
 
 
 def variants() -> list[tuple[str, dict[str, Any] | None, str | None]]:
@@ -323,7 +385,9 @@ def variants() -> list[tuple[str, dict[str, Any] | None, str | None]]:
     for place, label in [("after", "PRF then interpolate (after)"), ("before", "interpolate then PRF (before)"), ("both", "both")]:
         out.append((label, dict(DENSE, interpolate=place), None))
         out.append((label + ", guarded", dict(DENSE, interpolate=place, guard=guard), None))
-    out.append(("both, dense Rocchio + BM25 RM3", dict(DENSE, **{k: v for k, v in RM3.items() if k != "fb_docs"}, interpolate="both", branches=["dense", "bm25"]), None))
+    rm3 = {k: v for k, v in RM3.items() if k not in ("fb_docs", "branches")}
+    out.append(("both, dense Rocchio + BM25 RM3", dict(DENSE, **rm3, interpolate="both", branches=["dense", "bm25"]), None))
+    out.append(("both, dense Rocchio + BM25 RM3, guarded", dict(DENSE, **rm3, interpolate="both", branches=["dense", "bm25"], guard=guard), None))
     out.append(("default PRFConfig (enabled, guarded)", {"guard": guard}, None))
     return out
 
@@ -376,6 +440,38 @@ def report(args: argparse.Namespace) -> None:
     write_results("prf", data, render(data))
 
 
+def summary(data: dict[str, Any]) -> str:
+    """The headline: the default (guarded) configuration and the issue's targets, computed from the rows."""
+    cols = list(data["collections"])
+    base = {c: data["collections"][c]["rows"]["interpolation, no PRF"]["ndcg@10"] for c in cols}
+    default = {c: data["collections"][c]["rows"]["default PRFConfig (enabled, guarded)"]["ndcg@10"] - base[c] for c in cols}
+    both = {c: data["collections"][c]["rows"]["both"]["ndcg@10"] - base[c] for c in cols}
+    out = ["\n## Summary\n\n"]
+    mean = float(np.mean(list(default.values())))
+    worst = min(default, key=default.get)
+    out.append(
+        f"- Default configuration (`prf.enabled: true`: dense Rocchio, `both`, guarded): mean nDCG@10 gain over "
+        f"interpolation without PRF {mean * 100:+.2f} points; worst collection {worst} {default[worst] * 100:+.2f} points "
+        f"(target: positive mean, none below -0.5 points: {'met' if mean > 0 and default[worst] > -0.005 else 'not met'}).\n"
+    )
+    for c in cols:
+        if c in TARGETS:
+            t0, t1 = TARGETS[c]
+            gain = t1 - t0
+            ok = both[c] >= gain - 1e-9
+            out.append(
+                f"- {c}: 'both' {both[c] * 100:+.2f} points (issue: {t0:.3f} -> {t1:.3f}, {gain * 100:+.1f}): "
+                f"{'met' if ok else 'not met'}; default (guarded) {default[c] * 100:+.2f}.\n"
+            )
+    for c in cols:
+        rows = data["collections"][c]["rows"]
+        out.append(
+            f"- {c}: BM25 {rows['BM25']['ndcg@10']:.3f} -> BM25 + RM3 {rows['BM25 + RM3']['ndcg@10']:.3f}; "
+            f"dense {rows['dense']['ndcg@10']:.3f} -> dense + PRF {rows['dense + PRF (Rocchio)']['ndcg@10']:.3f}.\n"
+        )
+    return "".join(out)
+
+
 def render(data: dict[str, Any]) -> str:
     cols = list(data["collections"])
     md = ["# Pseudo-relevance feedback: placements, RM3, drift guard\n"]
@@ -384,11 +480,12 @@ def render(data: dict[str, Any]) -> str:
         "\nQdrant Edge, BM25 (Qdrant's, IDF modifier) + all-MiniLM-L6-v2, min-max interpolation 0.5/0.5 with exact "
         "score completion, depth 100 per branch; test qrels, queries with at least one relevant document. "
         "PRF parameters were chosen on dev data only (scifact train, nfcorpus-preprocessed dev; see "
-        "[prf_tuning.md](prf_tuning.md)): dense Rocchio "
+        "[prf_tuning.md](prf_tuning.md); the drift guard in [prf_guard_tuning.md](prf_guard_tuning.md)): dense Rocchio "
         f"{json.dumps(data['parameters']['dense'])}, BM25 RM3 {json.dumps(data['parameters']['rm3'])}. "
         "ms/query: the whole batch of queries at once (first stage + PRF), divided by the number of queries, on 2 shared cores.\n"
     )
     labels = list(next(iter(data["collections"].values()))["rows"])
+    md.append(summary(data))
     md.append("\n## nDCG@10\n\n")
     rows = []
     for lab in labels:

@@ -42,6 +42,7 @@ import typer  # noqa: E402
 from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from hybrid_retriever import __version__  # noqa: E402
@@ -109,13 +110,18 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Library warnings (e.g. skipped empty rows) to stderr; with ``verbose`` its info messages too.
+
+    Only a handler is added: propagation and the logger's level stay as they are unless
+    ``verbose``, so an application (or a test) embedding the CLI keeps its own logging.
+    """
     logger = logging.getLogger("hybrid_retriever")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        logger.setLevel(logging.INFO)
 
 
 def _version(value: bool) -> None:
@@ -179,14 +185,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _table(title: str | None, gap: int = 1) -> Table:
-    # The box draws a one-space divider between columns; ``gap`` adds padding on each side.
-    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, gap), pad_edge=False, title_justify="left", title_style="bold")
-
-
 def explain_table(hits: Sequence[Hit], branches: Sequence[str], title: str | None = None) -> Table:
     """A table of hits: rank, id, fused score, and per branch raw/normalised score, rank, completed flag."""
-    table = _table(title, gap=0)  # 2 branches fit in 80 columns
+    # No padding: the box's one-space column divider is the gap, so two branches fit in 80 columns.
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False, title_justify="left", title_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("id", overflow="fold", min_width=8)
     table.add_column("fused", justify="right", no_wrap=True, min_width=6)
@@ -197,7 +199,7 @@ def explain_table(hits: Sequence[Hit], branches: Sequence[str], title: str | Non
         table.add_column("\nrank", justify="right", no_wrap=True)
         table.add_column("\ncompl", justify="center", no_wrap=True)
     for h in hits:
-        cells = [str(h.rank), h.id, _fmt(h.score)]
+        cells: list[Any] = [str(h.rank), Text(h.id), _fmt(h.score)]  # Text: an id is never read as markup
         for b in branches:
             s = h.provenance.get(b)
             if s is None:
@@ -227,14 +229,15 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
     if explain:
         console.print(explain_table(hits, branches, title=title))
         return
-    table = _table(title)
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("id", overflow="fold")
-    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
+    if title:
+        console.print(title, style="bold", markup=False)
+    width = max(console.width - 6, 20)
     for h in hits:
-        table.add_row(str(h.rank), _fmt(h.score), h.id, _snippet(h.text))
-    console.print(table)
+        line = Text(f"{h.rank:>2}. ")
+        line.append(_fmt(h.score), style="bold")
+        line.append(f"  {h.id}", style="cyan")
+        console.print(line, soft_wrap=True)
+        console.print(Text("    " + _snippet(h.text, width)), soft_wrap=True)
 
 
 def _describe_fusion(r: HybridRetriever) -> str:
@@ -275,8 +278,9 @@ def index(
         total = r.count()
     rate = len(ids) / elapsed if elapsed > 0 else float("inf")
     console.print(
-        f"Indexed [bold]{len(ids)}[/bold] documents from {source} in {elapsed:.1f} s ({rate:.0f} docs/s); "
+        f"Indexed {len(ids)} documents from {source} in {elapsed:.1f} s ({rate:.0f} docs/s); "
         f"the index at {index_path} holds {total} documents.",
+        markup=False,
         soft_wrap=True,
     )
 
@@ -301,7 +305,7 @@ def query(
             return
         print_hits(hits, r.config.branch_names, explain=explain)
         if explain:
-            console.print(_describe_fusion(r), style="dim", soft_wrap=True)
+            console.print(_describe_fusion(r), style="dim", markup=False, soft_wrap=True)
             console.print(EXPLAIN_LEGEND, style="dim")
 
 
@@ -356,22 +360,23 @@ def demo(
     """Index the bundled demo corpus and show how each branch scores a few queries."""
     corpus = demo_corpus_path()
     cfg = _config_for_new_index(index_path, None)
-    console.print(f"Loading the dense model and indexing the demo corpus ({corpus.name}) into {index_path} ...")
+    console.print(f"Loading the dense model and indexing the demo corpus ({corpus.name}) into {index_path} ...", markup=False, soft_wrap=True)
     t0 = time.perf_counter()
     with HybridRetriever(cfg) as r:
         n = len(r.add_documents(read_jsonl(corpus), show_progress=False))
-        console.print(f"Indexed {n} documents in {time.perf_counter() - t0:.1f} s. {_describe_fusion(r)}\n", soft_wrap=True)
+        elapsed = time.perf_counter() - t0
+        console.print(f"Loaded the model and indexed {n} documents in {elapsed:.1f} s. {_describe_fusion(r)}\n", markup=False, soft_wrap=True)
         for q in DEMO_QUERIES:
             hits = r.search(q.text, k=k, filter=q.filter or None)
             flt = f"   --filter '{json.dumps(q.filter)}'" if q.filter else ""
-            console.print(f"[bold cyan]query:[/bold cyan] {q.text}{flt}", soft_wrap=True, markup=True)
-            console.print(f"  {q.shows}", style="italic", soft_wrap=True)
+            console.print(Text("query: ", style="bold cyan") + Text(q.text + flt), soft_wrap=True)
+            console.print(f"  {q.shows}", style="italic", markup=False, soft_wrap=True)
             print_hits(hits, r.config.branch_names, explain=True)
             if hits:
-                console.print(f"  top hit: {_snippet(hits[0].text, 110)}\n", style="dim", soft_wrap=True)
+                console.print(f"  top hit: {_snippet(hits[0].text, 110)}\n", style="dim", markup=False, soft_wrap=True)
     console.print(EXPLAIN_LEGEND, style="dim")
     console.print(
-        f'\nTry your own: hybrid-retriever query "how do vaccines work" --index {index_path} --explain', soft_wrap=True
+        f'\nTry your own: hybrid-retriever query "how do vaccines work" --index {index_path} --explain', markup=False, soft_wrap=True
     )
 
 
@@ -396,6 +401,11 @@ def config_cmd(
 # Register eval / tune / serve here, e.g.:
 #     from hybrid_retriever.evaluation.cli import tune_app
 #     app.add_typer(tune_app, name="tune")
+
+from hybrid_retriever.evaluation.cli import eval_command, tune_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("tune")(tune_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -241,19 +241,24 @@ PRFPlacement = Literal["none", "before", "after", "both"]
 
 
 class PRFGuardConfig(_Strict):
-    """Drift guard: skip or damp feedback when the first stage looks unreliable.
+    """Drift guard: skip or damp feedback where it is likely to hurt.
 
     ``agreement`` is the overlap of the branches' first-stage top ``agreement_k``
-    (mean over branch pairs, 0..1). Below ``min_agreement`` feedback is skipped; from
-    there up to ``full_agreement`` it is damped linearly; at or above it is applied in
-    full. With ``consensus_depth``, a feedback document is used only if every other
-    branch also ranks it within that depth (confirmed feedback); fewer than
-    ``min_feedback`` usable documents skips feedback. Needs two or more branches;
-    with one branch only ``min_feedback`` applies.
+    (mean over branch pairs, 0..1). At or above ``max_agreement`` the first stage is
+    settled (the branches already agree) and feedback is skipped: measured on dev data
+    it then mostly drifts (see docs/prf.md). Below ``min_agreement`` (unreliable first
+    stage) feedback is skipped; from there up to ``full_agreement`` it is damped
+    linearly. With ``consensus_depth``, a feedback document is used only if every
+    other branch also ranks it within that depth (confirmed feedback); fewer than
+    ``min_feedback`` usable documents skips feedback. The agreement rules need two or
+    more branches; with one branch only ``consensus_depth``/``min_feedback`` apply.
     """
 
     enabled: bool = True
     agreement_k: int = Field(default=10, gt=0)
+    max_agreement: Optional[float] = Field(
+        default=0.5, ge=0, le=1, description="Skip feedback when branch agreement is at or above this (None = never)."
+    )
     min_agreement: float = Field(default=0.0, ge=0, le=1)
     full_agreement: float = Field(default=0.0, ge=0, le=1)
     consensus_depth: Optional[int] = Field(default=None, gt=0)
@@ -263,6 +268,8 @@ class PRFGuardConfig(_Strict):
     def _ordered(self) -> "PRFGuardConfig":
         if self.full_agreement and self.full_agreement < self.min_agreement:
             raise ValueError("guard full_agreement must be >= min_agreement (or 0 for a hard cut at min_agreement)")
+        if self.max_agreement is not None and self.max_agreement <= self.min_agreement:
+            raise ValueError("guard max_agreement must be > min_agreement, or None")
         return self
 
 
@@ -295,8 +302,8 @@ class PRFConfig(_Strict):
     fb_negatives: int = Field(default=0, ge=0, description="Negative documents, taken after rank negative_from.")
     negative_from: int = Field(default=50, ge=0)
     sparse_method: Literal["rm3", "rocchio"] = "rm3"
-    rm3_lambda: float = Field(default=0.5, ge=0, le=1, description="RM3: weight of the original query (λ).")
-    fb_terms: int = Field(default=10, gt=0, description="Expansion terms kept (sparse branches).")
+    rm3_lambda: float = Field(default=0.7, ge=0, le=1, description="RM3: weight of the original query (λ).")
+    fb_terms: int = Field(default=30, gt=0, description="Expansion terms kept (sparse branches).")
     idf_terms: bool = Field(default=False, description="Choose expansion terms by P(w|R)·IDF (IDF read from Qdrant).")
     doc_weighting: Literal["score", "uniform"] = Field(
         default="score", description="Feedback documents weighted by first-stage score, or equally (RM3, sparse Rocchio)."

@@ -78,7 +78,12 @@ class HybridRetriever:
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
         self._unoptimized = 0
         if self._manifest is not None:
-            self._check_manifest(self._manifest)
+            try:
+                self._check_manifest(self._manifest)
+            except Exception:
+                # Release the index (an Edge shard stays locked while open) and the threads.
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ opening
 
@@ -314,7 +319,7 @@ class HybridRetriever:
         k = self._k(k)
         if isinstance(queries, str):
             raise InvalidInputError("search_batch takes a list of queries; use search() for one")
-        if self._manifest is None:
+        if self._manifest is None or not queries:
             _validate_queries(queries)
             return [[] for _ in queries]
         fusion = self.config.fusion
@@ -342,6 +347,8 @@ class HybridRetriever:
         """
         queries = _validate_queries(queries)
         spec = self._filter(filter)
+        if not queries:
+            return []
         depths = {
             name: (depth.get(name, self.config.branch(name).depth) if isinstance(depth, dict) else depth or self.config.branch(name).depth)
             for name in self.branches
@@ -409,8 +416,14 @@ class HybridRetriever:
                 return [], 0.0, f"{type(exc).__name__}: {exc}"
             return vecs, (time.perf_counter() - t0) * 1000 / len(queries), None
 
-        futures = {name: self._pool.submit(run, b) for name, b in self.branches.items()}
-        return {name: f.result() for name, f in futures.items()}
+        # The calling thread encodes the last branch itself (by default the dense one) while
+        # the pool encodes the others: one thread hand-off fewer per search (benchmarks/latency.py).
+        *others, (last_name, last) = self.branches.items()
+        futures = {name: self._pool.submit(run, b) for name, b in others}
+        mine = run(last)
+        out = {name: f.result() for name, f in futures.items()}
+        out[last_name] = mine
+        return {name: out[name] for name in self.branches}
 
     def _complete(
         self,
@@ -499,6 +512,12 @@ class HybridRetriever:
         if fusion.method == "rrf" and rrf_k != int(rrf_k):
             raise ConfigError(f"server-side RRF needs an integer rrf_k, got {fusion.rrf_k}")
         top_weight = max(weights.values())
+        if fusion.method != "rrf" and len(set(weights.values())) > 1:
+            log.warning(
+                "server-side DBSF cannot weigh branches (Qdrant's DBSF has no weights): branch weights %s are "
+                "ignored; set fusion.server_side to false to apply them",
+                weights,
+            )
         out = []
         for qi in range(len(queries)):
             requests = [

@@ -157,8 +157,8 @@ def test_dbsf_uses_mean_plus_minus_three_sample_std_like_qdrant():
 
 def test_degenerate_lists():
     # One score (or all equal): min-max 1.0, DBSF 0.5 (as Qdrant), z-score 0.0; a completed
-    # score below it gets 0.0 / 0.0 / -1.0.
-    for method, top, below in [("minmax", 1.0, 0.0), ("dbsf", 0.5, 0.0), ("zscore", 0.0, -1.0)]:
+    # score below it gets one unit less.
+    for method, top, below in [("minmax", 1.0, 0.0), ("dbsf", 0.5, -0.5), ("zscore", 0.0, -1.0)]:
         for scores in ([0.7], [0.1, 0.1, 0.1], [123.456] * 5):
             norm = fit_normalizer(method, scores)
             assert norm(scores[0]) == top, (method, scores)

@@ -149,14 +149,26 @@ def test_agreement_and_guard_decisions() -> None:
     per = {"a": br("a", ["x", "y", "z"]), "b": br("b", ["y", "z", "w"])}
     assert guard.agreement(per, 3) == pytest.approx(2 / 3)
     assert guard.agreement({"a": per["a"]}, 3) is None
-    skip = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.7))
+    skip = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.7, max_agreement=None))
     assert skip.strength == 0.0 and skip.feedback == [] and skip.reason.startswith("skipped")
-    ramp = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.5, full_agreement=1.0))
+    ramp = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.5, full_agreement=1.0, max_agreement=None))
     assert ramp.strength == pytest.approx((2 / 3 - 0.5) / 0.5)
-    full = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.5, full_agreement=0.6))
+    full = guard.assess(["x", "y"], per, PRFGuardConfig(agreement_k=3, min_agreement=0.5, full_agreement=0.6, max_agreement=None))
     assert full.strength == 1.0 and full.feedback == ["x", "y"]
-    off = guard.assess(["x"], per, PRFGuardConfig(enabled=False, min_agreement=1.0))
+    off = guard.assess(["x"], per, PRFGuardConfig(enabled=False, min_agreement=1.0, max_agreement=None))
     assert off.strength == 1.0 and off.signals["agreement"] == pytest.approx(1 / 10 * 2)  # k = 10: overlap 2 / 10
+
+
+def test_guard_skips_settled_first_stage() -> None:
+    """Default guard: branches that already agree (overlap >= max_agreement) get no feedback."""
+    per = {"a": br("a", ["x", "y", "z"]), "b": br("b", ["y", "z", "w"])}
+    settled = guard.assess(["y"], per, PRFGuardConfig(agreement_k=3, max_agreement=0.6))
+    assert settled.strength == 0.0 and "already agree" in settled.reason
+    open_ = guard.assess(["y"], per, PRFGuardConfig(agreement_k=3, max_agreement=0.7))
+    assert open_.strength == 1.0 and open_.feedback == ["y"]
+    # one branch: no agreement signal, feedback applied
+    single = guard.assess(["x"], {"a": per["a"]}, PRFGuardConfig(agreement_k=3, max_agreement=0.1))
+    assert single.strength == 1.0 and "agreement" not in single.signals
 
 
 def test_guard_confirmed_feedback_and_empty() -> None:
@@ -188,7 +200,9 @@ def test_guard_confirmed_feedback_and_empty() -> None:
         ({"interpolate": "sideways"}, "prf.interpolate"),
         ({"enabled": True, "branches": ["colbert"]}, "unknown branch"),
         ({"enabled": True, "branches": []}, "empty"),
-        ({"guard": {"min_agreement": 0.5, "full_agreement": 0.2}}, "full_agreement"),
+        ({"guard": {"min_agreement": 0.5, "full_agreement": 0.2, "max_agreement": None}}, "full_agreement"),
+        ({"guard": {"min_agreement": 0.5}}, "max_agreement"),
+        ({"guard": {"max_agreement": 1.5}}, "prf.guard.max_agreement"),
     ],
 )
 def test_bad_prf_config(prf: dict, match: str) -> None:

@@ -16,7 +16,6 @@ import pytest
 from hybrid_retriever import HybridRetriever
 from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.retriever import point_id
-from hybrid_retriever.types import SparseVector
 
 STORES = ["edge", "memory"]
 QUERY = "vector database for sentence embeddings"
@@ -202,7 +201,7 @@ def test_feedback_obeys_filter_and_short_lists(make_retriever, small_docs, store
 @pytest.mark.parametrize("store", STORES)
 def test_guard_skip_keeps_first_stage(make_retriever, small_docs, store: str) -> None:
     base, first = first_stage(make_retriever, small_docs, store)
-    r = build(make_retriever, small_docs, store, **prf_cfg(branches=["dense", "bm25"], guard={"min_agreement": 1.0}))
+    r = build(make_retriever, small_docs, store, **prf_cfg(branches=["dense", "bm25"], guard={"min_agreement": 1.0, "max_agreement": None}))
     hits = r.search(QUERY, k=len(small_docs))
     assert not hits[0].prf.applied
     assert all(reason.startswith("skipped") for reason in hits[0].prf.reason.values())
@@ -214,7 +213,7 @@ def test_guard_skip_keeps_first_stage(make_retriever, small_docs, store: str) ->
 def test_guard_damps_between_thresholds(make_retriever, small_docs) -> None:
     r = build(
         make_retriever, small_docs, "edge",
-        **prf_cfg(branches=["dense"], guard={"agreement_k": 4, "min_agreement": 0.0, "full_agreement": 1.0}),
+        **prf_cfg(branches=["dense"], guard={"agreement_k": 4, "min_agreement": 0.0, "full_agreement": 1.0, "max_agreement": None}),
     )
     res = r.search_branches([QUERY])[0]
     from hybrid_retriever.prf.guard import agreement
@@ -256,3 +255,36 @@ def test_unsupported_branch_kind_is_a_clear_error(make_retriever, small_docs) ->
     cfg = {"branches": [{"kind": "bm25"}], "prf": {"enabled": True}}
     with pytest.raises(ConfigError, match="no dense branch"):
         make_retriever("edge", **cfg)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_default_guard_skips_when_branches_agree(make_retriever, small_docs, store: str) -> None:
+    """The default PRF configuration: feedback only where BM25 and dense disagree (top-k overlap < 0.5)."""
+    from hybrid_retriever.prf.guard import agreement
+
+    r = build(make_retriever, small_docs, store, prf={"enabled": True, "guard": {"agreement_k": 3}})
+    base = build(make_retriever, small_docs, store)
+    queries = ["Eiffel Tower in Paris", QUERY, "tower of documents", "sleepy cats"]
+    seen = set()
+    for q in queries:
+        agree = agreement(base.search_branches([q])[0], 3)
+        hit = r.search(q, k=3)[0]
+        assert hit.prf.signals["agreement"] == pytest.approx(agree)
+        assert hit.prf.applied == (agree < 0.5), (q, agree, hit.prf.reason)
+        seen.add(hit.prf.applied)
+        if not hit.prf.applied:
+            assert [h.id for h in r.search(q, k=5)] == [h.id for h in base.search(q, k=5)]
+    assert seen == {True, False}  # the queries exercise both sides of the rule
+
+
+def test_prf_with_rrf_fusion(make_retriever, small_docs) -> None:
+    """With RRF fusion the feedback documents are the top of the RRF list; the second stage is fused by RRF again."""
+    base = build(make_retriever, small_docs, "edge", fusion={"method": "rrf"})
+    first = base.search(QUERY, k=8)
+    r = build(make_retriever, small_docs, "edge", fusion={"method": "rrf"}, **prf_cfg(branches=["dense"], fb_docs=2))
+    hits = r.search(QUERY, k=8)
+    assert hits[0].prf.feedback["dense"] == [h.id for h in first[:2]]
+    # RRF score = Σ_b w_b / (60 + rank_b), ranks from the final lists (weights 0.5 each)
+    for h in hits:
+        expected = sum(0.5 / (60 + p.rank) for p in h.provenance.values() if p.rank is not None)
+        assert h.score == pytest.approx(expected, abs=1e-9)

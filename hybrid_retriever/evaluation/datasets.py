@@ -211,7 +211,7 @@ def read_queries(path: str | Path) -> dict[str, str]:
 def read_corpus(path: str | Path) -> tuple[list[Document], list[str]]:
     """Read a JSONL corpus (``{"_id"|"id", "title"?, "text", "metadata"?}``).
 
-    The indexed text is ``title + "\\n" + text`` (stripped). Returns the documents and
+    The indexed text is ``title + "\\n" + text`` (as :mod:`hybrid_retriever.sources` reads it). Returns the documents and
     the ids of documents whose text is empty (they cannot be indexed and are skipped).
     """
     p = Path(path)
@@ -221,9 +221,12 @@ def read_corpus(path: str | Path) -> tuple[list[Document], list[str]]:
     empty: list[str] = []
     for n, row in _jsonl(p):
         did = _row_id(row, p, n)
-        text = (str(row.get("title") or "") + "\n" + str(row.get("text") or "")).strip()
+        title = str(row.get("title") or "").strip()
+        text = str(row.get("text") or "")
+        if title:  # as hybrid_retriever.sources builds it, so an index built by `index` matches
+            text = f"{title}\n{text}" if text.strip() else title
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-        if text:
+        if text.strip():
             docs.append(Document(text=text, metadata=dict(meta), id=did))
         else:
             empty.append(did)
@@ -310,7 +313,7 @@ def load_beir(path: str | Path, split: str = "test", *, load_corpus: bool = True
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise InvalidInputError(
-            f"{root} has no split {split!r} (no qrels/{split}.tsv); available splits: {splits or 'none'}"
+            f"{root} has no split {split!r} (no qrels/{split}.tsv); available splits: {', '.join(splits) or 'none'}"
         )
     qrels = read_qrels(qrels_path)
     queries = read_queries(root / "queries.jsonl")

@@ -101,7 +101,9 @@ def tuning_markdown(result: TuningResult, top: int = 10) -> str:
         f"| default config, same held-out queries | {_f(result.default_heldout_score)} |",
         f"| paired {sig.get('test')} test, tuned vs default held out: p | {_p(sig.get('p_value'))} |",
         "",
-        f"Chosen: `{result.best.label(result.branches)}`",
+        f"Chosen: `{result.best.label(result.branches)}`"
+        + (" — the default, kept because no configuration beat it by more than one standard error (selection `one-se`)"
+           if result.best == result.default and result.selection == "one-se" else ""),
         "",
         f"Default: `{result.default.label(result.branches)}`",
         "",

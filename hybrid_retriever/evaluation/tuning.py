@@ -66,9 +66,13 @@ def weight_grid(n_branches: int, step: float = 0.05) -> list[tuple[float, ...]]:
 class SearchSpace:
     """The fusion configurations the tuner tries.
 
-    ``weights`` overrides the simplex grid of ``weight_step`` with explicit vectors;
-    ``per_branch_depth`` tries every combination of ``depths`` across branches (None:
-    only for two branches or fewer, else the same depth for all).
+    ``weights`` overrides the simplex grid of ``weight_step`` with explicit vectors.
+    ``depths`` (e.g. ``(10, 20, 50, 100)``) turns on the depth search: with
+    ``per_branch_depth`` every combination across branches (None: only for two
+    branches or fewer, else the same depth for all). Off by default (None: each
+    branch keeps the default configuration's depth): a shallower list can lift
+    nDCG@10 a little while it cuts the candidates a reranker or Recall@100 sees —
+    ``benchmarks/results/tuning.md`` shows both.
     """
 
     methods: tuple[str, ...] = ("interpolation", "rrf")
@@ -77,7 +81,7 @@ class SearchSpace:
     rrf_ks: tuple[float, ...] = (1, 5, 10, 20, 40, 60, 100)
     weight_step: float = 0.05
     weights: tuple[tuple[float, ...], ...] | None = None
-    depths: tuple[int, ...] = (10, 20, 50, 100)
+    depths: tuple[int, ...] | None = None
     per_branch_depth: bool | None = None
 
     def families(self) -> list[dict[str, Any]]:
@@ -99,7 +103,11 @@ class SearchSpace:
             raise InvalidInputError("the search space is empty")
         return out
 
-    def depth_vectors(self, n_branches: int, cached: Sequence[int]) -> list[tuple[int, ...]]:
+    def depth_vectors(self, n_branches: int, cached: Sequence[int], base: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+        if self.depths is None:
+            if base is None:
+                raise InvalidInputError("no depths to try: give SearchSpace(depths=...) or a default configuration")
+            return [tuple(int(d) for d in base)]
         values = sorted({int(d) for d in self.depths}, reverse=True)
         per_branch = self.per_branch_depth if self.per_branch_depth is not None else n_branches <= 2
         if per_branch:
@@ -108,7 +116,7 @@ class SearchSpace:
             vecs = [tuple([d] * n_branches) for d in values]
         vecs = [v for v in vecs if all(d <= c for d, c in zip(v, cached))]
         if not vecs:
-            raise InvalidInputError(f"no depth in {list(self.depths)} fits the cached runs (depths {list(cached)})")
+            raise InvalidInputError(f"no depth in {list(self.depths or [])} fits the cached runs (depths {list(cached)})")
         return vecs
 
     def enumerate(self, n_branches: int, cached: Sequence[int], default: FusionParams | None = None) -> list[FusionParams]:
@@ -119,7 +127,7 @@ class SearchSpace:
                 raise InvalidInputError(f"weight vector {w} has {len(w)} entries for {n_branches} branches")
         out: list[FusionParams] = [default] if default is not None else []
         seen = set(out)
-        for depths in self.depth_vectors(n_branches, cached):
+        for depths in self.depth_vectors(n_branches, cached, default.depths if default is not None else None):
             for fam in self.families():
                 for w in weights:
                     if sum(w) <= 0:
@@ -141,6 +149,7 @@ class TuningResult:
     n_configs: int
     seconds: float
     validation: str                    # "cv" or "split"
+    selection: str                     # the rule that picked: "one-se" or "best"
     best: FusionParams
     best_score: float                  # on the tuning queries (optimistic)
     default: FusionParams
@@ -157,6 +166,20 @@ class TuningResult:
     default_per_query: np.ndarray | None = field(repr=False, default=None)
     qids: list[str] = field(repr=False, default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    fold_of: np.ndarray | None = field(repr=False, default=None)      # grid query -> held-out fold (-1: tuning only)
+    fold_params: list[FusionParams] = field(repr=False, default_factory=list)  # configuration picked for each fold
+
+    def heldout_scores(self, grid: FusionGrid, metric: str) -> np.ndarray:
+        """Per-query ``metric`` on the held-out queries, each scored by the configuration its fold picked."""
+        assert self.fold_of is not None
+        out = np.zeros(int((self.fold_of >= 0).sum()))
+        held = np.nonzero(self.fold_of >= 0)[0]
+        pos = {q: i for i, q in enumerate(held)}
+        for f, p in enumerate(self.fold_params):
+            idx = np.nonzero(self.fold_of == f)[0]
+            vals = grid.score([p], metric)[0][idx]
+            out[[pos[i] for i in idx]] = vals
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, stable keys (schema ``hybrid-retriever/tuning/1``)."""
@@ -169,6 +192,7 @@ class TuningResult:
             "n_configs": self.n_configs,
             "seconds": round(self.seconds, 3),
             "validation": self.validation,
+            "selection": self.selection,
             "best": self.best.as_dict(self.branches),
             "best_score": self.best_score,
             "default": self.default.as_dict(self.branches),
@@ -188,7 +212,9 @@ class TuningResult:
             "Tuned by `hybrid-retriever tune`" + (f" on {description}" if description else ""),
             f"date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
             f"metric: {self.metric}; {self.n_queries} tuning queries; {self.n_configs} configurations tried",
-            f"chosen: {self.best.label(self.branches)}",
+            f"chosen: {self.best.label(self.branches)}"
+            + (" (the default, kept: no configuration beat it by more than one standard error)"
+               if self.best == self.default and self.selection == "one-se" else ""),
             f"{self.metric} of the chosen config on the tuning queries: {self.best_score:.4f}",
             f"{self.metric} held out ({held}): tuned {self.heldout_score:.4f} vs default {self.default_heldout_score:.4f}"
             f" (paired {self.significance.get('test')} p={self.significance.get('p_value', float('nan')):.3g})",
@@ -203,6 +229,29 @@ def _argmax_first(values: np.ndarray) -> int:
     return int(np.nonzero(values >= best - 1e-12)[0][0])
 
 
+SELECTIONS = ("one-se", "best")
+
+
+def select(scores: np.ndarray, rule: str = "one-se", default_index: int = 0) -> int:
+    """Pick a configuration from per-query scores ``(configs, queries)``.
+
+    ``best``: the highest mean (ties to the first listed). ``one-se``: the same, except
+    that the default configuration is kept unless the best one beats it by more than
+    one standard error of their paired per-query difference — with thousands of
+    configurations and a few dozen queries, the top score is partly luck, and this
+    rule keeps a configuration that is not clearly better from replacing the default.
+    """
+    if rule not in SELECTIONS:
+        raise InvalidInputError(f"unknown selection rule {rule!r}; use one of {list(SELECTIONS)}")
+    means = scores.mean(1)
+    b = _argmax_first(means)
+    if rule == "best" or b == default_index or scores.shape[1] < 2:
+        return b
+    diff = scores[b] - scores[default_index]
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+    return default_index if diff.mean() <= se else b
+
+
 def tune(
     grid: FusionGrid,
     base_config: RetrieverConfig,
@@ -215,6 +264,7 @@ def tune(
     dev_qids: Sequence[str] | None = None,
     test: str = "randomization",
     top_n: int = 20,
+    selection: str = "one-se",
 ) -> TuningResult:
     """Search the fusion space on ``grid`` and validate the choice.
 
@@ -222,7 +272,8 @@ def tune(
     ``train_qids``) and reports on ``dev_qids``; otherwise ``folds``-fold
     cross-validation over the grid's queries: each fold's score comes from a
     configuration picked on the other folds. The returned ``best`` is picked on all
-    tuning queries — the configuration to deploy.
+    tuning queries — the configuration to deploy. ``selection`` is the rule that picks
+    (see :func:`select`): ``one-se`` keeps the default unless clearly beaten.
     """
     t0 = time.perf_counter()
     m = parse_metric(metric)
@@ -230,6 +281,12 @@ def tune(
     default = FusionParams.from_config(base_config)
     if list(base_config.branch_names) != grid.branches:
         raise InvalidInputError(f"configuration branches {base_config.branch_names} differ from the cached runs' {grid.branches}")
+    deep = {b: d for b, d, c in zip(grid.branches, default.depths, grid.cached_depths) if d > c}
+    if deep:
+        raise InvalidInputError(
+            f"the configuration's depths {deep} exceed the cached runs' {dict(zip(grid.branches, grid.cached_depths))}; "
+            "collect the runs at least as deep as the configuration searches"
+        )
     params = space.enumerate(len(grid.branches), grid.cached_depths, default)
     log.info("scoring %d configurations on %d queries", len(params), grid.n_queries)
     S = grid.score(params, m)
@@ -243,11 +300,14 @@ def tune(
             train = np.setdiff1d(np.arange(grid.n_queries), dev)
         if len(train) == 0 or len(dev) == 0:
             raise InvalidInputError("train and dev splits need at least one judged query each")
-        best_i = _argmax_first(S[:, train].mean(1))
+        best_i = select(S[:, train], selection)
         heldout = S[best_i, dev]
         default_heldout = S[0, dev]
         validation = "split"
         tune_idx = train
+        fold_of = np.full(grid.n_queries, -1)
+        fold_of[dev] = 0
+        fold_params = [params[best_i]]
         fold_rows.append({"fold": "dev", "n_train": int(len(train)), "n_heldout": int(len(dev)),
                           "chosen": params[best_i].label(grid.branches),
                           "train_score": float(S[best_i, train].mean()), "heldout_score": float(heldout.mean()),
@@ -261,9 +321,12 @@ def tune(
         assign = np.empty(n, dtype=int)
         assign[order] = np.arange(n) % k
         heldout_q = np.zeros(n)
+        fold_of = assign
+        fold_params = []
         for f in range(k):
             test_mask = assign == f
-            bi = _argmax_first(S[:, ~test_mask].mean(1))
+            bi = select(S[:, ~test_mask], selection)
+            fold_params.append(params[bi])
             heldout_q[test_mask] = S[bi, test_mask]
             fold_rows.append({"fold": f, "n_train": int((~test_mask).sum()), "n_heldout": int(test_mask.sum()),
                               "chosen": params[bi].label(grid.branches),
@@ -271,7 +334,7 @@ def tune(
                               "heldout_score": float(S[bi, test_mask].mean()),
                               "default_heldout_score": float(S[0, test_mask].mean())})
         tune_idx = np.arange(n)
-        best_i = _argmax_first(S.mean(1))
+        best_i = select(S, selection)
         heldout = heldout_q
         default_heldout = S[0]
         validation = "cv"
@@ -289,6 +352,7 @@ def tune(
         n_configs=len(params),
         seconds=time.perf_counter() - t0,
         validation=validation,
+        selection=selection,
         best=params[best_i],
         best_score=float(tune_means[best_i]),
         default=default,
@@ -304,6 +368,8 @@ def tune(
         heldout_per_query=np.asarray(heldout),
         default_per_query=np.asarray(default_heldout),
         qids=[grid.qids[i] for i in dev],
+        fold_of=fold_of,
+        fold_params=fold_params,
     )
     log.info("tuned in %.1f s: %s", result.seconds, result.best.label(grid.branches))
     return result

@@ -4,7 +4,7 @@ Each normaliser is fitted on the scores a branch returned for one query and then
 applied to any score of that branch (returned or completed), so a completed score
 lands on the same scale. Degenerate lists (one score, or all equal) map that score
 to 1.0 for min-max, 0.5 for DBSF and 0.0 for z-score; a completed score below it
-gets 0.0 for min-max and DBSF and -1.0 for z-score.
+gets one unit less (0.0 for min-max, -0.5 for DBSF, -1.0 for z-score).
 
 DBSF follows Qdrant's own ``Fusion.DBSF`` exactly (checked against Qdrant Edge and
 qdrant-client in ``tests/test_stores.py``), so client-side and server-side DBSF
@@ -30,14 +30,10 @@ class Normalizer:
     shift: float
     scale: float
     degenerate_value: float
-    #: Value of a (completed) score below a degenerate list's; ``None`` = ``degenerate_value - 1``.
-    degenerate_below: float | None = None
 
     def __call__(self, score: float) -> float:
         if self.scale == 0.0:
-            if score >= self.shift:
-                return self.degenerate_value
-            return self.degenerate_value - 1.0 if self.degenerate_below is None else self.degenerate_below
+            return self.degenerate_value if score >= self.shift else self.degenerate_value - 1.0
         return (score - self.shift) / self.scale
 
 
@@ -64,7 +60,7 @@ def _dbsf(scores: np.ndarray) -> Normalizer:
     # to [0, 1], σ the sample standard deviation, no clamping; one score (or equal
     # scores) -> 0.5.
     mean, std = _mean_std(scores, ddof=1)
-    return Normalizer(shift=mean - 3 * std, scale=6 * std, degenerate_value=0.5, degenerate_below=0.0)
+    return Normalizer(shift=mean - 3 * std, scale=6 * std, degenerate_value=0.5)
 
 
 NORMALIZERS: dict[str, Callable[[np.ndarray], Normalizer]] = {

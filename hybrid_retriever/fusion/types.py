@@ -49,7 +49,10 @@ class FusedItem:
 def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list[FusedItem]:
     """Best first; ties broken by the best rank in any branch, then by id, so output is deterministic."""
 
-    def best_rank(item_id: str) -> int:
-        return min((r[item_id] for r in ranks.values() if item_id in r), default=1 << 30)
-
-    return sorted(items, key=lambda it: (-it.score, best_rank(it.id), it.id))
+    none = 1 << 30
+    best: dict[str, int] = {}
+    for r in ranks.values():  # each id's best rank, computed once (not once per sort key)
+        for item_id, rank in r.items():
+            if rank < best.get(item_id, none):
+                best[item_id] = rank
+    return sorted(items, key=lambda it: (-it.score, best.get(it.id, none), it.id))

@@ -6,9 +6,13 @@ guard looks at signals available before any second-stage search and returns a
 strength in [0, 1] (0 = skip feedback, 1 = full feedback) plus the feedback documents
 it accepts:
 
-* **agreement** — overlap of the branches' first-stage top-k lists. When BM25 and the
-  dense model agree on the top documents, those documents are far more often relevant
-  than when they disagree; low agreement skips or damps feedback.
+* **agreement** — overlap of the branches' first-stage top-k lists. Measured on dev
+  data (scifact train, nfcorpus dev), PRF with feedback from the fused list helps most
+  where BM25 and the dense model *disagree* (the feedback carries the other branch's
+  evidence into the rewritten query) and hurts where they already agree (the first
+  stage is settled; feedback can only drift). So high agreement (``max_agreement``)
+  skips feedback; a floor (``min_agreement``, ``full_agreement``) can also skip or damp
+  feedback for first stages that look unreliable, off by default.
 * **confirmed feedback** (``consensus_depth``) — a feedback document is used only if
   every other branch also ranks it highly. In the spirit of conservative PRF such as
   LoL (Zhu et al., SIGIR 2022: feedback from more documents should never be worse than
@@ -78,6 +82,8 @@ def assess(
     strength = 1.0
     reasons: list[str] = []
     if agree is not None:
+        if config.max_agreement is not None and agree >= config.max_agreement:
+            return GuardDecision(0.0, [], f"skipped: branches already agree ({agree:.2f} >= {config.max_agreement})", signals)
         if agree < config.min_agreement:
             return GuardDecision(0.0, [], f"skipped: branch agreement {agree:.2f} < {config.min_agreement}", signals)
         if config.full_agreement > config.min_agreement and agree < config.full_agreement:

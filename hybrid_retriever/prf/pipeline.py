@@ -144,6 +144,11 @@ class PRFPipeline:
             if n not in retriever.branches:
                 raise ConfigError(f"prf.branches names unknown branch {n!r}; branches: {sorted(retriever.branches)}")
             kind = retriever.branches[n].vector_spec.kind
+            if getattr(retriever.branches[n], "rescores_others", False):
+                raise ConfigError(
+                    f"branch {n!r} re-scores the other branches' candidates; PRF needs a branch that searches "
+                    "on its own: remove it from prf.branches"
+                )
             if kind not in REWRITERS:
                 raise ConfigError(
                     f"PRF is not available for branch {n!r} ({kind} vectors) yet; "
@@ -244,6 +249,8 @@ class PRFPipeline:
                 fb_ids = [i for i in d.feedback if i in points and b in points[i].vectors]
                 infos[qi].feedback[b] = [points[i].payload.get(PAYLOAD_ID, i) for i in fb_ids]
                 if d.strength <= 0 or not fb_ids:
+                    if d.strength > 0:
+                        infos[qi].reason[b] = "skipped: the feedback documents are no longer stored"
                     infos[qi].strength[b] = 0.0
                     continue
                 scores = dict(source)
@@ -258,10 +265,10 @@ class PRFPipeline:
                     strength=d.strength,
                     idf=idf.get(b),
                 )
-                vec = REWRITERS[r.branches[b].vector_spec.kind](feedback, cfg)
+                branch = r.branches[b]
+                vec = REWRITERS[branch.vector_spec.kind](feedback, cfg)
                 vectors[(qi, b)] = vec
-                depth = cfg.depth or r.config.branch(b).depth
-                requests.append(SearchRequest(vector_name=b, vector=vec, limit=depth, filter=spec))
+                requests.append(self._request(b, vec, spec))
                 keys.append((qi, b))
         t_search = time.perf_counter()
         answers = store.search_batch(requests) if requests else []
@@ -272,7 +279,8 @@ class PRFPipeline:
             first = results[qi][b]
             second[qi][b] = BranchResult(
                 branch=b,
-                hits=[ScoredId(pid, s, rank) for rank, (pid, s) in enumerate(answer, start=1)],
+                # Equal scores in point-id order, as in the first stage (ranks feed RRF and rank normalisation).
+                hits=[ScoredId(pid, s, rank) for rank, (pid, s) in enumerate(sorted(answer, key=lambda t: (-t[1], t[0])), start=1)],
                 encode_ms=first.encode_ms,
                 search_ms=search_ms,
                 query_vector=vectors[(qi, b)],
@@ -315,6 +323,19 @@ class PRFPipeline:
         for info in infos:
             info.ms = ms
         return PRFOutput(out_fused, out_results, infos)
+
+    def _request(self, name: str, vector: Vector, spec: FilterSpec | None) -> SearchRequest:
+        """Branch ``name``'s second-stage search, built like its first stage (own options, own first-stage prefetch)."""
+        branch = self.retriever.branches[name]
+        depth = self.config.depth or self.retriever.config.branch(name).depth
+        stage = branch.first_stage(vector) if hasattr(branch, "first_stage") else None
+        prefetch = (
+            [SearchRequest(vector_name=stage.vector_name, vector=stage.vector, limit=stage.limit, filter=spec)]
+            if stage is not None
+            else None
+        )
+        options = branch.search_options() if hasattr(branch, "search_options") else {}
+        return SearchRequest(vector_name=name, vector=vector, limit=depth, filter=spec, prefetch=prefetch, **options)
 
     def _complete(self, second: list[dict[str, BranchResult]], final: list[list[str]], spec: FilterSpec | None) -> None:
         """Exact scores for candidates a final list lacks (first-stage completions are reused)."""

@@ -63,35 +63,41 @@ class FDEEncoder:
     def _parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bucket of every token in every repetition (R, T) and projected tokens (R, T, w)."""
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.params.dimension:
-            raise ValueError(f"expected a (tokens, {self.params.dimension}) matrix, got shape {x.shape}")
-        bits = np.einsum("td,rdk->rtk", x, self.planes) > 0
-        buckets = (bits.astype(np.int64) * self._powers).sum(-1)
-        projected = np.einsum("td,rdw->rtw", x, self.proj)
+        p = self.params
+        if x.ndim != 2 or x.shape[1] != p.dimension:
+            raise ValueError(f"expected a (tokens, {p.dimension}) matrix, got shape {x.shape}")
+        if not hasattr(self, "_planes2d"):
+            self._planes2d = np.ascontiguousarray(self.planes.transpose(1, 0, 2).reshape(p.dimension, -1))
+            self._proj2d = np.ascontiguousarray(self.proj.transpose(1, 0, 2).reshape(p.dimension, -1))
+        bits = (x @ self._planes2d).reshape(len(x), p.repetitions, p.k_sim) > 0
+        buckets = (bits.astype(np.int64) * self._powers).sum(-1).T  # (R, T)
+        projected = (x @ self._proj2d).reshape(len(x), p.repetitions, self._width).transpose(1, 0, 2)
         return buckets, projected
+
+    def _sums(self, buckets: np.ndarray, projected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per (repetition, bucket) sums of projected tokens (R, B, w) and token counts (R, B)."""
+        r, b, w = self.params.repetitions, self.params.buckets, self._width
+        flat = (buckets + b * np.arange(r)[:, None]).reshape(-1)
+        vals = projected.reshape(-1, w)
+        sums = np.stack([np.bincount(flat, weights=vals[:, c], minlength=r * b) for c in range(w)], axis=1)
+        counts = np.bincount(flat, minlength=r * b)
+        return sums.reshape(r, b, w).astype(np.float32), counts.reshape(r, b)
 
     def query(self, x: np.ndarray) -> np.ndarray:
         """FDE of a query: per-bucket sums."""
         buckets, projected = self._parts(x)
-        r, b, w = self.params.repetitions, self.params.buckets, self._width
-        out = np.zeros((r, b, w), dtype=np.float32)
-        for i in range(r):
-            np.add.at(out[i], buckets[i], projected[i])
-        return out.reshape(-1)
+        sums, _ = self._sums(buckets, projected)
+        return sums.reshape(-1)
 
     def document(self, x: np.ndarray) -> np.ndarray:
         """FDE of a document: per-bucket means, empty buckets filled from the nearest token."""
         buckets, projected = self._parts(x)
-        r, b, w = self.params.repetitions, self.params.buckets, self._width
-        out = np.zeros((r, b, w), dtype=np.float32)
-        for i in range(r):
-            counts = np.bincount(buckets[i], minlength=b)
-            np.add.at(out[i], buckets[i], projected[i])
-            full = counts > 0
-            out[i][full] /= counts[full, None]
-            empty = np.flatnonzero(~full)
-            if empty.size:
-                # Nearest token (in bucket Hamming distance) for each empty bucket.
-                nearest = self._hamming[empty][:, buckets[i]].argmin(axis=1)
-                out[i][empty] = projected[i][nearest]
+        out, counts = self._sums(buckets, projected)
+        full = counts > 0
+        out[full] /= counts[full][:, None]
+        for i in np.flatnonzero((~full).any(axis=1)):
+            empty = np.flatnonzero(~full[i])
+            # Nearest token (in bucket Hamming distance) for each empty bucket.
+            nearest = self._hamming[empty][:, buckets[i]].argmin(axis=1)
+            out[i][empty] = projected[i][nearest]
         return out.reshape(-1)

@@ -15,7 +15,7 @@ def pool_tokens(vectors: np.ndarray, pool_factor: int, protected: int = 1) -> np
     """The pooled token matrix of one document (``pool_factor`` 1 returns it unchanged)."""
     if pool_factor <= 1:
         return vectors
-    from scipy.cluster.hierarchy import cut_tree, linkage
+    from scipy.cluster.hierarchy import linkage
 
     x = np.asarray(vectors, dtype=np.float32)
     head, rest = x[:protected], x[protected:]
@@ -26,10 +26,31 @@ def pool_tokens(vectors: np.ndarray, pool_factor: int, protected: int = 1) -> np
     sim = rest.astype(np.float64) @ rest.T.astype(np.float64)
     dist = np.clip(1.0 - sim, 0.0, None)
     condensed = dist[np.triu_indices(n, k=1)]
-    # cut_tree gives exactly k clusters (fcluster's maxclust may give fewer).
-    labels = cut_tree(linkage(condensed, method="ward"), n_clusters=k).reshape(-1)
+    labels = _cut(linkage(condensed, method="ward"), n, k)
     sums = np.zeros((labels.max() + 1, x.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, rest)
     counts = np.bincount(labels)
     means = (sums[counts > 0] / counts[counts > 0, None]).astype(np.float32)
     return np.concatenate([head, means], axis=0)
+
+
+def _cut(z: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Cluster labels after the first ``n - k`` merges of linkage ``z``: exactly ``k`` clusters.
+
+    (scipy's ``fcluster(maxclust)`` may return fewer, ``cut_tree`` is quadratic.)
+    """
+    parent = list(range(2 * n - 1))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for step in range(n - k):
+        a, b = int(z[step, 0]), int(z[step, 1])
+        parent[find(a)] = n + step
+        parent[find(b)] = n + step
+    roots = [find(i) for i in range(n)]
+    _, labels = np.unique(roots, return_inverse=True)
+    return labels.reshape(-1)

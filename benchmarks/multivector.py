@@ -1,0 +1,324 @@
+"""Multi-vector branch benchmark: quality of the three modes, pooling, MUVERA, fusion; latency and size.
+
+    .venv/bin/python benchmarks/multivector.py            # writes benchmarks/results/multivector.{json,md}
+
+Inputs (all under benchmarks/.cache/, gitignored):
+
+- ``mvdev_out/<name>.npz`` from benchmarks/multivector_device.py (run on an accelerator: MiniLM
+  token embeddings in the library's ``tokens`` format; exact MaxSim of every query against every
+  document; MUVERA FDE top-1000; top-100 per pool factor 2/3/4);
+- ``minilm/<name>/`` the dense embedding cache (all-MiniLM-L6-v2, normalised);
+- BM25 from Qdrant itself: an Edge index with the library's BM25 branch, built here;
+- ``mvdev_out/synthetic_*.json`` from benchmarks/multivector_synthetic.py and
+  ``mvdev_out/e2e_local.json`` from benchmarks/multivector_e2e.py (latency, size, memory).
+
+Modes are evaluated with the exact arithmetic Qdrant performs (tests/test_multivector_branch.py
+checks that Qdrant's MaxSim scores equal this arithmetic): ``full`` = exact MaxSim over the whole
+collection (an HNSW graph can only lose recall against it); ``rescorer`` = MaxSim of the union of
+the BM25 and dense top-100; ``muvera`` = MaxSim of the FDE top-300 (exact FDE search; Qdrant's HNSW
+on the FDE is approximate). Fusion is the library's own ``hybrid_retriever.fusion.interpolate``
+(min-max, exact score completion). Weights are tuned on SciFact's train qrels only and applied
+unchanged to every collection's test split.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    CACHE,
+    DEFAULT_DATASETS,
+    QUALITY_COLLECTIONS,
+    load_collection,
+    load_embeddings,
+    machine_info,
+    machine_md,
+    md_table,
+    setup_logging,
+    write_results,
+)
+
+import numpy as np  # noqa: E402
+
+DEV = CACHE / "mvdev_out"
+DEPTH = 100
+MUVERA_CANDIDATES = 300
+DIM = 384
+
+
+def metrics(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean nDCG@10 (linear gains, as trec_eval) and Recall@100 (grade > 0) over judged queries."""
+    nd, rc = [], []
+    for q, rel in qrels.items():
+        ranked = runs.get(q, [])
+        gains = [rel.get(d, 0) for d in ranked[:10]]
+        dcg = sum(g / np.log2(i + 2) for i, g in enumerate(gains))
+        ideal = sorted(rel.values(), reverse=True)[:10]
+        idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
+        nd.append(dcg / idcg if idcg > 0 else 0.0)
+        positives = {d for d, g in rel.items() if g > 0}
+        rc.append(len(positives & set(ranked[:100])) / len(positives) if positives else 0.0)
+    return {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc))}
+
+
+def bm25_scores(name: str, col: Any, qids: list[str]) -> list[dict[str, float]]:
+    """BM25 scores of every matching document per query, from Qdrant (the library's BM25 branch)."""
+    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+    from hybrid_retriever.retriever import point_id
+
+    path = Path("/tmp/mv-bench-bm25") / name
+    shutil.rmtree(path, ignore_errors=True)
+    cfg = RetrieverConfig.model_validate(
+        {"store": {"kind": "edge", "path": str(path)}, "branches": [{"kind": "bm25"}], "runtime": {"show_progress": False}}
+    )
+    r = HybridRetriever(cfg)
+    docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
+    r.add_documents(docs)
+    back = {point_id(d.id): d.id for d in docs}
+    out = []
+    for s in range(0, len(qids), 64):
+        res = r.search_branches([col.queries[q] for q in qids[s : s + 64]], depth=len(docs), complete=False)
+        out.extend({back[h.point_id]: h.score for h in x["bm25"].hits} for x in res)
+    r.close()
+    return out
+
+
+def top(scores: np.ndarray, ids: list[str], k: int) -> list[tuple[str, float]]:
+    idx = np.argsort(-scores, kind="stable")[:k]
+    return [(ids[i], float(scores[i])) for i in idx]
+
+
+class Query:
+    """One query's exact scores in every branch (BM25 sparse dict; dense and MaxSim over all docs)."""
+
+    def __init__(self, bm25: dict[str, float], dense: np.ndarray, mv: np.ndarray, fde_top: np.ndarray, doc_ids: list[str], pos: dict[str, int]):
+        self.bm25, self.dense, self.mv, self.fde_top, self.doc_ids, self.pos = bm25, dense, mv, fde_top, doc_ids, pos
+
+    def lists(self, mode: str) -> dict[str, list[tuple[str, float]]]:
+        b = sorted(self.bm25.items(), key=lambda x: -x[1])[:DEPTH]
+        d = top(self.dense, self.doc_ids, DEPTH)
+        out = {"bm25": b, "dense": d}
+        if mode == "full":
+            out["multivector"] = top(self.mv, self.doc_ids, DEPTH)
+        elif mode == "rescorer":
+            union = {i for i, _ in b} | {i for i, _ in d}
+            out["multivector"] = sorted(((i, float(self.mv[self.pos[i]])) for i in union), key=lambda x: -x[1])
+        elif mode == "muvera":
+            cand = self.fde_top[:MUVERA_CANDIDATES]
+            out["multivector"] = sorted(((self.doc_ids[i], float(self.mv[i])) for i in cand), key=lambda x: -x[1])[:DEPTH]
+        return out
+
+    def exact(self, branch: str, doc: str) -> float:
+        if branch == "bm25":
+            return self.bm25.get(doc, 0.0)
+        return float((self.dense if branch == "dense" else self.mv)[self.pos[doc]])
+
+
+def fuse(q: Query, lists: dict[str, list[tuple[str, float]]], weights: dict[str, float]) -> list[str]:
+    from hybrid_retriever.fusion import BranchList, interpolate
+
+    union = {i for lst in lists.values() for i, _ in lst}
+    bl = {}
+    for n, lst in lists.items():
+        own = {i for i, _ in lst}
+        bl[n] = BranchList([i for i, _ in lst], [s for _, s in lst], extra={i: q.exact(n, i) for i in union - own})
+    return [f.id for f in interpolate(bl, weights, normalization="minmax")][:DEPTH]
+
+
+def simplex(step: float = 0.1) -> list[dict[str, float]]:
+    n = int(round(1 / step))
+    return [
+        {"bm25": a / n, "dense": b / n, "multivector": (n - a - b) / n}
+        for a, b in itertools.product(range(n + 1), repeat=2)
+        if a + b <= n
+    ]
+
+
+@functools.cache
+def load_collection_runs(name: str) -> tuple[Any, list[Query], list[str], dict[str, Any]]:
+    splits = ("test", "train") if name == "scifact" else ("test",)
+    col = load_collection(DEFAULT_DATASETS, name, splits)
+    data = np.load(DEV / f"{name}.npz")
+    q_order = list(col.queries)
+    assert data["full"].shape == (len(q_order), len(col.doc_ids)), (name, data["full"].shape)
+    emb = load_embeddings(name)
+    assert emb.doc_ids == col.doc_ids
+    qpos = {q: i for i, q in enumerate(emb.query_ids)}
+    wanted = [q for s in splits for q in col.judged(s)]
+    wanted = list(dict.fromkeys(wanted))
+    bm = dict(zip(wanted, bm25_scores(name, col, wanted)))
+    pos = {d: i for i, d in enumerate(col.doc_ids)}
+    qi = {q: i for i, q in enumerate(q_order)}
+    queries = {}
+    for q in wanted:
+        dense = emb.docs @ emb.queries[qpos[q]]
+        queries[q] = Query(bm[q], dense, data["full"][qi[q]].astype(np.float32), data["fde_top"][qi[q]], col.doc_ids, pos)
+    extra = {k: data[k] for k in data.files if k.startswith("pool") or k in ("tokens", "fde_top")}
+    extra["qi"] = qi
+    return col, queries, wanted, extra
+
+
+def evaluate(name: str, tuned: dict[str, float] | None, res: dict[str, Any]) -> dict[str, Any]:
+    col, queries, _, extra = load_collection_runs(name)
+    qrels = col.qrels["test"]
+    test = [q for q in col.judged("test")]
+    out: dict[str, Any] = {"docs": len(col.doc_ids), "queries": len(test)}
+    equal = {"bm25": 1 / 3, "dense": 1 / 3, "multivector": 1 / 3}
+    rows: dict[str, dict[str, float]] = {}
+    lists = {m: {q: queries[q].lists(m) for q in test} for m in ("full", "rescorer", "muvera")}
+    rows["bm25"] = metrics({q: [i for i, _ in lists["full"][q]["bm25"]] for q in test}, qrels)
+    rows["dense"] = metrics({q: [i for i, _ in lists["full"][q]["dense"]] for q in test}, qrels)
+    for m in ("full", "rescorer", "muvera"):
+        rows[f"multivector alone ({m})"] = metrics({q: [i for i, _ in lists[m][q]["multivector"]][:DEPTH] for q in test}, qrels)
+    rows["bm25+dense (0.5/0.5)"] = metrics(
+        {q: fuse(queries[q], {k: v for k, v in lists["full"][q].items() if k != "multivector"}, {"bm25": 0.5, "dense": 0.5}) for q in test}, qrels
+    )
+    for m in ("full", "rescorer", "muvera"):
+        rows[f"bm25+dense+multivector ({m}, equal weights)"] = metrics({q: fuse(queries[q], lists[m][q], equal) for q in test}, qrels)
+        if tuned:
+            rows[f"bm25+dense+multivector ({m}, tuned on scifact train)"] = metrics(
+                {q: fuse(queries[q], lists[m][q], tuned[m]) for q in test}, qrels
+            )
+    if tuned:
+        rows["bm25+dense (tuned on scifact train)"] = metrics(
+            {q: fuse(queries[q], {k: v for k, v in lists["full"][q].items() if k != "multivector"}, tuned["bm25+dense"]) for q in test}, qrels
+        )
+    out["rows"] = rows
+    # Pool factors: the multi-vector branch alone (full mode), quality against bytes per document.
+    tokens = extra["tokens"]
+    pools = {1: {**rows["multivector alone (full)"], "mean_tokens": float(tokens.mean())}}
+    for pf in (2, 3, 4):
+        ids, qi = extra[f"pool{pf}_ids"], extra["qi"]
+        run = {q: [col.doc_ids[i] for i in ids[qi[q]]] for q in test}
+        pools[pf] = {**metrics(run, qrels), "mean_tokens": float(extra[f"pool{pf}_tokens"].mean())}
+    for pf, p in pools.items():
+        p["bytes_per_doc_fp32"] = p["mean_tokens"] * DIM * 4
+        p["bytes_per_doc_fp16"] = p["mean_tokens"] * DIM * 2
+        p["bytes_per_doc_fp16_int8"] = p["mean_tokens"] * DIM * 3
+        p["ndcg_change_vs_pf1"] = p["ndcg@10"] / pools[1]["ndcg@10"] - 1
+    out["pooling"] = pools
+    # MUVERA: FDE candidates against exact MaxSim over the whole collection.
+    fde: dict[str, Any] = {}
+    exact_top = {q: {i for i, _ in lists["full"][q]["multivector"]} for q in test}
+    for c in (100, 300, 1000):
+        run = {}
+        overlap = []
+        for q in test:
+            cand = queries[q].fde_top[:c]
+            ranked = sorted(cand, key=lambda i: -queries[q].mv[i])[:DEPTH]
+            run[q] = [col.doc_ids[i] for i in ranked]
+            overlap.append(len(set(run[q]) & exact_top[q]) / DEPTH)
+        m = metrics(run, qrels)
+        fde[c] = {**m, "recall_ratio_vs_exact": m["recall@100"] / rows["multivector alone (full)"]["recall@100"], "overlap_with_exact_top100": float(np.mean(overlap))}
+    out["muvera"] = fde
+    return out
+
+
+def tune() -> dict[str, Any]:
+    """Weights on the simplex (step 0.1) maximising nDCG@10 on SciFact train qrels."""
+    col, queries, _, _ = load_collection_runs("scifact")
+    qrels = col.qrels["train"]
+    train = col.judged("train")
+    best: dict[str, Any] = {}
+    for m in ("full", "rescorer", "muvera"):
+        lists = {q: queries[q].lists(m) for q in train}
+        scored = []
+        for w in simplex(0.1):
+            scored.append((metrics({q: fuse(queries[q], lists[q], w) for q in train}, qrels)["ndcg@10"], w))
+        score, w = max(scored, key=lambda x: x[0])
+        best[m] = {"weights": w, "train_ndcg@10": score}
+    lists = {q: queries[q].lists("full") for q in train}
+    scored = []
+    for a in range(11):
+        w = {"bm25": a / 10, "dense": 1 - a / 10}
+        if a in (0, 10):
+            continue
+        scored.append((metrics({q: fuse(queries[q], {k: v for k, v in lists[q].items() if k != "multivector"}, w) for q in train}, qrels)["ndcg@10"], w))
+    score, w = max(scored, key=lambda x: x[0])
+    best["bm25+dense"] = {"weights": w, "train_ndcg@10": score}
+    return best
+
+
+def render(res: dict[str, Any]) -> str:
+    out = ["# Multi-vector branch (late interaction) — quality, size, latency\n"]
+    out.append(
+        "Produced by `benchmarks/multivector.py` (+ `multivector_device.py`, `multivector_synthetic.py`, "
+        "`multivector_e2e.py`). Model: all-MiniLM-L6-v2 token embeddings (format `tokens`, 384-d, "
+        "document length 256), the only late-interaction-capable model available offline here — a "
+        "sentence-embedding model, not a trained ColBERT, so absolute multi-vector quality is far below "
+        "ColBERTv2's. Depth 100 per branch; interpolation with min-max and exact score completion.\n"
+    )
+    out.append("\n## Weights tuned on SciFact train qrels (never a test split)\n")
+    out.append(md_table(["setting", "bm25", "dense", "multivector", "train nDCG@10"], [
+        [k, v["weights"].get("bm25"), v["weights"].get("dense"), v["weights"].get("multivector"), v["train_ndcg@10"]]
+        for k, v in res["tuned"].items()
+    ]))
+    for name, c in res["collections"].items():
+        out.append(f"\n## {name} ({c['docs']:,} docs, {c['queries']} test queries)\n")
+        out.append(md_table(["run", "nDCG@10", "Recall@100"], [[k, v["ndcg@10"], v["recall@100"]] for k, v in c["rows"].items()]))
+        out.append("\nToken pooling (multi-vector alone, exact search):\n\n")
+        out.append(md_table(
+            ["pool factor", "nDCG@10", "Δ nDCG@10 vs 1", "Recall@100", "vectors/doc", "bytes/doc fp32", "bytes/doc fp16", "fp16 + int8"],
+            [[pf, p["ndcg@10"], f"{100 * p['ndcg_change_vs_pf1']:+.1f}%", p["recall@100"], p["mean_tokens"], int(p["bytes_per_doc_fp32"]),
+              int(p["bytes_per_doc_fp16"]), int(p["bytes_per_doc_fp16_int8"])] for pf, p in c["pooling"].items()],
+        ))
+        out.append("\nMUVERA (FDE 5,120-d: k_sim 4, dim_proj 16, 20 repetitions) candidates re-ranked by exact MaxSim:\n\n")
+        out.append(md_table(
+            ["FDE candidates", "nDCG@10", "Recall@100", "Recall@100 / exact full", "overlap with exact top-100"],
+            [[cnum, f["ndcg@10"], f["recall@100"], f["recall_ratio_vs_exact"], f["overlap_with_exact_top100"]] for cnum, f in c["muvera"].items()],
+        ))
+    out.append(res.get("latency_md", ""))
+    out.append(res.get("targets_md", ""))
+    out.append("\n## Machine\n\n" + machine_md(res["machine"]))
+    return "".join(out)
+
+
+def latency_section(res: dict[str, Any]) -> str:
+    out = ["\n## Latency, ingest, size, memory\n"]
+    for fname, title in (
+        ("synthetic_50k.json", "Synthetic 50,000 documents × 64 tokens × 128 dims — device machine (16 CPU cores of an H100 host; Qdrant Edge is CPU-only)"),
+        ("synthetic_5k_full.json", "Synthetic 5,000 documents × 64 × 128 with the `full` mode's HNSW (m 16, ef_construct 100) — device machine"),
+        ("synthetic_scifact_local.json", "SciFact size: 5,183 documents × 230 tokens × 384 dims (MiniLM's mean token count) — this 2-core machine, shared with other jobs"),
+    ):
+        f = DEV / fname
+        if not f.is_file():
+            continue
+        data = json.loads(f.read_text())
+        res.setdefault("latency", {})[fname] = data
+        out.append(f"\n### {title}\n\n")
+        out.append(md_table(
+            ["mode", "p50 ms", "p95 ms", "upsert s", "optimize s", "disk MiB", "peak RSS MiB", "overlap@100 vs exact"],
+            [[r["mode"], r["p50_ms"], r["p95_ms"], r["upsert_s"], r["optimize_s"], r["disk_mb"], r["peak_rss_mb"], r.get("overlap_at_100_vs_exact")] for r in data["results"]],
+        ))
+    e2e = DEV / "e2e_local.json"
+    if e2e.is_file():
+        d = json.loads(e2e.read_text())
+        res.setdefault("latency", {})["e2e_local"] = d
+        out.append(f"\n### End to end on this machine: real MiniLM query encoding, SciFact first {d['docs']:,} documents, depth 100\n\n")
+        out.append(md_table(["retriever", "p50 ms", "p95 ms"], [[k, v["p50"], v["p95"]] for k, v in d["search_ms"].items()]))
+        out.append("\nShared forward pass (dense + multivector on one MiniLM pass), BM25+dense+multivector ingest:\n\n")
+        out.append(md_table(["share_backbone", "docs/s ingest", "search p50 ms"], [
+            [k.split("_")[1], v["docs_per_s"], v["search_ms"]["p50"]] for k, v in d.items() if k.startswith("share_")
+        ]))
+    return "".join(out)
+
+
+def main() -> None:
+    setup_logging()
+    res: dict[str, Any] = {"machine": machine_info()}
+    res["tuned"] = tune()
+    tuned = {k: v["weights"] for k, v in res["tuned"].items()}
+    res["collections"] = {name: evaluate(name, tuned, res) for name in QUALITY_COLLECTIONS}
+    res["latency_md"] = latency_section(res)
+    write_results("multivector", {k: v for k, v in res.items() if not k.endswith("_md")}, render(res))
+
+
+if __name__ == "__main__":
+    main()

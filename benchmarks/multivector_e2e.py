@@ -1,0 +1,98 @@
+"""End-to-end latency of the real retriever (MiniLM query encoding included) and the shared forward pass.
+
+    nice .venv/bin/python benchmarks/multivector_e2e.py --docs 5183 --queries 100 --out FILE.json
+
+Builds BM25 + dense (+ multivector rescorer) indexes on the first ``--docs`` SciFact documents
+with the library itself (every branch encodes; dense and multivector share one MiniLM pass),
+then times ``search()`` at depth 100 for BM25+dense and for BM25+dense+multivector (rescorer),
+and ingest with and without the shared forward pass on ``--share-docs`` documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATASETS, load_collection, percentiles  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def retriever(path: Path, branches: list[dict]):
+    from hybrid_retriever import HybridRetriever, RetrieverConfig
+
+    shutil.rmtree(path, ignore_errors=True)
+    cfg = RetrieverConfig.model_validate(
+        {"store": {"kind": "edge", "path": str(path)}, "branches": branches, "runtime": {"show_progress": False, "ingest_batch_size": 64}}
+    )
+    return HybridRetriever(cfg)
+
+
+def main() -> None:
+    from hybrid_retriever import Document
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=5183)
+    ap.add_argument("--share-docs", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mv-e2e"))
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    col = load_collection(DEFAULT_DATASETS, "scifact")
+    docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()][: args.docs]
+    queries = [col.queries[q] for q in col.judged("test")][: args.queries]
+    out: dict = {"docs": len(docs), "queries": len(queries)}
+    mv = {"kind": "multivector", "mode": "rescorer"}
+    # Shared forward pass: ingest and query encoding with and without it.
+    for share in (True, False):
+        r = retriever(args.work / f"share{share}", [{"kind": "bm25"}, {"kind": "dense"}, {**mv, "share_backbone": share}])
+        sub = docs[: args.share_docs]
+        t0 = time.perf_counter()
+        r.add_documents(sub)
+        ingest = time.perf_counter() - t0
+        lat = []
+        for q in queries[:30]:
+            t0 = time.perf_counter()
+            r.search(q, k=10)
+            lat.append((time.perf_counter() - t0) * 1000)
+        out[f"share_{share}"] = {"ingest_s": ingest, "docs_per_s": len(sub) / ingest, "search_ms": percentiles(lat)}
+        print(out[f"share_{share}"], flush=True)
+        r.close()
+    # Rescorer overhead at depth 100 over fused BM25+dense, end to end (query encoding included).
+    r = retriever(args.work / "three", [{"kind": "bm25"}, {"kind": "dense"}, mv])
+    t0 = time.perf_counter()
+    r.add_documents(docs)
+    out["ingest_s"] = time.perf_counter() - t0
+    out["disk_mb"] = r.store.disk_bytes() / 2**20
+    from hybrid_retriever.retriever import point_id
+
+    stored = {p.point_id: p.vectors["dense"] for p in r.store.retrieve([point_id(d.id) for d in docs], with_vectors=["dense"])}
+    dense_vecs = [stored[point_id(d.id)] for d in docs]
+    base = retriever(args.work / "two", [{"kind": "bm25"}, {"kind": "dense"}])
+    base.add_documents(docs, vectors={"dense": dense_vecs})
+    out["disk_mb_bm25_dense"] = base.store.disk_bytes() / 2**20
+    for q in queries[:5]:
+        r.search(q)
+        base.search(q)
+    times: dict[str, list[float]] = {"bm25+dense": [], "bm25+dense+multivector (rescorer)": []}
+    for q in queries:
+        for name, ret in (("bm25+dense", base), ("bm25+dense+multivector (rescorer)", r)):
+            t0 = time.perf_counter()
+            ret.search(q, k=10)
+            times[name].append((time.perf_counter() - t0) * 1000)
+    out["search_ms"] = {k: percentiles(v) for k, v in times.items()}
+    r.close()
+    base.close()
+    args.out.write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
