@@ -94,5 +94,46 @@ def main() -> None:
     print(json.dumps(out, indent=1))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--micro" not in sys.argv:
     main()
+
+
+def micro(out_path: Path, n_docs: int = 64, rounds: int = 3) -> None:
+    """Side-by-side timing of one shared MiniLM pass against two separate passes (docs and queries)."""
+    from hybrid_retriever.branches import DenseBranch, MultiVectorBranch
+    from hybrid_retriever.config import DenseBranchConfig, MultiVectorBranchConfig
+
+    col = load_collection(DEFAULT_DATASETS, "scifact")
+    texts = [t for t in col.texts if t.strip()][:n_docs]
+    queries = [col.queries[q] for q in col.judged("test")][:64]
+    shared_d, shared_m = DenseBranch(DenseBranchConfig()), MultiVectorBranch(MultiVectorBranchConfig())
+    shared_m.attach({"dense": shared_d, "multivector": shared_m})
+    solo_d, solo_m = DenseBranch(DenseBranchConfig()), MultiVectorBranch(MultiVectorBranchConfig(share_backbone=False))
+    res: dict = {"shared": {"docs": [], "queries": []}, "separate": {"docs": [], "queries": []}}
+    pairs = (("shared", (shared_d, shared_m)), ("separate", (solo_d, solo_m)))
+    for _ in range(rounds):
+        for name, (d, m) in pairs:  # one query at a time, as search() sees them
+            t = 0.0
+            for q in queries:
+                t0 = time.perf_counter()
+                d.encode_queries([q])
+                m.encode_queries([q])
+                t += time.perf_counter() - t0
+            res[name]["queries"].append(t / len(queries) * 1000)
+    for _ in range(rounds):
+        for name, (d, m) in pairs:
+            t0 = time.perf_counter()
+            d.encode_documents(texts)
+            m.encode_documents(texts)
+            res[name]["docs"].append(len(texts) / (time.perf_counter() - t0))
+    summary = {
+        name: {"docs_per_s": float(np.median(res[name]["docs"])), "query_ms": float(np.median(res[name]["queries"]))}
+        for name in ("shared", "separate")
+    }
+    summary["docs"], summary["queries"] = n_docs, len(queries)
+    out_path.write_text(json.dumps(summary, indent=1))
+    print(summary)
+
+
+if __name__ == "__main__" and "--micro" in sys.argv:
+    micro(Path(sys.argv[sys.argv.index("--micro") + 1]))

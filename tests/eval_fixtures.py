@@ -63,8 +63,14 @@ def write_beir(root: Path, docs: list[Document], queries: dict[str, str], qrels:
     return root
 
 
+_BUILT: list[EvalIndex] = []
+
+
 @pytest.fixture(scope="session")
 def eval_index(tmp_path_factory: pytest.TempPathFactory, dense_branch: Any) -> EvalIndex:
+    # Imported into several test modules, pytest registers this fixture once per module: build once anyway.
+    if _BUILT:
+        return _BUILT[0]
     docs, queries, qrels = load_beir_slice("cisi", 80)
     root = tmp_path_factory.mktemp("eval-index")
     cfg = RetrieverConfig.model_validate(
@@ -77,4 +83,5 @@ def eval_index(tmp_path_factory: pytest.TempPathFactory, dense_branch: Any) -> E
         r.add_documents(docs, show_progress=False)
         # one batch holding every query, so the dense encodings equal those of one search_batch call
         ei.cache = collect_runs(r, queries, depth=CACHE_DEPTH, complete=True, batch_size=len(queries), progress=False)
+    _BUILT.append(ei)
     return ei
