@@ -154,6 +154,21 @@ def open_index(path: str | Path, **overrides: Any) -> HybridRetriever:
     return HybridRetriever.open(str(path), **overrides)
 
 
+def open_index_with(path: str | Path, config_file: Path | None) -> HybridRetriever:
+    """Reopen the index at ``path`` with its own settings, or with ``config_file``'s (store set to ``path``).
+
+    Branch settings in the file must match the index's (an IndexMismatchError says which
+    differ); fusion, weights, depths, PRF and runtime settings are taken from the file.
+    """
+    if config_file is None:
+        return open_index(path)
+    if not index_exists(path):
+        raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
+    data = RetrieverConfig.from_file(config_file).model_dump(mode="json")
+    data["store"] = {"kind": "edge", "path": str(path)}
+    return HybridRetriever(RetrieverConfig.validate_data(data))
+
+
 def parse_filter_option(text: str | None) -> dict[str, Any] | None:
     """The ``--filter`` option: a JSON object in the dict filter form (see stores/filters.py)."""
     if text is None:
@@ -295,10 +310,16 @@ def query(
     ),
     explain: bool = typer.Option(False, "--explain", "-e", help="Show every branch's raw and normalised score, rank and completion flag."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON (with provenance); wins over --explain."),
+    config_file: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML/JSON configuration to search with (e.g. one written by `tune`); its branches must match the index's.",
+    ),
 ) -> None:
     """Search the index at --index for TEXT."""
     spec = parse_filter_option(filter)
-    with open_index(index_path) as r:
+    with open_index_with(index_path, config_file) as r:
         hits = r.search(text, k=k, filter=spec)
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))

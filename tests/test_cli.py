@@ -289,3 +289,22 @@ def test_readme_python_quick_start_runs(tmp_path: Path, monkeypatch: pytest.Monk
     pytest.importorskip("hybrid_retriever_langchain")
     exec(compile(langchain, "README LangChain snippet", "exec"), {})
     assert capsys.readouterr().out.startswith("axolotl ")
+
+
+def test_query_with_a_config_file_uses_its_fusion(small_index: Path, tmp_path: Path) -> None:
+    cfg = RetrieverConfig.model_validate({"fusion": {"method": "rrf", "rrf_k": 10}, "runtime": {"show_progress": False}})
+    cfg_file = tmp_path / "tuned.yaml"
+    cfg.save(cfg_file)
+    result = run("query", "vector database written in Rust", "--index", small_index, "--k", 3, "--json", "--config", cfg_file)
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    # RRF with k=10 and equal weights: the top hit is ranked 1 by both branches -> 2 * 0.5 / (10 + 1).
+    assert hits[0]["id"] == "qdrant"
+    assert hits[0]["score"] == pytest.approx(1 / 11)
+
+
+def test_query_with_a_config_file_of_other_branches_exits_2(small_index: Path, tmp_path: Path) -> None:
+    cfg_file = tmp_path / "other.yaml"
+    RetrieverConfig.model_validate({"branches": [{"kind": "bm25", "k1": 2.0}, {"kind": "dense"}]}).save(cfg_file)
+    result = run("query", "cats", "--index", small_index, "--config", cfg_file)
+    assert_one_line_error(result, "k1")

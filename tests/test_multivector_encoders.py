@@ -45,13 +45,13 @@ def _check(enc: TokenEncoder, reference, ckpt) -> None:
     texts = list(DOCS.values())
     docs = enc.encode(texts, is_query=False)
     queries = enc.encode(QUERIES, is_query=True)
-    for t, got in zip(texts, docs):
-        np.testing.assert_allclose(got, reference(ckpt, t, False), atol=1e-5)
-    for t, got in zip(QUERIES, queries):
-        np.testing.assert_allclose(got, reference(ckpt, t, True), atol=1e-5)
-    for q, qv in zip(QUERIES, queries):
-        for t, dv in zip(texts, docs):
-            assert abs(maxsim(qv, dv) - maxsim(reference(ckpt, q, True), reference(ckpt, t, False))) < 1e-4
+    ref_docs = [reference(ckpt, t, False) for t in texts]
+    ref_queries = [reference(ckpt, q, True) for q in QUERIES]
+    for got, ref in zip(docs + queries, ref_docs + ref_queries):
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    for qv, rq in zip(queries, ref_queries):
+        for dv, rd in zip(docs, ref_docs):
+            assert abs(maxsim(qv, dv) - maxsim(rq, rd)) < 1e-4
 
 
 def test_stanford_loader_matches_reference(stanford) -> None:

@@ -98,6 +98,8 @@ class TokenEncoder:
         self.batch_size = batch_size
         self.stats = EncodeStats()
         self._stats_lock = threading.Lock()
+        # A fast tokenizer keeps padding/truncation state: calls from several threads must not interleave.
+        self._tokenizer_lock = threading.Lock()
         self._warned_truncation = False
         self._warned_empty = False
         self._torch = torch
@@ -147,13 +149,14 @@ class TokenEncoder:
         prepared = self._prepare(texts, is_query)
         max_length = self._max_length(is_query)
         expand = is_query and s.query_expansion
-        enc = self.tokenizer(
-            prepared,
-            padding="max_length" if expand else True,
-            truncation="longest_first",
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        with self._tokenizer_lock:
+            enc = self.tokenizer(
+                prepared,
+                padding="max_length" if expand else True,
+                truncation="longest_first",
+                max_length=max_length,
+                return_tensors="pt",
+            )
         ids = enc["input_ids"]
         mask = enc["attention_mask"]
         types = enc.get("token_type_ids")
@@ -191,7 +194,8 @@ class TokenEncoder:
 
     def _count_truncated(self, texts: Sequence[str]) -> int:
         prepared = self._prepare(texts, False)
-        lengths = self.tokenizer(prepared, truncation=False, padding=False, return_length=True, verbose=False)["length"]
+        with self._tokenizer_lock:
+            lengths = self.tokenizer(prepared, truncation=False, padding=False, return_length=True, verbose=False)["length"]
         return sum(1 for n in lengths if n > self._max_length(False))
 
     # ------------------------------------------------------------------ encoding
