@@ -501,7 +501,13 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
     cur_name = fusion_name({**cur_fam})
     # Among tied settings: the smallest depth (latency grows with depth, see results/latency.md), then the
     # current fusion family, then the best dev nDCG@10.
-    chosen = min(tied, key=lambda g: (g["depth"], fusion_name(g) != cur_name, -g["mean_ndcg@10"]))
+    by_rule = min(tied, key=lambda g: (g["depth"], fusion_name(g) != cur_name, -g["mean_ndcg@10"]))
+    # Status quo unless evidence: keep the current default when it is as cheap as the rule's pick and not
+    # significantly different from it (a change of default costs users, docs and tests).
+    current_row = cands.get((cur_name, CURRENT["w_dense"], CURRENT["depth"]), current)
+    p_keep = 1.0 if by_rule is current_row else randomization_test(pooled(by_rule), pooled(current_row))
+    keep_current = by_rule is not current_row and by_rule["depth"] >= CURRENT["depth"] and p_keep >= 0.05
+    chosen = current_row if keep_current else by_rule
     p_current = randomization_test(pooled(overall), pooled(current))
     strip = lambda g: {k: v for k, v in g.items() if k != "per_query"}  # noqa: E731
     keys = ("method", "normalization", "missing", "rrf_k", "w_dense", "depth")
@@ -516,6 +522,9 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
         "p_value_best_vs_current": p_current,
         "tied_with_best": [{k: v for k, v in strip(g).items() if k in (*keys, "mean_ndcg@10", "mean_recall@100", "p_vs_best")} for g in tied],
         "rule": RULE,
+        "rule_pick": {k: v for k, v in strip(by_rule).items() if k in (*keys, "mean_ndcg@10", "mean_recall@100")},
+        "p_rule_pick_vs_current": p_keep,
+        "kept_current": keep_current,
         "chosen": {k: v for k, v in strip(chosen).items() if k in keys},
         "chosen_dev": strip(chosen),
         "differs_from_current": {k: v for k, v in strip(chosen).items() if k in keys} != {**cur_fam, "w_dense": CURRENT["w_dense"], "depth": CURRENT["depth"]},
@@ -526,8 +535,9 @@ RECALL_SLACK = 0.005
 RULE = (
     "best = the setting with the highest macro-mean dev nDCG@10; tied = settings not significantly below it "
     "(paired randomization test on the pooled dev per-query nDCG@10, p >= 0.05) whose mean dev Recall@100 is at "
-    f"most {RECALL_SLACK} below best's; chosen = among tied, the smallest branch depth (cost), then the current "
-    "fusion family, then the highest dev nDCG@10"
+    f"most {RECALL_SLACK} below best's; pick = among tied, the smallest branch depth (cost), then the current "
+    "fusion family, then the highest dev nDCG@10; chosen = the current default instead when it is no deeper than "
+    "the pick and not significantly different from it (p >= 0.05), else the pick"
 )
 
 
@@ -616,6 +626,10 @@ def render_dev(dev: dict[str, Any]) -> str:
     )
     out.append(md_table(["fusion", "w_dense", "depth", "mean nDCG@10", "mean R@100", "p vs best"],
                         [[fusion_name(g), g["w_dense"], g["depth"], g["mean_ndcg@10"], g["mean_recall@100"], g["p_vs_best"]] for g in dev["tied_with_best"]]))
+    rp = dev["rule_pick"]
+    out.append(f"\nPick among tied: {fusion_name(rp)}, w_dense {rp['w_dense']}, depth {rp['depth']} (dev mean nDCG@10 "
+               f"{rp['mean_ndcg@10']:.4f}); against the current default p = {dev['p_rule_pick_vs_current']:.3f} → "
+               f"{'current default kept' if dev['kept_current'] else 'pick adopted'}.\n")
     out.append(f"\n**Chosen: {json.dumps(dev['chosen'])}** (dev mean nDCG@10 {dev['chosen_dev']['mean_ndcg@10']:.4f}, "
                f"R@100 {dev['chosen_dev']['mean_recall@100']:.4f}); differs from the current defaults: {dev['differs_from_current']}\n")
     return "".join(out)
@@ -632,6 +646,9 @@ def write_defaults(res: dict[str, Any]) -> None:
         "p_value_best_vs_current": dev["p_value_best_vs_current"],
         "tied_with_best": dev["tied_with_best"],
         "differs_from_current": dev["differs_from_current"],
+        "rule_pick": dev["rule_pick"],
+        "p_rule_pick_vs_current": dev["p_rule_pick_vs_current"],
+        "kept_current": dev["kept_current"],
         "current_defaults": CURRENT,
         "test_check": {c: t.get("default_vs_best_single") for c, t in res["test"].items()},
         "machine": res["machine"]["date"],
@@ -643,6 +660,9 @@ def write_defaults(res: dict[str, Any]) -> None:
           f"with p = {note['p_value_best_vs_current']:.3f} (optimistic: the best was picked on the same data)\n",
           f"- Tied with the best (not significantly below it): {len(note['tied_with_best'])} settings; smallest depth among them: "
           f"{min((g['depth'] for g in note['tied_with_best']), default=None)}\n",
+          f"- Pick among the tied (smallest depth, current family, best dev nDCG@10): `{json.dumps(note['rule_pick'])}`; "
+          f"against the current default p = {note['p_rule_pick_vs_current']:.3f} → "
+          f"{'the current default is kept' if note['kept_current'] else 'the pick is adopted'}\n",
           f"- Differs from the current defaults: {note['differs_from_current']}\n",
           f"- Rule: {note['rule']}\n\n", "Test check (default − best single branch, nDCG@10):\n\n"]
     md.append(md_table(["collection", "best single", "Δ nDCG@10", "Δ R@100"],

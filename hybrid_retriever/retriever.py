@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
@@ -201,9 +202,9 @@ class HybridRetriever:
                     if not batch:
                         break
                     _validate_documents(batch)
+                    # Documents without an id get a random one; the caller's objects stay untouched.
+                    batch = [d if d.id is not None else replace(d, id=uuid.uuid4().hex) for d in batch]
                     for d in batch:
-                        if d.id is None:
-                            d.id = uuid.uuid4().hex
                         if d.id in seen:
                             raise InvalidInputError(f"duplicate document id {d.id!r} in one add; ids must be unique")
                         seen.add(d.id)
