@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: this version is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test reference bench clean
+.PHONY: venv demo test reference clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

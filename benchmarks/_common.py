@@ -169,6 +169,25 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs`` 5), so a later :func:`hwm_mb` covers only what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def hwm_mb() -> float:
+    """Peak resident set size since start or the last :func:`reset_peak_rss`, in MiB (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB."""
     import resource

@@ -576,8 +576,17 @@ def render(res: dict[str, Any]) -> str:
             "EnsembleRetriever: `BM25Retriever.from_documents(k=100)` (its default whitespace tokeniser) + "
             "`InMemoryVectorStore` (k=100, the same cached MiniLM document vectors; queries encoded by the same "
             "MiniLM model) with weighted RRF c=60, weights 0.5/0.5. The library row is `search(q, k=100)` end to end "
-            "(query encoding + search + fusion + payload fetch for 100 hits).\n"
+            "(query encoding + search + fusion + payload fetch for 100 hits); it searches live at depth 100, so "
+            "it can differ in the third decimal from the offline `interp minmax exact w=0.5` row (derived from a "
+            "depth-500 search): Qdrant breaks equal scores at the depth cut-off arbitrarily, which happens often for "
+            "BM25 on NFCorpus's short pre-tokenised documents.\n"
         )
+    out.append(
+        "\nNotes: z-score and DBSF are both affine maps of each branch's scores with a per-list σ, so with equal "
+        "weights they rank almost identically (DBSF uses the sample σ, z-score the population σ). `floor` gives a "
+        "candidate a branch did not return that branch's lowest returned normalised score; `exact` fetches its true "
+        "score from Qdrant (score completion). For RRF the missing policy does not apply.\n"
+    )
     if res.get("bm25_avg_len_check_scifact"):
         out.append("\n## SciFact BM25 vs avg_len (why BM25 differs from the 0.683 anchor)\n")
         out.append(md_table(["setting", "nDCG@10", "R@100"], [[k, v["ndcg@10"], v["recall@100"]] for k, v in res["bm25_avg_len_check_scifact"].items()]))
