@@ -142,6 +142,7 @@ class HybridRetriever:
         metadatas: Iterable[dict[str, Any]] | None = None,
         ids: Iterable[str] | None = None,
         *,
+        batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> list[str]:
         """Index texts (with optional metadata and ids); returns the document ids."""
@@ -153,7 +154,7 @@ class HybridRetriever:
                 f"texts ({len(texts)}), metadatas ({len(metas)}) and ids ({len(id_list)}) must have the same length"
             )
         docs = [Document(text=t, metadata=dict(m or {}), id=i) for t, m, i in zip(texts, metas, id_list)]
-        return self.add_documents(docs, show_progress=show_progress)
+        return self.add_documents(docs, batch_size=batch_size, show_progress=show_progress)
 
     def add_documents(
         self,

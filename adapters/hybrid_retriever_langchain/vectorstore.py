@@ -28,7 +28,6 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.retriever import HybridRetriever, point_id
-from hybrid_retriever.types import Document as CoreDocument
 from hybrid_retriever.types import Hit
 from hybrid_retriever_langchain._core import make_core
 from hybrid_retriever_langchain.documents import (
@@ -174,14 +173,9 @@ class HybridVectorStore(VectorStore):
         """Index texts (with optional metadata and ids); returns the ids. ``batch_size``/``show_progress`` optional."""
         options = self._add_options(kwargs)
         texts = list(texts)
-        metas = list(metadatas) if metadatas is not None else [{} for _ in texts]
-        id_list = list(ids) if ids is not None else [None] * len(texts)
-        if not (len(texts) == len(metas) == len(id_list)):
-            raise InvalidInputError(
-                f"texts ({len(texts)}), metadatas ({len(metas)}) and ids ({len(id_list)}) must have the same length"
-            )
-        docs = [CoreDocument(text=t, metadata=dict(m or {}), id=i) for t, m, i in zip(texts, metas, id_list)]
-        return self.retriever.add_documents(docs, **options) if docs else []
+        if not texts and not metadatas and not ids:
+            return []
+        return self.retriever.add_texts(texts, metadatas, ids, **options)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Index LangChain documents; ``ids=`` (if given) take precedence over ``Document.id``.
