@@ -2,6 +2,7 @@
 
     nice .venv/bin/python benchmarks/prf.py tune      # choose parameters on dev splits -> results/prf_tuning.{json,md}
     nice .venv/bin/python benchmarks/prf.py guard     # choose the drift guard on dev splits -> results/prf_guard_tuning.{json,md}
+    nice .venv/bin/python benchmarks/prf.py tune-feedback  # Qdrant's feedback query on dev splits -> results/prf_feedback_tuning.{json,md}
     nice .venv/bin/python benchmarks/prf.py report    # the test collections -> results/prf.{json,md}
 
 Index: Qdrant Edge with the library's BM25 branch and the MiniLM dense branch (document
@@ -12,8 +13,9 @@ Queries are encoded by the library. The first stage runs once per collection thr
 ``PRFPipeline`` on that first stage, so rows differ only by PRF. Times are per query
 for a whole batch (all queries at once): first stage + PRF.
 
-Parameters are chosen with ``tune`` on dev data only (scifact qrels/train.tsv,
-nfcorpus-preprocessed qrels/dev.tsv); ``report`` uses the test qrels.
+Parameters are chosen with ``tune`` (and ``tune-feedback`` for Qdrant's relevance-feedback
+query) on dev data only (scifact qrels/train.tsv, nfcorpus-preprocessed qrels/dev.tsv);
+``report`` uses the test qrels.
 """
 
 from __future__ import annotations
@@ -341,14 +343,87 @@ def tune_guard(args: argparse.Namespace) -> None:
                    [[b["collection"], b["agreement"], b["queries"], b["first_stage_ndcg"], b["gain_without_guard"]] for b in bins_out])
     write_results("prf_guard_tuning", out, md)
 
+def feedback_grid() -> list[tuple[str, dict[str, Any]]]:
+    """Qdrant's relevance-feedback query, placement ``both``: feedback documents, negatives, b and c.
+
+    ``a`` stays 1: with min-max interpolation (or RRF) only the ratio c/a and b change the
+    ranking, since the branch's scores are rescaled anyway.
+    """
+    out = []
+    for fb, neg, b, c in itertools.product([1, 2, 3, 5], [0, 1, 3], [0.0, 1.0], [0.05, 0.1, 0.2, 0.3, 0.5, 1.0]):
+        if fb + neg < 2:
+            continue
+        kw = dict(dense_method="qdrant_feedback", fb_docs=fb, fb_negatives=neg, feedback_a=1.0, feedback_b=b, feedback_c=c)
+        out.append((f"qdrant feedback fb{fb} neg{neg} b{b:g} c{c:g} both", dict(kw, interpolate="both", branches=["dense"])))
+    return out
+
+
+def tune_feedback(args: argparse.Namespace) -> None:
+    """Choose Qdrant's relevance-feedback parameters on dev data (best mean nDCG@10, as ``tune`` does for Rocchio)."""
+    rows = []
+    for name, split in DEV_SPLITS.items():
+        coll = load_collection(args.datasets, name, splits=(split,))
+        qrels = coll.qrels[split]
+        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
+        r = open_index(args.datasets, name)
+        fs = first_stage(r, coll.queries, qids)
+        run = Runner(r, fs, qrels)
+        base = run.interpolation()
+        rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
+        grid = [(f"dense rocchio fb{DENSE['fb_docs']} a{DENSE['alpha']} b{DENSE['beta']} both (chosen by tune)", dict(DENSE, interpolate="both"))]
+        for label, kw in grid + feedback_grid():
+            s, _ = run.prf(prf_config(**kw))
+            w, l, _ = wins(s, base)
+            rows.append({"collection": name, "split": split, "variant": label, **s.summary(), "wins": w, "losses": l})
+            log.info("%s %s: nDCG@10 %.4f (base %.4f)", name, label, s.ndcg.mean(), base.ndcg.mean())
+        r.close()
+    out = {"machine": machine_info(), "rows": rows}
+    write_results("prf_feedback_tuning", out, render_feedback_tuning(out))
+
+
+def render_feedback_tuning(out: dict[str, Any]) -> str:
+    rows = out["rows"]
+    mean = {v: float(np.mean([x["ndcg@10"] for x in rows if x["variant"] == v])) for v in {x["variant"] for x in rows}}
+    labels = sorted(mean, key=lambda v: -mean[v])
+    table = []
+    for v in labels:
+        vals = {x["collection"]: x for x in rows if x["variant"] == v}
+        table.append([v] + [vals[c]["ndcg@10"] for c in DEV_SPLITS] + [mean[v]] + [vals[c]["recall@100"] for c in DEV_SPLITS])
+    md = "# Qdrant's relevance-feedback query: parameter search on dev splits\n\n" + machine_md(out["machine"]) + "\n"
+    md += (
+        "`dense_method: qdrant_feedback`, placement `both`, no guard: the top `fb` documents of the fused first stage "
+        "and `neg` documents from rank 50 on are sent with their fused first-stage scores; a = 1, b and c as named. "
+        "nDCG@10 (and Recall@100) on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv, best mean "
+        "nDCG@10 first; the top `qdrant feedback` row is the one used in [prf.md](prf.md). Qdrant Edge pairs every "
+        "two feedback documents with different scores; a Qdrant server whose source pairs best with worst (at most "
+        "3 pairs) scores alike only with 2 feedback documents.\n\n"
+    )
+    two = [v for v in labels if v.startswith("qdrant feedback") and _items(v) == 2]
+    best = next(v for v in labels if v.startswith("qdrant feedback"))
+    md += f"- Best: `{best}`, mean nDCG@10 {mean[best]:.4f}.\n"
+    if two:
+        md += f"- Best with exactly 2 feedback documents (the same on every Qdrant): `{two[0]}`, mean nDCG@10 {mean[two[0]]:.4f}.\n"
+    md += "\n" + md_table(
+        ["variant"] + [f"{c} ({s})" for c, s in DEV_SPLITS.items()] + ["mean"] + [f"R@100 {c}" for c in DEV_SPLITS], table
+    )
+    return md
+
+
+def _items(label: str) -> int:
+    """Feedback documents sent by a ``qdrant feedback fbF negN ...`` variant: F + N."""
+    parts = {p[:2]: p for p in label.split()}
+    return int(parts["fb"][2:]) + int(parts["ne"][3:])
+
+
 def main() -> None:
     setup_logging()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arg(p)
     p.add_argument(
         "command",
-        choices=["tune", "guard", "report", "render"],
-        help="tune: PRF parameters, guard: the drift guard (both on dev data); report: test collections; render: prf.md from prf.json",
+        choices=["tune", "guard", "tune-feedback", "report", "render"],
+        help="tune: PRF parameters, guard: the drift guard, tune-feedback: Qdrant's feedback query (all on dev data); "
+        "report: test collections; render: the Markdown from prf.json (and prf_feedback_tuning.json)",
     )
     p.add_argument("--collections", nargs="*", default=COLLECTIONS)
     args = p.parse_args()
@@ -356,11 +431,16 @@ def main() -> None:
         tune(args)
     elif args.command == "guard":
         tune_guard(args)
+    elif args.command == "tune-feedback":
+        tune_feedback(args)
     elif args.command == "render":
         from _common import RESULTS
 
         data = json.loads((RESULTS / "prf.json").read_text())
         write_results("prf", data, render(data))
+        if (RESULTS / "prf_feedback_tuning.json").is_file():
+            fb = json.loads((RESULTS / "prf_feedback_tuning.json").read_text())
+            write_results("prf_feedback_tuning", fb, render_feedback_tuning(fb))
     else:
         report(args)
 
@@ -370,6 +450,10 @@ def main() -> None:
 #: Parameters chosen by ``tune`` on dev data (results/prf_tuning.md); the library's PRFConfig defaults match DENSE.
 DENSE = dict(fb_docs=3, alpha=1.0, beta=0.5, branches=["dense"])
 RM3 = dict(fb_docs=10, rm3_lambda=0.7, fb_terms=30, idf_terms=False, branches=["bm25"])
+#: Qdrant's relevance-feedback query, chosen by ``tune-feedback`` on dev data (results/prf_feedback_tuning.md).
+QDRANT_FB = dict(dense_method="qdrant_feedback", fb_docs=5, fb_negatives=1, feedback_a=1.0, feedback_b=1.0, feedback_c=0.1, branches=["dense"])
+#: Qdrant feedback rows -> the Rocchio row they are compared with.
+QDRANT_VS_ROCCHIO = {"both, Qdrant feedback query": "both", "both, Qdrant feedback query, guarded": "both, guarded"}
 
 
 def variants() -> list[tuple[str, dict[str, Any] | None, str | None]]:
@@ -389,6 +473,8 @@ def variants() -> list[tuple[str, dict[str, Any] | None, str | None]]:
     out.append(("both, dense Rocchio + BM25 RM3", dict(DENSE, **rm3, interpolate="both", branches=["dense", "bm25"]), None))
     out.append(("both, dense Rocchio + BM25 RM3, guarded", dict(DENSE, **rm3, interpolate="both", branches=["dense", "bm25"], guard=guard), None))
     out.append(("default PRFConfig (enabled, guarded)", {"guard": guard}, None))
+    out.append(("both, Qdrant feedback query", dict(QDRANT_FB, interpolate="both"), None))
+    out.append(("both, Qdrant feedback query, guarded", dict(QDRANT_FB, interpolate="both", guard=guard), None))
     return out
 
 
@@ -408,7 +494,8 @@ def guard_effect(info: list[Any], guarded: Scores, unguarded: Scores) -> dict[st
 
 def report(args: argparse.Namespace) -> None:
     info0 = machine_info()
-    data: dict[str, Any] = {"machine": info0, "parameters": {"dense": DENSE, "rm3": RM3, "default": PRFConfig().model_dump()}, "collections": {}}
+    params = {"dense": DENSE, "rm3": RM3, "qdrant_feedback": QDRANT_FB, "default": PRFConfig().model_dump()}
+    data: dict[str, Any] = {"machine": info0, "parameters": params, "collections": {}}
     for name in args.collections:
         coll = load_collection(args.datasets, name, splits=("test",))
         qrels = coll.qrels["test"]
@@ -431,6 +518,9 @@ def report(args: argparse.Namespace) -> None:
                 row["prf_applied"] = int(sum(i.applied for i in info))
             if label.endswith(", guarded") and info is not None:
                 row["guard"] = guard_effect(info, s, unguarded[label[: -len(", guarded")]])
+            if label in QDRANT_VS_ROCCHIO:
+                w2, l2, t2 = wins(s, unguarded[QDRANT_VS_ROCCHIO[label]])
+                row["vs_rocchio"] = {"wins": w2, "losses": l2, "ties": t2}
             unguarded[label] = s
             rows[label] = row
             log.info("%s %-40s nDCG@10 %.4f R@100 %.4f %.1f ms/q W/L %d/%d", name, label, s.ndcg.mean(), s.recall.mean(), s.ms, w, l)
@@ -472,6 +562,67 @@ def summary(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def qdrant_feedback_section(data: dict[str, Any]) -> str:
+    """Qdrant's relevance-feedback query against the library's Rocchio, both in placement ``both``."""
+    cols = list(data["collections"])
+    rows_of = {c: data["collections"][c]["rows"] for c in cols}
+    pairs = [(q, r) for q, r in QDRANT_VS_ROCCHIO.items() if all(q in rows_of[c] for c in cols)]
+    if not pairs:
+        return ""
+    p = data["parameters"].get("qdrant_feedback", {})
+    md = ["\n## Qdrant's relevance-feedback query vs Rocchio\n\n"]
+    md.append(
+        "`dense_method: qdrant_feedback` sends the feedback documents' stored vectors with their fused first-stage "
+        "scores as Qdrant's relevance-feedback query (Qdrant Edge `Query.FeedbackNaive`; qdrant-client "
+        "`RelevanceFeedbackQuery`) and Qdrant scores the second stage itself: "
+        f"a = {p.get('feedback_a')}, b = {p.get('feedback_b')}, c = {p.get('feedback_c')}, "
+        f"fb_docs = {p.get('fb_docs')}, fb_negatives = {p.get('fb_negatives')} (chosen on dev data). "
+        "The Rocchio rows rewrite the query vector instead (one plain search). "
+        "+ms/q: the row's ms/query minus that of interpolation without PRF (same run), i.e. what PRF adds. "
+        "Head-to-head: per-query nDCG@10 wins/losses/ties of the Qdrant row against its Rocchio row.\n\n"
+    )
+    table = []
+    for q, r in pairs:
+        for c in cols:
+            a, b, base = rows_of[c][r], rows_of[c][q], rows_of[c]["interpolation, no PRF"]["ms_per_query"]
+            table.append(
+                [q, c, a["ndcg@10"], b["ndcg@10"], a["recall@100"], b["recall@100"],
+                 a["ms_per_query"] - base, b["ms_per_query"] - base,
+                 f"{a['wins']}/{a['losses']}", f"{b['wins']}/{b['losses']}", "{wins}/{losses}/{ties}".format(**b["vs_rocchio"])]
+            )
+    md.append(md_table(
+        ["Qdrant row", "collection", "nDCG@10 Rocchio", "nDCG@10 Qdrant", "R@100 Rocchio", "R@100 Qdrant",
+         "+ms/q Rocchio", "+ms/q Qdrant", "W/L vs interp. Rocchio", "W/L vs interp. Qdrant", "head-to-head W/L/T"],
+        table,
+    ))
+    md.append("\n")
+    for q, r in pairs:
+        mean = lambda lab, key: float(np.mean([rows_of[c][lab][key] for c in cols]))  # noqa: E731
+        h2h = [sum(rows_of[c][q]["vs_rocchio"][k] for c in cols) for k in ("wins", "losses")]
+        better = sum(rows_of[c][q]["ndcg@10"] > rows_of[c][r]["ndcg@10"] + 5e-4 for c in cols)
+        worse = sum(rows_of[c][q]["ndcg@10"] < rows_of[c][r]["ndcg@10"] - 5e-4 for c in cols)
+        base_ms = mean("interpolation, no PRF", "ms_per_query")
+        md.append(
+            f"- `{q}` vs `{r}`: mean nDCG@10 {mean(q, 'ndcg@10'):.3f} vs {mean(r, 'ndcg@10'):.3f} "
+            f"(higher on {better}, lower on {worse} of {len(cols)} collections by more than 0.05 points), "
+            f"mean Recall@100 {mean(q, 'recall@100'):.3f} vs {mean(r, 'recall@100'):.3f}, "
+            f"PRF's added ms/query (mean) {mean(q, 'ms_per_query') - base_ms:+.1f} vs {mean(r, 'ms_per_query') - base_ms:+.1f}; "
+            f"per query {h2h[0]} wins and {h2h[1]} losses against Rocchio over all collections.\n"
+        )
+    md.append(
+        "\nWhy they land so close: for cosine (and dot) similarity Qdrant's formula is linear in the candidate's unit "
+        "vector, so it ranks exactly like one plain search with `a·q + Σ_k λ_k·d_k` (unit vectors), where `λ_k` adds the "
+        "pair weights `(s_pos − s_neg)^b·c` document k gets as the better of a pair and subtracts those it gets as the "
+        "worse. That is a Rocchio query whose feedback weights come from first-stage score gaps and sum to zero: the "
+        "best-scored feedback documents pull, the worst-scored ones push (with these settings typically the rank-50 "
+        "negative and the 4th and 5th feedback documents). The cost differs: for every candidate it scores, Qdrant "
+        "evaluates the similarity to the query and to both vectors of every feedback pair (Qdrant Edge: every two "
+        "feedback documents with different scores, 15 pairs for 6 documents), where a rewritten Rocchio vector needs "
+        "one similarity.\n"
+    )
+    return "".join(md)
+
+
 def render(data: dict[str, Any]) -> str:
     cols = list(data["collections"])
     md = ["# Pseudo-relevance feedback: placements, RM3, drift guard\n"]
@@ -481,7 +632,14 @@ def render(data: dict[str, Any]) -> str:
         "score completion, depth 100 per branch; test qrels, queries with at least one relevant document. "
         "PRF parameters were chosen on dev data only (scifact train, nfcorpus-preprocessed dev; see "
         "[prf_tuning.md](prf_tuning.md); the drift guard in [prf_guard_tuning.md](prf_guard_tuning.md)): dense Rocchio "
-        f"{json.dumps(data['parameters']['dense'])}, BM25 RM3 {json.dumps(data['parameters']['rm3'])}. "
+        f"{json.dumps(data['parameters']['dense'])}, BM25 RM3 {json.dumps(data['parameters']['rm3'])}"
+        + (
+            f", Qdrant's relevance-feedback query {json.dumps(data['parameters']['qdrant_feedback'])} "
+            "([prf_feedback_tuning.md](prf_feedback_tuning.md))"
+            if "qdrant_feedback" in data["parameters"]
+            else ""
+        )
+        + ". "
         "ms/query: the whole batch of queries at once (first stage + PRF), divided by the number of queries, on 2 shared cores.\n"
     )
     labels = list(next(iter(data["collections"].values()))["rows"])
@@ -510,6 +668,7 @@ def render(data: dict[str, Any]) -> str:
             if g:
                 grows.append([lab, c, g["skipped"], g["damped"], g["protected"], g["cost"], g["ndcg_change_vs_unguarded"]])
     md.append(md_table(["variant", "collection", "skipped", "damped", "protected", "cost", "Δ nDCG@10 vs unguarded"], grows))
+    md.append(qdrant_feedback_section(data))
     md.append("\n## Targets (nDCG@10)\n\n")
     trows = []
     for c in cols:

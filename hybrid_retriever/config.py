@@ -143,7 +143,11 @@ class MultiVectorBranchConfig(_BranchBase):
     ``auto`` reads PyLate and Stanford ColBERT checkpoints. ``mode``: ``full`` (its own
     HNSW index on the multivector), ``rescorer`` (no index; MaxSim of the other
     branches' candidates, one Qdrant request with prefetches) or ``muvera`` (FDE
-    candidates, exact MaxSim re-ranking).
+    candidates, exact MaxSim re-ranking). By default documents are pooled (factor 2)
+    and MaxSim runs on Qdrant's int8 copy: on the four benchmark collections this
+    matches float32 quality and cuts the rescorer's cost about threefold
+    (benchmarks/results/multivector_rescorer.md); ``pool_factor: 1``,
+    ``quantization: null`` stores and scores the encoder's vectors exactly.
     """
 
     kind: Literal["multivector"] = "multivector"
@@ -154,10 +158,13 @@ class MultiVectorBranchConfig(_BranchBase):
     batch_size: int = Field(default=32, gt=0)
     query_length: Optional[int] = Field(default=None, gt=1, description="None = the checkpoint's own.")
     document_length: Optional[int] = Field(default=None, gt=1, description="None = the checkpoint's own.")
-    pool_factor: int = Field(default=1, ge=1, le=8, description="Token pooling at index time (1 = none).")
+    pool_factor: int = Field(default=2, ge=1, le=8, description="Token pooling at index time (1 = none; 2 halves the vectors).")
     protected_tokens: int = Field(default=1, ge=0, description="Leading tokens never pooled ([CLS]).")
     storage: Literal["float32", "float16"] = "float32"
-    quantization: Optional[Literal["int8"]] = Field(default=None, description="Qdrant scalar quantization (rescored).")
+    quantization: Optional[Literal["int8"]] = Field(default="int8", description="Qdrant scalar quantization; None = originals only.")
+    quantization_rescore: bool = Field(
+        default=False, description="Quantized search: re-score with the original vectors (slower); False = MaxSim on int8."
+    )
     oversampling: float = Field(default=2.0, ge=1.0, description="Quantized search: candidates × this are rescored.")
     hnsw_m: int = Field(default=16, gt=0, description="HNSW links per node (mode full).")
     hnsw_ef_construct: int = Field(default=100, gt=0, description="HNSW build beam (mode full).")
@@ -285,7 +292,10 @@ class PRFConfig(_Strict):
     for the others); ``both`` — feedback from the fused list and fused again.
     ``branches`` names the branches that get PRF (None = every dense branch). Dense
     branches use ``dense_method`` (Rocchio ``alpha``·q + ``beta``·mean(feedback) −
-    ``gamma``·mean(negatives), or Average); sparse branches use ``sparse_method``
+    ``gamma``·mean(negatives), Average, or ``qdrant_feedback``: Qdrant's own
+    relevance-feedback query scores the second stage from the top ``fb_docs`` (plus
+    ``fb_negatives``) documents and their first-stage scores, with weights
+    ``feedback_a``/``feedback_b``/``feedback_c``); sparse branches use ``sparse_method``
     (RM3 with ``rm3_lambda`` the original query's weight, or Rocchio with alpha/beta),
     keeping ``fb_terms`` expansion terms.
     """
@@ -295,11 +305,17 @@ class PRFConfig(_Strict):
     branches: Optional[list[str]] = Field(default=None, description="Branches that get PRF; None = every dense branch.")
     fb_docs: int = Field(default=3, gt=0, description="Feedback documents (top of the feedback list).")
     depth: Optional[int] = Field(default=None, gt=0, description="Second-stage depth per branch; None = the branch's depth.")
-    dense_method: Literal["rocchio", "average"] = "rocchio"
+    dense_method: Literal["rocchio", "average", "qdrant_feedback"] = Field(
+        default="rocchio",
+        description="Dense branches: rewrite the query by `rocchio` or `average`, or let Qdrant's relevance-feedback "
+        "query score the second stage (`qdrant_feedback`).",
+    )
     alpha: float = Field(default=1.0, ge=0, le=1, description="Rocchio weight of the original query.")
     beta: float = Field(default=0.5, ge=0, le=1, description="Rocchio weight of the feedback centroid.")
     gamma: float = Field(default=0.0, ge=0, le=1, description="Rocchio weight of the negative centroid.")
-    fb_negatives: int = Field(default=0, ge=0, description="Negative documents, taken after rank negative_from.")
+    fb_negatives: int = Field(
+        default=0, ge=0, description="Negative documents (Rocchio gamma, qdrant_feedback), taken after rank negative_from."
+    )
     negative_from: int = Field(default=50, ge=0)
     sparse_method: Literal["rm3", "rocchio"] = "rm3"
     rm3_lambda: float = Field(default=0.7, ge=0, le=1, description="RM3: weight of the original query (λ).")
@@ -307,6 +323,19 @@ class PRFConfig(_Strict):
     idf_terms: bool = Field(default=False, description="Choose expansion terms by P(w|R)·IDF (IDF read from Qdrant).")
     doc_weighting: Literal["score", "uniform"] = Field(
         default="score", description="Feedback documents weighted by first-stage score, or equally (RM3, sparse Rocchio)."
+    )
+    # Qdrant's naive strategy: a·sim(q, x) + Σ_pairs (s_pos − s_neg)^b · c · (sim(pos, x) − sim(neg, x)).
+    # Defaults chosen on dev data (benchmarks/results/prf_feedback_tuning.md; best there with fb_docs 5, fb_negatives 1).
+    feedback_a: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="qdrant_feedback: weight a of the similarity to the query."
+    )
+    feedback_b: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="qdrant_feedback: exponent b on a feedback pair's first-stage score gap (0 = every pair weighs c).",
+    )
+    feedback_c: float = Field(
+        default=0.1, ge=0, allow_inf_nan=False,
+        description="qdrant_feedback: weight c of each feedback pair's similarity difference.",
     )
     guard: PRFGuardConfig = Field(default_factory=PRFGuardConfig)
 
@@ -316,6 +345,14 @@ class PRFConfig(_Strict):
             raise ValueError("PRF alpha and beta are both 0: give the query or the feedback some weight")
         if self.gamma > 0 and self.fb_negatives == 0:
             raise ValueError("PRF gamma > 0 needs fb_negatives > 0 (the negative documents to subtract)")
+        if self.dense_method == "qdrant_feedback":
+            if self.fb_docs + self.fb_negatives < 2:
+                raise ValueError(
+                    "PRF dense_method qdrant_feedback pairs higher- with lower-scored feedback documents and needs "
+                    "at least 2: set fb_docs >= 2 (or fb_negatives >= 1)"
+                )
+            if self.feedback_a + self.feedback_c <= 0:
+                raise ValueError("PRF feedback_a and feedback_c are both 0: every score would be 0; give one of them weight")
         return self
 
 

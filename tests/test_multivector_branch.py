@@ -36,7 +36,8 @@ def _docs() -> list[Document]:
 
 @pytest.mark.parametrize("mode", ["full", "rescorer", "muvera"])
 def test_modes_match_reference_maxsim_on_both_stores(tmp_path: Path, tiny, mode: str) -> None:
-    mv = {"kind": "multivector", "model": str(tiny.path), "mode": mode, "depth": 5, "muvera": {"candidates": 6}}
+    mv = {"kind": "multivector", "model": str(tiny.path), "mode": mode, "depth": 5, "muvera": {"candidates": 6},
+          "pool_factor": 1, "quantization": None}  # exact storage: scores must equal the reference
     branches = [{"kind": "bm25", "depth": 3}, mv]
     rankings = {}
     for store in ("edge", "memory"):
@@ -87,6 +88,61 @@ def test_pooling_float16_and_int8_quantization(tmp_path: Path, tiny) -> None:
     r.close()
 
 
+def test_default_storage_pools_and_scores_maxsim_on_int8(tmp_path: Path, tiny) -> None:
+    """The defaults (pool factor 2, int8 without re-scoring) score MaxSim of the pooled vectors.
+
+    Segments this small get no int8 copy from Qdrant (see the next test), so scores are exact.
+    """
+    from hybrid_retriever.config import MultiVectorBranchConfig
+
+    defaults = MultiVectorBranchConfig()
+    assert (defaults.pool_factor, defaults.quantization, defaults.quantization_rescore) == (2, "int8", False)
+    for store in ("edge", "memory"):
+        r = _retriever(tmp_path, store, [{"kind": "bm25", "depth": 6}, {"kind": "multivector", "model": str(tiny.path)}], tag="def")
+        r.add_documents(_docs())
+        stored = {p.point_id: p.vectors["multivector"] for p in r.store.retrieve([point_id(d) for d in DOCS], with_vectors=["multivector"])}
+        for d, t in DOCS.items():
+            assert len(stored[point_id(d)]) == 1 + (len(stanford_reference(tiny, t, False)) - 1) // 2
+        for q in QUERIES:
+            qv = stanford_reference(tiny, q, True)
+            hits = r.search_branches([q])[0]["multivector"].hits
+            ref = {p: maxsim(qv, v) for p, v in stored.items()}
+            for h in hits:
+                assert h.score == pytest.approx(ref[h.point_id], abs=1e-3)
+            assert hits[0].point_id == max((h.point_id for h in hits), key=ref.get)
+        r.close()
+
+
+def test_quantization_rescore_switch_reaches_qdrant(tmp_path: Path, tiny) -> None:
+    """int8 MaxSim without re-scoring is approximate; with re-scoring it is exact.
+
+    Qdrant builds the int8 copy only for segments above its indexing threshold (~10 MB of
+    vectors), hence 4,000 documents × 48 tokens of random unit vectors.
+    """
+    rng = np.random.default_rng(0)
+    mats = rng.standard_normal((4000, 48, 16)).astype(np.float32)
+    mats /= np.linalg.norm(mats, axis=2, keepdims=True)
+    texts = list(DOCS.values())
+    docs = [Document(text=texts[i % len(texts)], id=str(i)) for i in range(len(mats))]
+    index = {point_id(d.id): i for i, d in enumerate(docs)}
+    worst = {}
+    for rescore in (False, True):
+        mv = {"kind": "multivector", "model": str(tiny.path), "pool_factor": 1, "quantization_rescore": rescore}
+        r = _retriever(tmp_path, "edge", [{"kind": "bm25", "depth": 20}, mv], tag=f"rescore{rescore}")
+        r.add_documents(docs, vectors={"multivector": list(mats)})
+        r.optimize()
+        errors = []
+        for q in QUERIES[:3]:
+            qv = stanford_reference(tiny, q, True)
+            hits = r.search_branches([q])[0]["multivector"].hits
+            assert len(hits) >= 20
+            errors += [abs(h.score - maxsim(qv, mats[index[h.point_id]])) / len(qv) for h in hits]
+        worst[rescore] = max(errors)
+        r.close()
+    assert worst[True] < 1e-4
+    assert 1e-4 < worst[False] < 0.02  # quantized, to within int8 precision per query token
+
+
 def test_dimension_mismatch_on_reopen(tmp_path: Path, tiny) -> None:
     mv = {"kind": "multivector", "model": str(tiny.path), "mode": "full"}
     r = _retriever(tmp_path, "edge", [mv], tag="dim")
@@ -118,12 +174,12 @@ def test_shared_forward_pass_with_dense(tmp_path: Path, dense_branch) -> None:
 
     cfg = RetrieverConfig.model_validate({
         "store": {"kind": "qdrant", "location": ":memory:", "collection": "shared"},
-        "branches": [{"kind": "bm25"}, {"kind": "dense"}, {"kind": "multivector"}],
+        "branches": [{"kind": "bm25"}, {"kind": "dense"}, {"kind": "multivector", "pool_factor": 1}],
         "runtime": {"show_progress": False},
     })
     from hybrid_retriever.branches import build_branch
 
-    dense, mv = DenseBranch(DenseBranchConfig()), MultiVectorBranch(MultiVectorBranchConfig())
+    dense, mv = DenseBranch(DenseBranchConfig()), MultiVectorBranch(MultiVectorBranchConfig(pool_factor=1))
 
     r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense, mv])
     assert mv.shared is not None and dense.shared_forward is mv.shared

@@ -152,6 +152,19 @@ def test_pooling_merges_identical_tokens() -> None:
     assert pool_tokens(y, 1) is y
 
 
+def test_pooled_centroids_are_unit_length_unless_asked_otherwise() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((21, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    unit = pool_tokens(x, 2, protected=1)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    plain = pool_tokens(x, 2, protected=1, normalize=False)
+    # Same clusters, same directions; plain means of distinct unit vectors are shorter than 1.
+    np.testing.assert_allclose(plain / np.linalg.norm(plain, axis=1, keepdims=True), unit, rtol=1e-5, atol=1e-6)
+    merged = np.linalg.norm(plain[1:], axis=1)
+    assert np.all(merged <= 1.0 + 1e-6) and np.any(merged < 0.99)
+
+
 def _fde_reference(fde: FDEEncoder, x: np.ndarray, query: bool) -> np.ndarray:
     """The FDE written out with loops, from the encoder's own random planes and projections."""
     p = fde.params

@@ -188,7 +188,7 @@ class MultiVectorBranch(Branch):
                 raise InvalidInputError(
                     f"branch {self.name!r} stores (tokens, {dim}) matrices with at least one token; got shape {x.shape}"
                 )
-            pooled = pool_tokens(x, self.config.pool_factor, self.config.protected_tokens)
+            pooled = pool_tokens(x, self.config.pool_factor, self.config.protected_tokens, self.encoder.settings.normalize)
             named: dict[str, Vector] = {self.name: pooled}
             if self.config.mode == "muvera":
                 named[self.fde_name] = self.fde.document(pooled)
@@ -202,7 +202,8 @@ class MultiVectorBranch(Branch):
 
     def search_options(self) -> dict[str, Any]:
         if self.config.quantization:
-            return {"rescore": True, "oversampling": self.config.oversampling}
+            rescore = self.config.quantization_rescore
+            return {"rescore": rescore, "oversampling": self.config.oversampling if rescore else None}
         return {}
 
     def bytes_per_document(self, tokens: float) -> float:

@@ -7,7 +7,9 @@ Given one batch's first-stage branch results and fused lists, :meth:`PRFPipeline
    search filter, so feedback documents do too;
 2. asks the drift guard how far to trust them (skip, damp or apply);
 3. reads the feedback documents' stored vectors back from Qdrant in one call and
-   rewrites each PRF branch's query (dense: Rocchio/Average; sparse: RM3/Rocchio);
+   rewrites each PRF branch's query (dense: Rocchio/Average; sparse: RM3/Rocchio), or,
+   with ``dense_method: qdrant_feedback``, sends the vectors and their first-stage
+   scores as Qdrant's relevance-feedback query, which Qdrant scores itself;
 4. runs every second-stage search of the batch in one ``Store.search_batch`` call
    (skipped queries and non-PRF branches reuse their first-stage lists);
 5. completes missing scores (reusing first-stage completions) and fuses again: every
@@ -34,7 +36,7 @@ from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.prf import dense, guard, sparse
 from hybrid_retriever.prf.stats import IdfCache
-from hybrid_retriever.stores.base import PAYLOAD_ID, SearchRequest
+from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, SearchRequest
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.types import BranchResult, BranchScore, Hit, ScoredId, SparseVector, Vector
 
@@ -78,6 +80,23 @@ def _rewrite_sparse(fb: Feedback, cfg: PRFConfig) -> Vector:
     else:
         new = sparse.rm3(q, docs, fb.weights, cfg.rm3_lambda, cfg.fb_terms, fb.idf)
     return sparse.damp(q, new, fb.strength)
+
+
+def qdrant_feedback(
+    ids: Sequence[str], scores: Mapping[str, float], vectors: Mapping[str, Vector], strength: float, cfg: PRFConfig
+) -> RelevanceFeedback:
+    """Qdrant's relevance-feedback query from feedback documents (``ids``, best first) and their first-stage scores.
+
+    The guard's ``strength`` scales ``c``: damped feedback moves towards the plain
+    search (``c = 0`` ranks exactly as the original query).
+    """
+    return RelevanceFeedback(
+        vectors=[vectors[i] for i in ids],
+        scores=[float(scores[i]) for i in ids],
+        a=cfg.feedback_a,
+        b=cfg.feedback_b,
+        c=cfg.feedback_c * strength,
+    )
 
 
 #: Rewriters by vector kind (``VectorSpec.kind``).
@@ -218,7 +237,8 @@ class PRFPipeline:
                 if d.strength <= 0:
                     continue
                 wanted.setdefault(b, set()).update(d.feedback)
-                if cfg.gamma > 0 and cfg.fb_negatives and r.branches[b].vector_spec.kind == "dense":
+                uses_negatives = cfg.gamma > 0 or cfg.dense_method == "qdrant_feedback"
+                if uses_negatives and cfg.fb_negatives and r.branches[b].vector_spec.kind == "dense":
                     negs[b] = [i for i, _ in source[cfg.negative_from : cfg.negative_from + cfg.fb_negatives]]
                     wanted[b].update(negs[b])
             negatives.append(negs)
@@ -244,6 +264,7 @@ class PRFPipeline:
         requests: list[SearchRequest] = []
         keys: list[tuple[int, str]] = []
         vectors: dict[tuple[int, str], Vector] = {}
+        server_fb: dict[tuple[int, str], RelevanceFeedback] = {}
         for qi, plan in enumerate(plans):
             for b, (d, source) in plan.items():
                 fb_ids = [i for i in d.feedback if i in points and b in points[i].vectors]
@@ -254,6 +275,23 @@ class PRFPipeline:
                     infos[qi].strength[b] = 0.0
                     continue
                 scores = dict(source)
+                branch = r.branches[b]
+                if branch.vector_spec.kind == "dense" and cfg.dense_method == "qdrant_feedback":
+                    # Qdrant scores the second stage itself; the query vector stays the original.
+                    negs = [i for i in negatives[qi].get(b, []) if i in points and b in points[i].vectors]
+                    items = list(dict.fromkeys(fb_ids + negs))
+                    if len(items) < 2:
+                        infos[qi].strength[b] = 0.0
+                        infos[qi].reason[b] = (
+                            f"skipped: Qdrant's feedback query needs 2 or more feedback documents, got {len(items)}"
+                        )
+                        continue
+                    fbq = qdrant_feedback(items, scores, {i: points[i].vectors[b] for i in items}, d.strength, cfg)
+                    vectors[(qi, b)] = results[qi][b].query_vector
+                    server_fb[(qi, b)] = fbq
+                    requests.append(self._request(b, results[qi][b].query_vector, spec, fbq))
+                    keys.append((qi, b))
+                    continue
                 weights = None
                 if cfg.doc_weighting == "score":
                     weights = [max(float(scores.get(i, 0.0)), 0.0) for i in fb_ids]
@@ -265,7 +303,6 @@ class PRFPipeline:
                     strength=d.strength,
                     idf=idf.get(b),
                 )
-                branch = r.branches[b]
                 vec = REWRITERS[branch.vector_spec.kind](feedback, cfg)
                 vectors[(qi, b)] = vec
                 requests.append(self._request(b, vec, spec))
@@ -308,7 +345,7 @@ class PRFPipeline:
             final.append(names)
         fusion = r.config.fusion
         if fusion.method == "interpolation" and fusion.missing == "exact":
-            self._complete(second, final, spec)
+            self._complete(second, final, spec, server_fb)
 
         out_fused: list[list[FusedItem]] = []
         out_results: list[dict[str, BranchResult]] = []
@@ -324,7 +361,9 @@ class PRFPipeline:
             info.ms = ms
         return PRFOutput(out_fused, out_results, infos)
 
-    def _request(self, name: str, vector: Vector, spec: FilterSpec | None) -> SearchRequest:
+    def _request(
+        self, name: str, vector: Vector, spec: FilterSpec | None, feedback: RelevanceFeedback | None = None
+    ) -> SearchRequest:
         """Branch ``name``'s second-stage search, built like its first stage (own options, own first-stage prefetch)."""
         branch = self.retriever.branches[name]
         depth = self.config.depth or self.retriever.config.branch(name).depth
@@ -335,10 +374,22 @@ class PRFPipeline:
             else None
         )
         options = branch.search_options() if hasattr(branch, "search_options") else {}
-        return SearchRequest(vector_name=name, vector=vector, limit=depth, filter=spec, prefetch=prefetch, **options)
+        return SearchRequest(
+            vector_name=name, vector=vector, limit=depth, filter=spec, prefetch=prefetch, feedback=feedback, **options
+        )
 
-    def _complete(self, second: list[dict[str, BranchResult]], final: list[list[str]], spec: FilterSpec | None) -> None:
-        """Exact scores for candidates a final list lacks (first-stage completions are reused)."""
+    def _complete(
+        self,
+        second: list[dict[str, BranchResult]],
+        final: list[list[str]],
+        spec: FilterSpec | None,
+        server_fb: Mapping[tuple[int, str], RelevanceFeedback],
+    ) -> None:
+        """Exact scores for candidates a final list lacks (first-stage completions are reused).
+
+        A branch searched with Qdrant's feedback query is completed with the same query,
+        so every score in its list comes from one formula.
+        """
         requests: list[SearchRequest] = []
         targets: list[tuple[int, str, list[str]]] = []
         for qi, names in enumerate(final):
@@ -352,7 +403,8 @@ class PRFPipeline:
                 if missing and res.query_vector is not None:
                     requests.append(
                         SearchRequest(
-                            vector_name=b, vector=res.query_vector, limit=len(missing), filter=spec, point_ids=missing, exact=True
+                            vector_name=b, vector=res.query_vector, limit=len(missing), filter=spec, point_ids=missing,
+                            exact=True, feedback=server_fb.get((qi, b)),
                         )
                     )
                     targets.append((qi, b, missing))

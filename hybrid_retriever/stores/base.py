@@ -26,12 +26,31 @@ class StoredPoint:
 
 
 @dataclass
+class RelevanceFeedback:
+    """Qdrant's relevance-feedback query (Qdrant 1.17+, naive strategy); the request's vector is its target.
+
+    Qdrant scores a point ``x`` as ``a·sim(target, x) + Σ_pairs (s_pos − s_neg)^b · c ·
+    (sim(pos, x) − sim(neg, x))``. Which pairs depends on the engine: Qdrant Edge 0.9 and
+    qdrant-client's local mode take every pair with ``s_pos > s_neg``; the Qdrant server
+    source pairs best with worst, second with second-worst (at most 3 pairs). With two
+    feedback vectors both give the same single pair.
+    """
+
+    vectors: list[Vector]
+    scores: list[float]
+    a: float
+    b: float
+    c: float
+
+
+@dataclass
 class SearchRequest:
     """Nearest-neighbour search of one named vector.
 
     ``point_ids`` restricts the search to those points (score completion); ``exact``
     bypasses the approximate index; ``prefetch`` makes it a re-scoring of the
-    prefetched candidates (one Qdrant request).
+    prefetched candidates (one Qdrant request); ``feedback`` turns it into Qdrant's
+    relevance-feedback query around ``vector``.
     """
 
     vector_name: str
@@ -42,9 +61,12 @@ class SearchRequest:
     exact: bool = False
     #: Searches whose candidates this request re-scores (Qdrant prefetches); None = search all points.
     prefetch: list["SearchRequest"] | None = None
-    #: Quantized vectors: re-score the best ``limit × oversampling`` with the original vectors.
-    rescore: bool = False
+    #: Quantized vectors: None leaves Qdrant's default; True re-scores the best
+    #: ``limit × oversampling`` with the original vectors; False scores with the quantized copy only.
+    rescore: bool | None = None
     oversampling: float | None = None
+    #: Score by Qdrant's relevance-feedback formula instead of plain similarity to ``vector``.
+    feedback: RelevanceFeedback | None = None
 
 
 #: A search answer: (point id, score) pairs, best first.

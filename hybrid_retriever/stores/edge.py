@@ -19,7 +19,7 @@ import qdrant_edge as qe
 
 from hybrid_retriever.branches.base import VectorSpec
 from hybrid_retriever.errors import IndexPathError, InvalidInputError
-from hybrid_retriever.stores.base import ScoredIds, SearchRequest, Store, StoredPoint
+from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_edge_filter
 from hybrid_retriever.types import SparseVector, Vector
 
@@ -145,7 +145,7 @@ class EdgeStore(Store):
     def _request(self, r: SearchRequest) -> qe.QueryRequest:
         return qe.QueryRequest(
             limit=r.limit,
-            query=qe.Query.Nearest(_to_edge_vector(r.vector), using=r.vector_name),
+            query=_query(r),
             prefetches=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
             filter=to_edge_filter(r.filter, r.point_ids),
             params=_params(r),
@@ -202,16 +202,27 @@ def _hnsw(s: VectorSpec) -> qe.HnswIndexConfig | None:
 
 
 def _params(r: SearchRequest) -> qe.SearchParams | None:
-    quant = qe.QuantizationSearchParams(rescore=True, oversampling=r.oversampling) if r.rescore else None
+    quant = None if r.rescore is None else qe.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
     if not r.exact and quant is None:
         return None
     return qe.SearchParams(exact=r.exact, quantization=quant)
 
 
+def _query(r: SearchRequest) -> qe.Query:
+    if r.feedback is not None:
+        return qe.Query.FeedbackNaive(_feedback(r.vector, r.feedback), using=r.vector_name)
+    return qe.Query.Nearest(_to_edge_vector(r.vector), using=r.vector_name)
+
+
+def _feedback(target: Vector, fb: RelevanceFeedback) -> qe.FeedbackNaiveQuery:
+    items = [qe.FeedbackItem(_to_edge_vector(v), float(s)) for v, s in zip(fb.vectors, fb.scores)]
+    return qe.FeedbackNaiveQuery(_to_edge_vector(target), items, qe.NaiveFeedbackStrategy(fb.a, fb.b, fb.c))
+
+
 def _prefetch(r: SearchRequest) -> qe.Prefetch:
     return qe.Prefetch(
         limit=r.limit,
-        query=qe.Query.Nearest(_to_edge_vector(r.vector), using=r.vector_name),
+        query=_query(r),
         prefetches=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
         params=_params(r),
         filter=to_edge_filter(r.filter, r.point_ids),

@@ -18,7 +18,7 @@ from qdrant_client import models as m
 from hybrid_retriever.branches.base import VectorSpec
 from hybrid_retriever.config import QdrantStoreConfig
 from hybrid_retriever.errors import StoreUnavailableError
-from hybrid_retriever.stores.base import ScoredIds, SearchRequest, Store, StoredPoint
+from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_client_filter
 from hybrid_retriever.types import SparseVector, Vector
 
@@ -150,7 +150,7 @@ class QdrantStore(Store):
 
     def _request(self, r: SearchRequest) -> m.QueryRequest:
         return m.QueryRequest(
-            query=_to_client_query(r.vector),
+            query=_query(r),
             using=r.vector_name,
             prefetch=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
             filter=to_client_filter(r.filter, r.point_ids),
@@ -207,15 +207,32 @@ def _hnsw(s: VectorSpec) -> m.HnswConfigDiff | None:
 
 
 def _params(r: SearchRequest) -> m.SearchParams | None:
-    quant = m.QuantizationSearchParams(rescore=True, oversampling=r.oversampling) if r.rescore else None
+    quant = None if r.rescore is None else m.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
     if not r.exact and quant is None:
         return None
     return m.SearchParams(exact=r.exact, quantization=quant)
 
 
+def _query(r: SearchRequest) -> Any:
+    if r.feedback is None:
+        return _to_client_query(r.vector)
+    return _feedback(r.vector, r.feedback)
+
+
+def _feedback(target: Vector, fb: RelevanceFeedback) -> m.RelevanceFeedbackQuery:
+    # Needs Qdrant >= 1.17 (the server rejects the query otherwise); the local mode runs it too.
+    return m.RelevanceFeedbackQuery(
+        relevance_feedback=m.RelevanceFeedbackInput(
+            target=_to_client_vector(target),
+            feedback=[m.FeedbackItem(example=_to_client_vector(v), score=float(s)) for v, s in zip(fb.vectors, fb.scores)],
+            strategy=m.NaiveFeedbackStrategy(naive=m.NaiveFeedbackStrategyParams(a=fb.a, b=fb.b, c=fb.c)),
+        )
+    )
+
+
 def _prefetch(r: SearchRequest) -> m.Prefetch:
     return m.Prefetch(
-        query=_to_client_query(r.vector),
+        query=_query(r),
         using=r.vector_name,
         prefetch=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
         params=_params(r),
