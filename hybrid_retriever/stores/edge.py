@@ -202,7 +202,9 @@ def _hnsw(s: VectorSpec) -> qe.HnswIndexConfig | None:
 
 
 def _params(r: SearchRequest) -> qe.SearchParams | None:
-    quant = None if r.rescore is None else qe.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
+    quant = None
+    if r.rescore is not None:
+        quant = qe.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
     if not r.exact and quant is None:
         return None
     return qe.SearchParams(exact=r.exact, quantization=quant)

@@ -207,7 +207,9 @@ def _hnsw(s: VectorSpec) -> m.HnswConfigDiff | None:
 
 
 def _params(r: SearchRequest) -> m.SearchParams | None:
-    quant = None if r.rescore is None else m.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
+    quant = None
+    if r.rescore is not None:
+        quant = m.QuantizationSearchParams(rescore=r.rescore, oversampling=r.oversampling if r.rescore else None)
     if not r.exact and quant is None:
         return None
     return m.SearchParams(exact=r.exact, quantization=quant)

@@ -27,6 +27,7 @@ def pool_tokens(vectors: np.ndarray, pool_factor: int, protected: int = 1, norma
     if pool_factor <= 1:
         return vectors
     from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
 
     x = np.asarray(vectors, dtype=np.float32)
     head, rest = x[:protected], x[protected:]
@@ -34,14 +35,14 @@ def pool_tokens(vectors: np.ndarray, pool_factor: int, protected: int = 1, norma
     k = max(n // pool_factor, 1)
     if k >= n:
         return x
-    sim = rest.astype(np.float64) @ rest.T.astype(np.float64)
-    dist = np.clip(1.0 - sim, 0.0, None)
-    condensed = dist[np.triu_indices(n, k=1)]
-    labels = _cut(linkage(condensed, method="ward"), n, k)
-    sums = np.zeros((labels.max() + 1, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, rest)
-    counts = np.bincount(labels)
-    means = sums[counts > 0] / counts[counts > 0, None]
+    r64 = rest.astype(np.float64)
+    dist = np.clip(1.0 - r64 @ r64.T, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    labels = _cut(linkage(squareform(dist, checks=False), method="ward"), n, k)
+    # Cluster sums as one product with the (clusters × tokens) membership matrix.
+    members = np.zeros((k, n), dtype=np.float64)
+    members[labels, np.arange(n)] = 1.0
+    means = (members @ r64) / members.sum(axis=1, keepdims=True)
     if normalize:
         means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     means = means.astype(np.float32)
