@@ -37,10 +37,11 @@ import numpy as np  # noqa: E402
 
 WORK = Path("/tmp/hr-mv-rescorer")
 MV = {"kind": "multivector", "mode": "rescorer"}
+#: Every setting spelled out (the branch's defaults are the last one).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "float32": {},
-    "pool 2": {"pool_factor": 2},
-    "int8": {"quantization": "int8", "quantization_rescore": False},
+    "float32": {"pool_factor": 1, "quantization": None},
+    "pool 2": {"pool_factor": 2, "quantization": None},
+    "int8": {"pool_factor": 1, "quantization": "int8", "quantization_rescore": False},
     "pool 2 + int8": {"pool_factor": 2, "quantization": "int8", "quantization_rescore": False},
 }
 EQUAL = {"bm25": 1 / 3, "dense": 1 / 3, "multivector": 1 / 3}
