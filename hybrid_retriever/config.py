@@ -29,6 +29,13 @@ class _Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assignment is validated too; its errors read like a config file's (ConfigError).
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
 
 # --------------------------------------------------------------------------- stores
 

@@ -195,3 +195,14 @@ def test_bad_text_and_files(tmp_path):
 def test_every_problem_is_reported_at_once():
     msg = error_of({"fusion": {"method": "nope", "rrf_k": -1}, "runtime": {"k": 0}})
     assert "fusion.method" in msg and "fusion.rrf_k" in msg and "runtime.k" in msg
+
+
+def test_assignment_errors_are_config_errors_naming_the_key():
+    cfg = RetrieverConfig()
+    with pytest.raises(ConfigError, match="normalization"):
+        cfg.fusion.normalization = "softmax"
+    with pytest.raises(ConfigError, match="fb_docs"):
+        cfg.prf.fb_docs = 0
+    assert cfg.fusion.normalization == "minmax" and cfg.prf.fb_docs == 3  # nothing half-applied
+    cfg.prf.fb_docs = 5
+    assert cfg.prf.fb_docs == 5
