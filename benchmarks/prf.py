@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -231,9 +231,8 @@ def query_features(fs: FirstStage) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in feats.items()}
 
 
-def tune(args: argparse.Namespace) -> None:
-    rows = []
-    per_query: dict[str, dict[str, Any]] = {}
+def dev_runs(args: argparse.Namespace) -> Iterator[tuple[str, str, FirstStage, Runner, Scores]]:
+    """Per dev split (never a test split): its first stage, a runner on it, and interpolation without PRF."""
     for name, split in DEV_SPLITS.items():
         coll = load_collection(args.datasets, name, splits=(split,))
         qrels = coll.qrels[split]
@@ -241,7 +240,13 @@ def tune(args: argparse.Namespace) -> None:
         r = open_index(args.datasets, name)
         fs = first_stage(r, coll.queries, qids)
         run = Runner(r, fs, qrels)
-        base = run.interpolation()
+        yield name, split, fs, run, run.interpolation()
+
+
+def tune(args: argparse.Namespace) -> None:
+    rows = []
+    per_query: dict[str, dict[str, Any]] = {}
+    for name, split, fs, run, base in dev_runs(args):
         rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
         rows.append({"collection": name, "split": split, "variant": "dense", **run.branch_alone("dense").summary()})
         rows.append({"collection": name, "split": split, "variant": "bm25", **run.branch_alone("bm25").summary()})
@@ -275,7 +280,7 @@ def tune(args: argparse.Namespace) -> None:
             if per_query[name]["signals"] is None and single is None:
                 per_query[name]["signals"] = [i.signals for i in info]
             log.info("%s %s: nDCG@10 %.4f (base %.4f) in %.1fs", name, label, s.ndcg.mean(), base.ndcg.mean(), time.perf_counter() - t0)
-        r.close()
+        run.r.close()
     out = {"machine": machine_info(), "rows": rows}
     np.save(CACHE / "prf_tune_perquery.npy", np.array([per_query], dtype=object), allow_pickle=True)
     labels = sorted({x["variant"] for x in rows}, key=lambda v: -np.mean([x["ndcg@10"] for x in rows if x["variant"] == v]))
@@ -301,14 +306,7 @@ def tune_guard(args: argparse.Namespace) -> None:
     ] + [(f"skip if agreement >= {t} (settled)", {"max_agreement": t}) for t in (0.3, 0.4, 0.5, 0.6, 0.7)]
     rows = []
     bins_out = []
-    for name, split in DEV_SPLITS.items():
-        coll = load_collection(args.datasets, name, splits=(split,))
-        qrels = coll.qrels[split]
-        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
-        r = open_index(args.datasets, name)
-        fs = first_stage(r, coll.queries, qids)
-        run = Runner(r, fs, qrels)
-        base = run.interpolation()
+    for name, split, fs, run, base in dev_runs(args):
         agree = query_features(fs)["agree10"]
         full = None
         for label, g in variants_:
@@ -317,15 +315,15 @@ def tune_guard(args: argparse.Namespace) -> None:
                 full = s
             w, l, _ = wins(s, base)
             rows.append({"collection": name, "split": split, "guard": label, "gain": float(s.ndcg.mean() - base.ndcg.mean()),
-                         "applied": int(sum(i.applied for i in info)), "queries": len(qids), "wins": w, "losses": l})
-            log.info("%s %-40s gain %+.4f applied %d/%d", name, label, rows[-1]["gain"], rows[-1]["applied"], len(qids))
+                         "applied": int(sum(i.applied for i in info)), "queries": len(fs.qids), "wins": w, "losses": l})
+            log.info("%s %-40s gain %+.4f applied %d/%d", name, label, rows[-1]["gain"], rows[-1]["applied"], len(fs.qids))
         delta = full.ndcg - base.ndcg
         for lo, hi in [(0.0, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.7), (0.7, 1.01)]:
             m = (agree >= lo) & (agree < hi)
             bins_out.append({"collection": name, "agreement": f"[{lo:.1f}, {min(hi, 1.0):.1f}{']' if hi > 1 else ')'}",
                              "queries": int(m.sum()), "gain_without_guard": float(delta[m].mean()) if m.any() else None,
                              "first_stage_ndcg": float(base.ndcg[m].mean()) if m.any() else None})
-        r.close()
+        run.r.close()
     out = {"machine": machine_info(), "dense": DENSE, "rows": rows, "by_agreement": bins_out}
     md = "# Drift guard on dev splits\n\n" + machine_md(out["machine"]) + "\n"
     md += (f"Dense Rocchio {json.dumps(DENSE)}, placement `both`; nDCG@10 gain (points) over interpolation without PRF "
@@ -361,14 +359,7 @@ def feedback_grid() -> list[tuple[str, dict[str, Any]]]:
 def tune_feedback(args: argparse.Namespace) -> None:
     """Choose Qdrant's relevance-feedback parameters on dev data (best mean nDCG@10, as ``tune`` does for Rocchio)."""
     rows = []
-    for name, split in DEV_SPLITS.items():
-        coll = load_collection(args.datasets, name, splits=(split,))
-        qrels = coll.qrels[split]
-        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
-        r = open_index(args.datasets, name)
-        fs = first_stage(r, coll.queries, qids)
-        run = Runner(r, fs, qrels)
-        base = run.interpolation()
+    for name, split, fs, run, base in dev_runs(args):
         rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
         grid = [(f"dense rocchio fb{DENSE['fb_docs']} a{DENSE['alpha']} b{DENSE['beta']} both (chosen by tune)", dict(DENSE, interpolate="both"))]
         for label, kw in grid + feedback_grid():
@@ -376,7 +367,7 @@ def tune_feedback(args: argparse.Namespace) -> None:
             w, l, _ = wins(s, base)
             rows.append({"collection": name, "split": split, "variant": label, **s.summary(), "wins": w, "losses": l})
             log.info("%s %s: nDCG@10 %.4f (base %.4f)", name, label, s.ndcg.mean(), base.ndcg.mean())
-        r.close()
+        run.r.close()
     out = {"machine": machine_info(), "rows": rows}
     write_results("prf_feedback_tuning", out, render_feedback_tuning(out))
 
