@@ -65,6 +65,7 @@ class HybridRetriever:
         branches: Sequence[Branch] | None = None,
     ) -> None:
         self.config = config or RetrieverConfig()
+        self._owns_store = store is None  # a store passed in stays the caller's to close
         self.store = store or build_store(self.config.store)
         built = list(branches) if branches is not None else [build_branch(c) for c in self.config.branches]
         self.branches: dict[str, Branch] = {b.name: b for b in built}
@@ -104,7 +105,13 @@ class HybridRetriever:
         data = dict(manifest["config"])
         data["store"] = {**data.get("store", {}), "kind": "edge", "path": str(path)}
         data.update(overrides)
-        return cls(RetrieverConfig.validate_data(data), store=store)
+        try:
+            retriever = cls(RetrieverConfig.validate_data(data), store=store)
+        except BaseException:
+            store.close()  # release the shard's lock
+            raise
+        retriever._owns_store = True  # opened here, so released by close()
+        return retriever
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
         for name, branch in self.branches.items():
@@ -124,9 +131,10 @@ class HybridRetriever:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Flush and release the index and worker threads."""
+        """Release the worker threads, and flush and release the index unless the caller passed it in."""
         self._pool.shutdown(wait=True)
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> "HybridRetriever":
         return self

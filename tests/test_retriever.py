@@ -525,3 +525,14 @@ def test_branch_crash_in_third_batch_keeps_earlier_batches(tmp_path):
         assert again.count() == 20
         assert again.branches["bm25"].avg_len == avg_len
         assert again.search("deserts", k=1)[0].text.startswith("Notes on deserts")
+
+
+def test_a_store_passed_in_stays_open_after_close(tmp_path, small_docs):
+    owner = HybridRetriever(bm25_config(tmp_path / "idx"))
+    owner.add_documents(small_docs)
+    view = HybridRetriever(owner.config.model_copy(deep=True), store=owner.store,
+                           branches=list(owner.branches.values()))
+    assert ids_of(view.search("qdrant", k=3)) == ids_of(owner.search("qdrant", k=3))
+    view.close()  # releases its threads only: the store belongs to ``owner``
+    assert owner.count() == len(small_docs) and owner.search("qdrant", k=3)
+    owner.close()

@@ -10,6 +10,7 @@ One module per concern, all on the library's public API (fusion through the publ
 - :mod:`.grid` fusion of cached runs, vectorised over many configurations;
 - :mod:`.runner` per-branch and fused metrics, candidate recall, latency in one pass;
 - :mod:`.tuning` search of the fusion space with cross-validation, tuned config out;
+- :mod:`.prf_tuning` pseudo-relevance feedback settings on one first stage, validated the same way;
 - :mod:`.synthetic` pseudo-queries cut from the corpus, for tuning without judgements;
 - :mod:`.report` JSON, Markdown and PNG plots.
 
@@ -35,6 +36,7 @@ from hybrid_retriever.evaluation.datasets import (
 )
 from hybrid_retriever.evaluation.grid import FusionGrid, FusionParams, fuse_reference
 from hybrid_retriever.evaluation.metrics import DEFAULT_METRICS, Metric, evaluate_ranked, parse_metric, rank_run
+from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace, PRFTuningResult, tune_prf
 from hybrid_retriever.evaluation.runner import EvalResult, SystemResult, evaluate
 from hybrid_retriever.evaluation.significance import PairedTest, paired_t_test, randomization_test
 from hybrid_retriever.evaluation.synthetic import pseudo_queries
@@ -48,6 +50,8 @@ __all__ = [
     "FusionParams",
     "JudgedQueries",
     "Metric",
+    "PRFSearchSpace",
+    "PRFTuningResult",
     "PairedTest",
     "Qrels",
     "QueryRuns",
@@ -72,6 +76,7 @@ __all__ = [
     "read_queries",
     "read_trec_run",
     "tune",
+    "tune_prf",
     "weight_grid",
     "write_config",
     "write_trec_run",

@@ -6,6 +6,7 @@ functions so either module can be imported first.
     hybrid-retriever eval DATA --index PATH [--split test] [--config FILE] [--out DIR]
     hybrid-retriever tune DATA --index PATH [--split train --dev-split test | --folds 5] [--out tuned.yaml]
     hybrid-retriever tune --synthetic --index PATH [--n-queries 500] [--out tuned.yaml]
+    hybrid-retriever tune DATA --index PATH ... --prf [--prf-fb-docs 1,3,5 --prf-beta 0.25,0.5,1 ...]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import IndexMismatchError, InvalidInputError
 from hybrid_retriever.evaluation.datasets import JudgedQueries, load_judged, read_corpus
+from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace
 from hybrid_retriever.retriever import HybridRetriever, point_id
 from hybrid_retriever.types import Document
 
@@ -54,7 +56,7 @@ def _words(text: str) -> tuple[str, ...]:
 def _open_or_build(
     index: Path, config: Optional[Path], corpus: Optional[list[Document]], *, progress: bool, rebuild_hint: str
 ) -> tuple[HybridRetriever, bool]:
-    """The retriever on ``index``: reopened (with --config's fusion/weights/depths) or built from ``corpus``."""
+    """The retriever on ``index``: reopened (with --config's fusion/weights/depths/PRF) or built from ``corpus``."""
     from hybrid_retriever.cli import _config_for_new_index, console, index_exists, open_index
 
     if index_exists(index):
@@ -62,7 +64,8 @@ def _open_or_build(
             return open_index(index), False
         cfg = RetrieverConfig.from_file(config)
         data = cfg.model_dump()
-        return open_index(index, branches=data["branches"], fusion=data["fusion"], runtime=data["runtime"]), False
+        return open_index(index, branches=data["branches"], fusion=data["fusion"], runtime=data["runtime"],
+                          prf=data["prf"]), False
     if not corpus:
         raise InvalidInputError(
             f"no index at {index}, and no corpus to build one from; {rebuild_hint}"
@@ -179,13 +182,25 @@ def tune_command(
     cache: Path = typer.Option(Path(DEFAULT_CACHE), "--cache", help="Folder caching the branch runs; a rerun resumes from it."),
     test: str = typer.Option("randomization", "--test", help="Paired test of tuned vs default on held-out queries."),
     selection: str = typer.Option("one-se", "--selection", help="one-se: keep the default unless beaten by more than one standard error; best: the top score."),
+    fusion: bool = typer.Option(True, "--fusion/--no-fusion", help="Tune the fusion; --no-fusion keeps the configuration's (with --prf: tune PRF only)."),
+    prf: bool = typer.Option(False, "--prf", help="Also tune pseudo-relevance feedback, on top of the tuned (or, with --no-fusion, the given) fusion."),
+    prf_placements: Optional[str] = typer.Option(None, "--prf-placements", help="PRF placements to try: none, before, after, both (default: after,both)."),
+    prf_branches: Optional[str] = typer.Option(None, "--prf-branches", help="Branch sets that get feedback, comma-separated, + joins one set's branches, e.g. dense,dense+bm25 (default: every dense branch)."),
+    prf_fb_docs: Optional[str] = typer.Option(None, "--prf-fb-docs", help="Feedback documents to try (default: 1,3,5)."),
+    prf_alpha: Optional[str] = typer.Option(None, "--prf-alpha", help="Rocchio weights of the query, in [0, 1] (default: 1)."),
+    prf_beta: Optional[str] = typer.Option(None, "--prf-beta", help="Rocchio weights of the feedback, in [0, 1] (default: 0.25,0.5,1)."),
+    prf_rm3_lambda: Optional[str] = typer.Option(None, "--prf-rm3-lambda", help="RM3 weights of the original query, in [0, 1], for sets with a BM25 branch (default: 0.5,0.7)."),
+    prf_fb_terms: Optional[str] = typer.Option(None, "--prf-fb-terms", help="Expansion terms kept, for sets with a BM25 branch (default: 10,30)."),
+    prf_depth: Optional[str] = typer.Option(None, "--prf-depth", help="Second-stage depths to try (default: each branch's depth)."),
+    prf_guard: Optional[str] = typer.Option(None, "--prf-guard", help="Drift guard: on, off or on,off (default: as configured)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Tune fusion method, weights and depths on judged queries (or pseudo-queries) and write the config."""
+    """Tune fusion method, weights and depths (and with --prf, pseudo-relevance feedback) on judged queries and write the config."""
     from hybrid_retriever.cli import console, err_console
     from hybrid_retriever.evaluation.cache import collect_runs
     from hybrid_retriever.evaluation.grid import FusionGrid
-    from hybrid_retriever.evaluation.report import plot_tuning, tuning_markdown, write_json
+    from hybrid_retriever.evaluation.prf_tuning import tune_prf
+    from hybrid_retriever.evaluation.report import plot_tuning, prf_markdown, tuning_markdown, write_json
     from hybrid_retriever.evaluation.synthetic import pseudo_queries
     from hybrid_retriever.evaluation.tuning import SearchSpace, tune, write_config
 
@@ -194,6 +209,16 @@ def tune_command(
         rrf_ks=_floats(rrf_k, "--rrf-k"), weight_step=weight_step, depths=_ints(depths, "--depths") if depths else None,
     )
     space.families()  # validate names before any search
+    prf_options = {"--prf-placements": prf_placements, "--prf-branches": prf_branches, "--prf-fb-docs": prf_fb_docs,
+                   "--prf-alpha": prf_alpha, "--prf-beta": prf_beta, "--prf-rm3-lambda": prf_rm3_lambda,
+                   "--prf-fb-terms": prf_fb_terms, "--prf-depth": prf_depth, "--prf-guard": prf_guard}
+    given = [name for name, value in prf_options.items() if value is not None]
+    if given and not prf:
+        raise InvalidInputError(f"{', '.join(given)} only apply with --prf: add --prf to tune pseudo-relevance feedback")
+    if not fusion and not prf:
+        raise InvalidInputError("--no-fusion leaves nothing to tune: add --prf to tune pseudo-relevance feedback only")
+    prf_space = _prf_space(prf_placements, prf_branches, prf_fb_docs, prf_alpha, prf_beta, prf_rm3_lambda, prf_fb_terms,
+                           prf_depth, prf_guard) if prf else None
     dev: JudgedQueries | None = None
     docs: list[Document] | None = None
     if synthetic:
@@ -217,6 +242,8 @@ def tune_command(
                                       rebuild_hint="pass a BEIR folder (or --corpus) to build it")
     with retriever as r:
         base = r.config
+        if prf_space is not None:  # branch names and every PRF setting checked before any search
+            prf_space.candidates(base, {n: b.vector_spec.kind for n, b in r.branches.items()})
         if docs is not None and not built and not synthetic:
             for w in check_corpus_matches(r, docs, index):
                 log.warning(w)
@@ -239,27 +266,89 @@ def tune_command(
                 raise InvalidInputError(f"splits {split} and {dev_split} share {len(overlap)} queries; they must be disjoint")
             all_queries.update(dev.queries)
             all_qrels.update(dev.qrels)
-        deepest = max(max(space.depths or (1,)), *(b.depth for b in base.branches))
-        runs = collect_runs(r, all_queries, depth=deepest, complete=True, batch_size=batch_size, cache_dir=cache,
-                            progress=progress)
-        m_k = int(metric.split("@")[-1]) if "@" in metric else 10
-        grid = FusionGrid.from_cache(runs, all_qrels, qids=list(all_queries), max_k=max(m_k, 10))
-        console.print(f"Scoring the fusion space on {grid.n_queries} queries (runs cached in {runs.path}) ...", soft_wrap=True)
-        result = tune(grid, base, metric=metric, space=space, folds=folds, seed=seed,
-                      train_qids=list(judged.queries) if dev is not None else None,
-                      dev_qids=list(dev.queries) if dev is not None else None, test=test, selection=selection)
-        result.data = {"description": description, "index": str(index), "synthetic": synthetic,
-                       "tuning": judged.describe(), "dev": dev.describe() if dev is not None else None}
-        write_config(result, base, out, description)
+        train_qids = list(judged.queries) if dev is not None else None
+        dev_qids = list(dev.queries) if dev is not None else None
+        data_info = {"description": description, "index": str(index), "synthetic": synthetic,
+                     "tuning": judged.describe(), "dev": dev.describe() if dev is not None else None}
+        result = None
+        tuned = base
+        if fusion:
+            deepest = max(max(space.depths or (1,)), *(b.depth for b in base.branches))
+            runs = collect_runs(r, all_queries, depth=deepest, complete=True, batch_size=batch_size, cache_dir=cache,
+                                progress=progress)
+            m_k = int(metric.split("@")[-1]) if "@" in metric else 10
+            grid = FusionGrid.from_cache(runs, all_qrels, qids=list(all_queries), max_k=max(m_k, 10))
+            console.print(f"Scoring the fusion space on {grid.n_queries} queries (runs cached in {runs.path}) ...", soft_wrap=True)
+            result = tune(grid, base, metric=metric, space=space, folds=folds, seed=seed, train_qids=train_qids,
+                          dev_qids=dev_qids, test=test, selection=selection)
+            result.data = data_info
+            tuned = result.best.apply(base)
+        prf_result = None
+        if prf_space is not None:
+            # PRF on top of the fusion just chosen: the configuration that will be written.
+            console.print(f"Tuning PRF on {len(all_queries)} queries: the first stage once, then each setting's "
+                          "second stage ...", soft_wrap=True)
+            prf_result = tune_prf(r, all_queries, all_qrels, base_config=tuned, space=prf_space, metric=metric,
+                                  folds=folds, seed=seed, train_qids=train_qids, dev_qids=dev_qids, test=test,
+                                  selection=selection, batch_size=batch_size, progress=progress)
+            prf_result.data = dict(data_info)
+            if result is not None and result.validation == "cv" and result.best != result.default:
+                # The fusion under PRF was picked on every query, the held-out fold included.
+                prf_result.data["note"] = (
+                    "PRF was tuned on top of a fusion chosen on all tuning queries, so in each cross-validation fold "
+                    "the held-out queries helped choose the fusion: PRF's gain over no PRF (same fusion) is a fair "
+                    "estimate, both absolute scores are optimistic. For a clean PRF estimate run with --no-fusion, "
+                    "or tune on one split and report on another (--dev-split)."
+                )
+        write_config(result, base, out, description, prf=prf_result)
     report_dir = report or out.with_name(out.stem + "-report")
     report_dir.mkdir(parents=True, exist_ok=True)
-    md = tuning_markdown(result)
+    sections = []
+    if result is not None:
+        sections.append(tuning_markdown(result))
+    if prf_result is not None:
+        sections.append(prf_markdown(prf_result))
+    md = "\n".join(sections)
     (report_dir / "tuning.md").write_text(md, encoding="utf-8")
-    write_json(result, report_dir / "tuning.json")
-    plot = plot_tuning(result, report_dir / "weights.png")
+    report_json: dict[str, Any] = (result.as_dict() if result is not None
+                                   else {"schema": "hybrid-retriever/tuning/1", "data": data_info})
+    if prf_result is not None:
+        report_json["prf"] = prf_result.as_dict()
+    write_json(report_json, report_dir / "tuning.json")
+    plot = plot_tuning(result, report_dir / "weights.png") if result is not None else None
     typer.echo(md)
     console.print(f"Wrote the tuned configuration to {out}; report in {report_dir}"
                   + (f" (plot {plot.name})" if plot else ""), soft_wrap=True)
+
+
+def _prf_space(placements: Optional[str], branches: Optional[str], fb_docs: Optional[str], alpha: Optional[str],
+               beta: Optional[str], rm3_lambda: Optional[str], fb_terms: Optional[str], depth: Optional[str],
+               guard: Optional[str]) -> PRFSearchSpace:
+    """The PRF search space from the --prf-* options (each left out keeps the default's values), checked."""
+    d = PRFSearchSpace()
+    sets: tuple[tuple[str, ...] | None, ...] = d.branch_sets
+    if branches is not None:
+        sets = tuple(tuple(b.strip() for b in item.split("+")) for item in branches.split(",") if item.strip())
+    guards = d.guards
+    if guard is not None:
+        values = {"on": True, "off": False}
+        bad = [g for g in _words(guard) if g not in values]
+        if bad:
+            raise InvalidInputError(f"--prf-guard takes on, off or on,off; got {guard!r}")
+        guards = tuple(values[g] for g in _words(guard))
+    space = PRFSearchSpace(
+        placements=_words(placements) if placements is not None else d.placements,
+        branch_sets=sets,
+        fb_docs=_ints(fb_docs, "--prf-fb-docs") if fb_docs is not None else d.fb_docs,
+        alphas=_floats(alpha, "--prf-alpha") if alpha is not None else d.alphas,
+        betas=_floats(beta, "--prf-beta") if beta is not None else d.betas,
+        rm3_lambdas=_floats(rm3_lambda, "--prf-rm3-lambda") if rm3_lambda is not None else d.rm3_lambdas,
+        fb_terms=_ints(fb_terms, "--prf-fb-terms") if fb_terms is not None else d.fb_terms,
+        depths=_ints(depth, "--prf-depth") if depth is not None else d.depths,
+        guards=guards,
+    )
+    space.check()
+    return space
 
 
 def register(app: Any) -> None:

@@ -1,7 +1,8 @@
 """Reports of evaluation and tuning: JSON (stable schema), Markdown tables, PNG plots.
 
 JSON schemas are named in the ``schema`` key (``hybrid-retriever/eval/1``,
-``hybrid-retriever/tuning/1``); keys are only ever added, never renamed. Plots
+``hybrid-retriever/tuning/1``, ``hybrid-retriever/prf-tuning/1`` under the tuning
+report's ``prf`` key); keys are only ever added, never renamed. Plots
 need matplotlib (``pip install 'hybrid-retriever[eval]'``).
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hybrid_retriever.errors import InvalidInputError
+from hybrid_retriever.evaluation.prf_tuning import PRFTuningResult
 from hybrid_retriever.evaluation.runner import EvalResult
 from hybrid_retriever.evaluation.tuning import TuningResult
 
@@ -36,6 +38,15 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (set, tuple)):
         return list(x)
     return str(x)
+
+
+def _fold_table(folds: list[dict[str, Any]], baseline: str) -> list[str]:
+    """Markdown rows: per cross-validation fold, the pick made on the other folds and its scores."""
+    lines = [f"| fold | held-out queries | chosen on the other folds | train | held out | {baseline} |", "|---|---|---|---|---|---|"]
+    for f in folds:
+        lines.append(f"| {f['fold']} | {f['n_heldout']} | `{f['chosen']}` | {_f(f['train_score'])} | "
+                     f"{_f(f['heldout_score'])} | {_f(f['default_heldout_score'])} |")
+    return lines + [""]
 
 
 def _f(x: float | None, digits: int = 4) -> str:
@@ -109,15 +120,51 @@ def tuning_markdown(result: TuningResult, top: int = 10) -> str:
         "",
     ]
     if result.validation == "cv":
-        lines += ["| fold | held-out queries | chosen on the other folds | train | held out | default held out |",
-                  "|---|---|---|---|---|---|"]
-        for f in result.folds:
-            lines.append(f"| {f['fold']} | {f['n_heldout']} | `{f['chosen']}` | {_f(f['train_score'])} | "
-                         f"{_f(f['heldout_score'])} | {_f(f['default_heldout_score'])} |")
-        lines.append("")
+        lines += _fold_table(result.folds, "default held out")
     lines += [f"Top {min(top, len(result.top))} on the tuning queries:", "", "| # | configuration | score |", "|---|---|---|"]
     for t in result.top[:top]:
         lines.append(f"| {t['rank']} | `{t['label']}` | {_f(t['score'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def prf_markdown(result: PRFTuningResult, top: int = 10) -> str:
+    """A Markdown report of a PRF tuning run: choice, held-out score against no PRF, wins/losses, cost.
+
+    >>> res = tune_prf(retriever, data.queries, data.qrels)                   # doctest: +SKIP
+    >>> print(prf_markdown(res).splitlines()[0])                               # doctest: +SKIP
+    ## Tuning PRF on ndcg@10
+    """
+    held = "k-fold cross-validation over queries" if result.validation == "cv" else "the dev split"
+    sig = result.significance
+    runs = [ms for ms in result.prf_ms_per_query[1:]]
+    lines = [
+        f"## Tuning PRF on {result.metric}",
+        "",
+        f"{len(result.labels) - 1} PRF settings and no PRF on top of `{result.fusion}`; "
+        f"{result.n_queries} tuning queries. The first stage ran once ({result.first_stage_seconds:.1f} s), then each "
+        f"setting's second stage ({np.mean(runs) if runs else 0.0:.1f} ms/query on average); {result.seconds:.1f} s in all.",
+        "",
+        "| | " + result.metric + " |",
+        "|---|---|",
+        f"| chosen setting, on the tuning queries (optimistic) | {_f(result.best_score)} |",
+        f"| chosen, held out ({held}) | {_f(result.heldout_score)} |",
+        f"| no PRF, same held-out queries | {_f(result.default_heldout_score)} |",
+        f"| paired {sig.get('test')} test, chosen vs no PRF held out: p | {_p(sig.get('p_value'))} |",
+        f"| held-out queries better / worse / equal than no PRF | {result.wins} / {result.losses} / {result.ties} |",
+        "",
+        f"Chosen: `{result.chosen_label}`"
+        + (" — no PRF, kept because no setting beat it by more than one standard error (selection `one-se`)"
+           if result.best_index == 0 and result.selection == "one-se" else ""),
+        "",
+    ]
+    if result.data.get("note"):
+        lines += [f"Note: {result.data['note']}", ""]
+    if result.validation == "cv":
+        lines += _fold_table(result.folds, "no PRF held out")
+    lines += [f"Top {min(top, len(result.top))} on the tuning queries (applied: share of queries the guard let PRF change):",
+              "", "| # | setting | score | applied | PRF ms/query |", "|---|---|---|---|---|"]
+    for t in result.top[:top]:
+        lines.append(f"| {t['rank']} | `{t['label']}` | {_f(t['score'])} | {t['applied']:.0%} | {t['prf_ms_per_query']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -227,6 +227,13 @@ def evaluate(
         t = compare(s.per_query[main], systems["fused"].per_query[main], test).as_dict()
         sig.append({"a": n, "b": "fused", "metric": main, **t})
     warnings = list(judged.warnings)
+    with_prf = [n for n, c in [("the configuration", config), *others.items()] if c.prf.enabled]
+    if with_prf:
+        # The scores come from fusing cached first-stage runs; PRF's second stage is not run here.
+        warnings.append(
+            f"PRF is enabled in {', '.join(with_prf)}, but eval scores the fusion without PRF; "
+            "`hybrid-retriever tune --prf` reports PRF's held-out score against no PRF"
+        )
     for m in ms:
         if m.name == "judged":
             share = systems["fused"].mean[str(m)]

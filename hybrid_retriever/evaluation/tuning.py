@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from hybrid_retriever.errors import InvalidInputError
 from hybrid_retriever.evaluation.grid import FusionGrid, FusionParams
 from hybrid_retriever.evaluation.metrics import parse_metric
 from hybrid_retriever.evaluation.significance import compare
+
+if TYPE_CHECKING:
+    from hybrid_retriever.evaluation.prf_tuning import PRFTuningResult
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +255,98 @@ def select(scores: np.ndarray, rule: str = "one-se", default_index: int = 0) -> 
     return default_index if diff.mean() <= se else b
 
 
+def assign_folds(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """The cross-validation fold (0..k-1) of each of ``n`` queries: a seeded shuffle dealt round-robin.
+
+    ``k`` is ``folds`` clipped to [2, n], so fold sizes differ by at most one.
+
+    >>> assign_folds(5, 2, seed=0).tolist()
+    [1, 0, 0, 0, 1]
+    """
+    if n < 2:
+        raise InvalidInputError("cross-validation needs at least two judged queries")
+    k = max(2, min(folds, n))
+    order = np.random.default_rng(seed).permutation(n)
+    assign = np.empty(n, dtype=int)
+    assign[order] = np.arange(n) % k
+    return assign
+
+
+@dataclass
+class Validation:
+    """How a choice among configurations scored on queries it was not made on (:func:`validate`).
+
+    ``best`` is picked on all tuning queries (the one to deploy); ``heldout`` holds, for
+    each query of ``heldout_idx``, the score of the configuration picked without it
+    (its fold's choice, or the train split's), ``default_heldout`` the default's.
+    ``fold_of`` maps each query to its held-out fold (-1: used for tuning only).
+    """
+
+    kind: str                          # "cv" or "split"
+    best: int
+    tune_idx: np.ndarray
+    heldout_idx: np.ndarray
+    heldout: np.ndarray
+    default_heldout: np.ndarray
+    fold_of: np.ndarray
+    fold_choice: list[int]
+    fold_rows: list[dict[str, Any]]    # per fold: sizes, the chosen index ("chosen") and its scores
+
+
+def validate(
+    scores: np.ndarray,
+    selection: str = "one-se",
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    train_idx: np.ndarray | None = None,
+    dev_idx: np.ndarray | None = None,
+    default_index: int = 0,
+) -> Validation:
+    """Pick a configuration from per-query ``scores`` ``(configs, queries)`` and score the pick honestly.
+
+    With ``dev_idx`` the pick is made on ``train_idx`` (default: every other query) and
+    reported on ``dev_idx``; otherwise ``folds``-fold cross-validation (:func:`assign_folds`):
+    each fold is scored by the configuration :func:`select` picks on the other folds,
+    never by one picked on the fold itself.
+
+    >>> S = np.array([[0.5, 0.5, 0.5, 0.5], [0.9, 0.7, 0.1, 0.3]])  # config 1 wins on train, loses on dev
+    >>> v = validate(S, "best", train_idx=np.array([0, 1]), dev_idx=np.array([2, 3]))
+    >>> v.best, v.heldout.tolist(), v.default_heldout.tolist()
+    (1, [0.1, 0.3], [0.5, 0.5])
+    """
+    n = scores.shape[1]
+    rows: list[dict[str, Any]] = []
+    if dev_idx is not None:
+        dev = np.asarray(dev_idx, dtype=int)
+        train = np.asarray(train_idx, dtype=int) if train_idx is not None else np.setdiff1d(np.arange(n), dev)
+        if len(train) == 0 or len(dev) == 0:
+            raise InvalidInputError("train and dev splits need at least one judged query each")
+        best = select(scores[:, train], selection, default_index)
+        fold_of = np.full(n, -1)
+        fold_of[dev] = 0
+        heldout, default_heldout = scores[best, dev], scores[default_index, dev]
+        rows.append({"fold": "dev", "n_train": int(len(train)), "n_heldout": int(len(dev)), "chosen": best,
+                     "train_score": float(scores[best, train].mean()), "heldout_score": float(heldout.mean()),
+                     "default_heldout_score": float(default_heldout.mean())})
+        return Validation("split", best, train, dev, heldout, default_heldout, fold_of, [best], rows)
+    fold_of = assign_folds(n, folds, seed)
+    heldout = np.zeros(n)
+    choices: list[int] = []
+    for f in range(int(fold_of.max()) + 1):
+        test_mask = fold_of == f
+        i = select(scores[:, ~test_mask], selection, default_index)
+        choices.append(i)
+        heldout[test_mask] = scores[i, test_mask]
+        rows.append({"fold": f, "n_train": int((~test_mask).sum()), "n_heldout": int(test_mask.sum()), "chosen": i,
+                     "train_score": float(scores[i, ~test_mask].mean()),
+                     "heldout_score": float(scores[i, test_mask].mean()),
+                     "default_heldout_score": float(scores[default_index, test_mask].mean())})
+    everything = np.arange(n)
+    best = select(scores, selection, default_index)
+    return Validation("cv", best, everything, everything, heldout, scores[default_index].copy(), fold_of, choices, rows)
+
+
 def tune(
     grid: FusionGrid,
     base_config: RetrieverConfig,
@@ -291,54 +386,17 @@ def tune(
     log.info("scoring %d configurations on %d queries", len(params), grid.n_queries)
     S = grid.score(params, m)
     index = {q: i for i, q in enumerate(grid.qids)}
-    fold_rows: list[dict[str, Any]] = []
+    train_idx = dev_idx = None
     if dev_qids is not None:
-        dev = np.array([index[q] for q in dev_qids if q in index], dtype=int)
+        dev_idx = np.array([index[q] for q in dev_qids if q in index], dtype=int)
         if train_qids is not None:
-            train = np.array([index[q] for q in train_qids if q in index], dtype=int)
-        else:
-            train = np.setdiff1d(np.arange(grid.n_queries), dev)
-        if len(train) == 0 or len(dev) == 0:
-            raise InvalidInputError("train and dev splits need at least one judged query each")
-        best_i = select(S[:, train], selection)
-        heldout = S[best_i, dev]
-        default_heldout = S[0, dev]
-        validation = "split"
-        tune_idx = train
-        fold_of = np.full(grid.n_queries, -1)
-        fold_of[dev] = 0
-        fold_params = [params[best_i]]
-        fold_rows.append({"fold": "dev", "n_train": int(len(train)), "n_heldout": int(len(dev)),
-                          "chosen": params[best_i].label(grid.branches),
-                          "train_score": float(S[best_i, train].mean()), "heldout_score": float(heldout.mean()),
-                          "default_heldout_score": float(default_heldout.mean())})
-    else:
-        n = grid.n_queries
-        if n < 2:
-            raise InvalidInputError("cross-validation needs at least two judged queries")
-        k = max(2, min(folds, n))
-        order = np.random.default_rng(seed).permutation(n)
-        assign = np.empty(n, dtype=int)
-        assign[order] = np.arange(n) % k
-        heldout_q = np.zeros(n)
-        fold_of = assign
-        fold_params = []
-        for f in range(k):
-            test_mask = assign == f
-            bi = select(S[:, ~test_mask], selection)
-            fold_params.append(params[bi])
-            heldout_q[test_mask] = S[bi, test_mask]
-            fold_rows.append({"fold": f, "n_train": int((~test_mask).sum()), "n_heldout": int(test_mask.sum()),
-                              "chosen": params[bi].label(grid.branches),
-                              "train_score": float(S[bi, ~test_mask].mean()),
-                              "heldout_score": float(S[bi, test_mask].mean()),
-                              "default_heldout_score": float(S[0, test_mask].mean())})
-        tune_idx = np.arange(n)
-        best_i = select(S, selection)
-        heldout = heldout_q
-        default_heldout = S[0]
-        validation = "cv"
-        dev = np.arange(n)
+            train_idx = np.array([index[q] for q in train_qids if q in index], dtype=int)
+    v = validate(S, selection, folds=folds, seed=seed, train_idx=train_idx, dev_idx=dev_idx)
+    best_i, tune_idx, dev = v.best, v.tune_idx, v.heldout_idx
+    heldout, default_heldout, validation = v.heldout, v.default_heldout, v.kind
+    fold_of = v.fold_of
+    fold_params = [params[i] for i in v.fold_choice]
+    fold_rows = [{**row, "chosen": params[row["chosen"]].label(grid.branches)} for row in v.fold_rows]
     tune_means = S[:, tune_idx].mean(1)
     sig = compare(default_heldout, heldout, test).as_dict() if len(heldout) > 1 else {"test": test, "p_value": float("nan")}
     top = [
@@ -399,10 +457,33 @@ def landscape(params: Sequence[FusionParams], means: np.ndarray, branches: Seque
     return out
 
 
-def write_config(result: TuningResult, base_config: RetrieverConfig, path: str | Path, description: str = "") -> RetrieverConfig:
-    """Write the tuned configuration (YAML with a comment header, or JSON) and return it."""
-    cfg = result.best.apply(base_config)
+def write_config(
+    result: TuningResult | None,
+    base_config: RetrieverConfig,
+    path: str | Path,
+    description: str = "",
+    prf: PRFTuningResult | None = None,
+) -> RetrieverConfig:
+    """Write the tuned configuration (YAML with a comment header, or JSON) and return it.
+
+    ``result`` supplies fusion, weights and depths (None: ``base_config``'s are kept);
+    ``prf`` (from :func:`~.prf_tuning.tune_prf`) the ``prf`` section, enabled only when
+    a PRF setting was chosen.
+
+    >>> write_config(result, r.config, "tuned.yaml", "my-data train", prf=prf_result)  # doctest: +SKIP
+    """
+    if result is None and prf is None:
+        raise InvalidInputError("nothing to write: give a fusion tuning result, a PRF tuning result or both")
+    cfg = result.best.apply(base_config) if result is not None else base_config
+    headers = [result.header(description)] if result is not None else [
+        "Tuned by `hybrid-retriever tune`" + (f" on {description}" if description else ""),
+        f"date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        "fusion: kept from the given configuration (not tuned)",
+    ]
+    if prf is not None:
+        cfg = prf.apply(cfg)
+        headers.append(prf.header())
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    cfg.save(p, header=result.header(description))
+    cfg.save(p, header="\n".join(headers))
     return cfg
