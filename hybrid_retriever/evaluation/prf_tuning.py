@@ -37,8 +37,7 @@ from hybrid_retriever.config import PRFConfig, RetrieverConfig
 from hybrid_retriever.errors import InvalidInputError
 from hybrid_retriever.evaluation.grid import FusionParams
 from hybrid_retriever.evaluation.metrics import QrelsStats, gains_matrix, metric_from_arrays, parse_metric
-from hybrid_retriever.evaluation.significance import compare
-from hybrid_retriever.evaluation.tuning import SELECTIONS, validate
+from hybrid_retriever.evaluation.tuning import SELECTIONS, split_indices, validate
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.retriever import HybridRetriever, point_id
@@ -455,15 +454,10 @@ def tune_prf(
         if stage is not retriever:
             stage.close()  # leaves the shared store open: it belongs to ``retriever``
 
-    index = {q: i for i, q in enumerate(qids)}
-    train_idx = dev_idx = None
-    if dev_qids is not None:
-        dev_idx = np.array([index[q] for q in dev_qids if q in index], dtype=int)
-        if train_qids is not None:
-            train_idx = np.array([index[q] for q in train_qids if q in index], dtype=int)
+    train_idx, dev_idx = split_indices(qids, train_qids, dev_qids)
     v = validate(S, selection, folds=folds, seed=seed, train_idx=train_idx, dev_idx=dev_idx)
     diff = v.heldout - v.default_heldout
-    sig = compare(v.default_heldout, v.heldout, test).as_dict() if len(diff) > 1 else {"test": test, "p_value": float("nan")}
+    sig = v.significance(test)
     means = S[:, v.tune_idx].mean(1)
     top = [
         {"rank": r + 1, "label": labels[i], "score": float(means[i]), "prf_ms_per_query": ms[i], "applied": applied[i]}

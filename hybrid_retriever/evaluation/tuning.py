@@ -292,6 +292,24 @@ class Validation:
     fold_choice: list[int]
     fold_rows: list[dict[str, Any]]    # per fold: sizes, the chosen index ("chosen") and its scores
 
+    def significance(self, test: str) -> dict[str, Any]:
+        """Paired ``test`` of the held-out scores against the default's (p NaN with one query)."""
+        if len(self.heldout) < 2:
+            return {"test": test, "p_value": float("nan")}
+        return compare(self.default_heldout, self.heldout, test).as_dict()
+
+
+def split_indices(
+    qids: Sequence[str], train_qids: Sequence[str] | None, dev_qids: Sequence[str] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Positions in ``qids`` of the train and dev queries, for :func:`validate` (None where not given)."""
+    if dev_qids is None:
+        return None, None
+    index = {q: i for i, q in enumerate(qids)}
+    dev = np.array([index[q] for q in dev_qids if q in index], dtype=int)
+    train = np.array([index[q] for q in train_qids if q in index], dtype=int) if train_qids is not None else None
+    return train, dev
+
 
 def validate(
     scores: np.ndarray,
@@ -385,12 +403,7 @@ def tune(
     params = space.enumerate(len(grid.branches), grid.cached_depths, default)
     log.info("scoring %d configurations on %d queries", len(params), grid.n_queries)
     S = grid.score(params, m)
-    index = {q: i for i, q in enumerate(grid.qids)}
-    train_idx = dev_idx = None
-    if dev_qids is not None:
-        dev_idx = np.array([index[q] for q in dev_qids if q in index], dtype=int)
-        if train_qids is not None:
-            train_idx = np.array([index[q] for q in train_qids if q in index], dtype=int)
+    train_idx, dev_idx = split_indices(grid.qids, train_qids, dev_qids)
     v = validate(S, selection, folds=folds, seed=seed, train_idx=train_idx, dev_idx=dev_idx)
     best_i, tune_idx, dev = v.best, v.tune_idx, v.heldout_idx
     heldout, default_heldout, validation = v.heldout, v.default_heldout, v.kind
@@ -398,7 +411,7 @@ def tune(
     fold_params = [params[i] for i in v.fold_choice]
     fold_rows = [{**row, "chosen": params[row["chosen"]].label(grid.branches)} for row in v.fold_rows]
     tune_means = S[:, tune_idx].mean(1)
-    sig = compare(default_heldout, heldout, test).as_dict() if len(heldout) > 1 else {"test": test, "p_value": float("nan")}
+    sig = v.significance(test)
     top = [
         {"rank": r + 1, "label": params[i].label(grid.branches), "score": float(tune_means[i]), **params[i].as_dict(grid.branches)}
         for r, i in enumerate(np.argsort(-tune_means, kind="stable")[:top_n])
