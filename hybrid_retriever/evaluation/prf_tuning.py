@@ -47,6 +47,18 @@ log = logging.getLogger(__name__)
 
 PLACEMENTS = ("none", "before", "after", "both")
 NO_PRF = "no PRF"
+#: The CLI option (with example values) that sets each dimension of the search space, for error messages.
+EXAMPLES = {
+    "placements": "--prf-placements after,both",
+    "branch sets": "--prf-branches dense,dense+bm25",
+    "fb_docs": "--prf-fb-docs 1,3,5",
+    "alpha": "--prf-alpha 1",
+    "beta": "--prf-beta 0.25,0.5,1",
+    "rm3_lambda": "--prf-rm3-lambda 0.5,0.7",
+    "fb_terms": "--prf-fb-terms 10,30",
+    "depths": "--prf-depth 100 (or leave it out)",
+    "guard": "--prf-guard on,off",
+}
 
 
 @dataclass
@@ -87,39 +99,33 @@ class PRFSearchSpace:
 
     def check(self) -> None:
         """Raise :class:`InvalidInputError` naming the first bad value and the option that fixes it."""
-        dims: list[tuple[str, Sequence[Any], str]] = [
-            ("placements", self.placements, "--prf-placements after,both"),
-            ("branch sets", self.branch_sets, "--prf-branches dense,dense+bm25"),
-            ("fb_docs", self.fb_docs, "--prf-fb-docs 1,3,5"),
-            ("alpha", self.alphas, "--prf-alpha 1"),
-            ("beta", self.betas, "--prf-beta 0.25,0.5,1"),
-            ("rm3_lambda", self.rm3_lambdas, "--prf-rm3-lambda 0.5,0.7"),
-            ("fb_terms", self.fb_terms, "--prf-fb-terms 10,30"),
-            ("depths", self.depths, "--prf-depth 100 (or leave it out)"),
-        ]
+        dims: dict[str, Sequence[Any]] = {
+            "placements": self.placements, "branch sets": self.branch_sets, "fb_docs": self.fb_docs,
+            "alpha": self.alphas, "beta": self.betas, "rm3_lambda": self.rm3_lambdas, "fb_terms": self.fb_terms,
+            "depths": self.depths,
+        }
         if self.guards is not None:
-            dims.append(("guard", self.guards, "--prf-guard on,off"))
-        for what, values, example in dims:
+            dims["guard"] = self.guards
+        for what, values in dims.items():
             if len(values) == 0:
-                raise InvalidInputError(f"the PRF search space has no {what} value: give at least one, e.g. {example}")
+                raise InvalidInputError(f"the PRF search space has no {what} value: give at least one, e.g. {EXAMPLES[what]}")
         bad = [p for p in self.placements if p not in PLACEMENTS]
         if bad:
-            raise InvalidInputError(f"unknown PRF placement(s) {bad}; choose from {list(PLACEMENTS)}, e.g. --prf-placements after,both")
+            raise InvalidInputError(f"unknown PRF placement(s) {bad}; choose from {list(PLACEMENTS)}, e.g. {EXAMPLES['placements']}")
         for s in self.branch_sets:
             if s is not None and len(s) == 0:
-                raise InvalidInputError("an empty PRF branch set: name at least one branch per set, e.g. --prf-branches dense,dense+bm25")
-        for what, values, example in (("alpha", self.alphas, "--prf-alpha 1"), ("beta", self.betas, "--prf-beta 0.25,0.5,1"),
-                                      ("rm3_lambda", self.rm3_lambdas, "--prf-rm3-lambda 0.5,0.7")):
-            for v in values:
+                raise InvalidInputError(f"an empty PRF branch set: name at least one branch per set, e.g. {EXAMPLES['branch sets']}")
+        for what in ("alpha", "beta", "rm3_lambda"):
+            for v in dims[what]:
                 if not 0.0 <= float(v) <= 1.0:
                     kind = "RM3 weight of the original query" if what == "rm3_lambda" else "Rocchio weights"
-                    raise InvalidInputError(f"PRF {what} {v:g} is outside [0, 1] ({kind}); give values in [0, 1], e.g. {example}")
+                    raise InvalidInputError(f"PRF {what} {v:g} is outside [0, 1] ({kind}); give values in [0, 1], e.g. {EXAMPLES[what]}")
         if not any(a + b > 0 for a in self.alphas for b in self.betas):
-            raise InvalidInputError("PRF alpha and beta are 0 in every combination: give the query or the feedback weight, e.g. --prf-alpha 1")
-        for what, values, example in (("fb_docs", self.fb_docs, "--prf-fb-docs 1,3,5"), ("fb_terms", self.fb_terms, "--prf-fb-terms 10,30")):
-            for v in values:
+            raise InvalidInputError(f"PRF alpha and beta are 0 in every combination: give the query or the feedback weight, e.g. {EXAMPLES['alpha']}")
+        for what in ("fb_docs", "fb_terms"):
+            for v in dims[what]:
                 if isinstance(v, bool) or int(v) != v or v < 1:
-                    raise InvalidInputError(f"PRF {what} must be positive integers, got {v!r}; e.g. {example}")
+                    raise InvalidInputError(f"PRF {what} must be positive integers, got {v!r}; e.g. {EXAMPLES[what]}")
         for d in self.depths:
             if d is not None and (isinstance(d, bool) or int(d) != d or d < 1):
                 raise InvalidInputError(f"PRF second-stage depth must be a positive integer (or None: the branch's depth), got {d!r}")
@@ -130,9 +136,7 @@ class PRFSearchSpace:
         bp = base.prf
         out: list[RetrieverConfig] = []
         for names in self.branch_sets:
-            resolved = _resolve_branches(names, kinds)
-            has_dense = any(kinds[n] == "dense" for n in resolved)
-            has_sparse = any(kinds[n] == "sparse" for n in resolved)
+            has_dense, has_sparse = _has_kinds(_resolve_branches(names, kinds), kinds)
             # Vary a parameter only where some branch of the set uses it; elsewhere it would only repeat runs.
             uses_ab = (has_dense and bp.dense_method == "rocchio") or (has_sparse and bp.sparse_method == "rocchio")
             ab = [(a, b) for a in self.alphas for b in self.betas if a + b > 0] if uses_ab else [(bp.alpha, bp.beta)]
@@ -167,6 +171,11 @@ def _resolve_branches(names: Sequence[str] | None, kinds: Mapping[str, str]) -> 
     return list(names)
 
 
+def _has_kinds(names: Sequence[str], kinds: Mapping[str, str]) -> tuple[bool, bool]:
+    """Whether the named branches include a dense one, and a sparse one."""
+    return any(kinds[n] == "dense" for n in names), any(kinds[n] == "sparse" for n in names)
+
+
 def with_prf(config: RetrieverConfig, prf: PRFConfig | Mapping[str, Any]) -> RetrieverConfig:
     """``config`` with its ``prf`` section replaced (validated: a bad value is a ConfigError naming the key).
 
@@ -189,8 +198,7 @@ def prf_label(prf: PRFConfig, kinds: Mapping[str, str]) -> str:
         return NO_PRF
     names = _resolve_branches(prf.branches, kinds)
     parts = [prf.interpolate, "[" + ",".join(names) + "]", f"fb_docs={prf.fb_docs}"]
-    has_dense = any(kinds[n] == "dense" for n in names)
-    has_sparse = any(kinds[n] == "sparse" for n in names)
+    has_dense, has_sparse = _has_kinds(names, kinds)
     if has_dense and prf.dense_method != "rocchio":
         parts.append(prf.dense_method)
     if (has_dense and prf.dense_method == "rocchio") or (has_sparse and prf.sparse_method == "rocchio"):
