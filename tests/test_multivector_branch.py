@@ -34,6 +34,19 @@ def _docs() -> list[Document]:
     return [Document(text=t, id=i) for i, t in DOCS.items()]
 
 
+def _stored_multivectors(r: HybridRetriever) -> dict[str, np.ndarray]:
+    """The multivector each document's point holds, by point id."""
+    points = r.store.retrieve([point_id(d) for d in DOCS], with_vectors=["multivector"])
+    return {p.point_id: p.vectors["multivector"] for p in points}
+
+
+def _hits_and_reference(r: HybridRetriever, tiny, stored: dict[str, np.ndarray]):
+    """Per query: the branch's hits, and the reference MaxSim of the query against every stored multivector."""
+    for q in QUERIES:
+        qv = stanford_reference(tiny, q, True)
+        yield r.search_branches([q])[0]["multivector"].hits, {p: maxsim(qv, v) for p, v in stored.items()}
+
+
 @pytest.mark.parametrize("mode", ["full", "rescorer", "muvera"])
 def test_modes_match_reference_maxsim_on_both_stores(tmp_path: Path, tiny, mode: str) -> None:
     mv = {"kind": "multivector", "model": str(tiny.path), "mode": mode, "depth": 5, "muvera": {"candidates": 6},
@@ -71,16 +84,13 @@ def test_pooling_float16_and_int8_quantization(tmp_path: Path, tiny) -> None:
     mv = {"kind": "multivector", "model": str(tiny.path), "mode": "full", "pool_factor": 2, "storage": "float16", "quantization": "int8"}
     r = _retriever(tmp_path, "edge", [mv], tag="q")
     r.add_documents(_docs())
-    stored = {p.point_id: p.vectors["multivector"] for p in r.store.retrieve([point_id(d) for d in DOCS], with_vectors=["multivector"])}
+    stored = _stored_multivectors(r)
     for d, t in DOCS.items():
         n = len(stanford_reference(tiny, t, False))
         assert stored[point_id(d)].shape == (1 + (n - 1) // 2, 16)
         # float16 storage: the stored numbers are exactly representable in float16.
         np.testing.assert_array_equal(stored[point_id(d)], stored[point_id(d)].astype(np.float16).astype(np.float32))
-    for q in QUERIES:
-        qv = stanford_reference(tiny, q, True)
-        hits = r.search_branches([q])[0]["multivector"].hits
-        ref = {p: maxsim(qv, v) for p, v in stored.items()}
+    for hits, ref in _hits_and_reference(r, tiny, stored):
         # Quantized search, rescored with the original (float16) vectors: exact scores.
         for h in hits:
             assert h.score == pytest.approx(ref[h.point_id], abs=2e-3)
@@ -100,13 +110,10 @@ def test_default_storage_pools_and_scores_maxsim_on_int8(tmp_path: Path, tiny) -
     for store in ("edge", "memory"):
         r = _retriever(tmp_path, store, [{"kind": "bm25", "depth": 6}, {"kind": "multivector", "model": str(tiny.path)}], tag="def")
         r.add_documents(_docs())
-        stored = {p.point_id: p.vectors["multivector"] for p in r.store.retrieve([point_id(d) for d in DOCS], with_vectors=["multivector"])}
+        stored = _stored_multivectors(r)
         for d, t in DOCS.items():
             assert len(stored[point_id(d)]) == 1 + (len(stanford_reference(tiny, t, False)) - 1) // 2
-        for q in QUERIES:
-            qv = stanford_reference(tiny, q, True)
-            hits = r.search_branches([q])[0]["multivector"].hits
-            ref = {p: maxsim(qv, v) for p, v in stored.items()}
+        for hits, ref in _hits_and_reference(r, tiny, stored):
             for h in hits:
                 assert h.score == pytest.approx(ref[h.point_id], abs=1e-3)
             assert hits[0].point_id == max((h.point_id for h in hits), key=ref.get)
