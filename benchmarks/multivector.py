@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from _common import (  # noqa: E402
     QUALITY_COLLECTIONS,
     load_collection,
     load_embeddings,
+    new_edge_retriever,
     machine_info,
     machine_md,
     md_table,
@@ -71,15 +71,10 @@ def metrics(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dic
 
 def bm25_scores(name: str, col: Any, qids: list[str]) -> list[dict[str, float]]:
     """BM25 scores of every matching document per query, from Qdrant (the library's BM25 branch)."""
-    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+    from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id
 
-    path = Path("/tmp/mv-bench-bm25") / name
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = RetrieverConfig.model_validate(
-        {"store": {"kind": "edge", "path": str(path)}, "branches": [{"kind": "bm25"}], "runtime": {"show_progress": False}}
-    )
-    r = HybridRetriever(cfg)
+    r = new_edge_retriever(Path("/tmp/mv-bench-bm25") / name, [{"kind": "bm25"}])
     docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
     r.add_documents(docs)
     back = {point_id(d.id): d.id for d in docs}

@@ -12,26 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATASETS, load_collection, percentiles  # noqa: E402
+from _common import DEFAULT_DATASETS, load_collection, new_edge_retriever, percentiles  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
 def retriever(path: Path, branches: list[dict]):
-    from hybrid_retriever import HybridRetriever, RetrieverConfig
-
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = RetrieverConfig.model_validate(
-        {"store": {"kind": "edge", "path": str(path)}, "branches": branches, "runtime": {"show_progress": False, "ingest_batch_size": 64}}
-    )
-    return HybridRetriever(cfg)
+    return new_edge_retriever(path, branches, ingest_batch_size=64)
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, peak_rss_mb, percentiles,
-    setup_logging, write_results,
+    add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, new_edge_retriever, peak_rss_mb,
+    percentiles, setup_logging, write_results,
 )
 from token_cache import load_tokens  # noqa: E402
 
@@ -34,7 +34,7 @@ WORK = Path("/tmp/hr-mv-full")
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from multivector import metrics
 
-    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+    from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id
     from hybrid_retriever.stores import SearchRequest
 
@@ -42,13 +42,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     tok = load_tokens(name)
     pos = {d: i for i, d in enumerate(col.doc_ids)}
     path = WORK / name
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = RetrieverConfig.model_validate({
-        "store": {"kind": "edge", "path": str(path)},
-        "branches": [{"kind": "multivector", "mode": "full", "depth": 100}],
-        "runtime": {"show_progress": False},
-    })
-    r = HybridRetriever(cfg)
+    r = new_edge_retriever(path, [{"kind": "multivector", "mode": "full", "depth": 100}])
     docs = [Document(text=col.texts[pos[i]], id=i) for i in tok["doc_ids"]]
     t0 = time.perf_counter()
     r.add_documents(docs, vectors={"multivector": [m.astype(np.float32) for m in tok["docs"]]}, show_progress=False)

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     QUALITY_COLLECTIONS, RESULTS, add_dataset_arg, load_collection, load_embeddings, log, machine_info, machine_md,
-    md_table, percentiles, setup_logging, write_results,
+    md_table, new_edge_retriever, percentiles, setup_logging, write_results,
 )
 from token_cache import load_tokens  # noqa: E402
 
@@ -48,14 +48,10 @@ EQUAL = {"bm25": 1 / 3, "dense": 1 / 3, "multivector": 1 / 3}
 
 
 def build(path: Path, col: Any, ids: list[str], mats: list[np.ndarray] | None, dense: np.ndarray, mv: dict | None) -> Any:
-    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+    from hybrid_retriever import Document
 
-    shutil.rmtree(path, ignore_errors=True)
     branches: list[dict] = [{"kind": "bm25"}, {"kind": "dense"}] + ([{**MV, **mv}] if mv is not None else [])
-    cfg = RetrieverConfig.model_validate(
-        {"store": {"kind": "edge", "path": str(path)}, "branches": branches, "runtime": {"show_progress": False}}
-    )
-    r = HybridRetriever(cfg)
+    r = new_edge_retriever(path, branches)
     pos = {d: i for i, d in enumerate(col.doc_ids)}
     vectors: dict[str, list] = {"dense": list(dense)}
     if mv is not None:
