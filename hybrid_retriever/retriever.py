@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from hybrid_retriever.branches import Branch, build_branch
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import ConfigError, FilterError, IndexMismatchError, InvalidInputError
+from hybrid_retriever.payload import check_text, storable_metadata
 from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT
@@ -154,13 +154,16 @@ class HybridRetriever:
         show_progress: bool | None = None,
     ) -> list[str]:
         """Index texts (with optional metadata and ids); returns the document ids."""
-        texts = list(texts)
-        metas = list(metadatas) if metadatas is not None else [{} for _ in texts]
-        id_list = list(ids) if ids is not None else [None] * len(texts)
+        texts = _as_list(texts, "texts", "add_texts([text, ...])")
+        metas = _as_list(metadatas, "metadatas", "metadatas=[{...}, ...]") if metadatas is not None else [{} for _ in texts]
+        id_list = _as_list(ids, "ids", "ids=['a', ...]") if ids is not None else [None] * len(texts)
         if not (len(texts) == len(metas) == len(id_list)):
             raise InvalidInputError(
                 f"texts ({len(texts)}), metadatas ({len(metas)}) and ids ({len(id_list)}) must have the same length"
             )
+        for n, m in enumerate(metas):
+            if m is not None and not isinstance(m, dict):
+                raise InvalidInputError(f"metadatas[{n}] is a {type(m).__name__}; each item must be a dict (or None)")
         docs = [Document(text=t, metadata=dict(m or {}), id=i) for t, m, i in zip(texts, metas, id_list)]
         return self.add_documents(docs, batch_size=batch_size, show_progress=show_progress)
 
@@ -250,16 +253,23 @@ class HybridRetriever:
             StoredPoint(
                 point_id=point_id(d.id),  # type: ignore[arg-type]
                 vectors={k: v for name in self.branches for k, v in stored[name][i].items()},
-                payload={PAYLOAD_ID: d.id, PAYLOAD_TEXT: d.text, PAYLOAD_METADATA: d.metadata},
+                payload={PAYLOAD_ID: d.id, PAYLOAD_TEXT: d.text, PAYLOAD_METADATA: storable_metadata(d.metadata)},
             )
             for i, d in enumerate(batch)
         ]
-        new_fields = {k for d in batch for k in d.metadata} - set(self._manifest["metadata_fields"])  # type: ignore[index]
+        known = list(self._manifest["metadata_fields"])  # type: ignore[index]
+        new_fields = {k for d in batch for k in d.metadata} - set(known)
         if new_fields:
             # Record fields before the points, so a filter never rejects a stored field.
-            self._manifest["metadata_fields"] = sorted(set(self._manifest["metadata_fields"]) | new_fields)  # type: ignore[index]
+            self._manifest["metadata_fields"] = sorted(set(known) | new_fields)  # type: ignore[index]
             self.store.write_manifest(self._manifest)  # type: ignore[arg-type]
-        self.store.upsert(points)
+        try:
+            self.store.upsert(points)
+        except BaseException:
+            if new_fields:  # the points were refused: a filter on their new fields must stay an error
+                self._manifest["metadata_fields"] = known  # type: ignore[index]
+                self.store.write_manifest(self._manifest)  # type: ignore[arg-type]
+            raise
 
     def _create_index(self) -> None:
         manifest = build_manifest(
@@ -575,23 +585,33 @@ def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:
     return sorted(answer, key=lambda t: (-t[1], t[0]))
 
 
+def _as_list(items: Any, what: str, example: str) -> list[Any]:
+    """``items`` as a list; one string or a non-iterable is an error naming ``what``."""
+    if isinstance(items, (str, bytes)):
+        raise InvalidInputError(f"{what} must be a list, not one {type(items).__name__}; e.g. {example}")
+    try:
+        return list(items)
+    except TypeError:
+        raise InvalidInputError(f"{what} must be a list, got {type(items).__name__}; e.g. {example}") from None
+
+
 def _validate_queries(queries: Sequence[str]) -> list[str]:
-    out = list(queries)
+    out = _as_list(queries, "queries", "search_batch(['first query', 'second query'])")
     for q in out:
         if not isinstance(q, str):
             raise InvalidInputError(f"a query must be a string, got {type(q).__name__}")
         if not q.strip():
             raise InvalidInputError("the query is empty or whitespace; give some text to search for")
+        check_text(q, "the query")
     return out
 
 
 def _validate_ids(ids: Sequence[str]) -> list[str]:
-    if isinstance(ids, str):
-        raise InvalidInputError("ids must be a list of strings, not one string")
-    out = list(ids)
+    out = _as_list(ids, "ids", "['doc-1', 'doc-2']")
     for i in out:
         if not isinstance(i, str) or not i:
             raise InvalidInputError(f"document ids must be non-empty strings, got {i!r}")
+        check_text(i, f"document id {i!r}")
     return out
 
 
@@ -600,24 +620,22 @@ def _validate_documents(docs: Sequence[Document]) -> None:
     for n, d in enumerate(docs):
         if not isinstance(d, Document):
             raise InvalidInputError(f"item {n} is a {type(d).__name__}, not a Document")
-        if not isinstance(d.text, str) or not d.text.strip():
+        if not isinstance(d.text, str):
+            raise InvalidInputError(f"document #{n} has a {type(d.text).__name__} as text; give a string")
+        if not d.text.strip():
             raise InvalidInputError(
                 f"document {d.id if d.id is not None else '#' + str(n)} has empty text; drop it or give it content"
             )
         if d.id is not None:
             if not isinstance(d.id, str) or not d.id:
                 raise InvalidInputError(f"document #{n} has id {d.id!r}; ids must be non-empty strings")
+            check_text(d.id, f"document #{n}'s id")
             if d.id in seen:
                 raise InvalidInputError(f"duplicate document id {d.id!r} in one batch; ids must be unique")
             seen.add(d.id)
-        if not isinstance(d.metadata, dict):
-            raise InvalidInputError(f"document {d.id!r} metadata must be a dict, got {type(d.metadata).__name__}")
-        bad = [k for k in d.metadata if not isinstance(k, str)]
-        if bad:
-            raise InvalidInputError(f"document {d.id!r} metadata keys must be strings, got {bad}")
-        for k, v in d.metadata.items():
-            if isinstance(v, float) and math.isnan(v):
-                raise InvalidInputError(f"document {d.id!r} metadata {k!r} is NaN, which Qdrant cannot store")
+        name = repr(d.id) if d.id is not None else f"#{n}"
+        check_text(d.text, f"the text of document {name}")
+        storable_metadata(d.metadata, f"document {name} metadata")
 
 
 def _to_document(p: StoredPoint) -> Document:

@@ -7,6 +7,7 @@ conditions must hold::
     {"year": {"gte": 2020, "lt": 2024}}     # range: gt, gte, lt, lte
     {"lang": {"in": ["en", "de"]}}          # any of; "nin" = none of
     {"status": {"ne": "draft"}}             # not equal
+    {"published": {"gte": "2024-01-31"}}    # date range: datetime/date or ISO 8601 bounds
 
 Native filters pass through: a ``qdrant_client.models.Filter`` works on both
 back-ends (translated for Qdrant Edge), a ``qdrant_edge.Filter`` on Edge only.
@@ -15,6 +16,8 @@ Native filters address payload paths, so metadata fields are ``metadata.<field>`
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -23,6 +26,7 @@ from hybrid_retriever.errors import FilterError
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 _OPS = ("eq", "ne", "in", "nin") + _RANGE_OPS
 _SCALARS = (str, int, float, bool)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ def parse_filter(filter: Any) -> FilterSpec | None:
 def _parse_field(key: Any, value: Any) -> list[Condition]:
     if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
         raise FilterError(f"filter field {key!r} must be a non-empty metadata field name")
+    _check_string(key, f"filter field {key!r}")
     if isinstance(value, Mapping):
         if not value:
             raise FilterError(f"filter on {key!r} has no operator; use one of {list(_OPS)}")
@@ -75,23 +80,85 @@ def _parse_field(key: Any, value: Any) -> list[Condition]:
             if op not in _OPS:
                 raise FilterError(f"unknown filter operator {op!r} on {key!r}; use one of {list(_OPS)}")
             if op in ("in", "nin"):
-                if not isinstance(v, (list, tuple, set)) or not v or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
-                    raise FilterError(f"'{op}' on {key!r} needs a non-empty list of strings or integers")
-                v = list(v)
+                v = _match_list(key, op, v)
             elif op in _RANGE_OPS:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise FilterError(f"'{op}' on {key!r} needs a number, got {v!r}")
-            elif not isinstance(v, _SCALARS) or isinstance(v, float):
-                raise FilterError(f"'{op}' on {key!r} needs a string, integer or boolean, got {v!r}")
+                v = _range_bound(key, op, v)
+            else:
+                v = _match_value(key, op, v)
             out.append(Condition(key, op, v))
         return out
     if isinstance(value, (list, tuple, set)):
         return _parse_field(key, {"in": list(value)})
     if isinstance(value, _SCALARS) and not isinstance(value, float):
-        return [Condition(key, "eq", value)]
+        return [Condition(key, "eq", _match_value(key, "eq", value))]
     raise FilterError(
         f"filter value for {key!r} must be a string, integer, boolean, list or operator dict, got {value!r}"
     )
+
+
+def _check_string(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FilterError(f"{what} is not valid Unicode (it holds a lone surrogate); fix the text") from None
+
+
+def _check_int(key: str, op: str, value: int) -> None:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise FilterError(f"'{op}' on {key!r}: {value} is outside 64-bit integers, which is all Qdrant stores")
+
+
+def _match_value(key: str, op: str, v: Any) -> Any:
+    """An exact-match value: a string, a 64-bit integer or a boolean."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        _check_string(v, f"'{op}' on {key!r}")
+        return v
+    if isinstance(v, int):
+        _check_int(key, op, v)
+        return v
+    raise FilterError(f"'{op}' on {key!r} needs a string, integer or boolean, got {v!r}")
+
+
+def _match_list(key: str, op: str, v: Any) -> list[Any]:
+    """A non-empty list of strings only, or of integers only (Qdrant matches one kind per condition)."""
+    example = f"{{{key!r}: {{{op!r}: ['a', 'b']}}}}"
+    if not isinstance(v, (list, tuple, set)) or not v:
+        raise FilterError(f"'{op}' on {key!r} needs a non-empty list of strings or integers, e.g. {example}")
+    items = list(v)
+    if all(isinstance(x, str) for x in items):
+        for x in items:
+            _check_string(x, f"'{op}' on {key!r}")
+    elif all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        for x in items:
+            _check_int(key, op, x)
+    else:
+        kinds = sorted({type(x).__name__ for x in items})
+        raise FilterError(
+            f"'{op}' on {key!r} needs a list of only strings or only integers, got {', '.join(kinds)}; "
+            f"split it into two conditions, e.g. {example}"
+        )
+    return items
+
+
+def _range_bound(key: str, op: str, v: Any) -> Any:
+    """A range bound: a finite number, or a datetime/date (or ISO 8601 string) for date ranges."""
+    if isinstance(v, (_dt.datetime, _dt.date)):
+        return v.isoformat()  # the form metadata dates are stored in (hybrid_retriever.payload)
+    if isinstance(v, str):
+        _check_string(v, f"'{op}' on {key!r}")
+        try:
+            _dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
+        except ValueError:
+            raise FilterError(
+                f"'{op}' on {key!r} needs a number or a date, got the string {v!r}; "
+                "give an ISO 8601 date such as '2024-01-31' or '2024-01-31T12:00:00Z'"
+            ) from None
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise FilterError(f"'{op}' on {key!r} needs a finite number or a date, got {v!r}")
+    return v
 
 
 def _is_client_filter(f: Any) -> bool:
@@ -150,6 +217,8 @@ def to_client_filter(spec: FilterSpec | None, point_ids: Iterable[str] | None = 
                 must.append(m.FieldCondition(key=key, match=m.MatchAny(any=c.value)))
             elif c.op == "nin":
                 must_not.append(m.FieldCondition(key=key, match=m.MatchAny(any=c.value)))
+            elif isinstance(c.value, str):
+                must.append(m.FieldCondition(key=key, range=m.DatetimeRange(**{c.op: c.value})))
             else:
                 must.append(m.FieldCondition(key=key, range=m.Range(**{c.op: c.value})))
     if point_ids is not None:
@@ -181,6 +250,8 @@ def to_edge_filter(spec: FilterSpec | None, point_ids: Iterable[str] | None = No
                 must.append(qe.FieldCondition(key=key, match=qe.MatchAny(c.value)))
             elif c.op == "nin":
                 must_not.append(qe.FieldCondition(key=key, match=qe.MatchAny(c.value)))
+            elif isinstance(c.value, str):
+                must.append(qe.FieldCondition(key=key, range=qe.RangeDateTime(**{c.op: c.value})))
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**{c.op: float(c.value)})))
     if point_ids is not None:
@@ -239,6 +310,9 @@ def _client_to_edge(f: Any) -> Any:
                     return qe.FieldCondition(key=c.key, match=qe.MatchText(c.match.text))
             if c.range is not None:
                 r = c.range
+                if type(r).__name__ == "DatetimeRange":
+                    iso = {op: _iso(getattr(r, op)) for op in _RANGE_OPS}
+                    return qe.FieldCondition(key=c.key, range=qe.RangeDateTime(**iso))
                 return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
         raise FilterError(
             f"filter condition {name} is not supported on the Edge store; use match value/any/except/text, "
@@ -246,3 +320,7 @@ def _client_to_edge(f: Any) -> Any:
         )
 
     return qe.Filter(must=conds(f.must), should=conds(f.should), must_not=conds(f.must_not))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, (_dt.datetime, _dt.date)) else value

@@ -1,0 +1,94 @@
+"""What a stored document may carry: text and ids as valid Unicode, metadata as JSON-like values.
+
+Qdrant stores payloads as JSON. Everything a caller hands in is checked (or converted)
+here before anything is written, so bad input is one :class:`InvalidInputError` that
+names the field and the fix, and nothing is half-stored.
+
+Conversions (documented in the README and ``docs/security.md``):
+
+* ``datetime`` -> ISO 8601 string (``datetime.isoformat()``; Qdrant reads a naive
+  datetime as UTC) and ``date`` -> ``"YYYY-MM-DD"``, so range filters on them work
+  (``{"published": {"gte": datetime(2024, 1, 1)}}``);
+* tuples -> lists; numpy scalars -> Python numbers.
+
+Refused: NaN and infinity (JSON has no such numbers), integers outside 64 bits
+(Qdrant would silently round them to floats), sets (no order: pass a sorted list),
+bytes, non-string keys, strings with lone surrogates (not encodable as UTF-8) and
+any other object.
+
+    >>> from datetime import date
+    >>> storable_metadata({"day": date(2024, 5, 1), "tags": ("a", "b")})
+    {'day': '2024-05-01', 'tags': ['a', 'b']}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any, Mapping
+
+from hybrid_retriever.errors import InvalidInputError
+
+#: Qdrant stores integers as signed 64-bit numbers.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Nesting deeper than this is refused (a payload, not a data structure dump).
+MAX_DEPTH = 32
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is encodable as UTF-8, else an error naming ``what`` and the fix."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode: a lone surrogate {value[exc.start]!r} at position {exc.start}; "
+            "fix the text, e.g. decode its source bytes with errors='replace'"
+        ) from None
+    return value
+
+
+def storable_metadata(metadata: Any, where: str = "metadata") -> dict[str, Any]:
+    """A copy of ``metadata`` that Qdrant can store as-is (see the module docs for the rules)."""
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"{where} must be a dict of field -> value, got {type(metadata).__name__}")
+    return _mapping(metadata, where, 0)
+
+
+def _mapping(value: Mapping[Any, Any], where: str, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"{where} has key {key!r}; metadata keys must be non-empty strings")
+        check_text(key, f"{where} key {key!r}")
+        out[key] = _value(item, f"{where}.{key}", depth + 1)
+    return out
+
+
+def _value(value: Any, where: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise InvalidInputError(f"{where} is nested more than {MAX_DEPTH} levels deep; flatten the metadata")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return check_text(value, where)
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInputError(
+                f"{where} is {value}, outside 64-bit integers (Qdrant would round it); store it as a string"
+            )
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise InvalidInputError(f"{where} is {value}, which Qdrant cannot store; use null or a finite number")
+        return value
+    if isinstance(value, _dt.datetime) or isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return _mapping(value, where, depth)
+    if isinstance(value, (list, tuple)):
+        return [_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    item = getattr(value, "item", None)
+    if type(value).__module__ == "numpy" and callable(item) and getattr(value, "ndim", None) == 0:
+        return _value(item(), where, depth)  # numpy scalar -> Python number
+    hint = "pass a sorted list" if isinstance(value, (set, frozenset)) else "convert it to a string, number, bool, list or dict"
+    raise InvalidInputError(f"{where} is of type {type(value).__name__}, which cannot be stored as metadata; {hint}")
