@@ -48,6 +48,7 @@ from typer.core import TyperGroup  # noqa: E402
 from hybrid_retriever import __version__  # noqa: E402
 from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig  # noqa: E402
 from hybrid_retriever.errors import ConfigError, HybridRetrieverError, InvalidInputError  # noqa: E402
+from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
 from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
 from hybrid_retriever.sources import read_documents, read_jsonl  # noqa: E402
 from hybrid_retriever.stores.edge import MANIFEST_FILE  # noqa: E402
@@ -134,9 +135,16 @@ def _version(value: bool) -> None:
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does (model loading, optimising)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Allow models that need their own Python code to run it (never taken from an index or a config file).",
+    ),
 ) -> None:
     """Hybrid BM25 + dense retrieval on Qdrant, with every branch's score on every hit."""
     _setup_logging(verbose)
+    if trust_remote_code:
+        allow_remote_code(True)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -447,34 +447,47 @@ class RetrieverConfig(_Strict):
         return self.model_dump_json(indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "RetrieverConfig":
+    def from_json(cls, text: str, trust_remote_code: bool | None = None) -> "RetrieverConfig":
+        """Parse JSON text; ``trust_remote_code: true`` in it must be granted by the caller (see ``from_file``)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"configuration is not valid JSON: {exc}") from None
-        return cls.validate_data(data)
+        return _granted(cls.validate_data(data), trust_remote_code, "the configuration")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RetrieverConfig":
+    def from_yaml(cls, text: str, trust_remote_code: bool | None = None) -> "RetrieverConfig":
+        """Parse YAML text; ``trust_remote_code: true`` in it must be granted by the caller (see ``from_file``)."""
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"configuration is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError("configuration must be a mapping at its top level")
-        return cls.validate_data(data)
+        return _granted(cls.validate_data(data), trust_remote_code, "the configuration")
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "RetrieverConfig":
-        """Read a ``.yaml``/``.yml`` or ``.json`` configuration file."""
+    def from_file(cls, path: str | Path, trust_remote_code: bool | None = None) -> "RetrieverConfig":
+        """Read a ``.yaml``/``.yml`` or ``.json`` configuration file.
+
+        A file is data: a branch with ``trust_remote_code: true`` in it is refused unless
+        the caller grants it here (``trust_remote_code=True``) or for the process
+        (:mod:`hybrid_retriever.models.trust`).
+        """
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"configuration file {p} does not exist")
-        text = p.read_text(encoding="utf-8")
-        return cls.from_json(text) if p.suffix.lower() == ".json" else cls.from_yaml(text)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration file {p}: {exc}") from None
+        try:
+            return cls.from_json(text, trust_remote_code) if p.suffix.lower() == ".json" else cls.from_yaml(text, trust_remote_code)
+        except ConfigError as exc:
+            raise type(exc)(f"{p}: {exc}") from None
 
     def save(self, path: str | Path, header: str | None = None) -> None:
         """Write to ``.json`` or YAML (any other suffix); ``header`` becomes a YAML comment block."""
@@ -484,6 +497,21 @@ class RetrieverConfig(_Strict):
             return
         comment = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
         p.write_text(comment + self.to_yaml(), encoding="utf-8")
+
+
+def _granted(config: RetrieverConfig, trust_remote_code: bool | None, source: str) -> RetrieverConfig:
+    """``config`` read from ``source``, unless it turns on trust_remote_code that the caller did not grant."""
+    from hybrid_retriever.errors import RemoteCodeError
+    from hybrid_retriever.models.trust import how_to_grant, remote_code_allowed
+
+    asking = [b.branch_name for b in config.branches if getattr(b, "trust_remote_code", False)]
+    if asking and not remote_code_allowed(trust_remote_code):
+        raise RemoteCodeError(
+            f"{source} sets trust_remote_code: true for branch(es) {asking}, which would run code shipped with the "
+            "model; a configuration file cannot grant that. Remove it, or, "
+            + how_to_grant("RetrieverConfig.from_file(path)")
+        )
+    return config
 
 
 def _explain(exc: ValidationError) -> str:

@@ -29,3 +29,7 @@ class StoreUnavailableError(HybridRetrieverError, ConnectionError):
 
 class IndexPathError(HybridRetrieverError):
     """The index path cannot hold an index (it is a file, or not writable)."""
+
+
+class RemoteCodeError(HybridRetrieverError, PermissionError):
+    """A model needs to run its own code (trust_remote_code) and the caller has not allowed it."""

@@ -25,13 +25,16 @@ from tqdm.auto import tqdm
 
 from hybrid_retriever.branches import Branch, build_branch
 from hybrid_retriever.config import RetrieverConfig
-from hybrid_retriever.errors import ConfigError, FilterError, IndexMismatchError, InvalidInputError
+from hybrid_retriever.errors import ConfigError, FilterError, IndexMismatchError, InvalidInputError, RemoteCodeError
+from hybrid_retriever.models.resolve import model_reference
+from hybrid_retriever.models.trust import how_to_grant
 from hybrid_retriever.payload import check_text, storable_metadata
 from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
+from hybrid_retriever.stores.stored_config import stored_config
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
 
@@ -90,22 +93,35 @@ class HybridRetriever:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str, **overrides: Any) -> "HybridRetriever":
+    def open(
+        cls,
+        path: str,
+        *,
+        trust_remote_code: bool | None = None,
+        models: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> "HybridRetriever":
         """Reopen the Edge index at ``path`` with the configuration it was built with.
 
         ``overrides`` replace top-level sections (``fusion``, ``runtime``) of the stored
-        configuration, e.g. ``open(path, fusion={"method": "rrf"})``.
+        configuration, e.g. ``open(path, fusion={"method": "rrf"})``. An index folder is
+        data: opening it never runs code from it. A model that needs its own code
+        (built with ``trust_remote_code``) loads only when this call grants it
+        (``trust_remote_code=True``, or the process-wide grant of
+        :mod:`hybrid_retriever.models.trust`). ``models`` maps branch names to the model
+        folder or id to load for them (e.g. the model moved); its files must be the ones
+        the index was built with.
         """
         from hybrid_retriever.stores.edge import EdgeStore
 
         store = EdgeStore(path)
-        manifest = store.read_manifest()
-        if manifest is None:
-            raise InvalidInputError(f"no index at {path}; build one first (hybrid-retriever index SOURCE --index {path})")
-        data = dict(manifest["config"])
-        data["store"] = {**data.get("store", {}), "kind": "edge", "path": str(path)}
-        data.update(overrides)
         try:
+            manifest = store.read_manifest()
+            if manifest is None:
+                raise InvalidInputError(f"no index at {path}; build one first (hybrid-retriever index SOURCE --index {path})")
+            data = stored_config(manifest, store.path, trust_remote_code, models)
+            data["store"] = {**data.get("store", {}), "kind": "edge", "path": str(path)}
+            data.update(overrides)
             retriever = cls(RetrieverConfig.validate_data(data), store=store)
         except BaseException:
             store.close()  # release the shard's lock
@@ -114,9 +130,21 @@ class HybridRetriever:
         return retriever
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
+        # Settings known without loading a model first: a different model is an error at once.
+        self._raise_mismatches(mismatches(manifest, {n: b.declared_manifest() for n, b in self.branches.items()}, partial=True))
         for name, branch in self.branches.items():
-            branch.restore(manifest.get("branches", {}).get(name, {}))
-        problems = mismatches(manifest, self._branch_manifests())
+            stored = manifest.get("branches", {}).get(name, {})
+            if stored.get("remote_code") and not getattr(branch.config, "trust_remote_code", False):
+                raise RemoteCodeError(
+                    f"the index at {self.store.location} was built with branch {name!r}'s model "
+                    f"{stored.get('model')!r} running its own code (trust_remote_code); reopening it runs that code "
+                    "again, which only the caller can allow: set trust_remote_code: true on the branch in code, "
+                    + how_to_grant("HybridRetriever.open(path)")
+                )
+            branch.restore(stored)
+        self._raise_mismatches(mismatches(manifest, self._branch_manifests()))
+
+    def _raise_mismatches(self, problems: list[str]) -> None:
         if problems:
             raise IndexMismatchError(
                 f"the index at {self.store.location} was built with other settings:\n  - "
@@ -272,9 +300,11 @@ class HybridRetriever:
             raise
 
     def _create_index(self) -> None:
-        manifest = build_manifest(
-            self._branch_manifests(), self.config.model_dump(mode="json", exclude={"store"}), metadata_fields=[]
-        )
+        config = self.config.model_dump(mode="json", exclude={"store"})
+        for b in config["branches"]:
+            if b.get("model"):
+                b["model"] = model_reference(b["model"])  # never a path relative to this process's folder
+        manifest = build_manifest(self._branch_manifests(), config, metadata_fields=[])
         specs = [s for b in self.branches.values() for s in b.vector_specs]
         self.store.create(specs, manifest)
         self._manifest = manifest

@@ -73,6 +73,13 @@ class Branch(abc.ABC):
     def manifest(self) -> dict[str, Any]:
         """Settings that define the stored vectors; reopening with different ones is an error."""
 
+    def declared_manifest(self) -> dict[str, Any]:
+        """The part of :meth:`manifest` known without loading a model; checked before any model loads.
+
+        Defaults to the whole manifest, for branches that load nothing.
+        """
+        return self.manifest()
+
     def fit(self, texts: Sequence[str]) -> None:
         """Learn corpus statistics before the first ingest (e.g. BM25's average length).
 

@@ -11,7 +11,15 @@ import numpy as np
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import DenseBranchConfig
 from hybrid_retriever.errors import ConfigError
-from hybrid_retriever.models import pick_device, resolve_model_path
+from hybrid_retriever.models import (
+    check_module_types,
+    ensure_available,
+    locate_model,
+    model_reference,
+    pick_device,
+    weights_sha256,
+)
+from hybrid_retriever.models.resolve import quiet_loading
 from hybrid_retriever.types import Vector
 
 log = logging.getLogger(__name__)
@@ -43,11 +51,17 @@ class DenseBranch(Branch):
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
-        path = resolve_model_path(self.config.model)
+        what = f"dense branch {self.name!r}"
+        folder = ensure_available(self.config.model, what)
+        if folder is not None:
+            check_module_types(folder, self.config.trust_remote_code, what)
         device = pick_device(self.config.device)
         try:
-            model = SentenceTransformer(path, device=device, trust_remote_code=self.config.trust_remote_code)
-        except OSError as exc:
+            with quiet_loading():
+                model = SentenceTransformer(
+                    str(folder or self.config.model), device=device, trust_remote_code=self.config.trust_remote_code
+                )
+        except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load dense model {self.config.model!r}: {exc}. Give a local model folder, "
                 "or a Hugging Face id that is in the local cache (no network is needed then)"
@@ -94,12 +108,22 @@ class DenseBranch(Branch):
     def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
         return self._encode(texts, self._prompt(self.config.query_prompt_name, _QUERY_PROMPTS))
 
+    def declared_manifest(self) -> dict[str, Any]:
+        """The manifest entries known without loading the model (checked first on reopen)."""
+        out: dict[str, Any] = {"kind": "dense", "model": model_reference(self.config.model)}
+        folder = locate_model(self.config.model)
+        if folder is not None:
+            out["weights_sha256"] = weights_sha256(folder)
+        return out
+
     def manifest(self) -> dict[str, Any]:
-        return {
-            "kind": "dense",
-            "model": self.config.model,
+        m = {
+            **self.declared_manifest(),
             "dimension": self.dimension,
             "distance": "Cosine",
             "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
             "max_seq_length": int(self.model.max_seq_length),
         }
+        if self.config.trust_remote_code:
+            m["remote_code"] = True  # reopening asks the caller to grant trust_remote_code again
+        return m

@@ -36,7 +36,7 @@ from hybrid_retriever.branches.late_interaction import (
 )
 from hybrid_retriever.config import MultiVectorBranchConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
-from hybrid_retriever.models import pick_device
+from hybrid_retriever.models import locate_model, model_reference, pick_device, weights_sha256
 from hybrid_retriever.types import Vector
 
 log = logging.getLogger(__name__)
@@ -223,20 +223,32 @@ class MultiVectorBranch(Branch):
             size += self.fde.size * 4
         return float(size)
 
-    def manifest(self) -> dict[str, Any]:
+    def declared_manifest(self) -> dict[str, Any]:
+        """The manifest entries known without loading the model (checked first on reopen)."""
         c = self.config
         m: dict[str, Any] = {
             "kind": "multivector",
-            "model": c.model_name,
-            "dimension": self.dimension,
-            "distance": "Dot",
+            "model": model_reference(c.model_name),
             "mode": c.mode,
             "pool_factor": c.pool_factor,
             "protected_tokens": c.protected_tokens,
             "storage": c.storage,
             "quantization": c.quantization,
-            "encoder": self.encoder.settings.describe(),
         }
+        folder = locate_model(c.model_name)
+        if folder is not None:
+            m["weights_sha256"] = weights_sha256(folder)
         if c.mode == "muvera":
             m["muvera"] = {k: v for k, v in c.muvera.model_dump().items() if k != "candidates"}
+        return m
+
+    def manifest(self) -> dict[str, Any]:
+        m = {
+            **self.declared_manifest(),
+            "dimension": self.dimension,
+            "distance": "Dot",
+            "encoder": self.encoder.settings.describe(),
+        }
+        if self.config.trust_remote_code:
+            m["remote_code"] = True  # reopening asks the caller to grant trust_remote_code again
         return m

@@ -8,6 +8,8 @@ SCHEMA_VERSION = 1
 
 #: Branch settings that may differ on reopen without changing stored vectors.
 _FREE_KEYS = {"avg_len"}
+#: The manifest key holding a model's identity (hybrid_retriever.models.identity).
+_HASH = "weights_sha256"
 
 
 def build_manifest(
@@ -25,8 +27,14 @@ def build_manifest(
     }
 
 
-def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]]) -> list[str]:
-    """Human-readable differences between stored branch settings and the current ones."""
+def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]], partial: bool = False) -> list[str]:
+    """Human-readable differences between stored branch settings and the current ones.
+
+    With ``partial``, only the keys each current branch gives are compared (the
+    settings known before its model loads). A model is identified by its weights: the
+    same ``weights_sha256`` under another name or path is the same model, and an index
+    written before hashes were recorded is not held to one.
+    """
     problems: list[str] = []
     version = stored.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -36,9 +44,15 @@ def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]]) -> li
         problems.append(f"index has branches {sorted(stored_branches)}, configuration has {sorted(current)}")
     for name in sorted(set(stored_branches) & set(current)):
         old, new = stored_branches[name], current[name]
-        for key in sorted(set(old) | set(new)):
+        same_weights = old.get(_HASH) is not None and old.get(_HASH) == new.get(_HASH)
+        for key in sorted(set(new) if partial else set(old) | set(new)):
             if key in _FREE_KEYS and new.get(key) is None:
                 continue
+            if key == _HASH and (old.get(key) is None or new.get(key) is None):
+                continue  # not recorded by an older index, or the model is not on disk yet
+            if key == "model" and same_weights:
+                continue
             if old.get(key) != new.get(key):
-                problems.append(f"branch {name!r}: {key} is {old.get(key)!r} in the index, {new.get(key)!r} in the configuration")
+                what = "model files (weights_sha256)" if key == _HASH else key
+                problems.append(f"branch {name!r}: {what} is {old.get(key)!r} in the index, {new.get(key)!r} in the configuration")
     return problems

@@ -27,19 +27,19 @@ FORMATS = ("auto", "pylate", "stanford", "tokens")
 
 
 def checkpoint_folder(name: str) -> Path:
-    """The local folder of ``name``: a directory, a packaged model, or the Hugging Face cache."""
-    from hybrid_retriever.models import resolve_model_path
+    """The local folder of ``name``: a directory, a packaged model, or the Hugging Face cache (downloaded if reachable)."""
+    from hybrid_retriever.models import ensure_available
 
-    resolved = resolve_model_path(name)
-    if Path(resolved).is_dir():
-        return Path(resolved)
+    folder = ensure_available(name, f"late-interaction checkpoint {name!r}")
+    if folder is not None:
+        return folder
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(resolved))
-    except Exception as exc:  # offline and not cached, unknown id, ...
+        return Path(snapshot_download(name))
+    except Exception as exc:
         raise ConfigError(
-            f"cannot find the late-interaction checkpoint {name!r} ({type(exc).__name__}: {exc}). Give a local "
+            f"cannot download the late-interaction checkpoint {name!r} ({type(exc).__name__}: {exc}). Give a local "
             "folder, or a Hugging Face id that is already in the local cache"
         ) from None
 
