@@ -79,7 +79,8 @@ def _value(value: Any, where: str, depth: int) -> Any:
         return value
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
-            raise InvalidInputError(f"{where} is {value}, which Qdrant cannot store; use null or a finite number")
+            shown = "NaN" if math.isnan(value) else str(value)
+            raise InvalidInputError(f"{where} is {shown}, which Qdrant cannot store; use null or a finite number")
         return value
     if isinstance(value, _dt.datetime) or isinstance(value, _dt.date):
         return value.isoformat()

@@ -74,21 +74,25 @@ class HybridRetriever:
         self.branches: dict[str, Branch] = {b.name: b for b in built}
         if set(self.branches) != set(self.config.branch_names):
             raise ConfigError(f"branches {sorted(self.branches)} do not match the configuration's {self.config.branch_names}")
-        for b in built:  # e.g. a multivector branch sharing the dense branch's model
-            b.attach(self.branches)
         self._pool = ThreadPoolExecutor(max_workers=self.config.runtime.max_workers, thread_name_prefix="hybrid-retriever")
         self._write_lock = threading.Lock()
         self._manifest: dict[str, Any] | None = self.store.read_manifest()
         # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
         self._unoptimized = 0
-        if self._manifest is not None:
-            try:
+        # Settings that need a loaded model are checked on first use (_verify), after the
+        # call's own input was validated: opening an index loads no model.
+        self._verified = self._manifest is None
+        self._verify_lock = threading.Lock()
+        try:
+            if self._manifest is not None:
                 self._check_manifest(self._manifest)
-            except Exception:
-                # Release the index (an Edge shard stays locked while open) and the threads.
-                self.close()
-                raise
+            for b in built:  # e.g. a multivector branch sharing the dense branch's model
+                b.attach(self.branches)
+        except Exception:
+            # Release the index (an Edge shard stays locked while open) and the threads.
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ opening
 
@@ -130,7 +134,7 @@ class HybridRetriever:
         return retriever
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
-        # Settings known without loading a model first: a different model is an error at once.
+        """The settings known without loading a model: a different model is an error at once."""
         self._raise_mismatches(mismatches(manifest, {n: b.declared_manifest() for n, b in self.branches.items()}, partial=True))
         for name, branch in self.branches.items():
             stored = manifest.get("branches", {}).get(name, {})
@@ -142,7 +146,15 @@ class HybridRetriever:
                     + how_to_grant("HybridRetriever.open(path)")
                 )
             branch.restore(stored)
-        self._raise_mismatches(mismatches(manifest, self._branch_manifests()))
+
+    def _verify(self) -> None:
+        """Once, before the first encoding: every stored setting, including those read from loaded models."""
+        if self._verified:
+            return
+        with self._verify_lock:
+            if not self._verified:
+                self._raise_mismatches(mismatches(self._manifest or {}, self._branch_manifests()))
+                self._verified = True
 
     def _raise_mismatches(self, problems: list[str]) -> None:
         if problems:
@@ -226,6 +238,7 @@ class HybridRetriever:
         added: list[str] = []
         seen: set[str] = set()
         with self._write_lock:
+            self._verify()
             if self._manifest is None:
                 head = list(itertools.islice(stream, FIT_SAMPLE))
                 if not head:
@@ -457,6 +470,7 @@ class HybridRetriever:
         return SearchRequest(vector_name=n, vector=vector, limit=limit, filter=spec, prefetch=prefetch or None, **b.search_options())
 
     def _encode_queries(self, queries: list[str]) -> dict[str, tuple[list[Vector], float, str | None]]:
+        self._verify()
         def run(branch: Branch) -> tuple[list[Vector], float, str | None]:
             t0 = time.perf_counter()
             try:
@@ -618,7 +632,7 @@ def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:
 def _as_list(items: Any, what: str, example: str) -> list[Any]:
     """``items`` as a list; one string or a non-iterable is an error naming ``what``."""
     if isinstance(items, (str, bytes)):
-        raise InvalidInputError(f"{what} must be a list, not one {type(items).__name__}; e.g. {example}")
+        raise InvalidInputError(f"{what} must be a list, not one string; e.g. {example}")
     try:
         return list(items)
     except TypeError:

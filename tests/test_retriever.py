@@ -192,7 +192,8 @@ def test_reopen_with_other_settings_is_an_index_mismatch(tmp_path, tiny_models, 
 
     cases = [
         (tiny_config(path, model_b), ["'dense'", "model", model_a, model_b]),
-        (tiny_config(path, model_c), ["model", "dimension is 8 in the index, 16 in the configuration"]),
+        # Another model is reported before it loads (by name and file hash), so its dimension is never read.
+        (tiny_config(path, model_c), ["model", "weights_sha256", model_a, model_c]),
         (tiny_config(path, model_a, k1=1.5), ["'bm25'", "k1 is 1.2 in the index, 1.5 in the configuration"]),
         (tiny_config(path, model_a, b=0.5), ["b is 0.75 in the index, 0.5 in the configuration"]),
         (tiny_config(path, model_a, language="german"), ["language is 'english' in the index, 'german' in the configuration"]),
@@ -210,11 +211,11 @@ def test_reopen_with_other_settings_is_an_index_mismatch(tmp_path, tiny_models, 
     with pytest.raises(IndexMismatchError, match="index has branches"):
         HybridRetriever(bm25_config(path))
 
-    # The same model path with another dimension: only the dimension differs.
+    # The same model path with other files (here another dimension): the recorded hash differs, before any load.
     tiny_models("a", 16)
     with pytest.raises(IndexMismatchError) as info:
         HybridRetriever(tiny_config(path, model_a))
-    assert "dimension is 8 in the index, 16 in the configuration" in str(info.value)
+    assert "model files (weights_sha256)" in str(info.value)
     assert "model is" not in str(info.value)
 
     # After all those failed attempts the index is not left locked.

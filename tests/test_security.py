@@ -137,7 +137,8 @@ def test_trust_stored_in_a_manifest_is_never_a_grant(tmp_path: Path, tiny_model:
     # The caller's explicit grant is what lets it run: the attack is real, the refusals above are the defence.
     rewrite_manifest(index, evil, trust=True)
     try:
-        HybridRetriever.open(str(index), trust_remote_code=True).close()
+        with HybridRetriever.open(str(index), trust_remote_code=True) as r:
+            r.search("vectors")  # models load on first use
     except Exception:
         pass  # the evil model need not load; its code ran on import
     assert marker.exists()
@@ -262,3 +263,19 @@ def test_missing_model_fails_fast_when_the_hub_is_unreachable(tmp_path: Path) ->
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "did not answer" in proc.stderr, proc.stderr[-2000:]
     assert elapsed < 120, f"took {elapsed:.0f} s: the loader retried instead of failing at once"
+
+
+def test_bad_query_and_filter_are_refused_before_any_model_loads(tmp_path: Path, tiny_model: Path) -> None:
+    from hybrid_retriever.errors import FilterError, InvalidInputError
+
+    index = tmp_path / "index"
+    build_index(index, tiny_model)
+    with HybridRetriever.open(str(index)) as r:
+        dense = r.branches["dense"]
+        with pytest.raises(FilterError, match="no stored document has"):
+            r.search("vectors", filter={"nope": 1})
+        with pytest.raises(InvalidInputError):
+            r.search("   ")
+        assert dense._model is None  # opening and refusing loaded nothing
+        assert r.search("vectors", k=1)[0].id == "a"
+        assert dense._model is not None
