@@ -29,3 +29,11 @@ class StoreUnavailableError(HybridRetrieverError, ConnectionError):
 
 class IndexPathError(HybridRetrieverError):
     """The index path cannot hold an index (it is a file, or not writable)."""
+
+
+class IndexCorruptError(HybridRetrieverError):
+    """An index folder's files are damaged or incomplete (an unreadable manifest, stored data without one)."""
+
+
+class IndexLockedError(IndexPathError):
+    """Another retriever, in this or another process, has the Edge index folder open."""
