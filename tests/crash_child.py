@@ -1,13 +1,16 @@
 """The process the crash test kills: ingests a corpus batch by batch, reporting each written batch.
 
-    python tests/crash_child.py INDEX CORPUS_JSONL BATCH_SIZE [--step] [--optimize-after N]
+    python tests/crash_child.py INDEX CORPUS_JSONL SCRATCH_JSONL BATCH_SIZE [--step]
 
-Protocol on stdout (one line each, flushed before the next step starts):
-``ready`` once the retriever is built, ``written <n>`` after each batch's ``add_documents``
-returned (``n`` = documents written so far), ``optimize-start`` / ``optimize-done`` around
-:meth:`HybridRetriever.optimize`, and ``done`` at the end. With ``--step`` it waits for a
-line on stdin after each ``written`` (so the parent can kill it exactly between batches).
-Uses a BM25-only configuration: no model to load, so a child starts in about a second.
+Protocol on stdout (one line each, flushed before the next step starts): ``ready`` once
+the retriever is built; ``written <n>`` after each corpus batch's ``add_documents``
+returned (``n`` = documents written so far); then the scratch documents are added
+(``scratch-written``) and deleted again (``scratch-deleted``), so that the following
+:meth:`HybridRetriever.optimize` (``optimize-start`` / ``optimize-done``) has real work to
+do: below Qdrant's indexing threshold only deleted points make it rewrite a segment.
+``done`` at the end. With ``--step`` the child waits for a line on stdin after each
+``written`` (so the parent can kill it exactly between batches). BM25-only: no model to
+load, so a child starts in about a second.
 """
 
 from __future__ import annotations
@@ -34,12 +37,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("index")
     ap.add_argument("corpus")
+    ap.add_argument("scratch")
     ap.add_argument("batch_size", type=int)
     ap.add_argument("--step", action="store_true")
-    ap.add_argument("--optimize-after", type=int, default=0, help="optimize after this many batches (0 = only at the end)")
     args = ap.parse_args()
-    with open(args.corpus, encoding="utf-8") as f:
-        docs = [Document(text=row["text"], id=row["id"]) for row in map(json.loads, f)]
+    docs, scratch = read(args.corpus), read(args.scratch)
 
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -48,19 +50,24 @@ def main() -> None:
     with HybridRetriever(crash_config(args.index)) as r:
         say("ready")
         written = 0
-        for n, start in enumerate(range(0, len(docs), args.batch_size), start=1):
+        for start in range(0, len(docs), args.batch_size):
             written += len(r.add_documents(docs[start : start + args.batch_size]))
             say(f"written {written}")
             if args.step:
                 sys.stdin.readline()
-            if n == args.optimize_after:
-                say("optimize-start")
-                r.optimize()
-                say("optimize-done")
+        r.add_documents(scratch, batch_size=args.batch_size)
+        say("scratch-written")
+        r.delete([d.id for d in scratch if d.id is not None])
+        say("scratch-deleted")
         say("optimize-start")
         r.optimize()
         say("optimize-done")
     say("done")
+
+
+def read(path: str) -> list[Document]:
+    with open(path, encoding="utf-8") as f:
+        return [Document(text=row["text"], id=row["id"]) for row in map(json.loads, f)]
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ CHILD = Path(__file__).resolve().parent / "crash_child.py"
 
 #: Where a trial kills the child: in the first batch (index creation: shard, manifest,
 #: first upsert), inside a later batch, exactly between two batches (the child waits),
-#: inside optimize(), or at any time since start (imports included).
-KILL_POINTS = ("creation", "during-batch", "between-batches", "during-optimize", "anytime")
+#: while it deletes the scratch documents, inside optimize() (which then rewrites a
+#: segment), or at any time since start (imports included).
+KILL_POINTS = ("creation", "during-batch", "between-batches", "during-delete", "during-optimize", "anytime")
 
 #: Consonants only: Qdrant's Snowball stemmer finds no suffix to strip in a vowel-less word,
 #: so every document's marker word stays unique after tokenisation.
@@ -46,13 +47,16 @@ def marker(i: int) -> str:
     return "zq" + "".join(_MARK[(i >> s) & 15] for s in (8, 4, 0))
 
 
-def make_corpus(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` documents ``{"id", "text"}``: a unique marker word among 20-60 words of a small vocabulary."""
+def make_corpus(n: int, seed: int = 0, prefix: str = "d", first: int = 0) -> list[dict[str, str]]:
+    """``n`` documents ``{"id", "text"}``: a unique marker word among 20-60 words of a small vocabulary.
+
+    Document ``<prefix><i>`` carries :func:`marker` ``(i)``; ``first`` is the first ``i``.
+    """
     rng = random.Random(seed)
     vocab = ["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(300)]
     return [
-        {"id": f"d{i:05d}", "text": " ".join([marker(i)] + [rng.choice(vocab) for _ in range(rng.randint(20, 60))])}
-        for i in range(n)
+        {"id": f"{prefix}{i:05d}", "text": " ".join([marker(i)] + [rng.choice(vocab) for _ in range(rng.randint(20, 60))])}
+        for i in range(first, first + n)
     ]
 
 
@@ -71,6 +75,8 @@ class Trial:
     data_lost: int = 0
     #: Documents of the batch in flight that were stored anyway (all or none: an upsert is one WAL record).
     in_flight_stored: int = 0
+    #: Scratch documents stored (they are added and deleted again before optimize).
+    scratch_stored: int = 0
     reopen: str = ""
     search_ok: bool = False
     reingest_converged: bool = False
@@ -80,8 +86,8 @@ class Trial:
 class _Child:
     """The child process and its stdout lines, read on a thread (so a kill can come at any moment)."""
 
-    def __init__(self, index: Path, corpus: Path, batch_size: int, step: bool, optimize_after: int) -> None:
-        cmd = [sys.executable, str(CHILD), str(index), str(corpus), str(batch_size), "--optimize-after", str(optimize_after)]
+    def __init__(self, index: Path, corpus: Path, batch_size: int, step: bool) -> None:
+        cmd = [sys.executable, str(CHILD), str(index), str(corpus), str(corpus.with_name("scratch.jsonl")), str(batch_size)]
         if step:
             cmd.append("--step")
         self.started = time.monotonic()
@@ -138,23 +144,28 @@ class Timing:
     """How long the child's phases take on this machine (measured once, to aim the kills)."""
 
     batch_s: float
+    delete_s: float
     optimize_s: float
     total_s: float
 
 
-def calibrate(root: Path, corpus: Path, batch_size: int, optimize_after: int) -> Timing:
-    """Run one child to completion and time its batches and optimize."""
-    child = _Child(root / "calibration", corpus, batch_size, step=False, optimize_after=optimize_after)
+def calibrate(root: Path, corpus: Path, batch_size: int) -> Timing:
+    """Run one child to completion and time its batches, the delete and optimize."""
+    child = _Child(root / "calibration", corpus, batch_size, step=False)
     child.finish()
-    stamps = {line: t for t, line in child.lines}
+    at = {line: t for t, line in child.lines}
     written = [t for t, line in child.lines if line.startswith("written ")]
-    batch = (written[-1] - written[0]) / max(len(written) - 1, 1)
-    opt = [b - a for (a, la), (b, lb) in zip(child.lines, child.lines[1:]) if la == "optimize-start" and lb == "optimize-done"]
-    return Timing(batch_s=batch, optimize_s=max(opt) if opt else 0.0, total_s=stamps["done"] - child.started)
+    return Timing(
+        batch_s=(written[-1] - written[0]) / max(len(written) - 1, 1),
+        delete_s=at["scratch-deleted"] - at["scratch-written"],
+        optimize_s=at["optimize-done"] - at["optimize-start"],
+        total_s=at["done"] - child.started,
+    )
 
 
 def run_trial(
-    n: int, seed: int, root: Path, corpus_path: Path, docs: list[dict[str, str]], batch_size: int, timing: Timing
+    n: int, seed: int, root: Path, corpus_path: Path, docs: list[dict[str, str]], scratch: list[dict[str, str]],
+    batch_size: int, timing: Timing,
 ) -> Trial:
     """One seeded kill of one kind, then the checks; problems are listed on the result, not raised."""
     rng = random.Random(seed)
@@ -163,15 +174,17 @@ def run_trial(
     index = root / f"trial{n:02d}"
     n_batches = -(-len(docs) // batch_size)
     k = rng.randint(1, n_batches - 1)
-    child = _Child(index, corpus_path, batch_size, step=kind == "between-batches", optimize_after=k)
+    child = _Child(index, corpus_path, batch_size, step=kind == "between-batches")
     if kind == "creation":
         seen, delay = child.wait_for(lambda s: s == "ready"), rng.uniform(0, timing.batch_s)
     elif kind == "during-batch":
         seen, delay = child.wait_for(lambda s: s == f"written {min(k * batch_size, len(docs))}"), rng.uniform(0, timing.batch_s)
     elif kind == "between-batches":
         seen, delay = child.wait_for(lambda s: s == f"written {min(k * batch_size, len(docs))}"), 0.0
+    elif kind == "during-delete":
+        seen, delay = child.wait_for(lambda s: s == "scratch-written"), rng.uniform(0, timing.delete_s)
     elif kind == "during-optimize":
-        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, timing.optimize_s)
+        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, 0.8 * timing.optimize_s)
     else:
         seen, delay = (child.started, "start"), rng.uniform(0, timing.total_s)
     if seen is None:
@@ -183,14 +196,21 @@ def run_trial(
     last = [line for _, line in child.lines if line != "<eof>"]
     t.killed_after = f"{last[-1] if last else '(nothing)'} +{delay * 1000:.0f} ms"
     t.reported_written = child.reported()
-    _check(t, index, docs, batch_size, rng)
+    deleted = any(line == "scratch-deleted" for _, line in child.lines)
+    _check(t, index, docs, scratch, deleted, batch_size, rng)
     return t
 
 
-def _check(t: Trial, index: Path, docs: list[dict[str, str]], batch_size: int, rng: random.Random) -> None:
+def _check(
+    t: Trial, index: Path, docs: list[dict[str, str]], scratch: list[dict[str, str]], scratch_deleted: bool,
+    batch_size: int, rng: random.Random,
+) -> None:
+    from hybrid_retriever import Document
+
     reported = docs[: t.reported_written]
     in_flight = {d["id"] for d in docs[t.reported_written : t.reported_written + batch_size]}
-    text_of = {d["id"]: d["text"] for d in docs}
+    scratch_ids = {d["id"] for d in scratch}
+    text_of = {d["id"]: d["text"] for d in docs + scratch}
     try:
         r = HybridRetriever.open(str(index))
         t.reopen = "opened"
@@ -209,11 +229,14 @@ def _check(t: Trial, index: Path, docs: list[dict[str, str]], batch_size: int, r
         present = set(ids)
         t.data_lost = sum(1 for d in reported if d["id"] not in present)
         t.in_flight_stored = len(present & in_flight)
+        t.scratch_stored = len(present & scratch_ids)
         if t.found_after_reopen != len(ids):
             t.problems.append(f"count() says {t.found_after_reopen}, iteration gives {len(ids)}")
-        strangers = present - {d["id"] for d in reported} - in_flight
+        strangers = present - {d["id"] for d in reported} - in_flight - scratch_ids
         if strangers:
             t.problems.append(f"{len(strangers)} stored documents were neither reported nor in flight")
+        if scratch_deleted and present & scratch_ids:
+            t.problems.append(f"{len(present & scratch_ids)} scratch documents are back after their delete was reported")
         wrong = [d.id for d in stored if d.text != text_of.get(d.id)]
         if wrong:
             t.problems.append(f"{len(wrong)} stored documents have the wrong text, e.g. {wrong[0]}")
@@ -225,17 +248,16 @@ def _check(t: Trial, index: Path, docs: list[dict[str, str]], batch_size: int, r
                 t.problems.append(f"search for {probe}'s marker word returns {[h.id for h in hits]}")
         else:
             t.search_ok = r.search("anything", k=3) == []
-        # Re-ingesting the whole corpus converges to exactly the corpus.
-        from hybrid_retriever import Document
-
+        # Re-running the ingest (corpus in, scratch out) converges to exactly the corpus.
         r.add_documents([Document(text=d["text"], id=d["id"]) for d in docs], batch_size=batch_size)
+        r.delete(sorted(scratch_ids))
         r.optimize()
         again = list(r.documents())
         probe = rng.choice(docs)
         hits = r.search(marker(int(probe["id"][1:])), k=1)
         t.reingest_converged = (
             r.count() == len(docs)
-            and sorted(d.id for d in again) == sorted(text_of)
+            and sorted(d.id for d in again) == [d["id"] for d in docs]
             and all(d.text == text_of[d.id] for d in again)
             and all(p.point_id == point_id(p.payload["doc_id"]) for p in r.store.scroll(len(docs) + 1)[0])
             and bool(hits) and hits[0].id == probe["id"]
@@ -251,20 +273,25 @@ def _check(t: Trial, index: Path, docs: list[dict[str, str]], batch_size: int, r
 def run_trials(root: Path, trials: int, n_docs: int = 1500, batch_size: int = 100, base_seed: int = 14) -> tuple[list[Trial], Timing]:
     """Calibrate, then run ``trials`` seeded trials cycling through :data:`KILL_POINTS`."""
     docs = make_corpus(n_docs)
+    # Scratch documents: added and deleted again before optimize, half as many as the corpus.
+    scratch = make_corpus(n_docs // 2, seed=1, prefix="x", first=n_docs)
     corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    timing = calibrate(root, corpus, batch_size, optimize_after=(n_docs // batch_size) // 2)
-    return [run_trial(i, base_seed * 1000 + i, root, corpus, docs, batch_size, timing) for i in range(trials)], timing
+    for path, rows in ((corpus, docs), (root / "scratch.jsonl", scratch)):
+        path.write_text("".join(json.dumps(d) + "\n" for d in rows), encoding="utf-8")
+    timing = calibrate(root, corpus, batch_size)
+    return [
+        run_trial(i, base_seed * 1000 + i, root, corpus, docs, scratch, batch_size, timing) for i in range(trials)
+    ], timing
 
 
 def table(trials: list[Trial]) -> str:
     """The trials as a Markdown table."""
-    head = "| trial | kill point | killed after (last line + delay) | reported written | found after reopen | in-flight batch stored | duplicates | data lost | reopen | search | re-ingest converged |"
-    rows = [head, "|" + "---|" * 11]
+    head = "| trial | kill point | killed after (last line + delay) | reported written | found after reopen | in-flight batch stored | scratch stored | duplicates | data lost | reopen | search | re-ingest converged |"
+    rows = [head, "|" + "---|" * 12]
     for t in trials:
         rows.append(
             f"| {t.trial} | {t.kill_point} | {t.killed_after} | {t.reported_written} | {t.found_after_reopen} | "
-            f"{t.in_flight_stored} | {t.duplicates} | {t.data_lost} | {t.reopen} | {'ok' if t.search_ok else 'FAIL'} | "
+            f"{t.in_flight_stored} | {t.scratch_stored} | {t.duplicates} | {t.data_lost} | {t.reopen} | {'ok' if t.search_ok else 'FAIL'} | "
             f"{'yes' if t.reingest_converged else 'NO'} |"
         )
     return "\n".join(rows)
@@ -283,7 +310,8 @@ def main() -> None:
         trials, timing = run_trials(Path(tmp), args.trials, args.docs, args.batch_size)
     text = (
         f"{args.trials} trials, {args.docs} documents in batches of {args.batch_size}; child timing on this machine: "
-        f"batch {timing.batch_s * 1000:.0f} ms, optimize {timing.optimize_s * 1000:.0f} ms, whole run {timing.total_s:.1f} s\n\n"
+        f"batch {timing.batch_s * 1000:.0f} ms, delete {timing.delete_s * 1000:.0f} ms, optimize {timing.optimize_s * 1000:.0f} ms, "
+        f"whole run {timing.total_s:.1f} s\n\n"
         + table(trials)
     )
     print(text)
