@@ -83,16 +83,16 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
     manifest_file = root / MANIFEST_FILE
     if not (root / SHARD_DIR).is_dir():
         raise IndexPathError(f"no index data at {root / SHARD_DIR}: there is nothing to repair at {root}")
-    reason = "it was missing"
-    if manifest_file.is_file():
-        try:
-            read_manifest_file(manifest_file)
-            return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound")
-        except IndexCorruptError as exc:
-            reason = f"it was corrupt: {exc}".split(". ")[0]
     cfg = config or RetrieverConfig()
-    store = EdgeStore(root, check=False)
+    store = EdgeStore(root, check=False)  # holds the lock: nobody writes while the manifest is rebuilt
     try:
+        reason = "it was missing"
+        if manifest_file.is_file():
+            try:
+                read_manifest_file(manifest_file)
+                return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound")
+            except IndexCorruptError as exc:
+                reason = f"it was corrupt: {exc}".split(". ")[0]
         points = _all_points(store)
         if not points:
             return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
