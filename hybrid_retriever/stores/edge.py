@@ -3,6 +3,14 @@
 Layout of the index folder: ``shard/`` (Qdrant Edge's own files) and
 ``manifest.json`` (what built the index). Qdrant Edge searches segments by brute
 force until they are optimised, so :meth:`optimize` runs after bulk ingest.
+
+A killed process: every upsert is one write-ahead-log record, so a batch is stored whole
+or not at all and every batch written before stays (tests/test_crash.py kills ingests at
+random points). The shard is created before the manifest is written and no document is
+written before the manifest, so a kill in between leaves an empty shard without a
+manifest, which the next :meth:`create` replaces. Documents without a manifest (it was
+deleted or damaged) are refused with the way out: ``hybrid-retriever repair``. The shard's
+WAL lock keeps a folder to one process at a time (:class:`IndexLockedError`).
 """
 
 from __future__ import annotations
