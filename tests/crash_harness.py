@@ -93,6 +93,7 @@ class _Child:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []
+        self._released = 0  # --step: the child has been let past batches reporting less than this
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -121,6 +122,17 @@ class _Child:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+    def step_to(self, written: int) -> tuple[float, str] | None:
+        """Let a ``--step`` child go on batch by batch until it reports ``written``; it then waits."""
+        assert self.proc.stdin is not None
+        while True:
+            seen = self.wait_for(lambda s: s.startswith("written ") and int(s.split()[1]) >= self._released)
+            if seen is None or int(seen[1].split()[1]) >= written:
+                return seen
+            self._released = int(seen[1].split()[1]) + 1
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
 
     def kill(self) -> None:
         self.proc.kill()  # SIGKILL: no cleanup, no flush, no atexit
@@ -180,7 +192,7 @@ def run_trial(
     elif kind == "during-batch":
         seen, delay = child.wait_for(lambda s: s == f"written {min(k * batch_size, len(docs))}"), rng.uniform(0, timing.batch_s)
     elif kind == "between-batches":
-        seen, delay = child.wait_for(lambda s: s == f"written {min(k * batch_size, len(docs))}"), 0.0
+        seen, delay = child.step_to(min(k * batch_size, len(docs))), 0.0
     elif kind == "during-delete":
         seen, delay = child.wait_for(lambda s: s == "scratch-written"), rng.uniform(0, timing.delete_s)
     elif kind == "during-optimize":
