@@ -93,17 +93,16 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
                 return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound")
             except IndexCorruptError as exc:
                 reason = f"it was corrupt: {exc}".split(". ")[0]
-        points = _all_points(store)
-        if not points:
+        count, fields, first = _survey(store, sample)
+        if not count:
             return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
         branches = [build_branch(c) for c in cfg.branches]
         by_name = {b.name: b for b in branches}
         for b in branches:
             b.attach(by_name)
         _check_vector_names(root, branches)
-        sample_points = _with_vectors(store, points[:sample])
+        sample_points = _with_vectors(store, first)
         checks = {b.name: _settle_and_check(b, sample_points) for b in branches}
-        fields = sorted({k for p in points for k in (p.payload.get(PAYLOAD_METADATA) or {})})
         manifest = build_manifest(
             {b.name: b.manifest() for b in branches}, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields
         )
@@ -116,20 +115,24 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
         store.write_manifest(manifest)
     finally:
         store.close()
-    report = RepairReport(str(root), "rebuilt", reason, len(points), fields, checks, set_aside)
+    report = RepairReport(str(root), "rebuilt", reason, count, fields, checks, set_aside)
     log.info("%s", report.summary())
     return report
 
 
-def _all_points(store: EdgeStore) -> list[StoredPoint]:
-    """Every stored point's payload (no vectors), in the shard's order."""
-    out: list[StoredPoint] = []
+def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint]]:
+    """Number of stored points, their metadata fields, and the first ``sample`` points (payloads streamed page by page)."""
+    count = 0
+    fields: set[str] = set()
+    first: list[StoredPoint] = []
     offset: str | None = None
     while True:
         page, offset = store.scroll(1024, offset)
-        out.extend(page)
+        count += len(page)
+        fields.update(k for p in page for k in (p.payload.get(PAYLOAD_METADATA) or {}))
+        first.extend(page[: max(sample - len(first), 0)])
         if offset is None:
-            return out
+            return count, sorted(fields), first
 
 
 def _with_vectors(store: EdgeStore, points: Sequence[StoredPoint]) -> list[StoredPoint]:

@@ -69,6 +69,8 @@ class Trial:
     kill_point: str
     #: The child's last line before it died and how long after it the kill came.
     killed_after: str = ""
+    #: Where the kill landed, from the last line (the aim is not exact on a busy machine).
+    landed: str = ""
     reported_written: int = 0
     found_after_reopen: int = 0
     duplicates: int = 0
@@ -196,21 +198,41 @@ def run_trial(
     elif kind == "during-delete":
         seen, delay = child.wait_for(lambda s: s == "scratch-written"), rng.uniform(0, timing.delete_s)
     elif kind == "during-optimize":
-        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, 0.8 * timing.optimize_s)
+        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, 0.6 * timing.optimize_s)
     else:
-        seen, delay = (child.started, "start"), rng.uniform(0, timing.total_s)
+        seen, delay = (child.started, "start"), rng.uniform(0, 0.9 * timing.total_s)
     if seen is None:
         child.kill()
         t.problems.append(f"the child ended before the kill point: {child.proc.stderr.read() if child.proc.stderr else ''}")
         return t
     time.sleep(max(0.0, seen[0] + delay - time.monotonic()))
+    exited = child.proc.poll() is not None
     child.kill()
     last = [line for _, line in child.lines if line != "<eof>"]
     t.killed_after = f"{last[-1] if last else '(nothing)'} +{delay * 1000:.0f} ms"
+    t.landed = "after the child exited" if exited else _landed(last[-1] if last else "", len(docs), kind == "between-batches")
     t.reported_written = child.reported()
     deleted = any(line == "scratch-deleted" for _, line in child.lines)
     _check(t, index, docs, scratch, deleted, batch_size, rng)
     return t
+
+
+def _landed(last: str, n_docs: int, stepping: bool) -> str:
+    """The phase a child was in, from the last line it printed."""
+    if last.startswith("written "):
+        n = int(last.split()[1])
+        if n == n_docs:
+            return "adding scratch batches"
+        return f"between batches {n}/{n + 1}" if stepping else f"in or after batch {n + 1}"
+    return {
+        "": "starting (imports)",
+        "ready": "in batch 1 (index creation)",
+        "scratch-written": "in delete",
+        "scratch-deleted": "in optimize",
+        "optimize-start": "in optimize",
+        "optimize-done": "closing",
+        "done": "exiting",
+    }.get(last, last)
 
 
 def _check(
@@ -298,15 +320,28 @@ def run_trials(root: Path, trials: int, n_docs: int = 1500, batch_size: int = 10
 
 def table(trials: list[Trial]) -> str:
     """The trials as a Markdown table."""
-    head = "| trial | kill point | killed after (last line + delay) | reported written | found after reopen | in-flight batch stored | scratch stored | duplicates | data lost | reopen | search | re-ingest converged |"
-    rows = [head, "|" + "---|" * 12]
+    head = "| trial | aimed at | landed | killed after (last line + delay) | reported written | found after reopen | in-flight batch stored | scratch stored | duplicates | data lost | reopen | search | re-ingest converged |"
+    rows = [head, "|" + "---|" * 13]
     for t in trials:
         rows.append(
-            f"| {t.trial} | {t.kill_point} | {t.killed_after} | {t.reported_written} | {t.found_after_reopen} | "
+            f"| {t.trial} | {t.kill_point} | {t.landed} | {t.killed_after} | {t.reported_written} | {t.found_after_reopen} | "
             f"{t.in_flight_stored} | {t.scratch_stored} | {t.duplicates} | {t.data_lost} | {t.reopen} | {'ok' if t.search_ok else 'FAIL'} | "
             f"{'yes' if t.reingest_converged else 'NO'} |"
         )
     return "\n".join(rows)
+
+
+def machine() -> str:
+    """One line describing where the trials ran."""
+    import os
+    import platform
+    from importlib.metadata import version
+
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs{load}, Python {platform.python_version()}, "
+        f"qdrant-edge-py {version('qdrant-edge-py')}"
+    )
 
 
 def main() -> None:
@@ -321,6 +356,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trials, timing = run_trials(Path(tmp), args.trials, args.docs, args.batch_size)
     text = (
+        f"# Crash trials\n\n`python tests/crash_harness.py --trials {args.trials} --docs {args.docs} --batch-size {args.batch_size}` "
+        f"on {machine()}.\n\n"
         f"{args.trials} trials, {args.docs} documents in batches of {args.batch_size}; child timing on this machine: "
         f"batch {timing.batch_s * 1000:.0f} ms, delete {timing.delete_s * 1000:.0f} ms, optimize {timing.optimize_s * 1000:.0f} ms, "
         f"whole run {timing.total_s:.1f} s\n\n"
