@@ -436,6 +436,10 @@ from hybrid_retriever.evaluation.cli import eval_command, tune_command  # noqa: 
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
 
+from hybrid_retriever.repair import repair_command  # noqa: E402
+
+app.command("repair")(repair_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

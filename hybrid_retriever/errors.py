@@ -33,3 +33,11 @@ class IndexPathError(HybridRetrieverError):
 
 class RemoteCodeError(HybridRetrieverError, PermissionError):
     """A model needs to run its own code (trust_remote_code) and the caller has not allowed it."""
+
+
+class IndexCorruptError(HybridRetrieverError):
+    """An index folder's files are damaged or incomplete (an unreadable manifest, stored data without one)."""
+
+
+class IndexLockedError(IndexPathError):
+    """Another retriever, in this or another process, has the Edge index folder open."""

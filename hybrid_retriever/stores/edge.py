@@ -3,6 +3,14 @@
 Layout of the index folder: ``shard/`` (Qdrant Edge's own files) and
 ``manifest.json`` (what built the index). Qdrant Edge searches segments by brute
 force until they are optimised, so :meth:`optimize` runs after bulk ingest.
+
+A killed process: every upsert is one write-ahead-log record, so a batch is stored whole
+or not at all and every batch written before stays (tests/test_crash.py kills ingests at
+random points). The shard is created before the manifest is written and no document is
+written before the manifest, so a kill in between leaves an empty shard without a
+manifest, which the next :meth:`create` replaces. Documents without a manifest (it was
+deleted or damaged) are refused with the way out: ``hybrid-retriever repair``. The shard's
+WAL lock keeps a folder to one process at a time (:class:`IndexLockedError`).
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -18,9 +28,10 @@ import numpy as np
 import qdrant_edge as qe
 
 from hybrid_retriever.branches.base import VectorSpec
-from hybrid_retriever.errors import IndexPathError, InvalidInputError
+from hybrid_retriever.errors import IndexCorruptError, IndexLockedError, IndexPathError, InvalidInputError
 from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_edge_filter
+from hybrid_retriever.stores.manifest import validate_manifest
 from hybrid_retriever.types import SparseVector, Vector
 
 log = logging.getLogger(__name__)
@@ -34,23 +45,54 @@ _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe
 class EdgeStore(Store):
     """A Qdrant Edge shard in folder ``path``. Writes are serialised; searches run concurrently."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, check: bool = True) -> None:
+        """Open the index in folder ``path`` if it holds one (the folder is created on first write).
+
+        ``check`` (the default) refuses a folder whose files are inconsistent with
+        :class:`IndexCorruptError`; :mod:`hybrid_retriever.repair` opens with it off.
+        """
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise IndexPathError(f"index path {self.path} is a file; give a folder path (it is created if missing)")
         self._shard: qe.EdgeShard | None = None
+        #: A shard left by an index creation that was interrupted before its manifest was
+        #: written holds no documents (none are written before the manifest): :meth:`create`
+        #: replaces it. ``_leftover_error`` says why such a shard would not even load.
+        self._leftover = False
+        self._leftover_error: str | None = None
         self._write_lock = threading.Lock()
-        if (self.path / SHARD_DIR).is_dir() and (self.path / MANIFEST_FILE).is_file():
-            try:
-                self._shard = qe.EdgeShard.load(str(self.path / SHARD_DIR))
-            except Exception as exc:
-                if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
-                    raise IndexPathError(
-                        f"the index at {self.path} is already open (in this or another process); "
-                        "close the other retriever first, or use a Qdrant server for shared access"
-                    ) from None
-                raise IndexPathError(f"cannot open the index at {self.path}: {exc}") from None
+        shard_dir, manifest_file = self.path / SHARD_DIR, self.path / MANIFEST_FILE
+        if not shard_dir.is_dir():
+            if check and manifest_file.is_file():
+                raise IndexCorruptError(
+                    f"{manifest_file} is there but the index data ({shard_dir}) is missing, so the documents are gone; "
+                    f"move or delete {manifest_file} (or the whole folder) to build a new index at {self.path}"
+                )
+            return
+        try:
+            shard = load_shard(self.path)
+        except IndexCorruptError as exc:
+            if not check or manifest_file.is_file():
+                raise
+            self._leftover_error = str(exc)
+            return
+        if not check:
+            self._shard = shard
+            return
+        if not manifest_file.is_file():
+            n = int(shard.count(qe.CountRequest(exact=True)))
+            shard.close()
+            if n:
+                raise _missing_manifest(self.path, n)
+            self._leftover = True
+            return
+        self._shard = shard
+        try:
+            self.read_manifest()
+        except IndexCorruptError:
+            self.close()
+            raise
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -78,22 +120,51 @@ class EdgeStore(Store):
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IndexPathError(f"cannot create index folder {self.path}: {exc}") from None
-        self._shard = qe.EdgeShard.create(
-            str(self.path / SHARD_DIR), qe.EdgeConfig(vectors=dense or None, sparse_vectors=sparse or None)
-        )
+        self._clear_leftover()
+        try:
+            self._shard = qe.EdgeShard.create(
+                str(self.path / SHARD_DIR), qe.EdgeConfig(vectors=dense or None, sparse_vectors=sparse or None)
+            )
+        except Exception as exc:
+            raise IndexPathError(f"cannot create the index at {self.path}: {exc}") from None
+        # The shard first, then the manifest: a crash in between leaves a shard with no
+        # documents and no manifest, which the next create replaces (see __init__).
         self.write_manifest(manifest)
+
+    def _clear_leftover(self) -> None:
+        """Make way for a new shard where an interrupted creation left one (it holds no documents)."""
+        shard_dir = self.path / SHARD_DIR
+        if self._leftover:
+            shard = load_shard(self.path)  # locked while checked: nobody writes to it meanwhile
+            n = int(shard.count(qe.CountRequest(exact=True)))
+            shard.close()
+            if n:
+                raise _missing_manifest(self.path, n)
+            log.warning("replacing the empty shard an interrupted index creation left at %s", shard_dir)
+            shutil.rmtree(shard_dir)
+            self._leftover = False
+        elif self._leftover_error is not None:
+            # It would not load, so it was not checked for documents: set it aside, never delete it.
+            aside = self.path / f"{SHARD_DIR}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"
+            log.warning("moving aside %s, which does not load (%s), to %s", shard_dir, self._leftover_error, aside)
+            os.replace(shard_dir, aside)
+            self._leftover_error = None
 
     def read_manifest(self) -> dict[str, Any] | None:
         f = self.path / MANIFEST_FILE
         if self._shard is None or not f.is_file():
             return None
-        return json.loads(f.read_text(encoding="utf-8"))
+        return read_manifest_file(f)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        # Write-then-rename so a crash never leaves a half-written manifest.
+        # Write, fsync, then rename: neither a crash nor a power cut leaves a half-written manifest.
         tmp = self.path / (MANIFEST_FILE + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(json.dumps(manifest, indent=2, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, self.path / MANIFEST_FILE)
+        _fsync_dir(self.path)
 
     def close(self) -> None:
         if self._shard is not None:
@@ -191,6 +262,63 @@ class EdgeStore(Store):
     def disk_bytes(self) -> int:
         """Bytes the index folder takes on disk."""
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+def load_shard(path: Path) -> qe.EdgeShard:
+    """Open the Edge shard of the index folder ``path``; a held lock or unreadable files are the library's errors."""
+    shard_dir = path / SHARD_DIR
+    try:
+        return qe.EdgeShard.load(str(shard_dir))
+    except Exception as exc:
+        if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+            raise IndexLockedError(
+                f"the index at {path} is already open in another retriever, in this or another process "
+                f"(it holds the lock on {shard_dir / 'wal'}); an Edge index is used by one process at a time. "
+                "Close the other one first, or share the index: serve it over HTTP with `hybrid-retriever serve` "
+                "and send queries there, or keep the documents in a Qdrant server (store kind 'qdrant'), "
+                "which many processes can use at once"
+            ) from None
+        raise IndexCorruptError(
+            f"cannot open the index data at {shard_dir}: {exc}; if the folder was copied while in use, copy it again "
+            "from a closed index"
+        ) from None
+
+
+def _missing_manifest(path: Path, n: int) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"the index at {path} holds {n} documents but its {MANIFEST_FILE} is missing (an interrupted or damaged "
+        f"index); rebuild the manifest with `hybrid-retriever repair --index {path} [--config FILE]` (the "
+        "configuration it was built with); nothing is deleted"
+    )
+
+
+def read_manifest_file(f: Path) -> dict[str, Any]:
+    """The manifest in file ``f``, parsed and its structure checked (:class:`IndexCorruptError` if not sound)."""
+    fix = (
+        f"The documents are untouched: rebuild the manifest with `hybrid-retriever repair --index {f.parent} "
+        "--config FILE` (the configuration the index was built with), or restore it from a backup"
+    )
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"the index manifest {f} is not valid JSON ({exc}). {fix}") from None
+    except OSError as exc:
+        raise IndexPathError(f"cannot read the index manifest {f}: {exc}") from None
+    return validate_manifest(data, str(f), fix)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _hnsw(s: VectorSpec) -> qe.HnswIndexConfig | None:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybrid_retriever.errors import IndexCorruptError
+
 SCHEMA_VERSION = 1
+
+#: Top-level keys of a manifest and the JSON types they must have.
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "library_version": (str,),
+    "branches": (dict,),
+    "metadata_fields": (list,),
+    "config": (dict,),
+}
 
 #: Branch settings that may differ on reopen without changing stored vectors.
 _FREE_KEYS = {"avg_len"}
@@ -56,3 +67,43 @@ def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]], parti
                 what = "model files (weights_sha256)" if key == _HASH else key
                 problems.append(f"branch {name!r}: {what} is {old.get(key)!r} in the index, {new.get(key)!r} in the configuration")
     return problems
+
+
+def validate_manifest(data: Any, where: str, fix: str) -> dict[str, Any]:
+    """``data`` (a parsed manifest) if its structure is sound, else :class:`IndexCorruptError`.
+
+    Checks the keys and JSON types everything downstream relies on; extra keys are
+    allowed (newer fields). ``where`` names the file in the message, ``fix`` says what to do.
+    """
+    problems = _structure_problems(data)
+    if problems:
+        raise IndexCorruptError(f"the index manifest {where} is corrupt: {'; '.join(problems)}. {fix}")
+    return data
+
+
+def _structure_problems(data: Any) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"it holds a JSON {_json_type(data)}, not an object"]
+    problems = []
+    for key, types in _REQUIRED.items():
+        if key not in data:
+            problems.append(f"key {key!r} is missing")
+        elif not isinstance(data[key], types) or isinstance(data[key], bool):
+            problems.append(f"{key!r} is a {_json_type(data[key])}, expected a {_json_type(types[0]())}")
+    if problems:
+        return problems
+    if not data["branches"]:
+        problems.append("'branches' is empty")
+    for name, branch in data["branches"].items():
+        if not isinstance(branch, dict) or not isinstance(branch.get("kind"), str):
+            problems.append(f"branch {name!r} is not an object with a 'kind'")
+    if not all(isinstance(f, str) for f in data["metadata_fields"]):
+        problems.append("'metadata_fields' holds non-strings")
+    if not isinstance(data["config"].get("branches"), list):
+        problems.append("'config' has no 'branches' list")
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -1,0 +1,261 @@
+"""Rebuild the manifest of an Edge index whose ``manifest.json`` is missing or corrupt.
+
+The documents live in the shard; the manifest only records what built them. So it can be
+rebuilt from the stored points and the configuration the index was built with: branch
+settings come from the configuration, checked against the shard (vector names and sizes)
+and against the stored vectors themselves (a sample of stored texts is re-encoded and must
+reproduce them); BM25's ``avg_len`` is recovered exactly from stored document vectors;
+the metadata field list is read from the stored payloads. Nothing is deleted: a corrupt
+manifest is kept beside the new one.
+
+    >>> from hybrid_retriever.repair import repair_index              # doctest: +SKIP
+    >>> print(repair_index("./my-index", RetrieverConfig.from_file("built-with.yaml")).summary())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import typer
+
+from hybrid_retriever.branches import BM25Branch, Branch, build_branch
+from hybrid_retriever.config import RetrieverConfig
+from hybrid_retriever.errors import IndexCorruptError, IndexMismatchError, IndexPathError
+from hybrid_retriever.stores.base import PAYLOAD_METADATA, PAYLOAD_TEXT, StoredPoint
+from hybrid_retriever.stores.edge import MANIFEST_FILE, SHARD_DIR, EdgeStore, read_manifest_file
+from hybrid_retriever.stores.manifest import build_manifest, validate_manifest
+from hybrid_retriever.types import SparseVector, Vector
+
+log = logging.getLogger(__name__)
+
+#: Stored documents re-encoded to check that the configuration reproduces their vectors.
+CHECK_SAMPLE = 8
+
+#: Least cosine similarity between a stored dense vector and its re-encoding (float16 storage included).
+_MIN_COSINE = 0.99
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair_index` found and did."""
+
+    path: str
+    #: "rebuilt" (a new manifest was written) or "none" (nothing to repair).
+    action: str
+    reason: str
+    documents: int = 0
+    metadata_fields: list[str] = field(default_factory=list)
+    #: Branch -> how its settings were confirmed (e.g. "8 stored documents re-encoded identically").
+    checks: dict[str, str] = field(default_factory=dict)
+    #: Where the corrupt manifest was moved (it is never deleted).
+    set_aside: Optional[str] = None
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        if self.action == "none":
+            return f"{self.path}: nothing to repair ({self.reason})."
+        lines = [f"{self.path}: rebuilt {MANIFEST_FILE} ({self.reason}); {self.documents} documents kept."]
+        lines += [f"  {name}: {how}" for name, how in self.checks.items()]
+        lines.append(f"  metadata fields: {', '.join(self.metadata_fields) or '(none)'}")
+        if self.set_aside:
+            lines.append(f"  the corrupt manifest was kept as {self.set_aside}")
+        return "\n".join(lines)
+
+
+def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = None, *, sample: int = CHECK_SAMPLE) -> RepairReport:
+    """Rebuild the manifest of the Edge index at ``path`` from its stored points and ``config``.
+
+    ``config`` is the configuration the index was built with (its store section is
+    ignored); ``None`` means the defaults. Does nothing when the manifest is sound or the
+    shard holds no documents. Raises :class:`IndexMismatchError` (writing nothing) when
+    the configuration does not reproduce the stored vectors, and
+    :class:`~hybrid_retriever.errors.IndexLockedError` when the index is open elsewhere.
+    """
+    root = Path(path).expanduser()
+    manifest_file = root / MANIFEST_FILE
+    if not (root / SHARD_DIR).is_dir():
+        raise IndexPathError(f"no index data at {root / SHARD_DIR}: there is nothing to repair at {root}")
+    cfg = config or RetrieverConfig()
+    store = EdgeStore(root, check=False)  # holds the lock: nobody writes while the manifest is rebuilt
+    try:
+        reason = "it was missing"
+        if manifest_file.is_file():
+            try:
+                read_manifest_file(manifest_file)
+                return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound")
+            except IndexCorruptError as exc:
+                reason = f"it was corrupt: {exc}".split(". ")[0]
+        count, fields, first = _survey(store, sample)
+        if not count:
+            return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
+        branches = [build_branch(c) for c in cfg.branches]
+        by_name = {b.name: b for b in branches}
+        for b in branches:
+            b.attach(by_name)
+        _check_vector_names(root, branches)
+        sample_points = _with_vectors(store, first)
+        checks = {b.name: _settle_and_check(b, sample_points) for b in branches}
+        manifest = build_manifest(
+            {b.name: b.manifest() for b in branches}, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields
+        )
+        validate_manifest(manifest, "(rebuilt)", "")
+        set_aside = None
+        if manifest_file.is_file():
+            aside = root / f"{MANIFEST_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(manifest_file, aside)
+            set_aside = str(aside)
+        store.write_manifest(manifest)
+    finally:
+        store.close()
+    report = RepairReport(str(root), "rebuilt", reason, count, fields, checks, set_aside)
+    log.info("%s", report.summary())
+    return report
+
+
+def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint]]:
+    """Number of stored points, their metadata fields, and the first ``sample`` points (payloads streamed page by page)."""
+    count = 0
+    fields: set[str] = set()
+    first: list[StoredPoint] = []
+    offset: str | None = None
+    while True:
+        page, offset = store.scroll(1024, offset)
+        count += len(page)
+        fields.update(k for p in page for k in (p.payload.get(PAYLOAD_METADATA) or {}))
+        first.extend(page[: max(sample - len(first), 0)])
+        if offset is None:
+            return count, sorted(fields), first
+
+
+def _with_vectors(store: EdgeStore, points: Sequence[StoredPoint]) -> list[StoredPoint]:
+    """``points`` again, with all their vectors, in the same order; each must carry a text."""
+    missing = [p.point_id for p in points if not isinstance(p.payload.get(PAYLOAD_TEXT), str)]
+    if missing:
+        raise IndexCorruptError(
+            f"stored point {missing[0]} has no '{PAYLOAD_TEXT}' text: this shard was not written by hybrid-retriever, "
+            "so its manifest cannot be rebuilt from it"
+        )
+    full = {p.point_id: p for p in store.retrieve([p.point_id for p in points], with_vectors=True)}
+    return [full[p.point_id] for p in points]
+
+
+def _check_vector_names(root: Path, branches: Sequence[Branch]) -> None:
+    """The configuration's vectors against those the shard was created with (names, kinds, sizes)."""
+    try:
+        shard_cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text(encoding="utf-8"))
+        dense, sparse = dict(shard_cfg.get("vectors") or {}), dict(shard_cfg.get("sparse_vectors") or {})
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise IndexCorruptError(f"cannot read the shard's own configuration {root / SHARD_DIR / 'edge_config.json'}: {exc}") from None
+    specs = [s for b in branches for s in b.vector_specs]
+    problems = []
+    want_dense = {s.name: s.size for s in specs if s.kind != "sparse"}
+    want_sparse = {s.name for s in specs if s.kind == "sparse"}
+    if set(want_dense) != set(dense) or want_sparse != set(sparse):
+        problems.append(
+            f"the index stores vectors {sorted(dense)} (dense) and {sorted(sparse)} (sparse), the configuration's branches "
+            f"make {sorted(want_dense)} and {sorted(want_sparse)}"
+        )
+    for name in sorted(set(want_dense) & set(dense)):
+        size = (dense[name] or {}).get("size") if isinstance(dense[name], dict) else None
+        if size != want_dense[name]:
+            problems.append(f"vector {name!r} has {size} dimensions in the index, {want_dense[name]} in the configuration")
+    if problems:
+        raise _mismatch(problems)
+
+
+def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
+    """Recover what the branch learned at first ingest, then check it reproduces the stored vectors."""
+    texts = [p.payload[PAYLOAD_TEXT] for p in points]
+    how = ""
+    if isinstance(branch, BM25Branch) and branch.avg_len is None:
+        stored = [p.vectors.get(branch.name) for p in points]
+        branch.avg_len = _recover_avg_len(branch, texts, stored)
+        branch._model = None
+        how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
+    fresh = branch.stored_vectors(branch.encode_documents(texts))
+    for p, mine in zip(points, fresh):
+        for name, vector in mine.items():
+            if name not in p.vectors or not _same_vector(p.vectors[name], vector):
+                raise _mismatch(
+                    [
+                        f"branch {branch.name!r}: re-encoding stored document {p.payload.get('doc_id', p.point_id)!r} gives "
+                        f"another {name!r} vector than the stored one (another model, prompt or tokeniser setting)"
+                    ],
+                )
+    return how + f"{len(points)} stored documents re-encoded to their stored vectors"
+
+
+def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[Vector | None]) -> float:
+    """BM25's avg_len, solved from stored document weights ``w = tf·(k1+1) / (tf + k1·(1 − b + b·dl/avg_len))``.
+
+    Every term of every document gives one estimate; they agree when the configuration's
+    k1, b and tokeniser are the ones the index was built with (checked afterwards by
+    re-encoding). With ``b = 0`` or ``k1 = 0`` avg_len has no effect and is re-measured
+    from the texts instead.
+    """
+    k1, b = branch.config.k1, branch.config.b
+    if b == 0 or k1 == 0:
+        branch.fit(list(texts))
+        return float(branch.avg_len or 1.0)
+    estimates = []
+    for text, vector in zip(texts, stored):
+        if not isinstance(vector, SparseVector):
+            continue
+        counted = branch._counter.embed_document(text)
+        tf = {i: round(w / (2.0 - w)) for i, w in zip(counted.indices, counted.values)}
+        dl = sum(tf.values())
+        for i, w in zip(vector.indices, vector.values):
+            t = tf.get(i)
+            if not t or w <= 0:
+                continue
+            denominator = (t * (k1 + 1) / w - t) / k1 - 1 + b
+            if denominator > 0:
+                estimates.append(dl * b / denominator)
+    if not estimates:
+        raise IndexCorruptError(f"no stored {branch.name!r} vector to recover BM25's avg_len from; set avg_len in the configuration")
+    return float(statistics.median(estimates))
+
+
+def _same_vector(stored: Any, fresh: Any) -> bool:
+    if isinstance(stored, SparseVector) or isinstance(fresh, SparseVector):
+        if not (isinstance(stored, SparseVector) and isinstance(fresh, SparseVector)):
+            return False
+        a, c = dict(zip(stored.indices, stored.values)), dict(zip(fresh.indices, fresh.values))
+        return a.keys() == c.keys() and bool(np.allclose([a[i] for i in a], [c[i] for i in a], rtol=1e-3, atol=1e-6))
+    a, c = np.asarray(stored, dtype=np.float64), np.asarray(fresh, dtype=np.float64)
+    if a.shape != c.shape or a.size == 0:
+        return a.shape == c.shape
+    a, c = a.reshape(-1, a.shape[-1]), c.reshape(-1, c.shape[-1])
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(c, axis=1)
+    zero = norms == 0
+    cosine = np.where(zero, 1.0, (a * c).sum(axis=1) / np.where(zero, 1.0, norms))
+    return bool(np.all(cosine >= _MIN_COSINE))
+
+
+def _mismatch(problems: list[str]) -> IndexMismatchError:
+    return IndexMismatchError(
+        "the configuration does not match the stored documents, so the manifest was not rebuilt:\n  - "
+        + "\n  - ".join(problems)
+        + "\nGive the configuration the index was built with (--config FILE)."
+    )
+
+
+def repair_command(
+    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of the index to repair."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="The configuration the index was built with (.yaml/.json); default: the defaults."
+    ),
+) -> None:
+    """Rebuild a missing or corrupt manifest.json from the stored documents (nothing is deleted)."""
+    from hybrid_retriever.cli import console
+
+    report = repair_index(index_path, RetrieverConfig.from_file(config) if config is not None else None)
+    console.print(report.summary(), markup=False, soft_wrap=True)
