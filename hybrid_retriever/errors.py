@@ -29,3 +29,8 @@ class StoreUnavailableError(HybridRetrieverError, ConnectionError):
 
 class IndexPathError(HybridRetrieverError):
     """The index path cannot hold an index (it is a file, or not writable)."""
+
+
+class BranchFailureError(HybridRetrieverError):
+    """A retrieval branch failed or timed out and ``runtime.on_branch_error`` is ``raise``,
+    or every branch of a search failed (then there is nothing to return)."""

@@ -40,7 +40,7 @@ class QdrantStore(Store):
             url=config.url,
             location=config.location,
             path=config.path,
-            api_key=config.api_key,
+            api_key=config.resolved_api_key(),
             prefer_grpc=config.prefer_grpc,
             timeout=int(max(1, round(config.timeout))),
         )
