@@ -30,6 +30,7 @@ from hybrid_retriever.errors import (
     BranchFailureError,
     ConfigError,
     FilterError,
+    HybridRetrieverError,
     IndexMismatchError,
     InvalidInputError,
     StoreUnavailableError,
@@ -417,8 +418,8 @@ class HybridRetriever:
             t0 = time.perf_counter()
             try:
                 flat = self.store.search_batch([requests[n][qi] for qi in range(nq) for n in names])
-            except StoreUnavailableError:
-                raise  # every branch's search fails alike: nothing to isolate
+            except HybridRetrieverError:
+                raise  # the store is down (every branch fails alike) or the caller's input is bad
             except Exception as exc:
                 if len(names) < 2 or failures.on_error == "raise":
                     raise
@@ -438,6 +439,7 @@ class HybridRetriever:
             if outcome.late:
                 failures.add(n, "search", budget.late(end))
             elif outcome.error is not None:
+                _raise_if_callers_fault(outcome.error)
                 failures.add(n, "search", describe(outcome.error), outcome.error)
             else:
                 timed[n] = outcome.value  # type: ignore[assignment]
@@ -453,6 +455,7 @@ class HybridRetriever:
             try:
                 answers[n], took = _timed(self.store.search_batch, reqs)
             except Exception as exc:
+                _raise_if_callers_fault(exc)
                 failures.add(n, "search", describe(exc), exc)
                 continue
             ms[n] = took / len(reqs)
@@ -672,6 +675,12 @@ class HybridRetriever:
                 f"known fields: {sorted(known)}"
             )
         return spec
+
+
+def _raise_if_callers_fault(exc: BaseException) -> None:
+    """The library's own errors about the input (a bad filter, ...) are the caller's to fix, not a branch failure."""
+    if isinstance(exc, HybridRetrieverError) and not isinstance(exc, StoreUnavailableError):
+        raise exc
 
 
 def _timed(fn: Callable[[Sequence[SearchRequest]], list[ScoredIds]], requests: Sequence[SearchRequest]) -> tuple[list[ScoredIds], float]:
