@@ -390,6 +390,8 @@ def _failure_kind(exc: BaseException) -> str | None:
         return "transport" if isinstance(source, (httpx.TransportError, OSError)) else "not_qdrant"
     if isinstance(exc, (httpx.TransportError, OSError)):
         return "transport"
+    if isinstance(exc, json.JSONDecodeError):  # a 200 answer that is not JSON: a web page, not Qdrant
+        return "not_qdrant"
     code = getattr(exc, "code", None)
     if callable(code) and type(exc).__module__.startswith("grpc"):
         name = getattr(code(), "name", "")
