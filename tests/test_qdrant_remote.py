@@ -288,7 +288,7 @@ def test_local_mode_survives_one_writer_and_four_searchers():
         }
     )
     words = ["qdrant", "vector", "search", "fusion", "ranking", "dense", "sparse", "query"]
-    docs = [Document(text=f"{words[i % 8]} {words[(i * 3) % 8]} document {i}", id=f"d{i}") for i in range(400)]
+    docs = [Document(text=f"{words[i % 8]} {words[(i * 3) % 8]} document {i}", id=f"d{i}") for i in range(600)]
     errors: list[BaseException] = []
     with HybridRetriever(cfg) as r:
         r.add_documents(docs[:20])
@@ -296,8 +296,8 @@ def test_local_mode_survives_one_writer_and_four_searchers():
 
         def write() -> None:
             try:
-                for i in range(20, 400, 10):
-                    r.add_documents(docs[i : i + 10])
+                for i in range(20, 600, 3):
+                    r.add_documents(docs[i : i + 3])
                     r.delete([f"d{i}"])
             except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
                 errors.append(exc)
@@ -318,4 +318,4 @@ def test_local_mode_survives_one_writer_and_four_searchers():
         for t in threads:
             t.join(120)
         assert not errors, errors
-        assert r.count() == 400 - len(range(20, 400, 10))
+        assert r.count() == 600 - len(range(20, 600, 3))
