@@ -47,7 +47,6 @@ from _common import (  # noqa: E402
     add_dataset_arg,
     load_collection,
     load_embeddings,
-    log,
     machine_info,
     machine_md,
     md_table,

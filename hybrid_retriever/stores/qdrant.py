@@ -74,7 +74,9 @@ class QdrantStore(Store):
         self._budget = threading.local()  # .end: when the running operation must be done (monotonic)
         if not self._is_local:
             if config.prefer_grpc:
-                # gRPC calls take this as their deadline; qdrant-client keeps it as whole seconds.
+                # gRPC calls take this as their deadline (qdrant-client keeps it as whole seconds). It is
+                # per attempt, not what is left of the operation: a retry after a fast failure (refused
+                # connection) may still take up to `timeout` itself.
                 self.client._client._timeout = config.timeout
             else:
                 self.client.http.client.add_middleware(self._limit_time)
