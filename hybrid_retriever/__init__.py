@@ -18,6 +18,7 @@ from hybrid_retriever.config import (  # noqa: E402
     RuntimeConfig,
 )
 from hybrid_retriever.errors import (  # noqa: E402
+    BranchFailureError,
     ConfigError,
     FilterError,
     HybridRetrieverError,
@@ -33,6 +34,7 @@ from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit  # n
 
 __all__ = [
     "BM25BranchConfig",
+    "BranchFailureError",
     "BranchResult",
     "BranchScore",
     "ConfigError",

@@ -12,11 +12,13 @@ round-trips to YAML and JSON unchanged::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from hybrid_retriever.errors import ConfigError
 
@@ -64,9 +66,28 @@ class QdrantStoreConfig(_Strict):
     url: Optional[str] = None
     location: Optional[str] = None
     path: Optional[str] = None
-    api_key: Optional[str] = None
+    # A secret: masked in repr/str and never written to YAML/JSON (exclude), so a saved
+    # config carries no key; the environment variable supplies it again on reload.
+    api_key: Optional[SecretStr] = Field(
+        default=None,
+        exclude=True,
+        description="API key (Qdrant Cloud); never written out. None = read the variable named by api_key_env.",
+    )
+    api_key_env: Optional[str] = Field(
+        default="QDRANT_API_KEY", description="Environment variable holding the API key when api_key is not given."
+    )
     prefer_grpc: bool = False
-    timeout: float = Field(default=10.0, gt=0)
+    grpc_port: int = Field(default=6334, gt=0, lt=65536, description="Port of Qdrant's gRPC API (with prefer_grpc).")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one store operation may take, retries included (sub-second values are honoured).",
+    )
+    retries: int = Field(default=2, ge=0, description="Extra attempts of a read (search, get, count) that failed to connect or timed out.")
+    retry_backoff_s: float = Field(
+        default=0.1, ge=0, allow_inf_nan=False, description="Wait before the first retry of a read; doubled for each next one."
+    )
     collection: str = "hybrid_retriever"
 
     @model_validator(mode="after")
@@ -74,7 +95,29 @@ class QdrantStoreConfig(_Strict):
         given = [x for x in (self.url, self.location, self.path) if x]
         if len(given) != 1:
             raise ValueError("give exactly one of url, location (':memory:') or path for a qdrant store")
+        if self.url:
+            _check_url(self.url)
         return self
+
+    def resolved_api_key(self) -> str | None:
+        """The API key to send: ``api_key``, else the environment variable ``api_key_env`` (None = no key)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
+        return (os.environ.get(self.api_key_env) or None) if self.api_key_env else None
+
+
+def _check_url(url: str) -> None:
+    """A Qdrant URL must be ``http(s)://host[:port][/prefix]``; say how to fix anything else."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is malformed ({exc}); write it as http://HOST:6333") from None
+    if parts.scheme not in ("http", "https"):
+        hint = f"http://{url}" if "://" not in url else "http://HOST:6333 or https://HOST:6333"
+        raise ValueError(f"url {url!r} needs the scheme http:// or https://, e.g. {hint}")
+    if not parts.hostname:
+        raise ValueError(f"url {url!r} names no host; write it as {parts.scheme}://HOST:6333")
 
 
 StoreConfig = Annotated[Union[EdgeStoreConfig, QdrantStoreConfig], Field(discriminator="kind")]
@@ -247,6 +290,26 @@ class RuntimeConfig(_Strict):
     max_workers: int = Field(default=4, gt=0, description="Threads encoding branches concurrently.")
     ingest_batch_size: int = Field(default=256, gt=0, description="Documents encoded and upserted per batch.")
     show_progress: bool = True
+    # Resilience (hybrid_retriever/resilience.py): a failing or slow branch is left out of one call.
+    branch_timeout_s: Optional[float] = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a branch may take to encode and search a call's queries; a slower branch is left out of "
+        "that call. None = no limit (the fastest path: one batched Qdrant request).",
+    )
+    deadline_s: Optional[float] = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one search call may take: branches not done by then are left out, and score completion "
+        "is skipped. None = no limit.",
+    )
+    on_branch_error: Literal["degrade", "raise"] = Field(
+        default="degrade",
+        description="A branch that fails or times out: `degrade` leaves it out of that call (weights renormalised, "
+        "provenance and a warning say why); `raise` fails the call. Every branch failing always raises.",
+    )
 
 
 # ------------------------------------------------------------ pseudo-relevance feedback

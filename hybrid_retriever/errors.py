@@ -41,3 +41,8 @@ class IndexCorruptError(HybridRetrieverError):
 
 class IndexLockedError(IndexPathError):
     """Another retriever, in this or another process, has the Edge index folder open."""
+
+
+class BranchFailureError(HybridRetrieverError):
+    """A retrieval branch failed or timed out and ``runtime.on_branch_error`` is ``raise``,
+    or every branch of a search failed (then there is nothing to return)."""

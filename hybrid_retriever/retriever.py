@@ -19,23 +19,33 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 from hybrid_retriever.branches import Branch, build_branch
 from hybrid_retriever.config import RetrieverConfig
-from hybrid_retriever.errors import ConfigError, FilterError, IndexMismatchError, InvalidInputError, RemoteCodeError
+from hybrid_retriever.errors import (
+    BranchFailureError,
+    ConfigError,
+    FilterError,
+    HybridRetrieverError,
+    IndexMismatchError,
+    InvalidInputError,
+    RemoteCodeError,
+    StoreUnavailableError,
+)
 from hybrid_retriever.models.resolve import model_reference
 from hybrid_retriever.models.trust import how_to_grant
 from hybrid_retriever.payload import check_text, storable_metadata
 from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
-from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT
+from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, ScoredIds
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
 from hybrid_retriever.prf import PRFPipeline
+from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
 
 log = logging.getLogger(__name__)
@@ -406,7 +416,10 @@ class HybridRetriever:
 
         Branch encoders run concurrently; all searches go to Qdrant as one batch. With
         ``complete``, each candidate that some branch returned gets its exact score in
-        the branches that did not return it (searched among those ids only).
+        the branches that did not return it (searched among those ids only). With
+        ``runtime.branch_timeout_s`` or ``runtime.deadline_s`` set, each branch searches
+        on its own and one that fails or is late is left out of the call (see
+        :mod:`hybrid_retriever.resilience`): its result has ``error`` set and no hits.
         """
         queries = _validate_queries(queries)
         spec = self._filter(filter)
@@ -416,30 +429,91 @@ class HybridRetriever:
             name: (depth.get(name, self.config.branch(name).depth) if isinstance(depth, dict) else depth or self.config.branch(name).depth)
             for name in self.branches
         }
-        results: list[dict[str, BranchResult]] = [{} for _ in queries]
         if self._manifest is None:
             return [{n: BranchResult(branch=n, hits=[]) for n in self.branches} for _ in queries]
-        encoded = self._encode_queries(queries)
-        ok = [n for n, (vecs, _, err) in encoded.items() if err is None]
-        if not ok:
-            first = next(iter(encoded.values()))[2]
-            raise InvalidInputError(f"every branch failed to encode the query: {first}")
-        requests = [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries)) for n in ok]
-        t0 = time.perf_counter()
-        answers = self.store.search_batch(requests)
-        search_ms = (time.perf_counter() - t0) * 1000 / max(len(queries), 1)
-        it = iter(answers)
+        budget = CallBudget.begin(self.config.runtime)
+        failures = BranchFailures(self.config.runtime.on_branch_error)
+        encoded = self._encode_queries(queries, budget)
+        for n, (_, _, err) in encoded.items():
+            if err is not None:
+                failures.add(n, "encode", err)
+        failures.raise_if_all(self.branches)
+        ok = [n for n in self.branches if n not in failures.reasons]
+        requests = {n: [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries))] for n in ok}
+        answers, search_ms = self._search(requests, budget, failures)
+        failures.raise_if_all(self.branches)
+        results: list[dict[str, BranchResult]] = [{} for _ in queries]
         for qi in range(len(queries)):
             for n in self.branches:
-                vecs, ms, err = encoded[n]
-                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(_tie_sorted(next(it)), start=1)] if err is None else []
+                vecs, ms, _ = encoded[n]
+                err = failures.reasons.get(n)
+                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(_tie_sorted(answers[n][qi]), start=1)] if err is None else []
                 results[qi][n] = BranchResult(
-                    branch=n, hits=hits, encode_ms=ms, search_ms=search_ms, error=err,
+                    branch=n, hits=hits, encode_ms=ms, search_ms=search_ms.get(n, 0.0), error=err,
                     query_vector=vecs[qi] if err is None else None,
                 )
-        if complete and len(ok) > 1:
-            self._complete(results, encoded, spec)
+        if complete and len(self.branches) - len(failures.reasons) > 1:
+            self._complete(results, encoded, spec, budget)
         return results
+
+    def _search(
+        self, requests: dict[str, list[SearchRequest]], budget: CallBudget, failures: BranchFailures
+    ) -> tuple[dict[str, list[ScoredIds]], dict[str, float]]:
+        """Each branch's answers (one per query) and its search time per query in ms; failures recorded.
+
+        Without time limits every branch's searches go to Qdrant as one batch (the fast
+        path); should the batch be refused for a reason other than the store being
+        unreachable, each branch is retried alone to find the one at fault. With limits,
+        each branch is its own request on the pool, waited for until its time is up.
+        """
+        nq = len(next(iter(requests.values())))
+        if not budget.limited:
+            names = list(requests)
+            t0 = time.perf_counter()
+            try:
+                flat = self.store.search_batch([requests[n][qi] for qi in range(nq) for n in names])
+            except HybridRetrieverError:
+                raise  # the store is down (every branch fails alike) or the caller's input is bad
+            except Exception as exc:
+                if len(names) < 2 or failures.on_error == "raise":
+                    raise
+                log.warning("the batched search failed (%s); searching each branch alone to find the one at fault", describe(exc))
+                return self._search_each(requests, failures)
+            ms = (time.perf_counter() - t0) * 1000 / nq
+            it = iter(flat)
+            answers: dict[str, list[ScoredIds]] = {n: [] for n in names}
+            for _ in range(nq):
+                for n in names:
+                    answers[n].append(next(it))
+            return answers, {n: ms for n in names}
+        futures = {n: self._pool.submit(_timed, self.store.search_batch, reqs) for n, reqs in requests.items()}
+        end = budget.branch_end
+        timed: dict[str, tuple[list[ScoredIds], float]] = {}
+        for n, outcome in wait_until(futures, end).items():
+            if outcome.late:
+                failures.add(n, "search", budget.late(end))
+            elif outcome.error is not None:
+                _raise_if_callers_fault(outcome.error)
+                failures.add(n, "search", describe(outcome.error), outcome.error)
+            else:
+                timed[n] = outcome.value  # type: ignore[assignment]
+        return {n: a for n, (a, _) in timed.items()}, {n: ms / nq for n, (_, ms) in timed.items()}
+
+    def _search_each(
+        self, requests: dict[str, list[SearchRequest]], failures: BranchFailures
+    ) -> tuple[dict[str, list[ScoredIds]], dict[str, float]]:
+        """Search branch by branch, recording the ones whose requests fail."""
+        answers: dict[str, list[ScoredIds]] = {}
+        ms: dict[str, float] = {}
+        for n, reqs in requests.items():
+            try:
+                answers[n], took = _timed(self.store.search_batch, reqs)
+            except Exception as exc:
+                _raise_if_callers_fault(exc)
+                failures.add(n, "search", describe(exc), exc)
+                continue
+            ms[n] = took / len(reqs)
+        return answers, ms
 
     def _branch_request(
         self,
@@ -469,17 +543,28 @@ class HybridRetriever:
                 prefetch = [SearchRequest(vector_name=stage.vector_name, vector=stage.vector, limit=stage.limit, filter=spec)]
         return SearchRequest(vector_name=n, vector=vector, limit=limit, filter=spec, prefetch=prefetch or None, **b.search_options())
 
-    def _encode_queries(self, queries: list[str]) -> dict[str, tuple[list[Vector], float, str | None]]:
+    def _encode_queries(
+        self, queries: list[str], budget: CallBudget | None = None
+    ) -> dict[str, tuple[list[Vector], float, str | None]]:
+        """Each branch's query vectors, encoding time per query (ms) and error (None = encoded)."""
         self._verify()
+
         def run(branch: Branch) -> tuple[list[Vector], float, str | None]:
             t0 = time.perf_counter()
             try:
                 vecs = branch.encode_queries(queries)
             except Exception as exc:  # one failing branch must not sink the others
-                log.warning("branch %r failed to encode queries: %s", branch.name, exc)
-                return [], 0.0, f"{type(exc).__name__}: {exc}"
+                return [], 0.0, describe(exc)
             return vecs, (time.perf_counter() - t0) * 1000 / len(queries), None
 
+        if budget is not None and budget.limited:
+            # Every branch on the pool, so the calling thread can stop waiting for a late one.
+            end = budget.branch_end
+            outcomes = wait_until({name: self._pool.submit(run, b) for name, b in self.branches.items()}, end)
+            return {
+                name: o.value if not o.late else ([], 0.0, budget.late(end))  # type: ignore[misc]
+                for name, o in outcomes.items()
+            }
         # The calling thread encodes the last branch itself (by default the dense one) while
         # the pool encodes the others: one thread hand-off fewer per search (benchmarks/latency.py).
         *others, (last_name, last) = self.branches.items()
@@ -494,8 +579,13 @@ class HybridRetriever:
         results: list[dict[str, BranchResult]],
         encoded: dict[str, tuple[list[Vector], float, str | None]],
         spec: FilterSpec | None,
+        budget: CallBudget | None = None,
     ) -> None:
-        """Score completion: exact scores of the union's candidates in branches that missed them."""
+        """Score completion: exact scores of the union's candidates in branches that missed them.
+
+        Past the call's deadline (``runtime.deadline_s``) completion is skipped with a
+        warning and fusion treats the missing scores as ``fusion.missing: floor`` would.
+        """
         requests: list[SearchRequest] = []
         targets: list[tuple[int, str, list[str]]] = []
         for qi, per_branch in enumerate(results):
@@ -511,7 +601,20 @@ class HybridRetriever:
                         )
                     )
                     targets.append((qi, n, sorted(missing)))
-        for (qi, n, asked), answer in zip(targets, self.store.search_batch(requests)):
+        if not requests:
+            return
+        if budget is not None and budget.call_end is not None:
+            outcome = wait_until({"completion": self._pool.submit(self.store.search_batch, requests)}, budget.call_end)["completion"]
+            if outcome.late or outcome.error is not None:
+                why = budget.late(budget.call_end) if outcome.late else describe(outcome.error)  # type: ignore[arg-type]
+                if self.config.runtime.on_branch_error == "raise":
+                    raise BranchFailureError(f"score completion failed ({why}); set runtime.on_branch_error to 'degrade' to fuse without it") from outcome.error
+                log.warning("score completion skipped (%s): missing scores are floored", why)
+                return
+            answers = outcome.value
+        else:
+            answers = self.store.search_batch(requests)
+        for (qi, n, asked), answer in zip(targets, answers):  # type: ignore[arg-type]
             scores = dict(answer)
             if self.branches[n].vector_spec.kind == "sparse":
                 # A document sharing no term with the query is not returned: its exact score is 0.
@@ -524,6 +627,10 @@ class HybridRetriever:
         """Fuse one query's branch results with the configured method (best first)."""
         fusion = self.config.fusion
         weights = self.config.weights()
+        failed = {n for n, r in per_branch.items() if r.error is not None}
+        if failed:  # a branch left out of this call: the others' weights are renormalised
+            total = sum(w for n, w in weights.items() if n not in failed)
+            weights = {n: w / total for n, w in weights.items() if n not in failed} if total > 0 else weights
         lists = {
             n: BranchList(
                 [h.point_id for h in r.hits],
@@ -554,7 +661,7 @@ class HybridRetriever:
                     own = ranks[n].get(it.id)
                     raw = own.score if own else r.completed.get(it.id)
                     completed = own is None and it.id in r.completed
-                    prov[n] = BranchScore(raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed)
+                    prov[n] = BranchScore(raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed, error=r.error)
                 doc = _to_document(p)
                 hits.append(Hit(id=doc.id or it.id, text=doc.text, metadata=doc.metadata, score=it.score, rank=rank, provenance=prov))
             out.append(hits)
@@ -565,8 +672,13 @@ class HybridRetriever:
         queries = _validate_queries(queries)
         fusion = self.config.fusion
         encoded = self._encode_queries(queries)
-        names = list(self.branches)
-        weights = self.config.weights()
+        failures = BranchFailures(self.config.runtime.on_branch_error)
+        for n, (_, _, err) in encoded.items():
+            if err is not None:
+                failures.add(n, "encode", err)
+        failures.raise_if_all(self.branches)
+        names = [n for n in self.branches if n not in failures.reasons]
+        weights = {n: w for n, w in self.config.weights().items() if n in names}
         # Qdrant's RRF term is 1 / (k_q + position) with 0-based positions, i.e.
         # 1 / (k_q - 1 + rank): it equals the paper's (and fusion.rrf's) 1 / (k + rank)
         # when k_q = k + 1. Qdrant weighs a branch as 1 / (rank / w + k_q - 1), so with
@@ -595,7 +707,7 @@ class HybridRetriever:
                 weights=[weights[n] / top_weight for n in names],
             )
             out.append([FusedItem(id=pid, score=s, normalized={n: None for n in names}, floored={}) for pid, s in answer])
-        empty = [{n: BranchResult(branch=n, hits=[]) for n in names} for _ in queries]
+        empty = [{n: BranchResult(branch=n, hits=[], error=failures.reasons.get(n)) for n in self.branches} for _ in queries]
         return self._hits(out, empty, k)
 
     # ---------------------------------------------------------------- validation
@@ -618,6 +730,19 @@ class HybridRetriever:
                 f"known fields: {sorted(known)}"
             )
         return spec
+
+
+def _raise_if_callers_fault(exc: BaseException) -> None:
+    """The library's own errors about the input (a bad filter, ...) are the caller's to fix, not a branch failure."""
+    if isinstance(exc, HybridRetrieverError) and not isinstance(exc, StoreUnavailableError):
+        raise exc
+
+
+def _timed(fn: Callable[[Sequence[SearchRequest]], list[ScoredIds]], requests: Sequence[SearchRequest]) -> tuple[list[ScoredIds], float]:
+    """``fn(requests)`` and how long it took in ms."""
+    t0 = time.perf_counter()
+    answers = fn(requests)
+    return answers, (time.perf_counter() - t0) * 1000
 
 
 def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:

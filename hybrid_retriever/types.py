@@ -79,6 +79,8 @@ class BranchScore:
     #: With pseudo-relevance feedback: this branch's view of the hit in the first stage
     #: (the fields above then describe the final, second stage). ``None`` without PRF.
     first_stage: "BranchScore | None" = None
+    #: Why this branch was left out of the call (failed or timed out; see runtime.on_branch_error); None = it answered.
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -87,6 +89,8 @@ class BranchScore:
             "rank": self.rank,
             "completed": self.completed,
         }
+        if self.error is not None:
+            out["error"] = self.error
         if self.first_stage is not None:
             out["first_stage"] = self.first_stage.as_dict()
         return out

@@ -8,17 +8,24 @@ in-process and is what the tests use.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from typing import Any, Iterator, Literal, Sequence
+import math
+import threading
+import time
+from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from hybrid_retriever.branches.base import VectorSpec
 from hybrid_retriever.config import QdrantStoreConfig
-from hybrid_retriever.errors import StoreUnavailableError
-from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
+from hybrid_retriever.errors import ConfigError, StoreUnavailableError
+from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_client_filter
 from hybrid_retriever.types import SparseVector, Vector
 
@@ -26,50 +33,139 @@ log = logging.getLogger(__name__)
 
 MANIFEST_KEY = "hybrid_retriever"
 
+T = TypeVar("T")
+
 _DISTANCES = {"Cosine": m.Distance.COSINE, "Dot": m.Distance.DOT, "Euclid": m.Distance.EUCLID}
 
 
 class QdrantStore(Store):
-    """One Qdrant collection reached with ``qdrant-client``."""
+    """One Qdrant collection reached with ``qdrant-client``.
+
+    Reads (search, retrieve, count, scroll, collection info) are idempotent: one that
+    fails to connect or times out is retried (``retries``, backoff ``retry_backoff_s``
+    doubling), and all attempts together stay within ``timeout`` seconds; then a
+    :class:`StoreUnavailableError` says what failed. Writes are tried once, and their
+    error says whether anything may have been written. qdrant-client's local mode
+    (``:memory:`` / ``path``) is not thread-safe, so calls to it are serialised here.
+    """
 
     def __init__(self, config: QdrantStoreConfig, client: QdrantClient | None = None) -> None:
         self.config = config
         self.collection = config.collection
-        self.location = config.url or config.location or config.path or "?"
-        self.client = client or QdrantClient(
-            url=config.url,
-            location=config.location,
-            path=config.path,
-            api_key=config.api_key,
-            prefer_grpc=config.prefer_grpc,
-            timeout=int(max(1, round(config.timeout))),
-        )
+        self.location = _describe_location(config)
+        if client is None:
+            try:
+                client = QdrantClient(
+                    url=config.url,
+                    location=config.location,
+                    path=config.path,
+                    api_key=config.resolved_api_key(),
+                    prefer_grpc=config.prefer_grpc,
+                    grpc_port=config.grpc_port,
+                    # qdrant-client rounds this up to whole seconds; _limit_time below sets the real one.
+                    timeout=max(1, math.ceil(config.timeout)),
+                )
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"cannot reach a Qdrant store at {self.location}: {exc}; check store.url") from exc
+        self.client = client
         self._is_local = self.client._client.__class__.__name__.startswith("QdrantLocal")
+        # qdrant-client's local mode raises under concurrent writes and searches: one call at a time.
+        self._local_lock = threading.RLock() if self._is_local else None
+        self._budget = threading.local()  # .end: when the running operation must be done (monotonic)
+        if not self._is_local:
+            if config.prefer_grpc:
+                # gRPC calls take this as their deadline (qdrant-client keeps it as whole seconds). It is
+                # per attempt, not what is left of the operation: a retry after a fast failure (refused
+                # connection) may still take up to `timeout` itself.
+                self.client._client._timeout = config.timeout
+            else:
+                self.client.http.client.add_middleware(self._limit_time)
+
+    def _limit_time(self, request: httpx.Request, call_next: Callable[[httpx.Request], httpx.Response]) -> httpx.Response:
+        """REST middleware: each request may take what is left of its operation's time (sub-second too)."""
+        end = getattr(self._budget, "end", None)
+        left = self.config.timeout if end is None else max(0.001, end - time.monotonic())
+        request.extensions["timeout"] = httpx.Timeout(left).as_dict()
+        return call_next(request)
 
     @contextlib.contextmanager
-    def _calling(self, what: str) -> Iterator[None]:
-        """Turn transport failures into one clear error naming the server and the fix."""
+    def _attempt(self, end: float) -> Iterator[None]:
+        self._budget.end = end
         try:
-            yield
-        except StoreUnavailableError:
-            raise
-        except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
-            name = type(exc).__name__
-            transport = any(
-                t in name for t in ("Connect", "Timeout", "ResponseHandling", "RpcError", "Unavailable")
-            ) or isinstance(exc, (ConnectionError, TimeoutError))
-            if transport:
-                raise StoreUnavailableError(
-                    f"Qdrant at {self.location} did not answer ({what}: {name}: {exc}). Check that the server "
-                    "is running (e.g. `docker compose up -d qdrant`) and that url, api_key and timeout are right"
-                ) from exc
-            raise
+            if self._local_lock is None:
+                yield
+            else:
+                with self._local_lock:
+                    yield
+        finally:
+            self._budget.end = None
+
+    def _read(self, what: str, call: Callable[[], T]) -> T:
+        """Run an idempotent read, retrying transport failures with backoff within ``timeout``."""
+        cfg = self.config
+        start = time.monotonic()
+        end = start + cfg.timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._attempt(end):
+                    return call()
+            except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
+                kind = _failure_kind(exc)
+                if kind is None:
+                    raise
+                wait_s = cfg.retry_backoff_s * 2 ** (attempt - 1)
+                if kind != "transport" or attempt > cfg.retries or time.monotonic() + wait_s >= end:
+                    raise self._unavailable(what, exc, kind, attempt, time.monotonic() - start) from exc
+                log.debug("Qdrant at %s: %s failed (%s); retry %d in %.2f s", self.location, what, _short(exc), attempt, wait_s)
+                time.sleep(wait_s)
+
+    def _write(self, what: str, call: Callable[[], Any], doc_ids: Sequence[str] = ()) -> None:
+        """Run a write once; on failure say whether any of it may have been applied."""
+        start = time.monotonic()
+        try:
+            with self._attempt(start + self.config.timeout):
+                call()
+        except Exception as exc:
+            kind = _failure_kind(exc)
+            if kind is None:
+                raise
+            error = self._unavailable(what, exc, kind, 1, time.monotonic() - start)
+            shown = ", ".join(repr(i) for i in list(doc_ids)[:5]) + (", ..." if len(doc_ids) > 5 else "")
+            subject = f"{what} of {len(doc_ids)} document(s) ({shown})" if doc_ids else what
+            if _never_sent(exc):
+                outcome = f"Nothing was written: the {subject} never reached the server."
+            else:
+                outcome = (
+                    f"The server did not confirm the {subject}: it may or may not have been applied. "
+                    "Repeating the same call is safe (the same ids replace the same points)."
+                )
+            raise StoreUnavailableError(f"{error} {outcome}") from exc
+
+    def _unavailable(self, what: str, exc: BaseException, kind: str, attempts: int, took: float) -> StoreUnavailableError:
+        where = f"Qdrant at {self.location}"
+        if kind == "not_qdrant":
+            return StoreUnavailableError(
+                f"the server at {self.location} is not a Qdrant API ({what}: {_short(exc)}). Check store.url: it "
+                "should name Qdrant's REST port (usually http://HOST:6333, plus any path prefix a proxy adds)"
+            )
+        if kind == "auth":
+            return StoreUnavailableError(
+                f"{where} refused the API key ({what}: {_short(exc)}). Set store.api_key, or the environment "
+                f"variable {self.config.api_key_env or 'named by store.api_key_env'}, to a valid key"
+            )
+        tried = f"{attempts} attempt{'s' if attempts > 1 else ''} in {took:.2f} s (timeout {self.config.timeout:g} s)"
+        return StoreUnavailableError(
+            f"{where} did not answer ({what}: {_short(exc)}; {tried}). Check that the server is running "
+            "(e.g. `docker compose up -d qdrant`) and reachable, and that store.url"
+            f"{', store.grpc_port' if self.config.prefer_grpc else ''}, api_key and timeout are right"
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
     def exists(self) -> bool:
-        with self._calling("collection_exists"):
-            return bool(self.client.collection_exists(self.collection))
+        return bool(self._read("collection_exists", lambda: self.client.collection_exists(self.collection)))
 
     def create(self, specs: Sequence[VectorSpec], manifest: dict[str, Any]) -> None:
         dense: dict[str, m.VectorParams] = {}
@@ -92,27 +188,31 @@ class QdrantStore(Store):
                     if s.quantization == "int8"
                     else None,
                 )
-        with self._calling("create_collection"):
-            self.client.create_collection(
+        self._write(
+            "create_collection",
+            lambda: self.client.create_collection(
                 self.collection,
                 vectors_config=dense or {},
                 sparse_vectors_config=sparse or None,
                 metadata={MANIFEST_KEY: manifest},
-            )
+            ),
+        )
 
     def read_manifest(self) -> dict[str, Any] | None:
         if not self.exists():
             return None
-        with self._calling("get_collection"):
-            metadata = self.client.get_collection(self.collection).config.metadata or {}
+        metadata = self._read("get_collection", lambda: self.client.get_collection(self.collection)).config.metadata or {}
         return metadata.get(MANIFEST_KEY)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        with self._calling("update_collection"):
-            self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest})
+        self._write("update_collection", lambda: self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest}))
 
     def close(self) -> None:
-        self.client.close()
+        if self._local_lock is None:
+            self.client.close()
+            return
+        with self._local_lock:
+            self.client.close()
 
     # -- writes ---------------------------------------------------------------------
 
@@ -121,12 +221,12 @@ class QdrantStore(Store):
             m.PointStruct(id=p.point_id, vector={k: _to_client_vector(v) for k, v in p.vectors.items()}, payload=p.payload)
             for p in points
         ]
-        with self._calling("upsert"):
-            self.client.upsert(self.collection, points=structs, wait=True)
+        doc_ids = [str(p.payload.get(PAYLOAD_ID, p.point_id)) for p in points]
+        self._write("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True), doc_ids)
 
     def delete(self, point_ids: Sequence[str]) -> None:
-        with self._calling("delete"):
-            self.client.delete(self.collection, points_selector=m.PointIdsList(points=list(point_ids)), wait=True)
+        selector = m.PointIdsList(points=list(point_ids))
+        self._write("delete", lambda: self.client.delete(self.collection, points_selector=selector, wait=True))
 
     def optimize(self) -> None:
         # A Qdrant server builds its indexes in the background on its own.
@@ -138,15 +238,16 @@ class QdrantStore(Store):
         if not point_ids:
             return []
         wv: Any = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
-        with self._calling("retrieve"):
-            records = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv)
+        records = self._read(
+            "retrieve", lambda: self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv)
+        )
         return [_to_point(r) for r in records]
 
     def count(self, filter: FilterSpec | None = None) -> int:
         if not self.exists():
             return 0
-        with self._calling("count"):
-            return int(self.client.count(self.collection, count_filter=to_client_filter(filter), exact=True).count)
+        flt = to_client_filter(filter)
+        return int(self._read("count", lambda: self.client.count(self.collection, count_filter=flt, exact=True)).count)
 
     def _request(self, r: SearchRequest) -> m.QueryRequest:
         return m.QueryRequest(
@@ -162,8 +263,8 @@ class QdrantStore(Store):
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
         if not requests:
             return []
-        with self._calling("query_batch_points"):
-            answers = self.client.query_batch_points(self.collection, requests=[self._request(r) for r in requests])
+        batch = [self._request(r) for r in requests]
+        answers = self._read("query_batch_points", lambda: self.client.query_batch_points(self.collection, requests=batch))
         return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
 
     def fused_search(
@@ -182,8 +283,10 @@ class QdrantStore(Store):
             query: Any = m.RrfQuery(rrf=m.Rrf(k=rrf_k, weights=list(weights) if weights else None))
         else:
             query = m.FusionQuery(fusion=m.Fusion.DBSF)
-        with self._calling("query_points"):
-            answer = self.client.query_points(self.collection, prefetch=prefetch, query=query, limit=limit, with_payload=False)
+        answer = self._read(
+            "query_points",
+            lambda: self.client.query_points(self.collection, prefetch=prefetch, query=query, limit=limit, with_payload=False),
+        )
         return [(str(p.id), float(p.score)) for p in answer.points]
 
     def scroll(
@@ -191,10 +294,11 @@ class QdrantStore(Store):
     ) -> tuple[list[StoredPoint], str | None]:
         if not self.exists():
             return [], None
-        with self._calling("scroll"):
-            records, next_offset = self.client.scroll(
-                self.collection, scroll_filter=to_client_filter(filter), limit=limit, offset=offset, with_payload=True
-            )
+        flt = to_client_filter(filter)
+        records, next_offset = self._read(
+            "scroll",
+            lambda: self.client.scroll(self.collection, scroll_filter=flt, limit=limit, offset=offset, with_payload=True),
+        )
         return [_to_point(r) for r in records], (str(next_offset) if next_offset is not None else None)
 
 
@@ -262,3 +366,73 @@ def _from_client_vector(v: Any) -> Vector:
 def _to_point(r: Any) -> StoredPoint:
     vectors = {k: _from_client_vector(v) for k, v in r.vector.items()} if isinstance(r.vector, dict) else {}
     return StoredPoint(point_id=str(r.id), vectors=vectors, payload=dict(r.payload or {}))
+
+
+# -- failures ------------------------------------------------------------------------
+
+
+def _describe_location(config: QdrantStoreConfig) -> str:
+    """Where the store is, as messages should name it (with gRPC: the gRPC host and port actually dialled)."""
+    if config.url and config.prefer_grpc:
+        return f"{urlsplit(config.url).hostname}:{config.grpc_port} (gRPC; REST url {config.url})"
+    return config.url or config.location or config.path or "?"
+
+
+def _failure_kind(exc: BaseException) -> str | None:
+    """What a qdrant-client exception means: ``transport`` (unreachable or slow: worth a retry),
+    ``not_qdrant`` (something else answered), ``auth`` (key refused), or None (Qdrant's own answer)."""
+    if isinstance(exc, UnexpectedResponse):
+        if exc.status_code in (401, 403):
+            return "auth"
+        if exc.status_code in (429, 502, 503, 504):
+            return "transport"
+        return None if _qdrant_body(exc.content) else "not_qdrant"
+    if isinstance(exc, ResponseHandlingException):
+        source = exc.source
+        return "transport" if isinstance(source, (httpx.TransportError, OSError)) else "not_qdrant"
+    if isinstance(exc, (httpx.TransportError, OSError)):
+        return "transport"
+    if isinstance(exc, json.JSONDecodeError):  # a 200 answer that is not JSON: a web page, not Qdrant
+        return "not_qdrant"
+    code = getattr(exc, "code", None)
+    if callable(code) and type(exc).__module__.startswith("grpc"):
+        name = getattr(code(), "name", "")
+        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"):
+            return "transport"
+        if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            return "auth"
+        if name == "UNIMPLEMENTED":
+            return "not_qdrant"
+    return None
+
+
+def _qdrant_body(content: bytes) -> bool:
+    """Whether an error response's body is Qdrant's JSON (``{"status": {"error": ...}, ...}``)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(body, dict) and "status" in body
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether the request surely never reached the server (no connection was made)."""
+    source = exc.source if isinstance(exc, ResponseHandlingException) else exc
+    if isinstance(source, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)):
+        return True
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else ""
+    return "failed to connect" in str(text).lower() or "connection refused" in str(text).lower()
+
+
+def _short(exc: BaseException) -> str:
+    """One line naming an exception and, for wrapped transport errors, what they wrap."""
+    inner = exc.source if isinstance(exc, ResponseHandlingException) else None
+    if isinstance(exc, UnexpectedResponse):
+        return f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
+    if inner is not None:
+        exc = inner
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    text = (text or "").splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

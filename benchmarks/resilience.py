@@ -1,0 +1,316 @@
+"""Resilience: what a per-branch timeout costs, and how long a call takes when a branch stalls.
+
+    .venv/bin/python benchmarks/resilience.py                 # ~5 min on 2 shared cores
+    .venv/bin/python benchmarks/resilience.py --docs 1000 --queries 300
+
+Data: the first ``--docs`` SciFact documents (MiniLM vectors from the embedding cache) in a
+Qdrant Edge index (bm25 + dense, optimised); SciFact test queries, dense query vectors
+pre-encoded from the cache (so a search measures the search path, not MiniLM).
+
+Measured interleaved, query by query in a random order (``latency.interleaved``):
+
+- ``before``: the retriever as it was before the resilience work (``hybrid_retriever/retriever.py``
+  at the merge base with main, loaded side by side), one batched Qdrant request;
+- ``fast path``: today's retriever without limits (the default): must cost the same as ``before``;
+- ``limits, healthy``: ``branch_timeout_s`` set but nothing fails: each branch's search is its own
+  request on the thread pool (the price of being able to stop waiting for one);
+- ``dense stalled, timeout T``: the dense branch's Qdrant request blocks (until the call has
+  returned) and ``branch_timeout_s = T``: the call must return after about T with BM25's results;
+- ``dense stalled, deadline T``: the same with ``deadline_s = T`` instead.
+
+Then the remote store (qdrant-client over HTTP): time until ``StoreUnavailableError`` for a read
+against a closed loopback port and against a loopback server that accepts and never answers, for
+several ``timeout`` values (qdrant-client alone rounds timeouts up to whole seconds).
+
+Writes ``results/resilience.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    CACHE,
+    REPO,
+    add_dataset_arg,
+    load_collection,
+    load_embeddings,
+    machine_info,
+    machine_md,
+    md_table,
+    new_edge_retriever,
+    percentiles,
+    setup_logging,
+    write_results,
+)
+from latency import interleaved, with_cached_queries  # noqa: E402
+
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
+from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError  # noqa: E402
+from hybrid_retriever.stores import SearchRequest  # noqa: E402
+
+TIMEOUTS_S = [0.05, 0.1, 0.25]
+STORE_TIMEOUTS_S = [0.1, 0.25, 0.5, 1.0]
+
+
+class StalledBranch:
+    """Forwards to a real store, except that a search on ``vector`` blocks until the call that
+    sent it has returned (``release``), like a Qdrant request that never answers in time."""
+
+    def __init__(self, store: Any, vector: str) -> None:
+        self._store, self._vector = store, vector
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> Any:
+        if any(r.vector_name == self._vector for r in requests):
+            self.release.wait(30)
+        return self._store.search_batch(requests)
+
+
+def with_runtime(r: HybridRetriever, **runtime: Any) -> HybridRetriever:
+    """A shallow copy of ``r`` (same store, branches, pool) with other runtime settings."""
+    rc = copy.copy(r)
+    data = r.config.model_dump()
+    data["runtime"].update(runtime)
+    rc.config = RetrieverConfig.validate_data(data)
+    return rc
+
+
+def stalled(r: HybridRetriever, outcomes: dict[str, int], **runtime: Any) -> Any:
+    """A search whose dense request stalls; ``outcomes`` counts calls answered by BM25 alone and
+    calls where BM25 missed the limit too (``BranchFailureError``: every branch failed)."""
+    rc = with_runtime(r, **runtime)
+    proxy = StalledBranch(r.store, "dense")
+    rc.store = proxy  # type: ignore[assignment]
+
+    def search(q: str) -> Any:
+        proxy.release.clear()
+        try:
+            hits = rc.search(q)
+        except BranchFailureError:
+            outcomes["every branch missed the limit"] += 1
+            return None
+        finally:
+            proxy.release.set()  # free the blocked worker only after the call has returned
+        assert hits and hits[0].provenance["dense"].error, "the stalled branch was not left out"
+        outcomes["answered by bm25 alone"] += 1
+        return hits
+
+    return search
+
+
+def retriever_before(r: HybridRetriever) -> HybridRetriever:
+    """``r`` as an instance of the HybridRetriever class at the merge base with main (before this work)."""
+    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    source = subprocess.run(
+        ["git", "show", f"{base}:hybrid_retriever/retriever.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    spec = importlib.util.spec_from_loader("hybrid_retriever_retriever_before", loader=None)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    exec(compile(source, f"{base}:hybrid_retriever/retriever.py", "exec"), module.__dict__)
+    old = copy.copy(r)
+    old.__class__ = module.HybridRetriever
+    old._base_commit = base  # type: ignore[attr-defined]
+    return old
+
+
+# ------------------------------------------------------------------------------ remote store
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def stalling_server() -> tuple[socket.socket, int]:
+    """A loopback socket that accepts connections (the kernel's backlog does) and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1024)
+    return s, s.getsockname()[1]
+
+
+def read_once(url: str, timeout: float, retries: int) -> float:
+    """ms until one read through the library's store fails against ``url``."""
+    from hybrid_retriever.config import QdrantStoreConfig
+    from hybrid_retriever.stores import QdrantStore
+
+    store = QdrantStore(QdrantStoreConfig(url=url, timeout=timeout, retries=retries, retry_backoff_s=0.05))
+    t0 = time.perf_counter()
+    try:
+        store.count()
+    except StoreUnavailableError:
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        store.close()
+    raise AssertionError("a read against a dead server succeeded")
+
+
+def raw_read_once(url: str, timeout: float) -> float:
+    """The same read through qdrant-client alone (how the store behaved before this work)."""
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(url=url, timeout=timeout)  # type: ignore[arg-type]  # it rounds up to whole seconds
+    t0 = time.perf_counter()
+    try:
+        client.count("hybrid_retriever")
+    except Exception:
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        client.close()
+    raise AssertionError("a read against a dead server succeeded")
+
+
+def remote_errors(repeats: int) -> dict[str, dict[str, float]]:
+    """Time to a clear error per case, the cases interleaved round by round."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    sock, port = stalling_server()
+    stalled_url = f"http://127.0.0.1:{port}"
+    cases: dict[str, Any] = {}
+    for t in STORE_TIMEOUTS_S:
+        cases[f"closed port, timeout {t:g} s, retries 2"] = (lambda t: lambda: read_once(dead, t, 2))(t)
+        cases[f"stalled server, timeout {t:g} s, retries 2"] = (lambda t: lambda: read_once(stalled_url, t, 2))(t)
+    for t in STORE_TIMEOUTS_S[:2]:
+        cases[f"stalled server, qdrant-client alone (before), timeout {t:g} s"] = (lambda t: lambda: raw_read_once(stalled_url, t))(t)
+    ms: dict[str, list[float]] = {c: [] for c in cases}
+    try:
+        for _ in range(repeats):
+            for c, run in cases.items():
+                ms[c].append(run())
+    finally:
+        sock.close()
+    return {c: {**percentiles(v), "max": max(v)} for c, v in ms.items()}
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arg(p)
+    p.add_argument("--docs", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=20, help="remote-store error timings per setting")
+    args = p.parse_args()
+    setup_logging()
+    import logging
+    import warnings
+
+    logging.getLogger("hybrid_retriever").setLevel(logging.ERROR)  # one warning per stalled call otherwise
+    warnings.filterwarnings("ignore", message="Failed to obtain server version")
+
+    col = load_collection(args.datasets, "scifact", splits=("test",))
+    emb = load_embeddings("scifact")
+    ids = [d for d in emb.doc_ids if d in set(col.doc_ids)][: args.docs]
+    text = dict(zip(col.doc_ids, col.texts))
+    qids = [q for q in col.judged("test") if q in set(emb.query_ids)][: args.queries]
+    queries = [col.queries[q] for q in qids]
+
+    r = new_edge_retriever(CACHE / "resilience" / "edge", [{"kind": "bm25"}, {"kind": "dense"}])
+    r.add_documents([Document(text=text[i], id=i) for i in ids], vectors={"dense": list(emb.doc_vectors(ids))})
+    r.optimize()
+    # Dense query vectors from the cache: a search measures the search path only.
+    qvec = dict(zip(queries, emb.query_vectors(qids)))
+    dense = r.branches["dense"]
+    dense.encode_queries = lambda texts: [qvec[t] for t in texts]  # type: ignore[method-assign]
+    rc, _ = with_cached_queries(r, queries)
+
+    old = retriever_before(rc)
+    systems: dict[str, Any] = {
+        "before (merge base)": lambda q: old.search(q),
+        "fast path (no limits)": lambda q: rc.search(q),
+        "limits, healthy (branch_timeout_s=1)": (lambda s: lambda q: s.search(q))(with_runtime(rc, branch_timeout_s=1.0)),
+    }
+    outcomes: dict[str, dict[str, int]] = {}
+    for t in TIMEOUTS_S:
+        for kind in ("branch_timeout_s", "deadline_s"):
+            counts = outcomes[f"{kind}={t:g}"] = {"answered by bm25 alone": 0, "every branch missed the limit": 0}
+            systems[f"dense stalled, {kind}={t:g}"] = stalled(rc, counts, **{kind: t})
+    keep: dict[str, list[float]] = {}
+    stats = interleaved(systems, queries, warmup=10, desc="resilience", keep=keep)
+
+    base = np.asarray(keep["before (merge base)"])
+    ratios = {
+        name: {
+            "median_per_query_ratio": float(np.median(np.asarray(keep[name]) / base)),
+            "p50_ratio": stats[name]["p50"] / stats["before (merge base)"]["p50"],
+        }
+        for name in ("fast path (no limits)", "limits, healthy (branch_timeout_s=1)")
+    }
+    stall = {}
+    for t in TIMEOUTS_S:
+        for kind in ("branch_timeout_s", "deadline_s"):
+            s = stats[f"dense stalled, {kind}={t:g}"]
+            stall[f"{kind}={t:g}"] = {
+                "limit_ms": t * 1000, "p50_ms": s["p50"], "p95_ms": s["p95"], "max_ms": max(keep[f"dense stalled, {kind}={t:g}"]),
+                "p50_over_limit_ms": s["p50"] - t * 1000, "p95_over_limit_ms": s["p95"] - t * 1000,
+                "p95_ratio_to_limit": s["p95"] / (t * 1000),
+                **outcomes[f"{kind}={t:g}"],
+            }
+
+    # Remote store: time to a clear error.
+    remote = remote_errors(args.repeats)
+
+    info = machine_info()
+    data = {
+        "machine": info,
+        "setup": {"docs": len(ids), "queries": len(queries), "store": "edge (optimised)", "branches": ["bm25", "dense"],
+                  "dense query vectors": "pre-encoded (cache)", "before_commit": old._base_commit},  # type: ignore[attr-defined]
+        "latency_ms": stats,
+        "fast_path_ratios_to_before": ratios,
+        "stalled_branch": stall,
+        "remote_time_to_error_ms": remote,
+    }
+    md = [
+        "# Resilience: per-branch timeouts, deadlines and a remote store that is down or slow\n",
+        machine_md(info),
+        f"\nSciFact, first {len(ids)} documents (MiniLM vectors from the cache), Qdrant Edge (optimised), bm25 + dense, "
+        f"k = 10, depth 100, score completion on; {len(queries)} test queries, dense query vectors pre-encoded. "
+        "Systems run interleaved, query by query in random order. `before` is `hybrid_retriever/retriever.py` at "
+        f"the merge base `{old._base_commit[:8]}` loaded side by side on the same index.\n",  # type: ignore[attr-defined]
+        "\n## Search latency (ms per query)\n\n",
+        md_table(["system", "p50", "p95", "mean"], [[n, s["p50"], s["p95"], s["mean"]] for n, s in stats.items()]),
+        "\n## Cost of the resilience code when nothing fails (ratios to `before`)\n\n",
+        md_table(["system", "median per-query ratio", "p50 ratio"],
+                 [[n, v["median_per_query_ratio"], v["p50_ratio"]] for n, v in ratios.items()]),
+        "\n## One branch stalled: latency against the limit\n\n"
+        "The dense branch's Qdrant request blocks until the call has returned; the call answers with BM25's "
+        "results (checked on every call: the dense provenance names the timeout), or, when BM25 missed the limit "
+        "as well, raises `BranchFailureError` (counted, warm-up calls included; on an overloaded machine a 50 ms limit can be too short "
+        "for a healthy branch too).\n\n",
+        md_table(["limit", "limit ms", "p50 ms", "p95 ms", "max ms", "p95 - limit (ms)", "p95 / limit",
+                  "answered by bm25", "bm25 late too (error)"],
+                 [[k, v["limit_ms"], v["p50_ms"], v["p95_ms"], v["max_ms"], v["p95_over_limit_ms"], v["p95_ratio_to_limit"],
+                   v["answered by bm25 alone"], v["every branch missed the limit"]]
+                  for k, v in stall.items()]),
+        "\n## Remote Qdrant down or stalled: time until `StoreUnavailableError` (ms, one read, "
+        f"{args.repeats} repeats)\n\n"
+        "Closed port: connection refused at once, so the two retries (backoff 0.05 s, 0.1 s) fit in the timeout. "
+        "Stalled server (accepts, never answers): the first attempt uses the whole timeout, no retry fits. "
+        "Before this work qdrant-client rounded every timeout up to whole seconds (0.1 s became 1 s).\n\n",
+        md_table(["case", "p50", "p95", "max"], [[k, v["p50"], v["p95"], v["max"]] for k, v in remote.items()]),
+    ]
+    write_results("resilience", data, "".join(md))
+    r.close()
+
+
+if __name__ == "__main__":
+    main()
