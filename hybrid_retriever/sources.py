@@ -25,8 +25,8 @@ Long documents can be split into chunks as they are read: pass a
 :class:`~hybrid_retriever.chunking.Chunker` as ``chunker`` (see that module).
 
 Rows or files whose text is empty are skipped and counted in one logged warning;
-malformed input (bad JSON, a row without ``text``, undecodable bytes) raises
-:class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line.
+malformed input (bad JSON, a row without ``text``, undecodable bytes, an id used on two
+lines) raises :class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line(s).
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ def _existing_file(path: str | Path) -> Path:
 
 def _read_rows(path: Path, *, beir: bool, empty_ids: list[str] | None = None) -> Iterator[Document]:
     empty: list[int] = []
+    lines_of: dict[str, int] = {}  # id -> the line it was first seen on
     try:
         with open(path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, start=1):
@@ -161,6 +162,11 @@ def _read_rows(path: Path, *, beir: bool, empty_ids: list[str] | None = None) ->
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
                 doc = _row_to_document(row, where, default_id=f"{path.name}:{lineno}", beir=beir)
+                first = lines_of.setdefault(doc.id, lineno)  # type: ignore[arg-type]
+                if first != lineno:
+                    raise InvalidInputError(
+                        f"{where}: duplicate document id {doc.id!r}, first on line {first}; ids must be unique in a source"
+                    )
                 if doc.text.strip():
                     yield doc
                 else:
