@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.types import Document
@@ -201,3 +201,36 @@ class WindowCheck:
             "tokens are embedded. Index with --chunk-size (e.g. --chunk-size %d) to split them into chunks.",
             len(self.longer), self.seen, self.window.max_tokens, shown, self.window.max_tokens, self.window.capacity,
         )
+
+
+class ChunkCounts:
+    """Passes chunks through, recording how many chunks each document made (for :func:`stale_chunk_ids`)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, chunks: Iterable[Document]) -> Iterator[Document]:
+        for c in chunks:
+            if c.metadata.get("chunk") == 0 and c.id is not None:
+                self.counts[c.id.rsplit(CHUNK_ID_SEPARATOR, 1)[0]] = int(c.metadata["chunks"])
+            yield c
+
+
+def stale_chunk_ids(counts: dict[str, int], get: Callable[[list[str]], list[Document]]) -> list[str]:
+    """Stored ids that a re-chunked document no longer has: chunks past its new count, or the whole unchunked document.
+
+    ``counts`` maps document ids to their number of chunks now; ``get`` reads stored
+    documents by id (e.g. :meth:`HybridRetriever.get`). A document that had 7 chunks and
+    now has 5 leaves ``#5`` and ``#6`` behind; an index built before chunking holds the
+    document under its own id.
+    """
+    probes = [chunk_id(doc, n) for doc, n in counts.items()] + list(counts)
+    found = {d.id: d for d in get(probes)}
+    stale: list[str] = []
+    for doc, n in counts.items():
+        after = found.get(chunk_id(doc, n))
+        if after is not None:
+            stale += [chunk_id(doc, k) for k in range(n, int(after.metadata.get("chunks", n + 1)))]
+        if doc in found and "chunk" not in found[doc].metadata:
+            stale.append(doc)
+    return stale

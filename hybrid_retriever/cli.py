@@ -52,7 +52,14 @@ from hybrid_retriever import __version__  # noqa: E402
 from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig  # noqa: E402
 from hybrid_retriever.errors import ConfigError, HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
-from hybrid_retriever.chunking import Chunker, ModelWindow, WindowCheck, splitter_available  # noqa: E402
+from hybrid_retriever.chunking import (  # noqa: E402
+    Chunker,
+    ChunkCounts,
+    ModelWindow,
+    WindowCheck,
+    splitter_available,
+    stale_chunk_ids,
+)
 from hybrid_retriever.ingest import IngestReport  # noqa: E402
 from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
 from hybrid_retriever.stores.edge import MANIFEST_FILE  # noqa: E402
@@ -317,12 +324,19 @@ def index(
             total = _count_chunks(source, chunker, follow_links) if chunker is not None else count_documents(source)
             if check is not None:
                 docs = check(docs)
+            counts = ChunkCounts()
             t0 = time.perf_counter()
             with _stop_on_interrupt(report):
-                ids = r.add_documents(docs, batch_size=batch_size, show_progress=progress, skip_unchanged=not reindex, report=report, total=total)
+                ids = r.add_documents(
+                    counts(docs) if chunker is not None else docs,
+                    batch_size=batch_size, show_progress=progress, skip_unchanged=not reindex, report=report, total=total,
+                )
             elapsed = time.perf_counter() - t0
             if check is not None:
                 check.report()
+            stale = stale_chunk_ids(counts.counts, r.get) if counts.counts and not report.stopped else []
+            if stale:  # a file that shrank (fewer chunks now) or was indexed whole before
+                r.delete(stale)
             stored = r.count()
     except KeyboardInterrupt:  # a second Ctrl-C, or one before indexing began
         err_console.print(
@@ -339,11 +353,13 @@ def index(
         raise typer.Exit(code=EXIT_INTERRUPTED)
     unit = "chunks" if chunker is not None else "documents"
     what = f"{len(ids)} {unit} from {source}" + (f" (at most {chunker.describe()})" if chunker is not None else "")
-    counts = f"{report.written} encoded again (--reindex)" if reindex else (
+    summary = f"{report.written} encoded again (--reindex)" if reindex else (
         f"{report.new} new, {report.replaced} changed, {report.skipped} unchanged (skipped)"
     )
+    if stale:
+        summary += f", {len(stale)} stale chunks removed"
     console.print(
-        f"Indexed {what}: {counts} in {time.perf_counter() - t_start:.1f} s{_rate(report.written, elapsed)}; "
+        f"Indexed {what}: {summary} in {time.perf_counter() - t_start:.1f} s{_rate(report.written, elapsed)}; "
         f"the index at {index_path} holds {stored} documents.",
         markup=False,
         soft_wrap=True,

@@ -265,3 +265,28 @@ def test_ctrl_c_stops_after_the_current_batch_and_exits_130(tmp_path: Path) -> N
     again = runner.invoke(app, ["index", str(source), "--index", str(index), "--no-progress"])
     assert again.exit_code == 0, again.output
     assert f"{n - written} new, 0 changed, {written} unchanged (skipped)" in again.stdout
+
+
+def test_reindexing_a_shrunk_file_removes_its_stale_chunks(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    note = folder / "a.txt"
+    note.write_text("Rivers carve valleys.\n\nGlaciers move slowly.\n\nDeserts get little rain.", encoding="utf-8")
+    (folder / "b.txt").write_text("Forests hold many trees.", encoding="utf-8")
+    index = tmp_path / "index"
+    cfg = tmp_path / "bm25.json"
+    cfg.write_text(json.dumps({"branches": [{"kind": "bm25"}]}), encoding="utf-8")
+    whole = runner.invoke(app, ["index", str(folder), "--index", str(index), "--config", str(cfg), "--no-progress", "--chunk-size", "0"])
+    assert whole.exit_code == 0 and "Indexed 2 documents" in whole.stdout, whole.output
+    chunk = ["--chunk-size", "25", "--chunk-unit", "characters", "--no-progress"]
+    split = runner.invoke(app, ["index", str(folder), "--index", str(index), *chunk])
+    # The files indexed whole before are replaced by their chunks.
+    assert "4 new, 0 changed, 0 unchanged (skipped), 2 stale chunks removed" in split.stdout, split.output
+    with HybridRetriever.open(str(index)) as r:
+        assert sorted(d.id for d in r.documents()) == ["a.txt#0", "a.txt#1", "a.txt#2", "b.txt#0"]
+    note.write_text("Rivers carve valleys.", encoding="utf-8")
+    shrunk = runner.invoke(app, ["index", str(folder), "--index", str(index), *chunk])
+    assert "0 new, 1 changed, 1 unchanged (skipped), 2 stale chunks removed" in shrunk.stdout, shrunk.output
+    with HybridRetriever.open(str(index)) as r:
+        assert sorted(d.id for d in r.documents()) == ["a.txt#0", "b.txt#0"]
+        assert r.get(["a.txt#0"])[0].metadata["chunks"] == 1
