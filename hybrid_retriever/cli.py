@@ -60,7 +60,7 @@ from hybrid_retriever.chunking import (  # noqa: E402
     splitter_available,
     stale_chunk_ids,
 )
-from hybrid_retriever.ingest import IngestReport  # noqa: E402
+from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
 from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
 from hybrid_retriever.stores.edge import MANIFEST_FILE  # noqa: E402
 from hybrid_retriever.types import Hit  # noqa: E402
@@ -330,6 +330,7 @@ def index(
                 ids = r.add_documents(
                     counts(docs) if chunker is not None else docs,
                     batch_size=batch_size, show_progress=progress, skip_unchanged=not reindex, report=report, total=total,
+                    batch_seconds=BATCH_SECONDS,
                 )
             elapsed = time.perf_counter() - t0
             if check is not None:

@@ -16,9 +16,10 @@ Rules
   second occurrence is an error naming both positions, whatever the batch size. The
   documents before it have been written (batches are written as they come); the error
   says how many and which, and nothing after it is written.
-* **Batches bounded by time.** Batches grow or shrink so one takes about
-  ``batch_seconds`` to encode: the progress bar moves every few seconds and a stop
-  request (Ctrl-C in the CLI) is answered within seconds.
+* **Batches bounded by time** (``batch_seconds``; the CLI's ``index`` uses
+  :data:`BATCH_SECONDS`). Batches grow or shrink so one takes about that long to encode:
+  the progress bar moves every few seconds and a stop request (Ctrl-C in the CLI) is
+  answered within seconds. Without it every batch holds ``batch_size`` documents.
 """
 
 from __future__ import annotations

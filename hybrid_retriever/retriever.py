@@ -28,7 +28,7 @@ from hybrid_retriever.branches import Branch, build_branch
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import ConfigError, FilterError, IndexMismatchError, InvalidInputError
 from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
-from hybrid_retriever.ingest import BATCH_SECONDS, PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
+from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT
 from hybrid_retriever.stores.filters import FilterSpec
@@ -179,7 +179,7 @@ class HybridRetriever:
         skip_unchanged: bool = False,
         report: IngestReport | None = None,
         total: int | None = None,
-        batch_seconds: float | None = BATCH_SECONDS,
+        batch_seconds: float | None = None,
     ) -> list[str]:
         """Index documents in batches; re-adding an id replaces that document.
 
@@ -195,9 +195,10 @@ class HybridRetriever:
         and branch settings are not encoded again (a content hash is stored with every
         document). ``report`` (an :class:`~hybrid_retriever.ingest.IngestReport`) is
         filled in as the call goes: how many were written, replaced and skipped; its
-        ``request_stop()`` ends the call after the current batch. Batches are sized to
-        take about ``batch_seconds`` each (``None``: always ``batch_size``), so progress
-        shows every few seconds and a stop is quick. ``total`` is the progress bar's
+        ``request_stop()`` ends the call after the current batch. With ``batch_seconds``
+        (e.g. :data:`hybrid_retriever.ingest.BATCH_SECONDS`, as the CLI does), batches are
+        sized to take about that long each, at most ``batch_size``, so progress shows every
+        few seconds and a stop is quick; by default every batch has ``batch_size`` documents. ``total`` is the progress bar's
         total when ``documents`` is not a list. Returns the ids of the documents
         handled (written or skipped), in order.
         """

@@ -32,9 +32,11 @@ class CountingBM25(BM25Branch):
     def __init__(self) -> None:
         super().__init__(BM25BranchConfig())
         self.encoded: list[str] = []
+        self.batches: list[int] = []
 
     def encode_documents(self, texts):
         self.encoded.extend(texts)
+        self.batches.append(len(texts))
         return super().encode_documents(texts)
 
 
@@ -178,6 +180,18 @@ def test_batch_sizer_follows_the_measured_rate() -> None:
     fixed = BatchSizer(100, seconds=None)
     fixed.record(1, 50.0)
     assert fixed.size == 100
+
+
+def test_time_bounded_batches_start_small_and_grow(tmp_path: Path) -> None:
+    r, branch = bm25_retriever(tmp_path / "index")
+    r.add_documents(docs(2))
+    branch.batches.clear()
+    r.add_documents(iter(docs(300, prefix="t")), batch_size=100, batch_seconds=2.0)
+    assert branch.batches[:2] == [8, 32] and max(branch.batches) == 100 and sum(branch.batches) == 300  # BM25 is fast
+    branch.batches.clear()
+    r.add_documents(iter(docs(300, prefix="u")), batch_size=100)  # the default: fixed batches
+    assert branch.batches == [100, 100, 100]
+    r.close()
 
 
 # --------------------------------------------------------------------------- CLI
