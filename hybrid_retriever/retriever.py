@@ -185,11 +185,11 @@ class HybridRetriever:
 
         ``documents`` may be a list or any iterable (streamed batch by batch). Each
         batch is validated before it is written, so an error leaves every earlier
-        batch stored and searchable, and says how many documents were written.
-        An id may appear only once per call (a repeat is an error naming both
-        positions, see :mod:`hybrid_retriever.ingest`). ``vectors`` supplies precomputed vectors for some
-        branches (branch name -> one vector per document, in order; lists only), e.g.
-        cached embeddings in benchmarks.
+        batch stored and searchable, and says how many documents were written. An id
+        may appear only once per call (a repeat is an error naming both positions, see
+        :mod:`hybrid_retriever.ingest`). ``vectors`` supplies precomputed vectors for
+        some branches (branch name -> one vector per document, in order; lists only),
+        e.g. cached embeddings in benchmarks.
 
         With ``skip_unchanged``, documents already stored with identical text, metadata
         and branch settings are not encoded again (a content hash is stored with every
@@ -197,10 +197,10 @@ class HybridRetriever:
         filled in as the call goes: how many were written, replaced and skipped; its
         ``request_stop()`` ends the call after the current batch. With ``batch_seconds``
         (e.g. :data:`hybrid_retriever.ingest.BATCH_SECONDS`, as the CLI does), batches are
-        sized to take about that long each, at most ``batch_size``, so progress shows every
-        few seconds and a stop is quick; by default every batch has ``batch_size`` documents. ``total`` is the progress bar's
-        total when ``documents`` is not a list. Returns the ids of the documents
-        handled (written or skipped), in order.
+        sized to take about that long each, at most ``batch_size``, so progress shows
+        every few seconds and a stop is quick; by default every batch has ``batch_size``
+        documents. ``total`` is the progress bar's total when ``documents`` is not a
+        list. Returns the ids of the documents handled (written or skipped), in order.
         """
         report = report if report is not None else IngestReport()
         written_before = report.written
@@ -213,11 +213,11 @@ class HybridRetriever:
             if not isinstance(documents, Sequence):
                 raise InvalidInputError("precomputed vectors need documents as a list, in the same order")
         ids_seen = IdTracker()
+        checked = 0  # leading documents whose ids were checked before the batches
         if isinstance(documents, Sequence):
-            total = len(documents)
+            total = checked = len(documents)
             ids_seen.check(documents, [])  # a list is checked whole: a repeated id writes nothing
             _validate_documents(documents)
-        checked = isinstance(documents, Sequence)
         stream: Iterator[Document] = iter(documents)
         added: list[str] = []
         with self._write_lock:
@@ -227,15 +227,13 @@ class HybridRetriever:
                     raise InvalidInputError("no documents to index: the corpus is empty")
                 if not checked:
                     ids_seen.check(head, [])
+                    checked = len(head)
                 _validate_documents(head)
                 for b in self.branches.values():
                     b.fit([d.text for d in head])
                 stream = itertools.chain(head, stream)
-                checked_upto = len(head) if not checked else None
-            else:
-                checked_upto = None
             settings = settings_key(self._manifest["branches"] if self._manifest is not None else self._branch_manifests())
-            # A postfix with the counts; tqdm's own rate and ETA need a total, so count a stream first (the CLI does).
+            # An ETA needs a total: for a stream the caller counts it first (the CLI does, cheaply).
             bar = tqdm(total=total, desc="indexing", unit="doc", disable=not show, mininterval=1.0, smoothing=0.1)
             sizer = BatchSizer(batch_size, batch_seconds)
             try:
@@ -244,9 +242,7 @@ class HybridRetriever:
                     batch = list(itertools.islice(stream, sizer.size))
                     if not batch:
                         break
-                    if not checked:
-                        already = max(min((checked_upto or 0) - offset, len(batch)), 0)
-                        ids_seen.check(batch[already:], report.written_ids)
+                    ids_seen.check(batch[max(checked - offset, 0) :], report.written_ids)
                     _validate_documents(batch)
                     # Documents without an id get a random one; the caller's objects stay untouched.
                     batch = [d if d.id is not None else replace(d, id=uuid.uuid4().hex) for d in batch]

@@ -141,7 +141,9 @@ def test_the_jsonl_reader_names_both_lines_of_a_duplicate(tmp_path: Path) -> Non
     rows = [{"id": f"r{i}", "text": f"row {i}"} for i in range(5)] + [{"id": "r1", "text": "again"}]
     source = tmp_path / "dupes.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    result = runner.invoke(app, ["index", str(source), "--index", str(tmp_path / "i"), "--no-progress", "--batch-size", "2"])
+    cfg = tmp_path / "bm25.json"
+    cfg.write_text(json.dumps({"branches": [{"kind": "bm25"}]}), encoding="utf-8")
+    result = runner.invoke(app, ["index", str(source), "--index", str(tmp_path / "i"), "--config", str(cfg), "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "dupes.jsonl, line 6: duplicate document id 'r1', first on line 2" in result.stderr
 
