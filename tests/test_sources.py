@@ -167,6 +167,13 @@ def test_scifact_read_the_same_for_index_and_evaluation() -> None:
     docs, empty = read_corpus(DATASETS / "scifact" / "corpus.jsonl")
     assert len(docs) == 5183 and empty == []
     assert docs == list(read_beir(DATASETS / "scifact"))
+    # The ids and texts evaluation indexed before the readers were merged (so its results are unchanged).
+    expected = []
+    for line in (DATASETS / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        title, text = (row.get("title") or "").strip(), row.get("text") or ""
+        expected.append((str(row["_id"]), f"{title}\n{text}" if title and text.strip() else title or text))
+    assert [(d.id, d.text) for d in docs] == expected
 
 
 def test_beir_folder_without_corpus(tmp_path: Path) -> None:
