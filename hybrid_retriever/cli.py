@@ -321,7 +321,7 @@ def index(
         with retriever as r:
             chunker, check = _chunking_for(r, kind, chunk_size, chunk_overlap, chunk_unit)
             docs = read_documents(source, chunker=chunker, follow_links=follow_links)
-            total = _count_chunks(source, chunker, follow_links) if chunker is not None else count_documents(source)
+            total = _count_chunks(source, chunker, follow_links) if chunker is not None else count_documents(source, follow_links=follow_links)
             if check is not None:
                 docs = check(docs)
             counts = ChunkCounts()

@@ -74,7 +74,7 @@ def source_kind(path: str | Path) -> str:
     return "jsonl"
 
 
-def count_documents(path: str | Path) -> int:
+def count_documents(path: str | Path, *, follow_links: bool = False) -> int:
     """How many documents ``path`` holds at most, counted cheaply (no parsing): for a progress bar's total.
 
     JSONL/BEIR: the non-blank lines (rows with empty text, skipped when read, are counted);
@@ -83,7 +83,7 @@ def count_documents(path: str | Path) -> int:
     p = Path(path).expanduser()
     kind = source_kind(p)
     if kind == "text":
-        return sum(1 for _ in _text_files(p, TEXT_SUFFIXES, follow_links=True))
+        return sum(1 for _ in _text_files(p, TEXT_SUFFIXES, follow_links=follow_links))
     corpus = p / BEIR_CORPUS if kind == "beir" else p
     with open(corpus, "rb") as f:
         return sum(1 for line in f if line.strip())

@@ -279,3 +279,17 @@ def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path: Path, c
     assert any("skipped 1 linked file(s)" in r.getMessage() and "leak.txt" in r.getMessage() for r in caplog.records)
     followed = list(read_documents(folder, follow_links=True))
     assert [(d.id, d.text) for d in followed] == [("alias.md", "own text"), ("leak.txt", "private notes"), ("own.md", "own text")]
+
+
+def test_count_documents_counts_cheaply(tmp_path: Path) -> None:
+    from hybrid_retriever.sources import count_documents
+
+    f = write_lines(tmp_path / "docs.jsonl", [{"id": "a", "text": "one"}, "", {"id": "b", "text": ""}, {"id": "c", "text": "x"}])
+    assert count_documents(f) == 3  # non-blank lines (the row with empty text is skipped only when read)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.md").write_text("a", encoding="utf-8")
+    (folder / "b.txt").write_text("b", encoding="utf-8")
+    (folder / "c.csv").write_text("c", encoding="utf-8")
+    (folder / "link.txt").symlink_to(f)
+    assert count_documents(folder) == 2 and count_documents(folder, follow_links=True) == 3
