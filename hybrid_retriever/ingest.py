@@ -13,9 +13,12 @@ Rules
   branches' settings (``payload["content_hash"]``). With ``skip_unchanged``, a document
   whose id is stored with the same hash is not encoded again.
 * **Duplicate ids.** An id may appear once per call, wherever it is in the input: a
-  second occurrence is an error naming both positions, whatever the batch size. The
-  documents before it have been written (batches are written as they come); the error
-  says how many and which, and nothing after it is written.
+  second occurrence is an error naming both positions (1-based), whatever the batch
+  size. A list is checked whole first, so nothing is written. A stream is written batch
+  by batch as it is read, so the batches before the repeat are stored: the error
+  (:class:`DuplicateIdError`) says how many and which (``written_ids``), and nothing from
+  the repeat's batch on is written. Readers of files name lines instead
+  (:mod:`hybrid_retriever.sources`).
 * **Batches bounded by time** (``batch_seconds``; the CLI's ``index`` uses
   :data:`BATCH_SECONDS`). Batches grow or shrink so one takes about that long to encode:
   the progress bar moves every few seconds and a stop request (Ctrl-C in the CLI) is
