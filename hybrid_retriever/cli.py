@@ -1,6 +1,6 @@
 """The ``hybrid-retriever`` command line: a thin layer over the public API.
 
-    hybrid-retriever index SOURCE --index PATH [--config FILE] [--batch-size N]
+    hybrid-retriever index SOURCE --index PATH [--config FILE] [--batch-size N] [--chunk-size N] [--reindex]
     hybrid-retriever query TEXT --index PATH [--k N] [--filter JSON] [--explain | --json]
     hybrid-retriever demo [--index PATH]
     hybrid-retriever config [--json]
@@ -25,12 +25,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 # Before sentence-transformers/transformers are imported (lazily, at model load): no
 # per-shard "Loading weights" bars, no tokenizer fork warnings.
@@ -50,7 +53,16 @@ from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig  # noqa: E4
 from hybrid_retriever.errors import ConfigError, HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
 from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
-from hybrid_retriever.sources import read_documents, read_jsonl  # noqa: E402
+from hybrid_retriever.chunking import (  # noqa: E402
+    Chunker,
+    ChunkCounts,
+    ModelWindow,
+    WindowCheck,
+    splitter_available,
+    stale_chunk_ids,
+)
+from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
+from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
 from hybrid_retriever.stores.edge import MANIFEST_FILE  # noqa: E402
 from hybrid_retriever.types import Hit  # noqa: E402
 
@@ -280,32 +292,164 @@ def index(
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", help="RetrieverConfig as .yaml/.yml or .json (see `hybrid-retriever config`); default: the defaults."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Documents encoded and written per batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Most documents encoded and written per batch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    chunk_size: Optional[int] = typer.Option(
+        None,
+        "--chunk-size",
+        min=0,
+        help="Split documents into chunks of at most N tokens of the dense model (see --chunk-unit). "
+        "Default: files of a folder are split to fit the model's window, JSONL/BEIR rows are not split. 0: never split.",
+    ),
+    chunk_overlap: int = typer.Option(0, "--chunk-overlap", min=0, help="Most tokens (or characters) neighbouring chunks share."),
+    chunk_unit: str = typer.Option("tokens", "--chunk-unit", help="What --chunk-size counts: 'tokens' (of the dense model) or 'characters'."),
+    follow_links: bool = typer.Option(False, "--follow-links", help="Also index linked files whose target is outside the folder."),
+    reindex: bool = typer.Option(False, "--reindex", help="Encode every document again, even those stored unchanged."),
 ) -> None:
     """Index the documents of SOURCE into the index at --index.
 
     A new index is built with --config (or the default configuration); an existing
-    one is added to (re-adding an id replaces that document). With --config on an
-    existing index, the configuration must match the one it was built with.
+    one is added to: documents stored with the same id and identical text, metadata
+    and settings are skipped, changed ones are encoded again (--reindex: all of them).
+    With --config on an existing index, the configuration must match the one it was
+    built with. Ctrl-C stops after the current batch (a few seconds) and keeps what was
+    written; running the same command again goes on from there.
     """
-    docs = read_documents(source)
-    if config is None and index_exists(index_path):
-        retriever = open_index(index_path)
-    else:
-        retriever = HybridRetriever(_config_for_new_index(index_path, config))
-    with retriever as r:
-        t0 = time.perf_counter()
-        ids = r.add_documents(docs, batch_size=batch_size, show_progress=progress)
-        elapsed = time.perf_counter() - t0
-        total = r.count()
-    rate = len(ids) / elapsed if elapsed > 0 else float("inf")
+    if chunk_unit not in ("tokens", "characters"):
+        raise InvalidInputError(f"--chunk-unit must be 'tokens' or 'characters', got {chunk_unit!r}")
+    read_documents(source, follow_links=follow_links)  # checks the source now, before a model loads
+    kind = source_kind(source)
+    report = IngestReport()
+    t_start = time.perf_counter()
+    try:
+        if config is None and index_exists(index_path):
+            retriever = open_index(index_path)
+        else:
+            retriever = HybridRetriever(_config_for_new_index(index_path, config))
+        with retriever as r:
+            chunker, check = _chunking_for(r, kind, chunk_size, chunk_overlap, chunk_unit)
+            docs = read_documents(source, chunker=chunker, follow_links=follow_links)
+            total = _count_chunks(source, chunker, follow_links) if chunker is not None else count_documents(source, follow_links=follow_links)
+            if check is not None:
+                docs = check(docs)
+            counts = ChunkCounts()
+            t0 = time.perf_counter()
+            with _stop_on_interrupt(report):
+                ids = r.add_documents(
+                    counts(docs) if chunker is not None else docs,
+                    batch_size=batch_size, show_progress=progress, skip_unchanged=not reindex, report=report, total=total,
+                    batch_seconds=BATCH_SECONDS,
+                )
+            elapsed = time.perf_counter() - t0
+            if check is not None:
+                check.report()
+            stale = stale_chunk_ids(counts.counts, r.get) if counts.counts and not report.stopped else []
+            if stale:  # a file that shrank (fewer chunks now) or was indexed whole before
+                r.delete(stale)
+            stored = r.count()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before indexing began
+        err_console.print(
+            f"interrupted; {report.written} documents written. Run the same command again to go on.", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    if report.stopped:
+        err_console.print(
+            f"stopped: {report.written} documents written ({report.skipped} unchanged skipped); the index at {index_path} "
+            f"holds {stored} documents. Run the same command again to go on: what is stored is skipped.",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    unit = "chunks" if chunker is not None else "documents"
+    what = f"{len(ids)} {unit} from {source}" + (f" (at most {chunker.describe()})" if chunker is not None else "")
+    summary = f"{report.written} encoded again (--reindex)" if reindex else (
+        f"{report.new} new, {report.replaced} changed, {report.skipped} unchanged (skipped)"
+    )
+    if stale:
+        summary += f", {len(stale)} stale chunks removed"
     console.print(
-        f"Indexed {len(ids)} documents from {source} in {elapsed:.1f} s ({rate:.0f} docs/s); "
-        f"the index at {index_path} holds {total} documents.",
+        f"Indexed {what}: {summary} in {time.perf_counter() - t_start:.1f} s{_rate(report.written, elapsed)}; "
+        f"the index at {index_path} holds {stored} documents.",
         markup=False,
         soft_wrap=True,
     )
+
+
+#: Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command.
+EXIT_INTERRUPTED = 130
+
+
+def _rate(n: int, seconds: float) -> str:
+    """`` (12.3 docs/s)`` for the documents encoded, or nothing when too few to measure."""
+    if n < 1 or seconds < 0.05:
+        return ""
+    rate = n / seconds
+    return f" (encoded {rate:.1f} docs/s)" if rate < 100 else f" (encoded {rate:.0f} docs/s)"
+
+
+def _dense_window(r: HybridRetriever) -> "ModelWindow | None":
+    """The window of the index's dense model (loads it), or None without a dense branch."""
+    from hybrid_retriever.branches import DenseBranch
+
+    dense = next((b for b in r.branches.values() if isinstance(b, DenseBranch)), None)
+    return ModelWindow.of(dense.model) if dense is not None else None
+
+
+def _chunking_for(
+    r: HybridRetriever, kind: str, size: int | None, overlap: int, unit: str
+) -> "tuple[Chunker | None, WindowCheck | None]":
+    """The chunker the options ask for (or None), and a check of unsplit documents' lengths (or None)."""
+    window = _dense_window(r)
+    wanted = size is not None and size > 0
+    if size is None and kind == "text":  # the default: split files, not rows
+        if splitter_available():
+            wanted = True
+        else:
+            logging.getLogger("hybrid_retriever").warning(
+                "files are indexed whole: install the chunking extra to split them (pip install \"hybrid-retriever[chunking]\")"
+            )
+    if not wanted:
+        return None, WindowCheck(window) if window is not None else None
+    if unit == "characters" or window is None:
+        if unit == "tokens" and size is not None:
+            logging.getLogger("hybrid_retriever").warning("the index has no dense model: --chunk-size counts characters")
+        return Chunker(size or None, overlap), None
+    return Chunker(size or None, overlap, window=window), None
+
+
+def _count_chunks(source: Path, chunker: "Chunker", follow_links: bool) -> int:
+    """How many chunks SOURCE makes (a first pass for the progress bar; its warnings come in the real pass)."""
+    sources_log = logging.getLogger("hybrid_retriever.sources")
+    quiet = logging.Filter("no-such-logger")  # rejects every record of the sources logger meanwhile
+    sources_log.addFilter(quiet)
+    try:
+        return sum(1 for _ in read_documents(source, chunker=chunker, follow_links=follow_links))
+    finally:
+        sources_log.removeFilter(quiet)
+
+
+@contextmanager
+def _stop_on_interrupt(report: IngestReport) -> Iterator[None]:
+    """Ctrl-C asks ``report``'s ingestion to stop after the current batch; a second one stops at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if report.stop_requested:
+            raise KeyboardInterrupt
+        report.request_stop()
+        err_console.print(
+            f"\nstopping after the current batch; {report.written} documents written (Ctrl-C again to stop at once)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()

@@ -39,6 +39,7 @@ from hybrid_retriever.models.resolve import model_reference
 from hybrid_retriever.models.trust import how_to_grant
 from hybrid_retriever.payload import check_text, storable_metadata
 from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
+from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, ScoredIds
 from hybrid_retriever.stores.filters import FilterSpec
@@ -202,8 +203,10 @@ class HybridRetriever:
         *,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        skip_unchanged: bool = False,
+        report: IngestReport | None = None,
     ) -> list[str]:
-        """Index texts (with optional metadata and ids); returns the document ids."""
+        """Index texts (with optional metadata and ids); returns the document ids (see :meth:`add_documents`)."""
         texts = _as_list(texts, "texts", "add_texts([text, ...])")
         metas = _as_list(metadatas, "metadatas", "metadatas=[{...}, ...]") if metadatas is not None else [{} for _ in texts]
         id_list = _as_list(ids, "ids", "ids=['a', ...]") if ids is not None else [None] * len(texts)
@@ -215,7 +218,9 @@ class HybridRetriever:
             if m is not None and not isinstance(m, dict):
                 raise InvalidInputError(f"metadatas[{n}] is a {type(m).__name__}; each item must be a dict (or None)")
         docs = [Document(text=t, metadata=dict(m or {}), id=i) for t, m, i in zip(texts, metas, id_list)]
-        return self.add_documents(docs, batch_size=batch_size, show_progress=show_progress)
+        return self.add_documents(
+            docs, batch_size=batch_size, show_progress=show_progress, skip_unchanged=skip_unchanged, report=report
+        )
 
     def add_documents(
         self,
@@ -224,15 +229,34 @@ class HybridRetriever:
         batch_size: int | None = None,
         show_progress: bool | None = None,
         vectors: dict[str, Sequence[Vector]] | None = None,
+        skip_unchanged: bool = False,
+        report: IngestReport | None = None,
+        total: int | None = None,
+        batch_seconds: float | None = None,
     ) -> list[str]:
         """Index documents in batches; re-adding an id replaces that document.
 
         ``documents`` may be a list or any iterable (streamed batch by batch). Each
         batch is validated before it is written, so an error leaves every earlier
-        batch stored and searchable. ``vectors`` supplies precomputed vectors for some
-        branches (branch name -> one vector per document, in order; lists only), e.g.
-        cached embeddings in benchmarks.
+        batch stored and searchable, and says how many documents were written. An id
+        may appear only once per call (a repeat is an error naming both positions, see
+        :mod:`hybrid_retriever.ingest`). ``vectors`` supplies precomputed vectors for
+        some branches (branch name -> one vector per document, in order; lists only),
+        e.g. cached embeddings in benchmarks.
+
+        With ``skip_unchanged``, documents already stored with identical text, metadata
+        and branch settings are not encoded again (a content hash is stored with every
+        document). ``report`` (an :class:`~hybrid_retriever.ingest.IngestReport`) is
+        filled in as the call goes: how many were written, replaced and skipped; its
+        ``request_stop()`` ends the call after the current batch. With ``batch_seconds``
+        (e.g. :data:`hybrid_retriever.ingest.BATCH_SECONDS`, as the CLI does), batches are
+        sized to take about that long each, at most ``batch_size``, so progress shows
+        every few seconds and a stop is quick; by default every batch has ``batch_size``
+        documents. ``total`` is the progress bar's total when ``documents`` is not a
+        list. Returns the ids of the documents handled (written or skipped), in order.
         """
+        report = report if report is not None else IngestReport()
+        written_before = report.written
         batch_size = batch_size or self.config.runtime.ingest_batch_size
         show = self.config.runtime.show_progress if show_progress is None else show_progress
         if vectors is not None:
@@ -241,50 +265,85 @@ class HybridRetriever:
                 raise InvalidInputError(f"vectors given for unknown branch(es) {sorted(unknown)}; branches: {sorted(self.branches)}")
             if not isinstance(documents, Sequence):
                 raise InvalidInputError("precomputed vectors need documents as a list, in the same order")
-        total = len(documents) if isinstance(documents, Sequence) else None
+        ids_seen = IdTracker()
+        checked = 0  # leading documents whose ids were checked before the batches
         if isinstance(documents, Sequence):
+            total = checked = len(documents)
+            ids_seen.check(documents, [])  # a list is checked whole: a repeated id writes nothing
             _validate_documents(documents)
         stream: Iterator[Document] = iter(documents)
         added: list[str] = []
-        seen: set[str] = set()
         with self._write_lock:
             self._verify()
             if self._manifest is None:
                 head = list(itertools.islice(stream, FIT_SAMPLE))
                 if not head:
                     raise InvalidInputError("no documents to index: the corpus is empty")
+                if not checked:
+                    ids_seen.check(head, [])
+                    checked = len(head)
                 _validate_documents(head)
                 for b in self.branches.values():
                     b.fit([d.text for d in head])
                 stream = itertools.chain(head, stream)
-            bar = tqdm(total=total, desc="indexing", unit="doc", disable=not show)
+            settings = settings_key(self._manifest["branches"] if self._manifest is not None else self._branch_manifests())
+            # An ETA needs a total: for a stream the caller counts it first (the CLI does, cheaply).
+            bar = tqdm(total=total, desc="indexing", unit="doc", disable=not show, mininterval=1.0, smoothing=0.1)
+            sizer = BatchSizer(batch_size, batch_seconds)
             try:
                 offset = 0
-                while True:
-                    batch = list(itertools.islice(stream, batch_size))
+                while not report.stop_requested:
+                    batch = list(itertools.islice(stream, sizer.size))
                     if not batch:
                         break
+                    ids_seen.check(batch[max(checked - offset, 0) :], report.written_ids)
                     _validate_documents(batch)
                     # Documents without an id get a random one; the caller's objects stay untouched.
                     batch = [d if d.id is not None else replace(d, id=uuid.uuid4().hex) for d in batch]
-                    for d in batch:
-                        if d.id in seen:
-                            raise InvalidInputError(f"duplicate document id {d.id!r} in one add; ids must be unique")
-                        seen.add(d.id)
                     given = {n: list(v[offset : offset + len(batch)]) for n, v in (vectors or {}).items()}
-                    self._write_batch(batch, given)
+                    t0 = time.perf_counter()
+                    encoded = self._write_batch(batch, given, settings=settings, skip_unchanged=skip_unchanged, report=report)
+                    if encoded:
+                        sizer.record(encoded, time.perf_counter() - t0)
                     added.extend(d.id for d in batch if d.id is not None)
                     offset += len(batch)
                     bar.update(len(batch))
+                    if report.skipped:
+                        bar.set_postfix_str(f"{report.skipped} unchanged", refresh=False)
+                report.stopped = report.stop_requested
+            except InvalidInputError as exc:
+                if type(exc) is InvalidInputError and report.written > written_before:
+                    raise InvalidInputError(f"{exc}. {_written_note(report)}") from exc
+                raise
             finally:
                 bar.close()
-                if added:
-                    self._after_add(len(added))
+                if report.written > written_before:
+                    self._after_add(report.written - written_before)
         if vectors is not None and total is not None and any(len(v) != total for v in vectors.values()):
             log.warning("precomputed vector lists differ in length from the documents")
         return added
 
-    def _write_batch(self, batch: list[Document], given: dict[str, list[Vector]]) -> None:
+    def _write_batch(
+        self,
+        batch: list[Document],
+        given: dict[str, list[Vector]],
+        *,
+        settings: str = "",
+        skip_unchanged: bool = False,
+        report: IngestReport | None = None,
+    ) -> int:
+        """Encode and store ``batch`` (less the unchanged documents with ``skip_unchanged``); returns how many were encoded."""
+        hashes = [content_hash(d, settings) for d in batch]
+        if skip_unchanged and self._manifest is not None:
+            stored = {p.point_id: p.payload.get(PAYLOAD_HASH) for p in self.store.retrieve([point_id(d.id) for d in batch])}  # type: ignore[arg-type]
+            keep = [i for i, d in enumerate(batch) if stored.get(point_id(d.id)) != hashes[i]]  # type: ignore[arg-type]
+            if report is not None:
+                report.skipped += len(batch) - len(keep)
+                report.replaced += sum(1 for i in keep if point_id(batch[i].id) in stored)  # type: ignore[arg-type]
+            batch, hashes = [batch[i] for i in keep], [hashes[i] for i in keep]
+            given = {n: [v[i] for i in keep] for n, v in given.items()}
+            if not batch:
+                return 0
         texts = [d.text for d in batch]
         futures: dict[str, Future[list[Vector]]] = {
             name: self._pool.submit(branch.encode_documents, texts)
@@ -299,12 +358,17 @@ class HybridRetriever:
         if self._manifest is None:
             self._create_index()
         # A branch may store more than one named vector per document (e.g. a multi-vector and its FDE).
-        stored = {name: self.branches[name].stored_vectors(encoded[name]) for name in self.branches}
+        stored_vectors = {name: self.branches[name].stored_vectors(encoded[name]) for name in self.branches}
         points = [
             StoredPoint(
                 point_id=point_id(d.id),  # type: ignore[arg-type]
-                vectors={k: v for name in self.branches for k, v in stored[name][i].items()},
-                payload={PAYLOAD_ID: d.id, PAYLOAD_TEXT: d.text, PAYLOAD_METADATA: storable_metadata(d.metadata)},
+                vectors={k: v for name in self.branches for k, v in stored_vectors[name][i].items()},
+                payload={
+                    PAYLOAD_ID: d.id,
+                    PAYLOAD_TEXT: d.text,
+                    PAYLOAD_METADATA: storable_metadata(d.metadata),
+                    PAYLOAD_HASH: hashes[i],
+                },
             )
             for i, d in enumerate(batch)
         ]
@@ -321,6 +385,10 @@ class HybridRetriever:
                 self._manifest["metadata_fields"] = known  # type: ignore[index]
                 self.store.write_manifest(self._manifest)  # type: ignore[arg-type]
             raise
+        if report is not None:
+            report.written += len(batch)
+            report.written_ids.extend(d.id for d in batch)  # type: ignore[misc]
+        return len(batch)
 
     def _create_index(self) -> None:
         config = self.config.model_dump(mode="json", exclude={"store"})
@@ -805,6 +873,16 @@ def _validate_documents(docs: Sequence[Document]) -> None:
         name = repr(d.id) if d.id is not None else f"#{n}"
         check_text(d.text, f"the text of document {name}")
         storable_metadata(d.metadata, f"document {name} metadata")
+
+
+def _written_note(report: IngestReport) -> str:
+    """What an ingestion stopped by an error had already stored (so nothing is silently half-done)."""
+    ids = report.written_ids
+    shown = ", ".join(repr(i) for i in ids[:3]) + (f", ..., {ids[-1]!r}" if len(ids) > 3 else "")
+    return (
+        f"{report.written} documents before it were written ({shown}) and nothing after it; fix the input and add "
+        "again with skip_unchanged to skip the ones already written"
+    )
 
 
 def _to_document(p: StoredPoint) -> Document:

@@ -11,14 +11,22 @@ Formats
 * **JSONL** (``.jsonl``/``.ndjson``): one JSON object per line with ``text``, an optional
   ``id`` (or ``_id``) and ``title``; every other key becomes metadata (the keys of a
   ``metadata`` object are merged in). A row without an id gets ``<file name>:<line>``.
-* **BEIR folder** (holds ``corpus.jsonl``): rows ``{"_id", "title", "text"}``; the text
-  is ``title + "\\n" + text`` when there is a title, and metadata is ``{"title": ...}``.
+* **BEIR folder** (holds ``corpus.jsonl``): rows ``{"_id", "title", "text", "metadata"?}``;
+  the text is ``title + "\\n" + text`` when there is a title, and metadata is the row's
+  ``metadata`` object plus ``{"title": ...}``; every row needs an id. The evaluation
+  loaders (:mod:`hybrid_retriever.evaluation.datasets`) read corpora with this same reader.
 * **Folder of text files**: every ``.txt`` and ``.md`` file below it (hidden files and
   folders skipped), id and ``metadata["source"]`` = the path relative to the folder.
+  Symbolic links are not followed out of the folder (a linked file whose target lies
+  outside is skipped with a warning) unless ``follow_links=True``; linked folders are
+  never entered.
+
+Long documents can be split into chunks as they are read: pass a
+:class:`~hybrid_retriever.chunking.Chunker` as ``chunker`` (see that module).
 
 Rows or files whose text is empty are skipped and counted in one logged warning;
-malformed input (bad JSON, a row without ``text``, undecodable bytes) raises
-:class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line.
+malformed input (bad JSON, a row without ``text``, undecodable bytes, an id used on two
+lines) raises :class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line(s).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hybrid_retriever.errors import InvalidInputError
 from hybrid_retriever.types import Document
+
+if TYPE_CHECKING:
+    from hybrid_retriever.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +54,46 @@ BEIR_CORPUS = "corpus.jsonl"
 _SUPPORTED = "a .jsonl file, a BEIR folder (with corpus.jsonl) or a folder of .txt/.md files"
 
 
-def read_documents(path: str | Path) -> Iterator[Document]:
+def read_documents(path: str | Path, *, chunker: "Chunker | None" = None, follow_links: bool = False) -> Iterator[Document]:
     """Stream the documents of ``path``, choosing the reader from what the path is.
 
     A file ending in ``.jsonl``/``.ndjson`` is read with :func:`read_jsonl`; a folder
     holding ``corpus.jsonl`` with :func:`read_beir`; any other folder with
-    :func:`read_text_dir`. The path is checked now; the documents are read lazily.
+    :func:`read_text_dir` (``follow_links`` as there). With ``chunker``, each document
+    is split into chunks as it is read. The path is checked now; the documents are read lazily.
+    """
+    docs = _reader(Path(path).expanduser(), follow_links)
+    return chunker.chunk(docs) if chunker is not None else docs
+
+
+def source_kind(path: str | Path) -> str:
+    """What ``path`` is as a source: ``"jsonl"``, ``"beir"`` or ``"text"`` (a folder of text files)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return "beir" if (p / BEIR_CORPUS).is_file() else "text"
+    return "jsonl"
+
+
+def count_documents(path: str | Path, *, follow_links: bool = False) -> int:
+    """How many documents ``path`` holds at most, counted cheaply (no parsing): for a progress bar's total.
+
+    JSONL/BEIR: the non-blank lines (rows with empty text, skipped when read, are counted);
+    a folder: its text files.
     """
     p = Path(path).expanduser()
+    kind = source_kind(p)
+    if kind == "text":
+        return sum(1 for _ in _text_files(p, TEXT_SUFFIXES, follow_links=follow_links))
+    corpus = p / BEIR_CORPUS if kind == "beir" else p
+    with open(corpus, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _reader(p: Path, follow_links: bool) -> Iterator[Document]:
     if not p.exists():
         raise InvalidInputError(f"source {p} does not exist; give {_SUPPORTED}")
     if p.is_dir():
-        return read_beir(p) if (p / BEIR_CORPUS).is_file() else read_text_dir(p)
+        return read_beir(p) if (p / BEIR_CORPUS).is_file() else read_text_dir(p, follow_links=follow_links)
     if p.suffix.lower() in JSONL_SUFFIXES:
         return read_jsonl(p)
     raise InvalidInputError(f"cannot read source {p}: unsupported file type {p.suffix or '(none)'!r}; give {_SUPPORTED}")
@@ -75,12 +114,28 @@ def read_beir(folder: str | Path) -> Iterator[Document]:
     return _read_rows(corpus, beir=True)
 
 
-def read_text_dir(folder: str | Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> Iterator[Document]:
-    """Stream every file with one of ``suffixes`` below ``folder``, in sorted path order."""
+def read_corpus_rows(path: str | Path, *, empty: list[str] | None = None) -> Iterator[Document]:
+    """Stream a corpus file in the BEIR row format (``{"_id"|"id", "title"?, "text", "metadata"?}``).
+
+    The one reader of corpora for :func:`read_beir` and the evaluation loaders. The ids of
+    rows whose text is empty (skipped) are appended to ``empty`` when it is given.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InvalidInputError(f"corpus file {p} does not exist")
+    return _read_rows(p, beir=True, empty_ids=empty)
+
+
+def read_text_dir(folder: str | Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES, *, follow_links: bool = False) -> Iterator[Document]:
+    """Stream every file with one of ``suffixes`` below ``folder``, in sorted path order.
+
+    A symbolic link to a file outside ``folder`` is skipped (with a warning) unless
+    ``follow_links``: a folder's own files are what gets indexed.
+    """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise InvalidInputError(f"{root} is not a folder; give a folder of {'/'.join(suffixes)} files")
-    return _read_text_files(root, tuple(s.lower() for s in suffixes))
+    return _read_text_files(root, tuple(s.lower() for s in suffixes), follow_links)
 
 
 # ----------------------------------------------------------------------- internals
@@ -93,8 +148,9 @@ def _existing_file(path: str | Path) -> Path:
     return p
 
 
-def _read_rows(path: Path, *, beir: bool) -> Iterator[Document]:
+def _read_rows(path: Path, *, beir: bool, empty_ids: list[str] | None = None) -> Iterator[Document]:
     empty: list[int] = []
+    lines_of: dict[str, int] = {}  # id -> the line it was first seen on
     try:
         with open(path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, start=1):
@@ -106,18 +162,25 @@ def _read_rows(path: Path, *, beir: bool) -> Iterator[Document]:
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
                 doc = _row_to_document(row, where, default_id=f"{path.name}:{lineno}", beir=beir)
-                if doc is None:
-                    empty.append(lineno)
-                else:
+                first = lines_of.setdefault(doc.id, lineno)  # type: ignore[arg-type]
+                if first != lineno:
+                    raise InvalidInputError(
+                        f"{where}: duplicate document id {doc.id!r}, first on line {first}; ids must be unique in a source"
+                    )
+                if doc.text.strip():
                     yield doc
+                else:
+                    empty.append(lineno)
+                    if empty_ids is not None:
+                        empty_ids.append(str(doc.id))
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8") from None
     finally:
         _warn_skipped(path, "line", empty)
 
 
-def _row_to_document(row: Any, where: str, *, default_id: str, beir: bool) -> Document | None:
-    """The document of one row, or None when its text is empty."""
+def _row_to_document(row: Any, where: str, *, default_id: str, beir: bool) -> Document:
+    """The document of one row (its text may be empty: the caller skips it)."""
     if not isinstance(row, dict):
         raise InvalidInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     row = dict(row)
@@ -126,24 +189,26 @@ def _row_to_document(row: Any, where: str, *, default_id: str, beir: bool) -> Do
     text = row.pop("text")
     if not isinstance(text, str):
         raise InvalidInputError(f"{where}: 'text' must be a string, got {type(text).__name__}")
-    doc_id = _row_id(row.pop("id", None), row.pop("_id", None), where) or default_id
+    doc_id = _row_id(row.pop("id", None), row.pop("_id", None), where)
+    if doc_id is None:
+        if beir:
+            raise InvalidInputError(f"{where}: no id; every row of a BEIR corpus needs an '_id'")
+        doc_id = default_id
     title = row.pop("title", None)
     if title is not None and not isinstance(title, str):
         raise InvalidInputError(f"{where}: 'title' must be a string, got {type(title).__name__}")
     metadata: dict[str, Any] = {}
-    if not beir:
-        nested = row.pop("metadata", None)
-        if isinstance(nested, dict):
-            metadata.update(nested)
-        elif nested is not None:
-            metadata["metadata"] = nested
+    nested = row.pop("metadata", None)
+    if isinstance(nested, dict):
+        metadata.update(nested)
+    elif nested is not None and not beir:
+        metadata["metadata"] = nested
+    if not beir:  # a BEIR row's other keys are not part of the format
         metadata.update(row)
     title = (title or "").strip()
     if title:
         metadata["title"] = title
         text = f"{title}\n{text}" if text.strip() else title
-    if not text.strip():
-        return None
     return Document(text=text, metadata=metadata, id=doc_id)
 
 
@@ -159,14 +224,27 @@ def _row_id(primary: Any, secondary: Any, where: str) -> str | None:
     return value
 
 
-def _read_text_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Document]:
+def _text_files(root: Path, suffixes: tuple[str, ...], *, follow_links: bool, outside: list[str] | None = None) -> Iterator[Path]:
+    """The text files below ``root`` in sorted order; links leading outside go to ``outside`` unless ``follow_links``."""
+    inside = root.resolve()
+    for file in sorted(root.rglob("*")):  # rglob does not enter linked folders
+        rel = file.relative_to(root)
+        if file.suffix.lower() not in suffixes or any(part.startswith(".") for part in rel.parts) or not file.is_file():
+            continue
+        if not follow_links and not file.resolve().is_relative_to(inside):
+            if outside is not None:
+                outside.append(rel.as_posix())
+            continue
+        yield file
+
+
+def _read_text_files(root: Path, suffixes: tuple[str, ...], follow_links: bool) -> Iterator[Document]:
     found = 0
     empty: list[str] = []
+    outside: list[str] = []
     try:
-        for file in sorted(root.rglob("*")):
+        for file in _text_files(root, suffixes, follow_links=follow_links, outside=outside):
             rel = file.relative_to(root)
-            if file.suffix.lower() not in suffixes or any(part.startswith(".") for part in rel.parts) or not file.is_file():
-                continue
             found += 1
             try:
                 text = file.read_text(encoding="utf-8-sig")
@@ -181,6 +259,12 @@ def _read_text_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Document
             raise InvalidInputError(f"{root} holds no {'/'.join(suffixes)} files (and no {BEIR_CORPUS}); give {_SUPPORTED}")
     finally:
         _warn_skipped(root, "file", empty)
+        if outside:
+            shown = ", ".join(outside[:10]) + (", ..." if len(outside) > 10 else "")
+            log.warning(
+                "skipped %d linked file(s) in %s whose target is outside the folder (%s); "
+                "pass follow_links=True (CLI: --follow-links) to index them", len(outside), root, shown,
+            )
 
 
 def _warn_skipped(source: Path, unit: str, where: list[Any]) -> None:

@@ -18,13 +18,39 @@ from hybrid_retriever.config import DenseBranchConfig  # noqa: E402
 
 #: The shared BEIR collections (beside the project checkout).
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+#: Starts the reason of every skip for a missing shared dataset (counted in the summary).
+DATASET_SKIP = "shared dataset missing"
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``), where the shared datasets must be present."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_dataset(root: Path) -> None:
+    """Skip the calling test when ``root`` is missing; in CI fail instead (CI has ../shared, so a skip there hides a problem)."""
+    if root.is_dir():
+        return
+    if in_ci():
+        pytest.fail(f"{DATASET_SKIP}: {root} is not there, and CI must run the tests that need it (CI=true)", pytrace=False)
+    pytest.skip(f"{DATASET_SKIP}: {root} (these tests run where ../shared/datasets is present, as in CI)")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line saying how many tests were skipped for a missing shared dataset, and why."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if DATASET_SKIP in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped: {DATASET_SKIP} ({DATASETS} not found); they run where it is present "
+            "and fail in CI (CI=true) if it is not",
+            yellow=True,
+        )
 
 
 def load_beir_slice(name: str, n_docs: int) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
     """The first ``n_docs`` documents of a shared collection, the queries judged on them, and their qrels."""
     root = DATASETS / name
-    if not root.is_dir():
-        pytest.skip(f"shared dataset {root} not present")
+    require_dataset(root)
     docs = []
     with open(root / "corpus.jsonl", encoding="utf-8") as f:
         for line in f:

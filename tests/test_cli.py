@@ -55,7 +55,7 @@ def small_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = write_jsonl(root / "small.jsonl", SMALL_ROWS)
     result = run("index", source, "--index", root / "index", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert re.search(r"Indexed 8 documents from .*small\.jsonl in [\d.]+ s", result.stdout)
+    assert re.search(r"Indexed 8 documents from .*small\.jsonl: 8 new, 0 changed, 0 unchanged \(skipped\) in [\d.]+ s", result.stdout)
     assert "holds 8 documents" in result.stdout
     return root / "index"
 
@@ -192,11 +192,14 @@ def test_index_with_config_file_adds_to_an_existing_index(tmp_path: Path) -> Non
     (texts / "sub" / "coffee.md").write_text("Espresso forces hot water through finely ground coffee.", encoding="utf-8")
     result = run("index", texts, "--index", index)  # no --config: reopens with the stored one
     assert result.exit_code == 0, result.output
-    assert "Indexed 2 documents" in result.stdout and "holds 7 documents" in result.stdout
+    # Files are chunked by default; without a dense model the chunk size counts characters.
+    assert "Indexed 2 chunks" in result.stdout and "at most 1000 characters" in result.stdout and "holds 7 documents" in result.stdout
 
     result = run("query", "espresso coffee", "--index", index, "--json")
     hits = json.loads(result.stdout)
-    assert hits[0]["id"] == "sub/coffee.md" and hits[0]["metadata"] == {"source": "sub/coffee.md"}
+    coffee = "Espresso forces hot water through finely ground coffee."
+    assert hits[0]["id"] == "sub/coffee.md#0" and hits[0]["text"] == coffee
+    assert hits[0]["metadata"] == {"source": "sub/coffee.md", "chunk": 0, "chunks": 1, "char_start": 0, "char_end": len(coffee)}
     assert set(hits[0]["provenance"]) == {"bm25"}
     assert hits[0]["score"] == pytest.approx(1 / 61)  # RRF, one branch, rank 1, k = 60
 

@@ -112,9 +112,37 @@ def test_beir_folder(tmp_path: Path) -> None:
     )
     docs = list(read_beir(tmp_path))
     assert docs == [
-        Document(text="A title\nBody one.", metadata={"title": "A title"}, id="d1"),
+        Document(text="A title\nBody one.", metadata={"url": "u", "title": "A title"}, id="d1"),
         Document(text="Body two.", metadata={}, id="d2"),
     ]
+
+
+def test_beir_row_without_id_is_an_error(tmp_path: Path) -> None:
+    write_lines(tmp_path / "corpus.jsonl", [{"_id": "d1", "text": "one"}, {"title": "T", "text": "no id"}])
+    with pytest.raises(InvalidInputError, match=r"corpus\.jsonl, line 2: no id"):
+        list(read_beir(tmp_path))
+
+
+def test_one_reader_for_index_and_evaluation(tmp_path: Path) -> None:
+    """evaluation.datasets.read_corpus reads what `index` reads: same ids, texts, metadata, empty rows and errors."""
+    from hybrid_retriever.evaluation.datasets import read_corpus
+
+    write_lines(
+        tmp_path / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "A title", "text": "Body one.", "metadata": {"url": "u"}},
+            {"_id": 2, "title": "", "text": "Body two."},
+            {"_id": "d3", "title": "", "text": " "},
+            {"_id": "d4", "title": "Only a title", "text": ""},
+        ],
+    )
+    docs, empty = read_corpus(tmp_path / "corpus.jsonl")
+    assert docs == list(read_beir(tmp_path)) and empty == ["d3"]
+    assert [d.id for d in docs] == ["d1", "2", "d4"] and docs[2].text == "Only a title"
+    write_lines(tmp_path / "corpus.jsonl", [{"_id": "d1", "text": "fine"}, {"_id": "d2"}])
+    for read in (lambda: read_corpus(tmp_path / "corpus.jsonl"), lambda: list(read_beir(tmp_path))):
+        with pytest.raises(InvalidInputError, match=r"line 2: no 'text' field"):
+            read()
 
 
 def test_beir_matches_the_shared_scifact_reader() -> None:
@@ -129,6 +157,23 @@ def test_beir_matches_the_shared_scifact_reader() -> None:
             break
     assert [d.id for d in got] == [d.id for d in expected]
     assert [d.text.strip() for d in got] == [d.text for d in expected]
+
+
+def test_scifact_read_the_same_for_index_and_evaluation() -> None:
+    from conftest import DATASETS
+    from hybrid_retriever.evaluation.datasets import read_corpus
+
+    load_beir_slice("scifact", 1)  # skips (counted in the summary) where the shared datasets are missing
+    docs, empty = read_corpus(DATASETS / "scifact" / "corpus.jsonl")
+    assert len(docs) == 5183 and empty == []
+    assert docs == list(read_beir(DATASETS / "scifact"))
+    # The ids and texts evaluation indexed before the readers were merged (so its results are unchanged).
+    expected = []
+    for line in (DATASETS / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        title, text = (row.get("title") or "").strip(), row.get("text") or ""
+        expected.append((str(row["_id"]), f"{title}\n{text}" if title and text.strip() else title or text))
+    assert [(d.id, d.text) for d in docs] == expected
 
 
 def test_beir_folder_without_corpus(tmp_path: Path) -> None:
@@ -211,3 +256,40 @@ def test_bundled_demo_corpus() -> None:
         assert "year" not in row or isinstance(row["year"], int)
         sentences = len(re.findall(r"[.!?](?:\s|$)", row["text"]))
         assert 2 <= sentences <= 5, (row["id"], sentences)
+
+
+# ------------------------------------------------------------- symbolic links
+
+
+def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private notes", encoding="utf-8")
+    (outside / "dir").mkdir()
+    (outside / "dir" / "also.txt").write_text("also outside", encoding="utf-8")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "own.md").write_text("own text", encoding="utf-8")
+    (folder / "alias.md").symlink_to(folder / "own.md")  # a link that stays inside: read
+    (folder / "leak.txt").symlink_to(outside / "secret.txt")
+    (folder / "linked-dir").symlink_to(outside / "dir", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="hybrid_retriever.sources"):
+        docs = list(read_documents(folder))
+    assert [d.id for d in docs] == ["alias.md", "own.md"]
+    assert any("skipped 1 linked file(s)" in r.getMessage() and "leak.txt" in r.getMessage() for r in caplog.records)
+    followed = list(read_documents(folder, follow_links=True))
+    assert [(d.id, d.text) for d in followed] == [("alias.md", "own text"), ("leak.txt", "private notes"), ("own.md", "own text")]
+
+
+def test_count_documents_counts_cheaply(tmp_path: Path) -> None:
+    from hybrid_retriever.sources import count_documents
+
+    f = write_lines(tmp_path / "docs.jsonl", [{"id": "a", "text": "one"}, "", {"id": "b", "text": ""}, {"id": "c", "text": "x"}])
+    assert count_documents(f) == 3  # non-blank lines (the row with empty text is skipped only when read)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.md").write_text("a", encoding="utf-8")
+    (folder / "b.txt").write_text("b", encoding="utf-8")
+    (folder / "c.csv").write_text("c", encoding="utf-8")
+    (folder / "link.txt").symlink_to(f)
+    assert count_documents(folder) == 2 and count_documents(folder, follow_links=True) == 3

@@ -12,6 +12,14 @@ Search results are LangChain ``Document`` objects with ``id`` set and the per-br
 provenance under ``metadata["hybrid"]``; see :mod:`hybrid_retriever_langchain.documents`.
 """
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as exc:  # the adapter is an extra: say which one
+    raise ImportError(
+        "hybrid_retriever_langchain needs langchain-core, which is not installed: "
+        'pip install "hybrid-retriever[langchain]"'
+    ) from exc
+
 from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document, provenance
 from hybrid_retriever_langchain.embeddings import DenseBranchEmbeddings
 from hybrid_retriever_langchain.retriever import HybridSearchRetriever

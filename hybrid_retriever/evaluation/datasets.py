@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from hybrid_retriever.errors import InvalidInputError
+from hybrid_retriever.sources import read_corpus_rows
 from hybrid_retriever.types import Document
 
 log = logging.getLogger(__name__)
@@ -211,27 +212,12 @@ def read_queries(path: str | Path) -> dict[str, str]:
 def read_corpus(path: str | Path) -> tuple[list[Document], list[str]]:
     """Read a JSONL corpus (``{"_id"|"id", "title"?, "text", "metadata"?}``).
 
-    The indexed text is ``title + "\\n" + text`` (as :mod:`hybrid_retriever.sources` reads it). Returns the documents and
-    the ids of documents whose text is empty (they cannot be indexed and are skipped).
+    Read with :func:`hybrid_retriever.sources.read_corpus_rows`, the reader ``hybrid-retriever index``
+    uses for BEIR folders, so ids, texts (``title + "\\n" + text``), metadata and errors are the same.
+    Returns the documents and the ids of documents whose text is empty (they cannot be indexed and are skipped).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError(f"corpus file {p} does not exist")
-    docs: list[Document] = []
     empty: list[str] = []
-    for n, row in _jsonl(p):
-        did = _row_id(row, p, n)
-        title = str(row.get("title") or "").strip()
-        text = str(row.get("text") or "")
-        if title:  # as hybrid_retriever.sources builds it, so an index built by `index` matches
-            text = f"{title}\n{text}" if text.strip() else title
-        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-        if text.strip():
-            docs.append(Document(text=text, metadata=dict(meta), id=did))
-        else:
-            empty.append(did)
-    if empty:
-        log.warning("%s: %d document(s) with empty text skipped (e.g. %s)", p, len(empty), empty[:3])
+    docs = list(read_corpus_rows(path, empty=empty))
     return docs, empty
 
 
