@@ -48,7 +48,8 @@ class RepairReport:
     """What :func:`repair_index` found and did."""
 
     path: str
-    #: "rebuilt" (a new manifest was written) or "none" (nothing to repair).
+    #: "rebuilt" (a new manifest was written), "set-aside" (a corrupt manifest of an index
+    #: without documents was renamed, so the next build starts afresh) or "none".
     action: str
     reason: str
     documents: int = 0
@@ -62,6 +63,8 @@ class RepairReport:
         """A few lines for people."""
         if self.action == "none":
             return f"{self.path}: nothing to repair ({self.reason})."
+        if self.action == "set-aside":
+            return f"{self.path}: {self.reason}; the corrupt manifest was kept as {self.set_aside}."
         lines = [f"{self.path}: rebuilt {MANIFEST_FILE} ({self.reason}); {self.documents} documents kept."]
         lines += [f"  {name}: {how}" for name, how in self.checks.items()]
         lines.append(f"  metadata fields: {', '.join(self.metadata_fields) or '(none)'}")
@@ -95,7 +98,11 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
                 reason = f"it was corrupt: {exc}".split(". ")[0]
         count, fields, first = _survey(store, sample)
         if not count:
-            return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
+            if not manifest_file.is_file():
+                return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
+            # Nothing to rebuild a manifest for: set the corrupt one aside, and the next build starts afresh.
+            aside = _set_aside(manifest_file)
+            return RepairReport(str(root), "set-aside", "the index holds no documents; index them again", set_aside=aside)
         branches = [build_branch(c) for c in cfg.branches]
         by_name = {b.name: b for b in branches}
         for b in branches:
@@ -107,17 +114,20 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
             {b.name: b.manifest() for b in branches}, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields
         )
         validate_manifest(manifest, "(rebuilt)", "")
-        set_aside = None
-        if manifest_file.is_file():
-            aside = root / f"{MANIFEST_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(manifest_file, aside)
-            set_aside = str(aside)
+        set_aside = _set_aside(manifest_file) if manifest_file.is_file() else None
         store.write_manifest(manifest)
     finally:
         store.close()
     report = RepairReport(str(root), "rebuilt", reason, count, fields, checks, set_aside)
     log.info("%s", report.summary())
     return report
+
+
+def _set_aside(manifest_file: Path) -> str:
+    """Rename a corrupt manifest (never delete it); returns where it went."""
+    aside = manifest_file.with_name(f"{MANIFEST_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(manifest_file, aside)
+    return str(aside)
 
 
 def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint]]:

@@ -189,8 +189,13 @@ def test_repair_of_a_dense_index_checks_the_model(tmp_path: Path, make_retriever
 def test_repair_without_index_data_or_documents(tmp_path: Path) -> None:
     with pytest.raises(IndexPathError, match="nothing to repair"):
         repair_index(tmp_path / "nothing")
-    qe.EdgeShard.create(str(tmp_path / "empty" / SHARD_DIR), qe.EdgeConfig(sparse_vectors={"bm25": qe.EdgeSparseVectorParams()})).close()
-    assert repair_index(tmp_path / "empty").action == "none"
+    empty = tmp_path / "empty"
+    qe.EdgeShard.create(str(empty / SHARD_DIR), qe.EdgeConfig(sparse_vectors={"bm25": qe.EdgeSparseVectorParams()})).close()
+    assert repair_index(empty).action == "none"
+    (empty / MANIFEST_FILE).write_text("{")
+    report = repair_index(empty)
+    assert report.action == "set-aside" and Path(report.set_aside).read_text() == "{"
+    build(empty, n=10)  # the next build starts afresh
 
 
 # ------------------------------------------------------------ interrupted creation
