@@ -258,3 +258,16 @@ def test_a_second_process_gets_a_lock_error_naming_the_alternatives(tmp_path: Pa
         assert r.count() == 20
         with pytest.raises(IndexLockedError):  # and in one process, a second open is refused the same way
             HybridRetriever.open(str(path))
+
+
+def test_a_corrupt_manifest_in_a_server_collection_is_an_index_corrupt_error(small_docs: list[Document]) -> None:
+    from hybrid_retriever.stores.qdrant import MANIFEST_KEY
+
+    config = RetrieverConfig.validate_data({"store": {"kind": "qdrant", "location": ":memory:"}, "branches": [{"kind": "bm25"}]})
+    r = HybridRetriever(config)
+    r.add_documents(small_docs)
+    r.store.client.update_collection(r.store.collection, metadata={MANIFEST_KEY: {"schema_version": 1, "branches": []}})
+    with pytest.raises(IndexCorruptError, match=r"manifest stored in collection .* is corrupt: .*'branches' is an array, expected an object"):
+        HybridRetriever(config, store=r.store)
+    assert r.count() == len(small_docs)
+    r.close()
