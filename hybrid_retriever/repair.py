@@ -8,7 +8,8 @@ reproduce them); BM25's ``avg_len`` is recovered exactly from stored document ve
 the metadata field list is read from the stored payloads. Nothing is deleted: a corrupt
 manifest is kept beside the new one.
 
-    >>> from hybrid_retriever.repair import repair_index              # doctest: +SKIP
+    >>> from hybrid_retriever import RetrieverConfig                  # doctest: +SKIP
+    >>> from hybrid_retriever.repair import repair_index
     >>> print(repair_index("./my-index", RetrieverConfig.from_file("built-with.yaml")).summary())
 """
 
@@ -187,8 +188,7 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
     how = ""
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
-        branch.avg_len = _recover_avg_len(branch, texts, stored)
-        branch._model = None
+        branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
         how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
     fresh = branch.stored_vectors(branch.encode_documents(texts))
     for p, mine in zip(points, fresh):
@@ -219,8 +219,7 @@ def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[
     for text, vector in zip(texts, stored):
         if not isinstance(vector, SparseVector):
             continue
-        counted = branch._counter.embed_document(text)
-        tf = {i: round(w / (2.0 - w)) for i, w in zip(counted.indices, counted.values)}
+        tf = branch.term_frequencies(text)
         dl = sum(tf.values())
         for i, w in zip(vector.indices, vector.values):
             t = tf.get(i)
