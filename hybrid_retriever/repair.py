@@ -8,7 +8,8 @@ reproduce them); BM25's ``avg_len`` is recovered exactly from stored document ve
 the metadata field list is read from the stored payloads. Nothing is deleted: a corrupt
 manifest is kept beside the new one.
 
-    >>> from hybrid_retriever.repair import repair_index              # doctest: +SKIP
+    >>> from hybrid_retriever import RetrieverConfig                  # doctest: +SKIP
+    >>> from hybrid_retriever.repair import repair_index
     >>> print(repair_index("./my-index", RetrieverConfig.from_file("built-with.yaml")).summary())
 """
 
@@ -48,7 +49,8 @@ class RepairReport:
     """What :func:`repair_index` found and did."""
 
     path: str
-    #: "rebuilt" (a new manifest was written) or "none" (nothing to repair).
+    #: "rebuilt" (a new manifest was written), "set-aside" (a corrupt manifest of an index
+    #: without documents was renamed, so the next build starts afresh) or "none".
     action: str
     reason: str
     documents: int = 0
@@ -62,6 +64,8 @@ class RepairReport:
         """A few lines for people."""
         if self.action == "none":
             return f"{self.path}: nothing to repair ({self.reason})."
+        if self.action == "set-aside":
+            return f"{self.path}: {self.reason}; the corrupt manifest was kept as {self.set_aside}."
         lines = [f"{self.path}: rebuilt {MANIFEST_FILE} ({self.reason}); {self.documents} documents kept."]
         lines += [f"  {name}: {how}" for name, how in self.checks.items()]
         lines.append(f"  metadata fields: {', '.join(self.metadata_fields) or '(none)'}")
@@ -95,7 +99,11 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
                 reason = f"it was corrupt: {exc}".split(". ")[0]
         count, fields, first = _survey(store, sample)
         if not count:
-            return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
+            if not manifest_file.is_file():
+                return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
+            # Nothing to rebuild a manifest for: set the corrupt one aside, and the next build starts afresh.
+            aside = _set_aside(manifest_file)
+            return RepairReport(str(root), "set-aside", "the index holds no documents; index them again", set_aside=aside)
         branches = [build_branch(c) for c in cfg.branches]
         by_name = {b.name: b for b in branches}
         for b in branches:
@@ -107,17 +115,20 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
             {b.name: b.manifest() for b in branches}, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields
         )
         validate_manifest(manifest, "(rebuilt)", "")
-        set_aside = None
-        if manifest_file.is_file():
-            aside = root / f"{MANIFEST_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(manifest_file, aside)
-            set_aside = str(aside)
+        set_aside = _set_aside(manifest_file) if manifest_file.is_file() else None
         store.write_manifest(manifest)
     finally:
         store.close()
     report = RepairReport(str(root), "rebuilt", reason, count, fields, checks, set_aside)
     log.info("%s", report.summary())
     return report
+
+
+def _set_aside(manifest_file: Path) -> str:
+    """Rename a corrupt manifest (never delete it); returns where it went."""
+    aside = manifest_file.with_name(f"{MANIFEST_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(manifest_file, aside)
+    return str(aside)
 
 
 def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint]]:
@@ -177,8 +188,7 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
     how = ""
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
-        branch.avg_len = _recover_avg_len(branch, texts, stored)
-        branch._model = None
+        branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
         how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
     fresh = branch.stored_vectors(branch.encode_documents(texts))
     for p, mine in zip(points, fresh):
@@ -209,8 +219,7 @@ def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[
     for text, vector in zip(texts, stored):
         if not isinstance(vector, SparseVector):
             continue
-        counted = branch._counter.embed_document(text)
-        tf = {i: round(w / (2.0 - w)) for i, w in zip(counted.indices, counted.values)}
+        tf = branch.term_frequencies(text)
         dl = sum(tf.values())
         for i, w in zip(vector.indices, vector.values):
             t = tf.get(i)

@@ -198,9 +198,9 @@ def run_trial(
     elif kind == "during-delete":
         seen, delay = child.wait_for(lambda s: s == "scratch-written"), rng.uniform(0, timing.delete_s)
     elif kind == "during-optimize":
-        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, 0.6 * timing.optimize_s)
+        seen, delay = child.wait_for(lambda s: s == "optimize-start"), rng.uniform(0, 0.3 * timing.optimize_s)
     else:
-        seen, delay = (child.started, "start"), rng.uniform(0, 0.9 * timing.total_s)
+        seen, delay = (child.started, "start"), rng.uniform(0, 0.8 * timing.total_s)
     if seen is None:
         child.kill()
         t.problems.append(f"the child ended before the kill point: {child.proc.stderr.read() if child.proc.stderr else ''}")
@@ -210,20 +210,21 @@ def run_trial(
     child.kill()
     last = [line for _, line in child.lines if line != "<eof>"]
     t.killed_after = f"{last[-1] if last else '(nothing)'} +{delay * 1000:.0f} ms"
-    t.landed = "after the child exited" if exited else _landed(last[-1] if last else "", len(docs), kind == "between-batches")
+    t.landed = "after the child exited" if exited else _landed(last[-1] if last else "", len(docs), batch_size, kind == "between-batches")
     t.reported_written = child.reported()
     deleted = any(line == "scratch-deleted" for _, line in child.lines)
     _check(t, index, docs, scratch, deleted, batch_size, rng)
     return t
 
 
-def _landed(last: str, n_docs: int, stepping: bool) -> str:
+def _landed(last: str, n_docs: int, batch_size: int, stepping: bool) -> str:
     """The phase a child was in, from the last line it printed."""
     if last.startswith("written "):
         n = int(last.split()[1])
         if n == n_docs:
             return "adding scratch batches"
-        return f"between batches {n}/{n + 1}" if stepping else f"in or after batch {n + 1}"
+        b = n // batch_size
+        return f"between batches {b} and {b + 1}" if stepping else f"in batch {b + 1} (or just before it)"
     return {
         "": "starting (imports)",
         "ready": "in batch 1 (index creation)",

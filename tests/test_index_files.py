@@ -189,8 +189,13 @@ def test_repair_of_a_dense_index_checks_the_model(tmp_path: Path, make_retriever
 def test_repair_without_index_data_or_documents(tmp_path: Path) -> None:
     with pytest.raises(IndexPathError, match="nothing to repair"):
         repair_index(tmp_path / "nothing")
-    qe.EdgeShard.create(str(tmp_path / "empty" / SHARD_DIR), qe.EdgeConfig(sparse_vectors={"bm25": qe.EdgeSparseVectorParams()})).close()
-    assert repair_index(tmp_path / "empty").action == "none"
+    empty = tmp_path / "empty"
+    qe.EdgeShard.create(str(empty / SHARD_DIR), qe.EdgeConfig(sparse_vectors={"bm25": qe.EdgeSparseVectorParams()})).close()
+    assert repair_index(empty).action == "none"
+    (empty / MANIFEST_FILE).write_text("{")
+    report = repair_index(empty)
+    assert report.action == "set-aside" and Path(report.set_aside).read_text() == "{"
+    build(empty, n=10)  # the next build starts afresh
 
 
 # ------------------------------------------------------------ interrupted creation
@@ -253,3 +258,16 @@ def test_a_second_process_gets_a_lock_error_naming_the_alternatives(tmp_path: Pa
         assert r.count() == 20
         with pytest.raises(IndexLockedError):  # and in one process, a second open is refused the same way
             HybridRetriever.open(str(path))
+
+
+def test_a_corrupt_manifest_in_a_server_collection_is_an_index_corrupt_error(small_docs: list[Document]) -> None:
+    from hybrid_retriever.stores.qdrant import MANIFEST_KEY
+
+    config = RetrieverConfig.validate_data({"store": {"kind": "qdrant", "location": ":memory:"}, "branches": [{"kind": "bm25"}]})
+    r = HybridRetriever(config)
+    r.add_documents(small_docs)
+    r.store.client.update_collection(r.store.collection, metadata={MANIFEST_KEY: {"schema_version": 1, "branches": []}})
+    with pytest.raises(IndexCorruptError, match=r"manifest stored in collection .* is corrupt: .*'branches' is an array, expected an object"):
+        HybridRetriever(config, store=r.store)
+    assert r.count() == len(small_docs)
+    r.close()

@@ -86,6 +86,11 @@ class BM25Branch(Branch):
         weights = self._counter.embed_document(text).values
         return int(round(sum(w * _COUNT_K / (_COUNT_K + 1.0 - w) for w in weights)))
 
+    def term_frequencies(self, text: str) -> dict[int, int]:
+        """Token id -> how often it occurs in ``text``, in Qdrant's tokenisation (the ids of stored vectors)."""
+        v = self._counter.embed_document(text)
+        return {int(i): int(round(w * _COUNT_K / (_COUNT_K + 1.0 - w))) for i, w in zip(v.indices, v.values)}
+
     def fit(self, texts: Sequence[str]) -> None:
         if self.avg_len is not None or not texts:
             return

@@ -83,13 +83,13 @@ def validate_manifest(data: Any, where: str, fix: str) -> dict[str, Any]:
 
 def _structure_problems(data: Any) -> list[str]:
     if not isinstance(data, dict):
-        return [f"it holds a JSON {_json_type(data)}, not an object"]
+        return [f"it holds {_json_type(data)}, not an object"]
     problems = []
     for key, types in _REQUIRED.items():
         if key not in data:
             problems.append(f"key {key!r} is missing")
         elif not isinstance(data[key], types) or isinstance(data[key], bool):
-            problems.append(f"{key!r} is a {_json_type(data[key])}, expected a {_json_type(types[0]())}")
+            problems.append(f"{key!r} is {_json_type(data[key])}, expected {_json_type(types[0]())}")
     if problems:
         return problems
     if not data["branches"]:
@@ -105,5 +105,6 @@ def _structure_problems(data: Any) -> list[str]:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    """What ``value`` is in JSON terms, with its article ("an array")."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), f"a {type(value).__name__}")

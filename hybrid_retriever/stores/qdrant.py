@@ -27,6 +27,7 @@ from hybrid_retriever.config import QdrantStoreConfig
 from hybrid_retriever.errors import ConfigError, StoreUnavailableError
 from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_client_filter
+from hybrid_retriever.stores.manifest import validate_manifest
 from hybrid_retriever.types import SparseVector, Vector
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,10 @@ class QdrantStore(Store):
         if not self.exists():
             return None
         metadata = self._read("get_collection", lambda: self.client.get_collection(self.collection)).config.metadata or {}
-        return metadata.get(MANIFEST_KEY)
+        if metadata.get(MANIFEST_KEY) is None:
+            return None
+        fix = "The points are untouched: restore that metadata from a backup, or index into a new collection"
+        return validate_manifest(metadata[MANIFEST_KEY], f"stored in collection {self.collection!r} (metadata key {MANIFEST_KEY!r})", fix)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self._write("update_collection", lambda: self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest}))
