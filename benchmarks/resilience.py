@@ -30,9 +30,11 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,7 +44,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CACHE,
     REPO,
     add_dataset_arg,
     load_collection,
@@ -224,7 +225,9 @@ def main() -> None:
     qids = [q for q in col.judged("test") if q in set(emb.query_ids)][: args.queries]
     queries = [col.queries[q] for q in qids]
 
-    r = new_edge_retriever(CACHE / "resilience" / "edge", [{"kind": "bm25"}, {"kind": "dense"}])
+    # The index goes to a private temporary folder (benchmarks/.cache may be a link to a shared cache).
+    workdir = Path(tempfile.mkdtemp(prefix="hr-resilience-"))
+    r = new_edge_retriever(workdir / "edge", [{"kind": "bm25"}, {"kind": "dense"}])
     r.add_documents([Document(text=text[i], id=i) for i in ids], vectors={"dense": list(emb.doc_vectors(ids))})
     r.optimize()
     # Dense query vectors from the cache: a search measures the search path only.
@@ -310,6 +313,7 @@ def main() -> None:
     ]
     write_results("resilience", data, "".join(md))
     r.close()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

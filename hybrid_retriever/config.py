@@ -18,7 +18,17 @@ from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from hybrid_retriever.errors import ConfigError
 
@@ -66,11 +76,10 @@ class QdrantStoreConfig(_Strict):
     url: Optional[str] = None
     location: Optional[str] = None
     path: Optional[str] = None
-    # A secret: masked in repr/str and never written to YAML/JSON (exclude), so a saved
+    # A secret: masked in repr/str and written as null to YAML/JSON (see _secret_out), so a saved
     # config carries no key; the environment variable supplies it again on reload.
     api_key: Optional[SecretStr] = Field(
         default=None,
-        exclude=True,
         description="API key (Qdrant Cloud); never written out. None = read the variable named by api_key_env.",
     )
     api_key_env: Optional[str] = Field(
@@ -98,6 +107,12 @@ class QdrantStoreConfig(_Strict):
         if self.url:
             _check_url(self.url)
         return self
+
+    @field_serializer("api_key")
+    def _secret_out(self, key: Optional[SecretStr], info: SerializationInfo) -> Optional[SecretStr]:
+        # Python-mode dumps (config copies: with_weights, tuning) keep the key, still masked;
+        # JSON-mode dumps (YAML/JSON files, results, manifests) never contain it.
+        return None if info.mode == "json" else key
 
     def resolved_api_key(self) -> str | None:
         """The API key to send: ``api_key``, else the environment variable ``api_key_env`` (None = no key)."""

@@ -19,7 +19,7 @@ import pytest
 from hybrid_retriever import HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import BM25Branch, DenseBranch
 from hybrid_retriever.config import BM25BranchConfig
-from hybrid_retriever.errors import BranchFailureError
+from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
 from hybrid_retriever.stores import EdgeStore, QdrantStore, SearchRequest, Store
 from hybrid_retriever.stores.base import ScoredIds
 
@@ -54,7 +54,7 @@ class Faulty:
     or raise (``refuse``); every other call goes to the real store unchanged."""
 
     vector: str | None = None
-    mode: str = "stall"  # "stall" | "refuse"
+    mode: str = "stall"  # "stall" | "refuse" | "down"
     only_completion: bool = False
 
     def arm(self, vector: str, mode: str = "stall", only_completion: bool = False) -> None:
@@ -69,6 +69,8 @@ class Faulty:
         if hit and self.mode == "stall":
             self.stalled.set()
             self.release.wait(30)
+        elif hit and self.mode == "down":
+            raise StoreUnavailableError("Qdrant at 127.0.0.1:1 did not answer (injected)")
         elif hit:
             raise ValueError(f"the store refused the {self.vector} request")
         return super().search_batch(requests)  # type: ignore[misc]
@@ -217,3 +219,40 @@ def test_prf_keeps_working_with_a_failed_branch(tmp_path, dense_branch, small_do
         assert r.search(QUERY, k=3)
         hits = r.search(f"{POISON} {QUERY}", k=3)
         assert hits and all(h.provenance["dense"].error is not None for h in hits)
+
+
+def test_a_timeout_under_raise_fails_the_call(tmp_path, dense_branch, small_docs):
+    r, store = build(tmp_path, dense_branch, small_docs, runtime={"branch_timeout_s": 0.3, "on_branch_error": "raise"})
+    with r:
+        store.arm("dense")
+        try:
+            with pytest.raises(BranchFailureError, match=r"branch 'dense' failed \(search: timed out after branch_timeout_s=0.3 s\)"):
+                r.search(QUERY)
+        finally:
+            store.release.set()
+
+
+def test_one_branchs_requests_unavailable(tmp_path, dense_branch, small_docs):
+    """With limits each branch has its own request, so one failing to reach the store is left out;
+    without limits the one batched request fails for all, and the call raises StoreUnavailableError."""
+    r, store = build(tmp_path, dense_branch, small_docs, runtime={"branch_timeout_s": 5.0})
+    with r:
+        store.arm("dense", mode="down")
+        hits = r.search(QUERY, k=3)
+        assert hits and all(h.provenance["dense"].error.startswith("search: StoreUnavailableError") for h in hits)
+        r.config.runtime.branch_timeout_s = None
+        with pytest.raises(StoreUnavailableError, match="did not answer"):
+            r.search(QUERY)
+
+
+def test_store_down_everywhere_raises_store_unavailable(tmp_path, dense_branch, small_docs):
+    class Down(FaultyEdge):
+        def search_batch(self, requests):
+            raise StoreUnavailableError("Qdrant at 127.0.0.1:1 did not answer (injected)")
+
+    for runtime in ({}, {"branch_timeout_s": 5.0}):
+        r, _ = build(tmp_path / str(len(runtime)), dense_branch, small_docs, runtime=runtime)
+        with r:
+            r.store.__class__ = Down
+            with pytest.raises(StoreUnavailableError, match="did not answer"):
+                r.search(QUERY)
