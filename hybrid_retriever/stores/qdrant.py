@@ -45,6 +45,10 @@ class QdrantStore(Store):
             timeout=int(max(1, round(config.timeout))),
         )
         self._is_local = self.client._client.__class__.__name__.startswith("QdrantLocal")
+        # Cluster settings for every write and search (None: Qdrant's defaults; the local mode has no shards).
+        self._shard_key = config.shard_key if config.shard_key and not self._is_local else None
+        rc = config.read_consistency
+        self._read_consistency: Any = m.ReadConsistencyType(rc) if isinstance(rc, str) else rc
 
     @contextlib.contextmanager
     def _calling(self, what: str) -> Iterator[None]:
@@ -92,13 +96,21 @@ class QdrantStore(Store):
                     if s.quantization == "int8"
                     else None,
                 )
+        cfg = self.config
         with self._calling("create_collection"):
             self.client.create_collection(
                 self.collection,
                 vectors_config=dense or {},
                 sparse_vectors_config=sparse or None,
                 metadata={MANIFEST_KEY: manifest},
+                # Distributed mode; None leaves Qdrant's defaults (the local mode ignores these).
+                shard_number=cfg.shard_number,
+                replication_factor=cfg.replication_factor,
+                write_consistency_factor=cfg.write_consistency_factor,
+                sharding_method=m.ShardingMethod.CUSTOM if cfg.shard_key else None,
             )
+            if cfg.shard_key and not self._is_local:  # the local mode has no shards
+                self.client.create_shard_key(self.collection, cfg.shard_key, shards_number=cfg.shard_number)
 
     def read_manifest(self) -> dict[str, Any] | None:
         if not self.exists():
@@ -122,11 +134,13 @@ class QdrantStore(Store):
             for p in points
         ]
         with self._calling("upsert"):
-            self.client.upsert(self.collection, points=structs, wait=True)
+            self.client.upsert(self.collection, points=structs, wait=True, shard_key_selector=self._shard_key)
 
     def delete(self, point_ids: Sequence[str]) -> None:
         with self._calling("delete"):
-            self.client.delete(self.collection, points_selector=m.PointIdsList(points=list(point_ids)), wait=True)
+            self.client.delete(
+                self.collection, points_selector=m.PointIdsList(points=list(point_ids)), wait=True, shard_key_selector=self._shard_key
+            )
 
     def optimize(self) -> None:
         # A Qdrant server builds its indexes in the background on its own.
@@ -139,14 +153,21 @@ class QdrantStore(Store):
             return []
         wv: Any = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
         with self._calling("retrieve"):
-            records = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv)
+            records = self.client.retrieve(
+                self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv,
+                consistency=self._read_consistency, shard_key_selector=self._shard_key,
+            )
         return [_to_point(r) for r in records]
 
     def count(self, filter: FilterSpec | None = None) -> int:
         if not self.exists():
             return 0
         with self._calling("count"):
-            return int(self.client.count(self.collection, count_filter=to_client_filter(filter), exact=True).count)
+            return int(
+                self.client.count(
+                    self.collection, count_filter=to_client_filter(filter), exact=True, shard_key_selector=self._shard_key
+                ).count
+            )
 
     def _request(self, r: SearchRequest) -> m.QueryRequest:
         return m.QueryRequest(
@@ -157,13 +178,16 @@ class QdrantStore(Store):
             limit=r.limit,
             params=_params(r),
             with_payload=False,
+            shard_key=self._shard_key,
         )
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
         if not requests:
             return []
         with self._calling("query_batch_points"):
-            answers = self.client.query_batch_points(self.collection, requests=[self._request(r) for r in requests])
+            answers = self.client.query_batch_points(
+                self.collection, requests=[self._request(r) for r in requests], consistency=self._read_consistency
+            )
         return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
 
     def fused_search(
@@ -193,7 +217,8 @@ class QdrantStore(Store):
             return [], None
         with self._calling("scroll"):
             records, next_offset = self.client.scroll(
-                self.collection, scroll_filter=to_client_filter(filter), limit=limit, offset=offset, with_payload=True
+                self.collection, scroll_filter=to_client_filter(filter), limit=limit, offset=offset, with_payload=True,
+                consistency=self._read_consistency, shard_key_selector=self._shard_key,
             )
         return [_to_point(r) for r in records], (str(next_offset) if next_offset is not None else None)
 
