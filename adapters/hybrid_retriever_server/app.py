@@ -79,7 +79,8 @@ def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None =
 
 
 class BodyLimit:
-    """Refuses request bodies over ``max_bytes`` with 413, by header and while streaming (no header needed)."""
+    """Refuses request bodies over ``max_bytes`` with 413: by Content-Length, and by counting a body
+    sent without one (read in full, at most ``max_bytes``, before the endpoint sees it)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -90,35 +91,31 @@ class BodyLimit:
             return
         too_large = _error(413, "too_large", f"the request body is over the limit of {self.max_bytes} bytes; send smaller batches")
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await too_large(scope, receive, send)
-            return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
                 await too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server stops reading at Content-Length
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
 
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
 
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replayed, send)
 
 
 def create_app(source: RetrieverSource, settings: ServerSettings | None = None) -> FastAPI:
