@@ -186,7 +186,7 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
     async def ready(request: Request) -> Any:
         """Readiness: the models are loaded and the store answers."""
         r = retriever_of(request)
-        body = {"store": str(r.store.location), "branches": r.config.branch_names}
+        body = {"store": r.config.store.kind, "branches": r.config.branch_names}  # no paths or URLs: this is public
         try:
             count = await run_in_threadpool(r.count)
         except Exception as exc:  # the store is unreachable: not ready, and no traceback to the client

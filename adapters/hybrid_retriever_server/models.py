@@ -132,7 +132,7 @@ class Health(BaseModel):
 class Ready(BaseModel):
     ready: bool
     documents: Optional[int] = None
-    store: str
+    store: str = Field(description="The kind of store: edge or qdrant.")
     branches: list[str]
     detail: Optional[str] = None
 

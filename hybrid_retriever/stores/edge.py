@@ -48,7 +48,8 @@ class EdgeStore(Store):
                 if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
                     raise IndexPathError(
                         f"the index at {self.path} is already open (in this or another process); "
-                        "close the other retriever first, or use a Qdrant server for shared access"
+                        "close the other retriever first, search through the service holding it "
+                        "(hybrid-retriever query --server URL), or use a Qdrant server for shared access"
                     ) from None
                 raise IndexPathError(f"cannot open the index at {self.path}: {exc}") from None
 

@@ -58,10 +58,17 @@ function renderBranchControls() {
     state.enabled[b] = state.enabled[b] ?? true;
     const wrap = document.createElement("span");
     wrap.className = "branch-control";
-    wrap.innerHTML = '<label><input type="checkbox" id="use-' + b + '"> ' + b + '</label> ' +
-      '<input type="range" id="weight-' + b + '" min="0" max="1" step="0.05"> <span id="weight-' + b + '-value"></span>';
+    const label = document.createElement("label");
+    const check = document.createElement("input");
+    check.type = "checkbox";
+    check.id = "use-" + b;
+    label.append(check, " " + b + " ");
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", id: "weight-" + b, min: "0", max: "1", step: "0.05" });
+    const shown = document.createElement("span");
+    shown.id = "weight-" + b + "-value";
+    wrap.append(label, slider, " ", shown);
     box.appendChild(wrap);
-    const check = $("use-" + b), slider = $("weight-" + b);
     check.checked = state.enabled[b];
     slider.value = state.weights[b] ?? 1;
     $("weight-" + b + "-value").textContent = Number(slider.value).toFixed(2);
