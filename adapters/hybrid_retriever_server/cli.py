@@ -25,7 +25,8 @@ DEFAULT_INDEX = "./hybrid-index"
 
 def serve(
     index_path: Optional[Path] = typer.Option(
-        None, "--index", "-i", help="Edge index folder (opened with the settings it was built with; created on first add)."
+        None, "--index", "-i", envvar="HYBRID_RETRIEVER_INDEX",
+        help="Edge index folder (opened with the settings it was built with; created on first add).",
     ),
     qdrant_url: Optional[str] = typer.Option(
         None, "--qdrant-url", envvar="HYBRID_RETRIEVER_QDRANT_URL", help="Serve a collection on this Qdrant server instead."
