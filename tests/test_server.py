@@ -48,6 +48,9 @@ def test_documents_are_added_idempotently_read_and_deleted(served: tuple[TestCli
     assert gone == {"deleted": 1, "count": len(DOCS) - 1}
     missing = client.get("/documents/cats", headers=AUTH)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    # Ids may be paths (a folder source's ids are): they are read back through the URL as they are.
+    post(client, "/documents", {"documents": [{"id": "notes/2024/a b.md", "text": "A note in a folder."}]})
+    assert client.get("/documents/notes/2024/a%20b.md", headers=AUTH).json()["id"] == "notes/2024/a b.md"
 
 
 # ---------------------------------------------------------------------------- search

@@ -137,7 +137,8 @@ def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) 
             page.goto(server["url"] + "/")
             page.fill("#api-key", KEY)
             page.dispatch_event("#api-key", "change")
-            page.wait_for_selector("#weight-dense")  # branch controls come from /config (needs the key)
+            page.wait_for_selector("body[data-config=loaded]")  # weights and fusion come from /config (needs the key)
+            assert page.input_value("#weight-dense") == "0.5" and page.input_value("#method") == "interpolation"
             page.fill("#query", paraphrase.text)
             page.press("#query", "Enter")
             first = page.locator("#results-body tr").first

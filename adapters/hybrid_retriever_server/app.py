@@ -237,7 +237,7 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         deleted, count = await run_in_threadpool(delete)
         return DeletedDocuments(deleted=deleted, count=count)
 
-    @app.get("/documents/{doc_id}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
+    @app.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
     async def get_document(doc_id: str, request: Request) -> DocumentOut:
         """One stored document by id."""
         found = await run_in_threadpool(retriever_of(request).get, [doc_id])

@@ -45,6 +45,7 @@ async function init() {
     $("k").max = cfg.server.max_k;
     $("rerank").disabled = !cfg.rerank_available;
     $("rerank-note").hidden = !!cfg.rerank_available;
+    document.body.dataset.config = "loaded";  // the server's own weights and fusion are shown
   } catch (err) {
     for (const b of state.branches) state.weights[b] = 1;  // e.g. no key yet: the server's weights apply
   }
