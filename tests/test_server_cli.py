@@ -53,3 +53,12 @@ def test_serve_picks_the_store(tmp_path: Path) -> None:
         _config(tmp_path, "http://q:6333", None, None)
     with pytest.raises(ConfigError, match="--collection"):
         _config(tmp_path, None, "docs", None)
+
+
+def test_serve_without_the_server_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the [server] extra were not installed
+    result = CliRunner().invoke(app, ["serve", "--index", "somewhere"])
+    assert result.exit_code == 2
+    assert "pip install 'hybrid-retriever[server]'" in result.output and "uvicorn" in result.output
