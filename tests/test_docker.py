@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from hybrid_retriever.config import QdrantStoreConfig, RetrieverConfig
+from hybrid_retriever.config import QdrantStoreConfig
 from hybrid_retriever_server.cli import _config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ shows the settings arrive, and a search through it shows they do not break the l
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient

@@ -191,6 +191,13 @@ def test_config_hides_the_qdrant_api_key(make_retriever: Callable[..., HybridRet
     assert res.json()["retriever"]["store"]["api_key"] == "(set)"
 
 
+def test_passwords_in_a_qdrant_url_are_hidden() -> None:
+    from hybrid_retriever_server.app import _without_password
+
+    assert _without_password("https://admin:pa55@qdrant.example:6333/x") == "https://admin:***@qdrant.example:6333/x"
+    assert _without_password("http://qdrant:6333") == "http://qdrant:6333"
+
+
 def test_limits_on_body_batch_query_and_k(make_retriever: Callable[..., HybridRetriever]) -> None:
     r = make_retriever("edge")
     r.add_texts(["Qdrant stores vectors."], ids=["q"])

@@ -13,7 +13,8 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator, Callable, Optional, Sequence, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, Optional, Union
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,8 +57,6 @@ from hybrid_retriever_server.models import (
 from hybrid_retriever_server.settings import ServerSettings
 
 log = logging.getLogger("hybrid_retriever_server")
-
-T = TypeVar("T")
 
 #: What the app serves: a retriever (the caller's to close), or a config / factory the app
 #: opens at start-up and closes at shutdown.
@@ -199,8 +198,11 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         """The retriever's configuration and the service's limits; secrets are never shown."""
         r = retriever_of(request)
         cfg = r.config.model_dump(mode="json")
-        if isinstance(r.config.store, QdrantStoreConfig) and r.config.store.api_key:
-            cfg["store"]["api_key"] = "(set)"
+        if isinstance(r.config.store, QdrantStoreConfig):
+            if r.config.store.api_key:
+                cfg["store"]["api_key"] = "(set)"
+            if r.config.store.url:
+                cfg["store"]["url"] = _without_password(r.config.store.url)
         return {"retriever": cfg, "server": settings.public(), "rerank_available": False, "version": __version__}
 
     # ---------------------------------------------------------------------- documents
@@ -278,6 +280,15 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
             return FileResponse(str(static / "index.html"))
 
     return app
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password in it replaced (``http://user:secret@host`` -> ``http://user:***@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _load_models(r: HybridRetriever) -> None:
