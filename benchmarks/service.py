@@ -86,9 +86,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, torch_threads: int) -> subprocess.Popen[bytes]:
     cli = Path(sys.executable).with_name("hybrid-retriever")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # OMP_NUM_THREADS sets torch's intra-op threads in the server, as torch.set_num_threads does here.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)}
     env.pop("HYBRID_RETRIEVER_API_KEY", None)
     log_file = open(CACHE / "service" / "serve.log", "wb")
     proc = subprocess.Popen(
@@ -219,8 +220,15 @@ def main() -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per level")
     ap.add_argument("--requests", type=int, default=300, help="requests per level (bounded)")
     ap.add_argument("--compare", type=int, default=100, help="queries of the added-latency comparison")
+    ap.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch intra-op threads in the server and this process (as latency.py: 2 oversubscribe the shared 2 cores)",
+    )
     args = ap.parse_args()
     setup_logging()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     info = machine_info()
     (CACHE / "service").mkdir(parents=True, exist_ok=True)
     n_docs = build_index(args.datasets)
@@ -228,7 +236,7 @@ def main() -> None:
     queries = [coll.queries[q] for q in coll.judged("test")]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(port)
+    proc = start_server(port, args.torch_threads)
     server = psutil.Process(proc.pid)
     try:
         rss_ready = rss_mb(server)
@@ -257,7 +265,10 @@ def main() -> None:
     data = {
         "machine": info,
         "corpus": {"collection": "scifact", "documents": n_docs, "queries": len(queries), "k": K, "store": "edge (optimised)"},
-        "server": {"command": "hybrid-retriever serve --index ... (1 process, uvicorn, default settings, no API key)"},
+        "server": {
+            "command": "hybrid-retriever serve --index ... (1 process, uvicorn, default settings, no API key)",
+            "torch_threads": args.torch_threads,
+        },
         "warm_up": warm,
         "rss_mb": {"ready": rss_ready, "before_load": rss_before, "after_load": rss_after, "growth": rss_after - rss_before},
         "levels": levels,
@@ -278,6 +289,8 @@ def main() -> None:
         f"({n_docs:,} documents, BM25 + MiniLM dense, interpolation); `POST /search` with k={K}, the "
         f"{len(queries)} SciFact test queries cycled. Produced by `benchmarks/service.py`.\n\n"
         + machine_md(info)
+        + f"- torch intra-op threads: {args.torch_threads} in the server (OMP_NUM_THREADS) and in this process "
+        "(two oversubscribe the shared 2-core machine and slow one-query MiniLM encodes several-fold; see latency.md).\n"
         + "\n## Load (bounded, loopback)\n\n"
         + md_table(["clients", "requests", "requests/s", "p50 ms", "p95 ms", "errors", "server RSS MiB after"], rows)
         + f"\nError rate: {sum(lv['errors'] for lv in levels)} of {sum(lv['requests'] for lv in levels)} requests "
