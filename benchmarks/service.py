@@ -42,6 +42,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     CACHE,
+    MINILM_CACHE,
     add_dataset_arg,
     load_collection,
     load_embeddings,
@@ -57,20 +58,29 @@ from _common import (  # noqa: E402
 
 from hybrid_retriever import Document, HybridRetriever  # noqa: E402
 
-INDEX = CACHE / "service" / "scifact-edge"
-DIRECT = CACHE / "service" / "scifact-edge-direct"
+WORKDIR = CACHE / "service"
+INDEX = WORKDIR / "scifact-edge"
+DIRECT = WORKDIR / "scifact-edge-direct"
 K = 10
 
 
 def build_index(root: Path) -> int:
-    """SciFact into an Edge index with cached dense vectors (BM25 computed), optimised; then a copy."""
+    """SciFact into an Edge index with cached dense vectors (BM25 computed), optimised; then a copy.
+
+    Without the embedding cache the documents are encoded through the library (~15 min on 2 cores).
+    """
     coll = load_collection(root, "scifact")
-    emb = load_embeddings("scifact")
-    assert emb.doc_ids == coll.doc_ids, "the embedding cache does not match the corpus order"
+    vectors = None
+    if (MINILM_CACHE / "scifact" / "docs.npy").is_file():
+        emb = load_embeddings("scifact")
+        assert emb.doc_ids == coll.doc_ids, "the embedding cache does not match the corpus order"
+        vectors = {"dense": list(emb.docs)}
+    else:
+        log.warning("no embedding cache at %s: encoding SciFact through the library", MINILM_CACHE / "scifact")
     r = new_edge_retriever(INDEX, [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5}], ingest_batch_size=512)
     docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts)]
     t0 = time.perf_counter()
-    r.add_documents(docs, vectors={"dense": list(emb.docs)})
+    r.add_documents(docs, vectors=vectors, show_progress=vectors is None)
     r.optimize()
     n = r.count()
     r.close()
@@ -91,7 +101,7 @@ def start_server(port: int, torch_threads: int) -> subprocess.Popen[bytes]:
     # OMP_NUM_THREADS sets torch's intra-op threads in the server, as torch.set_num_threads does here.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)}
     env.pop("HYBRID_RETRIEVER_API_KEY", None)
-    log_file = open(CACHE / "service" / "serve.log", "wb")
+    log_file = open(WORKDIR / "serve.log", "wb")
     proc = subprocess.Popen(
         [str(cli), "serve", "--index", str(INDEX), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         stdout=log_file, stderr=subprocess.STDOUT, env=env,
@@ -100,7 +110,7 @@ def start_server(port: int, torch_threads: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"serve exited with {proc.returncode}; see {CACHE / 'service' / 'serve.log'}")
+            raise SystemExit(f"serve exited with {proc.returncode}; see {WORKDIR / 'serve.log'}")
         try:
             if httpx.get(url + "/ready", timeout=2).json().get("ready"):
                 return proc
@@ -215,6 +225,7 @@ def added_latency(url: str, queries: list[str], n: int, seed: int = 0) -> dict[s
 
 
 def main() -> None:
+    global WORKDIR, INDEX, DIRECT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arg(ap)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per level")
@@ -224,14 +235,15 @@ def main() -> None:
         "--torch-threads", type=int, default=1,
         help="torch intra-op threads in the server and this process (as latency.py: 2 oversubscribe the shared 2 cores)",
     )
+    ap.add_argument("--workdir", type=Path, default=WORKDIR, help="where the two index folders and serve.log go")
     args = ap.parse_args()
     setup_logging()
+    WORKDIR, INDEX, DIRECT = args.workdir, args.workdir / "scifact-edge", args.workdir / "scifact-edge-direct"
     import torch
-
-    torch.set_num_threads(args.torch_threads)
     info = machine_info()
-    (CACHE / "service").mkdir(parents=True, exist_ok=True)
-    n_docs = build_index(args.datasets)
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    n_docs = build_index(args.datasets)  # encoding (when needed) with torch's default threads
+    torch.set_num_threads(args.torch_threads)
     coll = load_collection(args.datasets, "scifact")
     queries = [coll.queries[q] for q in coll.judged("test")]
     port = free_port()
