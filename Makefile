@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: this version is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test reference clean
+.PHONY: venv demo test reference clean browser-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Debian's chromium for the demo page's browser test (tests/test_server_browser.py); CI runs this
+# before `make test`. Without it that test skips locally and fails under CI=true.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # Regenerate README.md's configuration reference from RetrieverConfig (a test checks it is current).
 reference: venv

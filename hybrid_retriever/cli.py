@@ -1,7 +1,8 @@
 """The ``hybrid-retriever`` command line: a thin layer over the public API.
 
     hybrid-retriever index SOURCE --index PATH [--config FILE] [--batch-size N] [--chunk-size N] [--reindex]
-    hybrid-retriever query TEXT --index PATH [--k N] [--filter JSON] [--explain | --json]
+    hybrid-retriever query TEXT (--index PATH | --server URL) [--k N] [--filter JSON] [--explain | --json]
+    hybrid-retriever serve [--index PATH | --qdrant-url URL]      (with the [server] extra)
     hybrid-retriever demo [--index PATH]
     hybrid-retriever config [--json]
 
@@ -455,7 +456,7 @@ def _stop_on_interrupt(report: IngestReport) -> Iterator[None]:
 @app.command()
 def query(
     text: str = typer.Argument(..., help="What to search for."),
-    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of an index built with `hybrid-retriever index`."),
+    index_path: Optional[Path] = typer.Option(None, "--index", "-i", help="Folder of an index built with `hybrid-retriever index`."),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Number of results (default: the index's runtime.k)."),
     filter: Optional[str] = typer.Option(
         None, "--filter", "-f", help="""Metadata filter as JSON, e.g. '{"topic": "space", "year": {"gte": 2000}}'."""
@@ -468,9 +469,21 @@ def query(
         "-c",
         help="YAML/JSON configuration to search with (e.g. one written by `tune`); its branches must match the index's.",
     ),
+    server: Optional[str] = typer.Option(
+        None, "--server", help="Search through a running `hybrid-retriever serve` at this URL (e.g. an index it holds)."
+    ),
 ) -> None:
-    """Search the index at --index for TEXT."""
+    """Search the index at --index (or the one served at --server) for TEXT."""
     spec = parse_filter_option(filter)
+    if (index_path is None) == (server is None):
+        raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
+    if server is not None:
+        hits = _contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec)
+        if as_json:
+            typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
+            return
+        print_hits(hits, list(hits[0].provenance) if hits else [], explain=explain)
+        return
     with open_index_with(index_path, config_file) as r:
         hits = r.search(text, k=k, filter=spec)
         if as_json:
@@ -583,6 +596,43 @@ app.command("tune")(tune_command)
 from hybrid_retriever.repair import repair_command  # noqa: E402
 
 app.command("repair")(repair_command)
+
+
+def _contributed(group: str, name: str, extra: str) -> Any:
+    """The object an installed package registers as entry point ``name`` in ``group``.
+
+    Adapters (e.g. the HTTP service) plug in this way, so the core never imports them.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except ImportError:
+                break
+    raise InvalidInputError(f"this needs the {extra} extra: pip install 'hybrid-retriever[{extra}]'")
+
+
+def _register_contributed_commands() -> None:
+    """Add the commands of the ``hybrid_retriever.commands`` entry points (``serve`` from the server
+    package); without the server package, ``serve`` says which extra to install."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="hybrid_retriever.commands"):
+        try:
+            app.command(ep.name)(ep.load())
+        except ImportError as exc:
+            logging.getLogger("hybrid_retriever").debug("command %r not available: %s", ep.name, exc)
+    if not any(c.name == "serve" for c in app.registered_commands):
+
+        @app.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def serve_missing() -> None:
+            """Serve an index over HTTP (needs the server extra)."""
+            raise InvalidInputError("`serve` needs the server extra: pip install 'hybrid-retriever[server]'")
+
+
+_register_contributed_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

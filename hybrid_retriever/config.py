@@ -98,6 +98,20 @@ class QdrantStoreConfig(_Strict):
         default=0.1, ge=0, allow_inf_nan=False, description="Wait before the first retry of a read; doubled for each next one."
     )
     collection: str = "hybrid_retriever"
+    # Distributed mode (a Qdrant cluster): how a new collection is split and copied, and how
+    # many copies a write or read must reach. Applied when this library creates the collection.
+    shard_number: Optional[int] = Field(default=None, gt=0, description="Shards of a new collection; None = Qdrant's default (one per node).")
+    replication_factor: Optional[int] = Field(default=None, gt=0, description="Copies of each shard (cluster); None = Qdrant's default (1).")
+    write_consistency_factor: Optional[int] = Field(
+        default=None, gt=0, description="Replicas that must confirm a write; None = Qdrant's default (1)."
+    )
+    read_consistency: Optional[Union[Annotated[int, Field(gt=0)], Literal["all", "majority", "quorum"]]] = Field(
+        default=None, description="Replicas a search or read must agree on: a number, 'all', 'majority' or 'quorum'; None = any one."
+    )
+    shard_key: Optional[str] = Field(
+        default=None,
+        description="Custom sharding: this retriever writes to and reads from the shard key given (created with the collection).",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> "QdrantStoreConfig":

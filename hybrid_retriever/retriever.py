@@ -12,6 +12,7 @@ Orchestration only: branches encode, the store searches, fusion functions rank.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from hybrid_retriever.branches import Branch, build_branch
-from hybrid_retriever.config import RetrieverConfig
+from hybrid_retriever.config import FusionConfig, RetrieverConfig
 from hybrid_retriever.errors import (
     BranchFailureError,
     ConfigError,
@@ -192,6 +193,22 @@ class HybridRetriever:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def with_fusion(self, fusion: FusionConfig | None = None, weights: dict[str, float] | None = None) -> "HybridRetriever":
+        """A view of this retriever that fuses with other ``fusion`` settings and/or branch ``weights``.
+
+        The view shares the store, the loaded models and the worker threads (nothing is
+        loaded again), so it is cheap enough to make per request. Close this retriever,
+        never the view.
+        """
+        data = (self.config.with_weights(weights) if weights else self.config).model_dump()
+        if fusion is not None:
+            data["fusion"] = fusion.model_dump()
+        view = copy.copy(self)
+        view.config = RetrieverConfig.validate_data(data)  # PRF / server-side checks run again
+        view._owns_store = False
+        view._prf = PRFPipeline(view) if view.config.prf.enabled else None
+        return view
 
     # ---------------------------------------------------------------- ingestion
 

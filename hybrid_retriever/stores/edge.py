@@ -275,7 +275,7 @@ def load_shard(path: Path) -> qe.EdgeShard:
                 f"the index at {path} is already open in another retriever, in this or another process "
                 f"(it holds the lock on {shard_dir / 'wal'}); an Edge index is used by one process at a time. "
                 "Close the other one first, or share the index: serve it over HTTP with `hybrid-retriever serve` "
-                "and send queries there, or keep the documents in a Qdrant server (store kind 'qdrant'), "
+                "and send queries there (hybrid-retriever query --server URL), or keep the documents in a Qdrant server (store kind 'qdrant'), "
                 "which many processes can use at once"
             ) from None
         raise IndexCorruptError(

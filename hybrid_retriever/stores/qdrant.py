@@ -72,6 +72,10 @@ class QdrantStore(Store):
         self._is_local = self.client._client.__class__.__name__.startswith("QdrantLocal")
         # qdrant-client's local mode raises under concurrent writes and searches: one call at a time.
         self._local_lock = threading.RLock() if self._is_local else None
+        # Cluster settings for every write and search (None: Qdrant's defaults; the local mode has no shards).
+        self._shard_key = config.shard_key if config.shard_key and not self._is_local else None
+        rc = config.read_consistency
+        self._read_consistency: Any = m.ReadConsistencyType(rc) if isinstance(rc, str) else rc
         self._budget = threading.local()  # .end: when the running operation must be done (monotonic)
         if not self._is_local:
             if config.prefer_grpc:
@@ -189,6 +193,7 @@ class QdrantStore(Store):
                     if s.quantization == "int8"
                     else None,
                 )
+        cfg = self.config
         self._write(
             "create_collection",
             lambda: self.client.create_collection(
@@ -196,8 +201,18 @@ class QdrantStore(Store):
                 vectors_config=dense or {},
                 sparse_vectors_config=sparse or None,
                 metadata={MANIFEST_KEY: manifest},
+                # Distributed mode; None leaves Qdrant's defaults (the local mode ignores these).
+                shard_number=cfg.shard_number,
+                replication_factor=cfg.replication_factor,
+                write_consistency_factor=cfg.write_consistency_factor,
+                sharding_method=m.ShardingMethod.CUSTOM if cfg.shard_key else None,
             ),
         )
+        if cfg.shard_key and not self._is_local:  # the local mode has no shards
+            self._write(
+                "create_shard_key",
+                lambda: self.client.create_shard_key(self.collection, cfg.shard_key, shards_number=cfg.shard_number),
+            )
 
     def read_manifest(self) -> dict[str, Any] | None:
         if not self.exists():
@@ -226,11 +241,18 @@ class QdrantStore(Store):
             for p in points
         ]
         doc_ids = [str(p.payload.get(PAYLOAD_ID, p.point_id)) for p in points]
-        self._write("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True), doc_ids)
+        self._write(
+            "upsert",
+            lambda: self.client.upsert(self.collection, points=structs, wait=True, shard_key_selector=self._shard_key),
+            doc_ids,
+        )
 
     def delete(self, point_ids: Sequence[str]) -> None:
         selector = m.PointIdsList(points=list(point_ids))
-        self._write("delete", lambda: self.client.delete(self.collection, points_selector=selector, wait=True))
+        self._write(
+            "delete",
+            lambda: self.client.delete(self.collection, points_selector=selector, wait=True, shard_key_selector=self._shard_key),
+        )
 
     def optimize(self) -> None:
         # A Qdrant server builds its indexes in the background on its own.
@@ -243,7 +265,11 @@ class QdrantStore(Store):
             return []
         wv: Any = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
         records = self._read(
-            "retrieve", lambda: self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv)
+            "retrieve",
+            lambda: self.client.retrieve(
+                self.collection, ids=list(point_ids), with_payload=True, with_vectors=wv,
+                consistency=self._read_consistency, shard_key_selector=self._shard_key,
+            ),
         )
         return [_to_point(r) for r in records]
 
@@ -251,7 +277,12 @@ class QdrantStore(Store):
         if not self.exists():
             return 0
         flt = to_client_filter(filter)
-        return int(self._read("count", lambda: self.client.count(self.collection, count_filter=flt, exact=True)).count)
+        return int(
+            self._read(
+                "count",
+                lambda: self.client.count(self.collection, count_filter=flt, exact=True, shard_key_selector=self._shard_key),
+            ).count
+        )
 
     def _request(self, r: SearchRequest) -> m.QueryRequest:
         return m.QueryRequest(
@@ -262,13 +293,17 @@ class QdrantStore(Store):
             limit=r.limit,
             params=_params(r),
             with_payload=False,
+            shard_key=self._shard_key,
         )
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
         if not requests:
             return []
         batch = [self._request(r) for r in requests]
-        answers = self._read("query_batch_points", lambda: self.client.query_batch_points(self.collection, requests=batch))
+        answers = self._read(
+            "query_batch_points",
+            lambda: self.client.query_batch_points(self.collection, requests=batch, consistency=self._read_consistency),
+        )
         return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
 
     def fused_search(
@@ -301,7 +336,10 @@ class QdrantStore(Store):
         flt = to_client_filter(filter)
         records, next_offset = self._read(
             "scroll",
-            lambda: self.client.scroll(self.collection, scroll_filter=flt, limit=limit, offset=offset, with_payload=True),
+            lambda: self.client.scroll(
+                self.collection, scroll_filter=flt, limit=limit, offset=offset, with_payload=True,
+                consistency=self._read_consistency, shard_key_selector=self._shard_key,
+            ),
         )
         return [_to_point(r) for r in records], (str(next_offset) if next_offset is not None else None)
 

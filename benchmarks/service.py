@@ -1,0 +1,335 @@
+"""The HTTP service under load: `hybrid-retriever serve` on loopback over an Edge index of SciFact.
+
+    nice -n 10 .venv/bin/python benchmarks/service.py                  # ~3-5 min on 2 shared cores
+    .venv/bin/python benchmarks/service.py --requests 100 --levels 1 8  # shorter
+
+The SciFact corpus (5,183 documents) is indexed once into ``benchmarks/.cache/service/`` with the
+cached MiniLM document vectors (benchmarks/embed_cache.py) and optimised; a copy of the folder is
+made, because an Edge index is held by one process: the server opens one, this process the other.
+
+Measured:
+
+- load: SciFact test queries (cycled) sent by ``c`` client threads (1, 8, 32), each with its own
+  keep-alive connection, ``--requests`` per level (bounded, loopback only): requests/s, latency
+  p50/p95 as the client sees it, error rate (any non-200 or transport error);
+- the server's RSS (psutil) after start-up and warm-up, after each level, and at the end;
+- added latency at 1 client: for each query, ``POST /search`` and a direct ``HybridRetriever.search``
+  on the copy in this process, back to back in random order; the median per-query ratio (target <= 1.2).
+
+The client threads share the 2 cores with the server, so requests/s at 8 and 32 clients is a
+lower bound on what the server alone would sustain. Writes ``results/service.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    CACHE,
+    MINILM_CACHE,
+    add_dataset_arg,
+    load_collection,
+    load_embeddings,
+    log,
+    machine_info,
+    machine_md,
+    md_table,
+    new_edge_retriever,
+    percentiles,
+    setup_logging,
+    write_results,
+)
+
+from hybrid_retriever import Document, HybridRetriever  # noqa: E402
+
+WORKDIR = CACHE / "service"
+INDEX = WORKDIR / "scifact-edge"
+DIRECT = WORKDIR / "scifact-edge-direct"
+K = 10
+
+
+def build_index(root: Path) -> int:
+    """SciFact into an Edge index with cached dense vectors (BM25 computed), optimised; then a copy.
+
+    Without the embedding cache the documents are encoded through the library (~15 min on 2 cores).
+    """
+    coll = load_collection(root, "scifact")
+    vectors = None
+    if (MINILM_CACHE / "scifact" / "docs.npy").is_file():
+        emb = load_embeddings("scifact")
+        assert emb.doc_ids == coll.doc_ids, "the embedding cache does not match the corpus order"
+        vectors = {"dense": list(emb.docs)}
+    else:
+        log.warning("no embedding cache at %s: encoding SciFact through the library", MINILM_CACHE / "scifact")
+    r = new_edge_retriever(INDEX, [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5}], ingest_batch_size=512)
+    docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts)]
+    t0 = time.perf_counter()
+    r.add_documents(docs, vectors=vectors, show_progress=vectors is None)
+    r.optimize()
+    n = r.count()
+    r.close()
+    log.info("indexed %d SciFact documents in %.1f s", n, time.perf_counter() - t0)
+    shutil.rmtree(DIRECT, ignore_errors=True)
+    shutil.copytree(INDEX, DIRECT)
+    return n
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, torch_threads: int) -> subprocess.Popen[bytes]:
+    cli = Path(sys.executable).with_name("hybrid-retriever")
+    # OMP_NUM_THREADS sets torch's intra-op threads in the server, as torch.set_num_threads does here.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)}
+    env.pop("HYBRID_RETRIEVER_API_KEY", None)
+    log_file = open(WORKDIR / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--index", str(INDEX), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        stdout=log_file, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serve exited with {proc.returncode}; see {WORKDIR / 'serve.log'}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).json().get("ready"):
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("serve was not ready in 300 s")
+
+
+def rss_mb(proc: psutil.Process) -> float:
+    return proc.memory_info().rss / 2**20
+
+
+def load_level(url: str, queries: list[str], clients: int, requests: int) -> dict[str, Any]:
+    """``requests`` searches from ``clients`` threads (each its own connection); latencies and errors."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    local = threading.local()
+
+    def worker() -> None:
+        nonlocal errors
+        client = httpx.Client(base_url=url, timeout=120)
+        local.client = client
+        try:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    res = client.post("/search", json={"query": queries[i % len(queries)], "k": K})
+                    ok = res.status_code == 200 and len(res.json()["hits"]) == K
+                except httpx.HTTPError:
+                    ok = False
+                ms = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(ms)
+                    errors += 0 if ok else 1
+        finally:
+            client.close()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for f in [pool.submit(worker) for _ in range(clients)]:
+            f.result()
+    wall = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": requests,
+        "wall_s": wall,
+        "requests_per_s": requests / wall,
+        "latency_ms": percentiles(latencies),
+        "errors": errors,
+        "error_rate": errors / requests,
+    }
+
+
+def added_latency(url: str, queries: list[str], n: int, seed: int = 0) -> dict[str, Any]:
+    """HTTP search vs the direct library call on the copy, interleaved per query in random order."""
+    rng = random.Random(seed)
+    direct = HybridRetriever.open(str(DIRECT))
+    http: list[float] = []
+    lib: list[float] = []
+    pairs: list[float] = []  # per query: HTTP time / library time, measured back to back
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for q in queries[:3]:  # warm both paths
+                direct.search(q, k=K)
+                client.post("/search", json={"query": q, "k": K}).raise_for_status()
+            for q in queries[:n]:
+                order = ["http", "lib"]
+                rng.shuffle(order)
+                for which in order:
+                    t0 = time.perf_counter()
+                    if which == "http":
+                        res = client.post("/search", json={"query": q, "k": K})
+                        res.raise_for_status()
+                        ids = [h["id"] for h in res.json()["hits"]]
+                        http.append((time.perf_counter() - t0) * 1000)
+                        http_ids = ids
+                    else:
+                        ids = [h.id for h in direct.search(q, k=K)]
+                        lib.append((time.perf_counter() - t0) * 1000)
+                        lib_ids = ids
+                assert http_ids == lib_ids, f"the service and the library disagree on {q!r}"
+                pairs.append(http[-1] / lib[-1])
+            # The framework's and the transport's own cost: a request that does no retrieval work.
+            health = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                client.get("/health").raise_for_status()
+                health.append((time.perf_counter() - t0) * 1000)
+    finally:
+        direct.close()
+    ph, pl = percentiles(http), percentiles(lib)
+    return {
+        "queries": len(http),
+        "http_ms": ph,
+        "library_ms": pl,
+        "ratio_paired_median": float(np.median(pairs)),
+        "ratio_paired_iqr": [float(np.percentile(pairs, 25)), float(np.percentile(pairs, 75))],
+        "ratio_p50": ph["p50"] / pl["p50"],
+        "ratio_mean": ph["mean"] / pl["mean"],
+        "added_ms_p50": ph["p50"] - pl["p50"],
+        "same_rankings": True,
+        "health_ms": percentiles(health),
+    }
+
+
+def main() -> None:
+    global WORKDIR, INDEX, DIRECT
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arg(ap)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per level")
+    ap.add_argument("--requests", type=int, default=300, help="requests per level (bounded)")
+    ap.add_argument("--compare", type=int, default=100, help="queries of the added-latency comparison")
+    ap.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch intra-op threads in the server and this process (as latency.py: 2 oversubscribe the shared 2 cores)",
+    )
+    ap.add_argument("--workdir", type=Path, default=WORKDIR, help="where the two index folders and serve.log go")
+    args = ap.parse_args()
+    setup_logging()
+    WORKDIR, INDEX, DIRECT = args.workdir, args.workdir / "scifact-edge", args.workdir / "scifact-edge-direct"
+    import torch
+    info = machine_info()
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    n_docs = build_index(args.datasets)  # encoding (when needed) with torch's default threads
+    torch.set_num_threads(args.torch_threads)
+    coll = load_collection(args.datasets, "scifact")
+    queries = [coll.queries[q] for q in coll.judged("test")]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(port, args.torch_threads)
+    server = psutil.Process(proc.pid)
+    try:
+        rss_ready = rss_mb(server)
+        warm = load_level(url, queries, 4, 40)  # first requests fill caches and thread pools
+        rss_before = rss_mb(server)
+        # The comparison first, at 1 client on an otherwise idle server.
+        added = added_latency(url, queries, args.compare)
+        log.info(
+            "added latency at 1 client: paired median ratio %.3f, ratio of medians %.3f (%.2f ms)",
+            added["ratio_paired_median"], added["ratio_p50"], added["added_ms_p50"],
+        )
+        levels = []
+        for c in args.levels:
+            level = load_level(url, queries, c, args.requests)
+            level["server_rss_mb"] = rss_mb(server)
+            levels.append(level)
+            log.info(
+                "%2d clients: %.1f req/s, p50 %.1f ms, p95 %.1f ms, errors %d, server RSS %.0f MiB",
+                c, level["requests_per_s"], level["latency_ms"]["p50"], level["latency_ms"]["p95"], level["errors"], level["server_rss_mb"],
+            )
+        rss_after = rss_mb(server)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    info["loadavg_end"] = list(os.getloadavg())
+    data = {
+        "machine": info,
+        "corpus": {"collection": "scifact", "documents": n_docs, "queries": len(queries), "k": K, "store": "edge (optimised)"},
+        "server": {
+            "command": "hybrid-retriever serve --index ... (1 process, uvicorn, default settings, no API key)",
+            "torch_threads": args.torch_threads,
+        },
+        "warm_up": warm,
+        "rss_mb": {"ready": rss_ready, "before_load": rss_before, "after_load": rss_after, "growth": rss_after - rss_before},
+        "levels": levels,
+        "added_latency": added,
+        "targets": {"error_rate": 0.0, "ratio_at_1_client": 1.2},
+        "met": {
+            "error_rate": all(lv["errors"] == 0 for lv in levels) and warm["errors"] == 0,
+            "ratio_at_1_client": added["ratio_paired_median"] <= 1.2,
+        },
+    }
+    rows = [
+        [lv["clients"], lv["requests"], lv["requests_per_s"], lv["latency_ms"]["p50"], lv["latency_ms"]["p95"], lv["errors"], lv["server_rss_mb"]]
+        for lv in levels
+    ]
+    md = (
+        "# The HTTP service under load (SciFact on Edge)\n\n"
+        f"`hybrid-retriever serve` (one process) on 127.0.0.1 over an optimised Edge index of SciFact "
+        f"({n_docs:,} documents, BM25 + MiniLM dense, interpolation); `POST /search` with k={K}, the "
+        f"{len(queries)} SciFact test queries cycled. Produced by `benchmarks/service.py`.\n\n"
+        + machine_md(info)
+        + f"- torch intra-op threads: {args.torch_threads} in the server (OMP_NUM_THREADS) and in this process "
+        "(two oversubscribe the shared 2-core machine and slow one-query MiniLM encodes several-fold; see latency.md).\n"
+        + "\n## Load (bounded, loopback)\n\n"
+        + md_table(["clients", "requests", "requests/s", "p50 ms", "p95 ms", "errors", "server RSS MiB after"], rows)
+        + f"\nError rate: {sum(lv['errors'] for lv in levels)} of {sum(lv['requests'] for lv in levels)} requests "
+        f"(target 0). Server RSS: {rss_ready:.0f} MiB when ready, {rss_before:.0f} MiB after warm-up, "
+        f"{rss_after:.0f} MiB after all levels ({rss_after - rss_before:+.0f} MiB).\n\n"
+        "The load-generating client threads run on the same 2 cores as the server, so requests/s at 8 and "
+        "32 clients is a lower bound for the server alone; latency there is mostly queueing for the cores "
+        "(each search encodes the query with MiniLM on CPU).\n\n"
+        "## Added latency of the service at 1 client\n\n"
+        + md_table(
+            ["path", "p50 ms", "p95 ms", "mean ms"],
+            [
+                ["POST /search (HTTP, JSON, client included)", added["http_ms"]["p50"], added["http_ms"]["p95"], added["http_ms"]["mean"]],
+                ["HybridRetriever.search (same index, in-process)", added["library_ms"]["p50"], added["library_ms"]["p95"], added["library_ms"]["mean"]],
+            ],
+        )
+        + f"\nPer-query ratio HTTP / library (the two measured back to back, in random order): median "
+        f"{added['ratio_paired_median']:.3f} (interquartile {added['ratio_paired_iqr'][0]:.3f}-{added['ratio_paired_iqr'][1]:.3f}); "
+        f"ratio of medians {added['ratio_p50']:.3f}, of means {added['ratio_mean']:.3f}; "
+        f"{added['added_ms_p50']:+.2f} ms at the median. Target <= 1.2 (judged on the paired median, which "
+        f"shared-CPU drift disturbs least): {'met' if data['met']['ratio_at_1_client'] else 'NOT met'}. "
+        f"{added['queries']} queries; the service and the library returned identical rankings on every one. "
+        f"A request that does no retrieval (`GET /health`, same client) takes {added['health_ms']['p50']:.2f} ms "
+        f"at the median: the floor of what HTTP adds.\n"
+    )
+    write_results("service", data, md)
+
+
+if __name__ == "__main__":
+    main()
