@@ -104,13 +104,29 @@ class BM25BranchConfig(_BranchBase):
         gt=0,
         description="Mean document length in tokens; None = measured from the corpus at first ingest.",
     )
-    language: str = "english"
-    stemmer: bool = True
-    stopwords: bool = True
+    language: str = Field(
+        default="auto",
+        description="Analyzer language: 'auto' detects it from a sample at first ingest (recorded in the index), "
+        "or a name such as 'english', 'german', 'chinese' (docs/languages.md).",
+    )
+    tokenizer: Literal["auto", "word", "multilingual"] = Field(
+        default="auto",
+        description="'auto': Qdrant's multilingual tokenizer for Chinese, Japanese, Korean and Thai, else words.",
+    )
+    stemmer: Optional[bool] = Field(default=None, description="None = the language's Snowball stemmer when Qdrant has one.")
+    stopwords: Optional[bool] = Field(default=None, description="None = the language's stopword list when Qdrant has one.")
     lowercase: bool = True
     ascii_folding: bool = False
     min_token_len: Optional[int] = Field(default=None, ge=1)
     max_token_len: Optional[int] = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _known_language(self) -> "BM25BranchConfig":
+        if self.language.lower() != "auto":
+            from hybrid_retriever.languages import analyzer_for
+
+            analyzer_for(self.language, self.stemmer, self.stopwords, self.tokenizer)  # ConfigError naming the fix
+        return self
 
 
 class DenseBranchConfig(_BranchBase):

@@ -7,7 +7,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Branch settings that may differ on reopen without changing stored vectors.
-_FREE_KEYS = {"avg_len"}
+_FREE_KEYS = {"avg_len", "language_detection"}
 
 
 def build_manifest(
