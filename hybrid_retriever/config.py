@@ -144,6 +144,11 @@ class DenseBranchConfig(_BranchBase):
     )
     max_seq_length: Optional[int] = Field(default=None, gt=0)
     trust_remote_code: bool = False
+    languages: Optional[list[str]] = Field(
+        default=None,
+        description="Languages the model covers (ISO codes or names; ['multilingual'] = any); None = the model card's "
+        "'language' entry when present. Adaptive fusion discounts the branch outside them.",
+    )
 
 
 class MuveraConfig(_Strict):
@@ -217,9 +222,10 @@ BranchConfig = Annotated[
 
 # --------------------------------------------------------------------------- fusion
 
-FusionMethod = Literal["interpolation", "rrf"]
+FusionMethod = Literal["interpolation", "rrf", "adaptive"]
 Normalization = Literal["minmax", "zscore", "dbsf", "rank"]
 MissingPolicy = Literal["exact", "floor"]
+CompletedNormalization = Literal["clamp", "union", "raw"]
 
 
 class FusionConfig(_Strict):
@@ -236,11 +242,29 @@ class FusionConfig(_Strict):
     normalization: Normalization = "minmax"
     rrf_k: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     missing: MissingPolicy = "exact"
+    completed: CompletedNormalization = Field(
+        default="clamp",
+        description="missing exact: how a completed score is normalised — 'clamp' (the branch's normaliser, never "
+        "below its lowest returned score), 'union' (normaliser fitted on returned and completed scores) or 'raw' "
+        "(unbounded below; lets a blind branch bury the other's finds).",
+    )
     floor_value: Optional[float] = Field(default=None, allow_inf_nan=False)
+    foreign_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
+    )
     server_side: bool = Field(
         default=False,
         description="Fuse inside Qdrant in one request (rrf, or dbsf interpolation); no per-branch provenance scores.",
     )
+
+    @property
+    def completes_scores(self) -> bool:
+        """Whether fusion uses exact scores of candidates a branch did not return (score completion)."""
+        return self.method != "rrf" and self.missing == "exact"
 
     @model_validator(mode="after")
     def _server_side_supported(self) -> "FusionConfig":

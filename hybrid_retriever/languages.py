@@ -141,6 +141,31 @@ def detect_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> Language
     return LanguageDetection(language=best, share=n / len(picked), sampled=len(picked), counts=dict(counts.most_common()))
 
 
+#: Model-card entries meaning "many languages" rather than a list.
+_ANY = {"multilingual", "any", "*"}
+
+
+def language_name(code: str) -> str | None:
+    """A language's name as used here (``german``) from an ISO 639-1/639-3 code or a name; None if unknown."""
+    c = code.strip().lower()
+    if c in KNOWN:
+        return c
+    from lingua import Language
+
+    for lang in Language.all():
+        if c in (lang.iso_code_639_1.name.lower(), lang.iso_code_639_3.name.lower()):
+            return _name(lang)
+    return None
+
+
+def model_languages(languages: Sequence[str] | None) -> frozenset[str] | None:
+    """The language names a model covers from its declared codes; None when it covers any (or is unknown)."""
+    if not languages or any(x.strip().lower() in _ANY for x in languages):
+        return None
+    names = {language_name(x) for x in languages}
+    return frozenset(n for n in names if n)
+
+
 def detect_query_language(text: str) -> str | None:
     """Language of one short text (a query), or None when lingua recognises none."""
     lang = _detector().detect_language_of(text)

@@ -79,6 +79,11 @@ class BranchScore:
     #: With pseudo-relevance feedback: this branch's view of the hit in the first stage
     #: (the fields above then describe the final, second stage). ``None`` without PRF.
     first_stage: "BranchScore | None" = None
+    #: The weight fusion gave this branch for this query (adaptive fusion; None = the configured weight).
+    weight: float | None = None
+    #: What fusion noticed about this branch for this query: ``no_query_tokens`` (BM25 produced no
+    #: tokens, so it could not rank), ``out_of_language`` (the model does not cover the corpus language).
+    flags: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -87,6 +92,10 @@ class BranchScore:
             "rank": self.rank,
             "completed": self.completed,
         }
+        if self.weight is not None:
+            out["weight"] = self.weight
+        if self.flags:
+            out["flags"] = list(self.flags)
         if self.first_stage is not None:
             out["first_stage"] = self.first_stage.as_dict()
         return out

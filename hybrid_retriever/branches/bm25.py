@@ -87,6 +87,13 @@ class BM25Branch(Branch):
                 self.name, ", ".join(f"{k} {v}" for k, v in det.counts.items()), det.sampled, lang,
             )
 
+    @property
+    def content_language(self) -> str | None:
+        """The corpus language: detected (language auto) or configured; None before the first ingest."""
+        if self.detection is not None and self.detection.language:
+            return self.detection.language
+        return self.analyzer.language if self.analyzer else None
+
     def describe(self) -> str:
         """One line saying which analyzer BM25 uses and why (for logs and the CLI's summary)."""
         a = self.analyzer
@@ -176,14 +183,16 @@ class BM25Branch(Branch):
             self.avg_len = float(stored["avg_len"])
             self._model = None
         if self.analyzer is None and stored.get("language"):
-            # ``language: auto`` reopens with the analyzer the index was built with. Indexes from before
-            # the analyzer was recorded in full used word tokens.
+            # ``language: auto`` reopens with the language the index was built with. Settings the
+            # configuration gives explicitly stay its own, so a change is reported as a mismatch.
+            # Indexes from before the analyzer was recorded in full used word tokens.
+            c = self.config
             self._set_analyzer(
                 Analyzer(
                     language=stored["language"],
-                    tokenizer=stored.get("tokenizer", "word"),
-                    stemmer=bool(stored.get("stemmer")),
-                    stopwords=bool(stored.get("stopwords")),
+                    tokenizer=c.tokenizer if c.tokenizer != "auto" else stored.get("tokenizer", "word"),
+                    stemmer=False if c.stemmer is False else bool(stored.get("stemmer")),
+                    stopwords=False if c.stopwords is False else bool(stored.get("stopwords")),
                 )
             )
             if stored.get("language_detection"):
