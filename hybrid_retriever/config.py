@@ -236,17 +236,21 @@ class FusionConfig(_Strict):
     server-side default is 2 with 0-based ranks). ``missing`` decides what a candidate
     gets in a branch that did not return it: its ``exact`` score fetched from Qdrant, or
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
+    ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
+    blind for the query (BM25 with no query tokens: weight 0; a model whose languages
+    exclude the corpus language: weight × ``foreign_weight``) counts less, and the
+    weights used are in each hit's provenance (docs/languages.md).
     """
 
-    method: FusionMethod = "interpolation"
-    normalization: Normalization = "minmax"
+    method: FusionMethod = "adaptive"
+    normalization: Normalization = "zscore"
     rrf_k: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     missing: MissingPolicy = "exact"
     completed: CompletedNormalization = Field(
-        default="clamp",
-        description="missing exact: how a completed score is normalised — 'clamp' (the branch's normaliser, never "
-        "below its lowest returned score), 'union' (normaliser fitted on returned and completed scores) or 'raw' "
-        "(unbounded below; lets a blind branch bury the other's finds).",
+        default="union",
+        description="missing exact: how a completed score is normalised — 'union' (normaliser fitted on returned and "
+        "completed scores), 'clamp' (the branch's normaliser, never below its lowest returned score) or 'raw' "
+        "(unbounded below; lets a blind branch bury the other's finds). See docs/languages.md.",
     )
     floor_value: Optional[float] = Field(default=None, allow_inf_nan=False)
     foreign_weight: float = Field(

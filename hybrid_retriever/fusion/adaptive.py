@@ -95,8 +95,8 @@ def adaptive(
     lists: Mapping[str, BranchList],
     weights: Mapping[str, float],
     signals: Mapping[str, BranchSignals],
-    normalization: str = "minmax",
-    completed: str = "clamp",
+    normalization: str = "zscore",
+    completed: str = "union",
     foreign_weight: float = DEFAULT_FOREIGN_WEIGHT,
     floor_value: float | None = None,
 ) -> tuple[list[FusedItem], AdaptiveWeights]:

@@ -7,15 +7,15 @@ when given, or the lowest normalised score that branch returned.
 
 How a completed score is normalised (``completed``):
 
-- ``clamp`` (default): with the returned list's normaliser, but never below the lowest
-  normalised score the branch returned. A completed score is at most the list's
-  minimum (else the branch would have returned it), so under min-max it lands at 0
-  instead of far below: a branch that is blind for a query (an English model on
-  Chinese text, a code the model cannot read) cannot push the other branch's finds
-  below everything it returned.
-- ``union``: the normaliser is fitted on the returned and completed scores together.
-- ``raw``: with the returned list's normaliser, unbounded below (a completed cosine far
-  under a narrow list's minimum normalises to e.g. -2).
+- ``union`` (default): the normaliser is fitted on the returned and completed scores
+  together, so every candidate lands on one bounded scale and keeps its exact order.
+- ``clamp``: with the returned list's normaliser, but never below the lowest normalised
+  score the branch returned (a completed score is at most the list's minimum, else
+  the branch would have returned it, so it lands on the floor).
+- ``raw``: with the returned list's normaliser, unbounded below. A completed cosine far
+  under a narrow list's minimum normalises to e.g. -2, so a branch that is blind for a
+  query (an English model on Chinese text, a code the model cannot read) buries the
+  other branch's finds; kept for comparison (benchmarks/results/multilingual.md).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def interpolate(
     weights: Mapping[str, float],
     normalization: str = "minmax",
     floor_value: float | None = None,
-    completed: str = "clamp",
+    completed: str = "union",
 ) -> list[FusedItem]:
     """Fuse by weighted sum of normalised scores; the result is sorted best first.
 
