@@ -257,7 +257,7 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
 
 def _describe_fusion(r: HybridRetriever) -> str:
     f = r.config.fusion
-    method = f"rrf (k={f.rrf_k:g})" if f.method == "rrf" else f"interpolation ({f.normalization}, missing={f.missing})"
+    method = f"rrf (k={f.rrf_k:g})" if f.method == "rrf" else f"{f.method} ({f.normalization}, missing={f.missing})"
     weights = ", ".join(f"{n}={w:.2f}" for n, w in r.config.weights().items())
     return f"fusion: {method}; weights: {weights}"
 
@@ -291,6 +291,7 @@ def index(
         ids = r.add_documents(docs, batch_size=batch_size, show_progress=progress)
         elapsed = time.perf_counter() - t0
         total = r.count()
+        analyzers = [f"BM25 branch {n!r}: {b.describe()}" for n, b in r.branches.items() if hasattr(b, "describe")]
     rate = len(ids) / elapsed if elapsed > 0 else float("inf")
     console.print(
         f"Indexed {len(ids)} documents from {source} in {elapsed:.1f} s ({rate:.0f} docs/s); "
@@ -298,6 +299,8 @@ def index(
         markup=False,
         soft_wrap=True,
     )
+    for line in analyzers:  # which language BM25 analyses the corpus as (bm25.language auto detects it)
+        console.print(line, markup=False, soft_wrap=True)
 
 
 @app.command()
