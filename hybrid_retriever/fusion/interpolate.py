@@ -62,7 +62,10 @@ def interpolate(
             normed.update({i: 0.0 for i, s in bl.extra.items() if i not in normed and not math.isnan(s)})
         else:
             extra = {i: s for i, s in bl.extra.items() if i not in ranks[name] and not math.isnan(s)}
-            fitted_on = [s for _, s in ranked] + (list(extra.values()) if completed == "union" and ranked else [])
+            fitted_on = [s for _, s in ranked]
+            if completed == "union" and ranked:
+                # Sorted, so the fit does not depend on the order completion returned scores in.
+                fitted_on = sorted(fitted_on + list(extra.values()), reverse=True)
             norm = fit_normalizer(normalization, fitted_on)
             normed = {}
             if norm is not None:
