@@ -94,7 +94,12 @@ class _BranchBase(_Strict):
 
 
 class BM25BranchConfig(_BranchBase):
-    """Qdrant's BM25: sparse vectors with the IDF modifier, Qdrant's own tokeniser."""
+    """Qdrant's BM25: sparse vectors with the IDF modifier, Qdrant's own tokeniser.
+
+    ``language: auto`` detects the corpus language at first ingest and takes Qdrant's
+    analyzer for it (stemmer, stopwords, the multilingual tokenizer for Chinese,
+    Japanese, Korean and Thai); the choice is recorded in the index (docs/languages.md).
+    """
 
     kind: Literal["bm25"] = "bm25"
     k1: float = Field(default=1.2, ge=0)
