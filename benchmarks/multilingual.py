@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     CACHE,
     DEV_SPLITS,
     REPO,
+    RESULTS,
     Collection,
     add_dataset_arg,
     load_collection,
@@ -70,11 +71,16 @@ MCACHE = CACHE / "multilingual"
 DEPTH = 100
 #: Analyzers compared: the old default (English rules whatever the corpus) and language detection.
 NOTES = (
-    "Choices. The completed-score normalisation (union) and z-score were chosen on the dev splits (scifact train, "
-    "nfcorpus dev where its embeddings were ready) and by the issue's code probe (tests/test_fusion_completion.py); "
+    "Choices. The completed-score normalisation (union) and z-score were chosen on the dev split scifact train and by "
+    "the issue's code probe (tests/test_fusion_completion.py); nfcorpus-preprocessed (whose dev split was meant to "
+    "be the second check) is missing from this run: its MiniLM embeddings were never written, the shared cache "
+    "(benchmarks/.cache) having been replaced by a self-referencing symlink during a merge into main at 19:37; the "
+    "cisi embeddings were recomputed in this worktree with benchmarks/embed_cache.py. "
     "cranfield, cisi and xquad-r have no dev split and are reported with those fixed choices, nothing tuned on them. "
     "foreign_weight 0.3 was set before these runs; the foreign_weight table shows the leave-one-language-out check "
-    "(the best value on de applied to zh and vice versa)."
+    "(the best value on de applied to zh and vice versa). Cost: adaptive fusion reads signals fusion already has "
+    "(the BM25 query vector, the corpus language, each model's languages read once), so its added time is within "
+    "the noise of this shared machine (negative differences are noise)."
 )
 ANALYZERS = {"english": {"language": "english"}, "auto": {"language": "auto"}}
 
@@ -325,6 +331,8 @@ def markdown(report: dict[str, Any]) -> str:
     out = [
         "# Beyond English: language-aware BM25, completed-score normalisation, adaptive fusion (issue 13)\n",
         machine_md(report["machine"]),
+        "".join(f"- Added in a later run ({', '.join(m['collections'])}): {m['machine']['date']}, git {m['machine']['git_commit']}\n"
+                for m in report.get("merged_runs", [])),
         "\nnDCG@10 on each collection's test split (judged queries), BM25 + all-MiniLM-L6-v2 (cached vectors), "
         "weights 0.5/0.5, depth 100, on Qdrant Edge through the library. p-values: paired randomisation test "
         "(`hybrid_retriever.evaluation.significance`, 10,000 sign flips).\n",
@@ -379,6 +387,7 @@ def main() -> None:
     add_dataset_arg(ap)
     ap.add_argument("--collections", nargs="+", default=COLLECTIONS)
     ap.add_argument("--gather-only", action="store_true", help="only build the branch-data cache")
+    ap.add_argument("--merge", action="store_true", help="add these collections to the existing results file")
     args = ap.parse_args()
     setup_logging()
     info = machine_info()
@@ -386,6 +395,10 @@ def main() -> None:
     if args.gather_only:
         return
     report: dict[str, Any] = {"machine": info, "defaults": {"fixed": FIXED_DEFAULT, "adaptive": NEW_DEFAULT}, "collections": {}, "detection": {}, "cost": {}}
+    previous = RESULTS / "multilingual.json"
+    if args.merge and previous.is_file():
+        report = json.loads(previous.read_text(encoding="utf-8"))
+        report.setdefault("merged_runs", []).append({"collections": args.collections, "machine": info})
     for name, per in data.items():
         log.info("%s: evaluating", name)
         report["collections"][name] = evaluate_collection(name, per)
@@ -394,6 +407,7 @@ def main() -> None:
             report["detection"][name] = detection_accuracy(per["collection"], lang)
         report["cost"][name] = adaptive_cost(per)
     info["loadavg_end"] = list(__import__("os").getloadavg())
+    report["collections"] = {c: report["collections"][c] for c in COLLECTIONS if c in report["collections"]}
     report["notes"] = NOTES
     write_results("multilingual", report, markdown(report))
 
