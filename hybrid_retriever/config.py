@@ -248,7 +248,7 @@ class FusionConfig(_Strict):
     """
 
     method: FusionMethod = "adaptive"
-    normalization: Normalization = "zscore"
+    normalization: Normalization = "dbsf"
     rrf_k: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     missing: MissingPolicy = "exact"
     completed: CompletedNormalization = Field(

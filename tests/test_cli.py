@@ -98,7 +98,7 @@ def test_query_explain_shows_every_branch(small_index: Path) -> None:
         bm25 = hit["provenance"]["bm25"]
         assert float(row[3]) == pytest.approx(bm25["raw"], abs=5e-4)
         assert row[5] == ("–" if bm25["rank"] is None else str(bm25["rank"]))
-    assert "fusion: adaptive (zscore, missing=exact); weights: bm25=0.50, dense=0.50" in out
+    assert "fusion: adaptive (dbsf, missing=exact); weights: bm25=0.50, dense=0.50" in out
 
 
 def test_query_plain_output(small_index: Path) -> None:

@@ -177,3 +177,22 @@ def test_a_code_found_only_by_bm25_ranks_first_with_the_default_fusion(tmp_path,
         raw = cfg.fusion.model_copy(update={"completed": "raw"})
         firsts = [fuse_results(per, raw, cfg.weights())[0].id for per in r.search_branches(queries)]
         assert sum(f == point_id(codes[q]) for f, q in zip(firsts, queries)) < len(queries)
+
+
+@PROP
+@given(lists=branch_lists(n_branches=(2, 3), values=st.integers(-64, 64).map(lambda i: i / 8)), data=st.data())
+def test_dbsf_and_zscore_rank_alike_over_a_fully_completed_union(lists, data):
+    # Why the default DBSF ranks as z-score with union completion: when every candidate has a
+    # score in every branch, each branch's fit covers the same n scores, so DBSF is
+    # 0.5 + z·sqrt((n-1)/n)/6 with one n for all branches, an order-keeping map of the z-score fusion.
+    ids = sorted({i for bl in lists.values() for i in bl.ids})
+    for bl in lists.values():
+        bl.extra = {i: data.draw(st.integers(-64, 64).map(lambda x: x / 8)) for i in ids if i not in bl.ids}
+    weights = {n: data.draw(st.floats(0.1, 10)) for n in lists}
+    z = interpolate(lists, weights, "zscore", completed="union")
+    d = interpolate(lists, weights, "dbsf", completed="union")
+    zs, ds = scores(z), scores(d)
+    for a in ids:
+        for b in ids:
+            if zs[a] > zs[b] + 1e-9:
+                assert ds[a] > ds[b] - 1e-9

@@ -95,7 +95,7 @@ def adaptive(
     lists: Mapping[str, BranchList],
     weights: Mapping[str, float],
     signals: Mapping[str, BranchSignals],
-    normalization: str = "zscore",
+    normalization: str = "dbsf",
     completed: str = "union",
     foreign_weight: float = DEFAULT_FOREIGN_WEIGHT,
     floor_value: float | None = None,
