@@ -278,7 +278,7 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
 
 def _describe_fusion(r: HybridRetriever) -> str:
     f = r.config.fusion
-    method = f"rrf (k={f.rrf_k:g})" if f.method == "rrf" else f"interpolation ({f.normalization}, missing={f.missing})"
+    method = f"rrf (k={f.rrf_k:g})" if f.method == "rrf" else f"{f.method} ({f.normalization}, missing={f.missing})"
     weights = ", ".join(f"{n}={w:.2f}" for n, w in r.config.weights().items())
     return f"fusion: {method}; weights: {weights}"
 
@@ -348,6 +348,7 @@ def index(
             if stale:  # a file that shrank (fewer chunks now) or was indexed whole before
                 r.delete(stale)
             stored = r.count()
+            analyzers = [f"BM25 branch {n!r}: {b.describe()}" for n, b in r.branches.items() if hasattr(b, "describe")]
     except KeyboardInterrupt:  # a second Ctrl-C, or one before indexing began
         err_console.print(
             f"interrupted; {report.written} documents written. Run the same command again to go on.", markup=False, soft_wrap=True
@@ -374,6 +375,8 @@ def index(
         markup=False,
         soft_wrap=True,
     )
+    for line in analyzers:  # which language BM25 analyses the corpus as (bm25.language auto detects it)
+        console.print(line, markup=False, soft_wrap=True)
 
 
 #: Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command.

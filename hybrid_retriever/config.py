@@ -166,7 +166,12 @@ class _BranchBase(_Strict):
 
 
 class BM25BranchConfig(_BranchBase):
-    """Qdrant's BM25: sparse vectors with the IDF modifier, Qdrant's own tokeniser."""
+    """Qdrant's BM25: sparse vectors with the IDF modifier, Qdrant's own tokeniser.
+
+    ``language: auto`` detects the corpus language at first ingest and takes Qdrant's
+    analyzer for it (stemmer, stopwords, the multilingual tokenizer for Chinese,
+    Japanese, Korean and Thai); the choice is recorded in the index (docs/languages.md).
+    """
 
     kind: Literal["bm25"] = "bm25"
     k1: float = Field(default=1.2, ge=0)
@@ -176,13 +181,29 @@ class BM25BranchConfig(_BranchBase):
         gt=0,
         description="Mean document length in tokens; None = measured from the corpus at first ingest.",
     )
-    language: str = "english"
-    stemmer: bool = True
-    stopwords: bool = True
+    language: str = Field(
+        default="auto",
+        description="Analyzer language: 'auto' detects it from a sample at first ingest (recorded in the index), "
+        "or a name such as 'english', 'german', 'chinese' (docs/languages.md).",
+    )
+    tokenizer: Literal["auto", "word", "multilingual"] = Field(
+        default="auto",
+        description="'auto': Qdrant's multilingual tokenizer for Chinese, Japanese, Korean and Thai, else words.",
+    )
+    stemmer: Optional[bool] = Field(default=None, description="None = the language's Snowball stemmer when Qdrant has one.")
+    stopwords: Optional[bool] = Field(default=None, description="None = the language's stopword list when Qdrant has one.")
     lowercase: bool = True
     ascii_folding: bool = False
     min_token_len: Optional[int] = Field(default=None, ge=1)
     max_token_len: Optional[int] = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _known_language(self) -> "BM25BranchConfig":
+        if self.language.lower() != "auto":
+            from hybrid_retriever.languages import analyzer_for
+
+            analyzer_for(self.language, self.stemmer, self.stopwords, self.tokenizer)  # ConfigError naming the fix
+        return self
 
 
 class DenseBranchConfig(_BranchBase):
@@ -200,6 +221,11 @@ class DenseBranchConfig(_BranchBase):
     )
     max_seq_length: Optional[int] = Field(default=None, gt=0)
     trust_remote_code: bool = False
+    languages: Optional[list[str]] = Field(
+        default=None,
+        description="Languages the model covers (ISO codes or names; ['multilingual'] = any); None = the model card's "
+        "'language' entry when present. Adaptive fusion discounts the branch outside them.",
+    )
 
 
 class MuveraConfig(_Strict):
@@ -273,9 +299,10 @@ BranchConfig = Annotated[
 
 # --------------------------------------------------------------------------- fusion
 
-FusionMethod = Literal["interpolation", "rrf"]
+FusionMethod = Literal["interpolation", "rrf", "adaptive"]
 Normalization = Literal["minmax", "zscore", "dbsf", "rank"]
 MissingPolicy = Literal["exact", "floor"]
+CompletedNormalization = Literal["clamp", "union", "raw"]
 
 
 class FusionConfig(_Strict):
@@ -286,17 +313,39 @@ class FusionConfig(_Strict):
     server-side default is 2 with 0-based ranks). ``missing`` decides what a candidate
     gets in a branch that did not return it: its ``exact`` score fetched from Qdrant, or
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
+    ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
+    blind for the query (BM25 with no query tokens: weight 0; a model whose languages
+    exclude the corpus language: weight × ``foreign_weight``) counts less, and the
+    weights used are in each hit's provenance (docs/languages.md).
     """
 
-    method: FusionMethod = "interpolation"
-    normalization: Normalization = "minmax"
+    method: FusionMethod = "adaptive"
+    normalization: Normalization = "dbsf"
     rrf_k: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     missing: MissingPolicy = "exact"
+    completed: CompletedNormalization = Field(
+        default="union",
+        description="missing exact: how a completed score is normalised — 'union' (normaliser fitted on returned and "
+        "completed scores), 'clamp' (the branch's normaliser, never below its lowest returned score) or 'raw' "
+        "(unbounded below; lets a blind branch bury the other's finds). See docs/languages.md.",
+    )
     floor_value: Optional[float] = Field(default=None, allow_inf_nan=False)
+    foreign_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
+    )
     server_side: bool = Field(
         default=False,
         description="Fuse inside Qdrant in one request (rrf, or dbsf interpolation); no per-branch provenance scores.",
     )
+
+    @property
+    def completes_scores(self) -> bool:
+        """Whether fusion uses exact scores of candidates a branch did not return (score completion)."""
+        return self.method != "rrf" and self.missing == "exact"
 
     @model_validator(mode="after")
     def _server_side_supported(self) -> "FusionConfig":

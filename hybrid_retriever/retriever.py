@@ -39,7 +39,10 @@ from hybrid_retriever.errors import (
 from hybrid_retriever.models.resolve import model_reference
 from hybrid_retriever.models.trust import how_to_grant
 from hybrid_retriever.payload import check_text, storable_metadata
-from hybrid_retriever.fusion import BranchList, FusedItem, interpolate, weighted_rrf
+from hybrid_retriever.fusion import FusedItem
+from hybrid_retriever.fusion.adaptive import branch_signals, no_query_tokens
+from hybrid_retriever.fusion.results import fuse_results
+from hybrid_retriever.models.card import branch_languages
 from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, ScoredIds
@@ -92,6 +95,7 @@ class HybridRetriever:
         # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
         self._unoptimized = 0
+        self._languages: dict[str, frozenset[str] | None] | None = None  # per branch, for adaptive fusion
         # Settings that need a loaded model are checked on first use (_verify), after the
         # call's own input was validated: opening an index loads no model.
         self._verified = self._manifest is None
@@ -483,7 +487,7 @@ class HybridRetriever:
         fusion = self.config.fusion
         if fusion.server_side:
             return self._server_side(queries, k, self._filter(filter))
-        results = self.search_branches(queries, filter=filter, complete=fusion.method == "interpolation" and fusion.missing == "exact")
+        results = self.search_branches(queries, filter=filter, complete=fusion.completes_scores)
         fused = [self.fuse(r) for r in results]
         if self._prf is not None:
             second = self._prf.run(results, fused, self._filter(filter))
@@ -716,19 +720,13 @@ class HybridRetriever:
         if failed:  # a branch left out of this call: the others' weights are renormalised
             total = sum(w for n, w in weights.items() if n not in failed)
             weights = {n: w / total for n, w in weights.items() if n not in failed} if total > 0 else weights
-        lists = {
-            n: BranchList(
-                [h.point_id for h in r.hits],
-                [h.score for h in r.hits],
-                extra=r.completed if fusion.missing == "exact" else {},
-            )
-            for n, r in per_branch.items()
-            if r.error is None
-        }
-        if fusion.method == "rrf":
-            return weighted_rrf(lists, weights, k=fusion.rrf_k)
-        floor = fusion.floor_value if fusion.missing == "floor" else None
-        return interpolate(lists, weights, normalization=fusion.normalization, floor_value=floor)
+        signals = {}
+        if fusion.method == "adaptive":
+            if self._languages is None:
+                self._languages = {n: branch_languages(self.config.branch(n)) for n in self.branches}
+            content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
+            signals = branch_signals(per_branch, content, self._languages)
+        return fuse_results(per_branch, fusion, weights, signals)
 
     def _hits(self, fused: list[list[FusedItem]], results: list[dict[str, BranchResult]], k: int) -> list[list[Hit]]:
         top = [items[:k] for items in fused]
@@ -746,7 +744,11 @@ class HybridRetriever:
                     own = ranks[n].get(it.id)
                     raw = own.score if own else r.completed.get(it.id)
                     completed = own is None and it.id in r.completed
-                    prov[n] = BranchScore(raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed, error=r.error)
+                    prov[n] = BranchScore(
+                        raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed,
+                        error=r.error, weight=it.weights.get(n) if it.weights else None,
+                        flags=(it.flags or {}).get(n) or (["no_query_tokens"] if no_query_tokens(r.query_vector) else []),
+                    )
                 doc = _to_document(p)
                 hits.append(Hit(id=doc.id or it.id, text=doc.text, metadata=doc.metadata, score=it.score, rank=rank, provenance=prov))
             out.append(hits)
@@ -908,3 +910,4 @@ def _to_document(p: StoredPoint) -> Document:
         metadata=dict(p.payload.get(PAYLOAD_METADATA) or {}),
         id=p.payload.get(PAYLOAD_ID, p.point_id),
     )
+

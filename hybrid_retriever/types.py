@@ -81,6 +81,11 @@ class BranchScore:
     first_stage: "BranchScore | None" = None
     #: Why this branch was left out of the call (failed or timed out; see runtime.on_branch_error); None = it answered.
     error: str | None = None
+    #: The weight fusion gave this branch for this query (adaptive fusion; None = the configured weight).
+    weight: float | None = None
+    #: What fusion noticed about this branch for this query: ``no_query_tokens`` (BM25 produced no
+    #: tokens, so it could not rank), ``out_of_language`` (the model does not cover the corpus language).
+    flags: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -91,6 +96,10 @@ class BranchScore:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.weight is not None:
+            out["weight"] = self.weight
+        if self.flags:
+            out["flags"] = list(self.flags)
         if self.first_stage is not None:
             out["first_stage"] = self.first_stage.as_dict()
         return out

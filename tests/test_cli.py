@@ -98,16 +98,17 @@ def test_query_explain_shows_every_branch(small_index: Path) -> None:
         bm25 = hit["provenance"]["bm25"]
         assert float(row[3]) == pytest.approx(bm25["raw"], abs=5e-4)
         assert row[5] == ("–" if bm25["rank"] is None else str(bm25["rank"]))
-    assert "fusion: interpolation (minmax, missing=exact); weights: bm25=0.50, dense=0.50" in out
+    assert "fusion: adaptive (dbsf, missing=exact); weights: bm25=0.50, dense=0.50" in out
 
 
 def test_query_plain_output(small_index: Path) -> None:
     result = run("query", "cats sleeping", "--index", small_index, "--k", 2)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert re.fullmatch(r" 1\. \d\.\d{3}  cats", lines[0])
+    # Z-score fusion (the default) gives signed scores.
+    assert re.fullmatch(r" 1\. -?\d\.\d{3}  cats", lines[0])
     assert lines[1].strip().startswith("Cats are small domesticated")
-    assert re.fullmatch(r" 2\. \d\.\d{3}  \S+", lines[2])
+    assert re.fullmatch(r" 2\. -?\d\.\d{3}  \S+", lines[2])
 
 
 @pytest.mark.parametrize(

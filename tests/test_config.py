@@ -203,6 +203,6 @@ def test_assignment_errors_are_config_errors_naming_the_key():
         cfg.fusion.normalization = "softmax"
     with pytest.raises(ConfigError, match="fb_docs"):
         cfg.prf.fb_docs = 0
-    assert cfg.fusion.normalization == "minmax" and cfg.prf.fb_docs == 3  # nothing half-applied
+    assert cfg.fusion.normalization == "dbsf" and cfg.prf.fb_docs == 3  # nothing half-applied
     cfg.prf.fb_docs = 5
     assert cfg.prf.fb_docs == 5

@@ -316,9 +316,8 @@ def test_zero_weight_branch_only_adds_its_ids_at_no_score(lists, method, data):
     weights = {n: (0.0 if n == zero else data.draw(st.floats(0.1, 10))) for n in lists}
     fused = fuse(method, lists, weights)
     rest = {n: bl for n, bl in lists.items() if n != zero}
-    if method != "rrf":
-        # The zero-weight branch's completed scores must not leak into the others.
-        rest = {n: BranchList(bl.ids, bl.scores, {i: s for i, s in bl.extra.items() if i in returned_ids(rest)}) for n, bl in rest.items()}
+    # The zero-weight branch's ids stay candidates, so the others' completed scores of them stay too:
+    # with completed "union" they are part of each branch's normaliser fit.
     without = scores_of(fuse(method, rest, {n: weights[n] for n in rest}))
     for f in fused:
         # Floors of the other branches stand in for ids only the zero branch returned.

@@ -84,7 +84,7 @@ def test_invoke_returns_documents_with_id_metadata_and_provenance(core):
         assert doc.page_content == text
         assert {k: v for k, v in doc.metadata.items() if k != "hybrid"} == meta
         prov = doc.metadata["hybrid"]
-        assert prov["fusion"] == "interpolation"
+        assert prov["fusion"] == "adaptive"
         assert prov["rank"] == hit.rank
         assert prov["score"] == pytest.approx(hit.score, abs=1e-5)
         assert set(prov["branches"]) == {"bm25", "dense"}

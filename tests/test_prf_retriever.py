@@ -26,8 +26,12 @@ def prf_cfg(**kw: Any) -> dict[str, Any]:
     return {"prf": {"enabled": True, **kw, "guard": guard}}
 
 
+#: The references below fuse by min-max over the returned lists (completed scores unbounded).
+MINMAX_RAW = {"method": "interpolation", "normalization": "minmax", "completed": "raw"}
+
+
 def build(make_retriever, small_docs, store: str, **config: Any) -> HybridRetriever:
-    r = make_retriever(store, **config)
+    r = make_retriever(store, **{"fusion": MINMAX_RAW, **config})
     r.add_documents(small_docs)
     return r
 

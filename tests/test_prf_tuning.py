@@ -93,7 +93,7 @@ def test_prf_on_another_fusion_than_the_index_opened_with(eval_index: EvalIndex)
     with eval_index.open() as r:
         res = tune_prf(r, eval_index.queries, eval_index.qrels, base_config=base, space=space, folds=3,
                        batch_size=n, progress=False)
-        assert r.config.fusion.method == "interpolation"  # the open retriever is left as it was
+        assert r.config.fusion.method == eval_index.config.fusion.method  # the open retriever is left as it was
         assert r.search("information retrieval systems", k=3)  # and still usable
     assert res.fusion.startswith("rrf/k=20")
     np.testing.assert_allclose(res.scores[0], end_to_end(eval_index, base), atol=1e-12)

@@ -230,7 +230,7 @@ def test_reopen_with_other_settings_is_an_index_mismatch(tmp_path, tiny_models, 
 @pytest.mark.parametrize(
     "fusion",
     [
-        {"method": "interpolation", "normalization": "minmax", "missing": "exact"},
+        {"method": "interpolation", "normalization": "minmax", "missing": "exact", "completed": "union"},
         {"method": "interpolation", "normalization": "minmax", "missing": "floor", "floor_value": 0.1},
         {"method": "rrf", "rrf_k": 60},
     ],
@@ -245,6 +245,7 @@ def test_provenance(make_retriever, small_docs, dense_branch, fusion):
     for q in QUERIES:
         hits = r.search(q, k=6)
         (lists,) = r.search_branches([q], complete=False)
+        (done,) = r.search_branches([q], complete=True)
         # Each branch's full scoring (every document), for the exact completed scores.
         (full,) = r.search_branches([q], depth=100, complete=False)
         own = {n: {h.point_id: h for h in lists[n].hits} for n in lists}
@@ -278,6 +279,8 @@ def test_provenance(make_retriever, small_docs, dense_branch, fusion):
                     expected = None if p.rank is None else 1.0 / (60 + p.rank)
                 else:
                     scores = [h.score for h in lists[name].hits]
+                    if fusion["missing"] == "exact":  # completed: "union" normalises over returned and completed
+                        scores += list(done[name].completed.values())
                     lo, hi = min(scores), max(scores)
                     if p.raw is not None and hi > lo:
                         expected = (p.raw - lo) / (hi - lo)

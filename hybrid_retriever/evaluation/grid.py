@@ -25,7 +25,7 @@ from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.evaluation.cache import QueryRuns
 from hybrid_retriever.evaluation.metrics import Metric, QrelsStats, metric_from_arrays, parse_metric
-from hybrid_retriever.fusion import BranchList, FusedItem, fit_normalizer, interpolate, weighted_rrf
+from hybrid_retriever.fusion import FusedItem, fit_normalizer, fuse_results
 from hybrid_retriever.retriever import point_id
 
 _BIG = np.int64(1 << 30)
@@ -44,9 +44,13 @@ class FusionParams:
     missing: str = "exact"
     rrf_k: float = 60.0
     floor_value: float | None = None
+    #: How completed scores are normalised (``fusion.completed``: union, clamp or raw).
+    completed: str = "union"
 
     def __post_init__(self) -> None:
-        if self.method not in ("interpolation", "rrf"):
+        # Adaptive fusion is scored as interpolation: cached runs carry none of its per-query
+        # signals, which matters only for queries without BM25 tokens or a model outside its languages.
+        if self.method not in ("interpolation", "rrf", "adaptive"):
             raise ConfigError(f"unknown fusion method {self.method!r}")
         if len(self.weights) != len(self.depths):
             raise ConfigError("weights and depths need one entry per branch")
@@ -58,7 +62,9 @@ class FusionParams:
         """Method and its setting without weights and depths, e.g. ``interpolation/minmax/exact`` or ``rrf/k=60``."""
         if self.method == "rrf":
             return f"rrf/k={_num(self.rrf_k)}"
-        fam = f"interpolation/{self.normalization}/{self.missing}"
+        fam = f"{self.method}/{self.normalization}/{self.missing}"
+        if self.missing == "exact" and self.completed != "union":
+            fam += f"/{self.completed}"
         return fam + (f"/floor={_num(self.floor_value)}" if self.missing == "floor" and self.floor_value is not None else "")
 
     def normalized_weights(self) -> tuple[float, ...]:
@@ -90,6 +96,7 @@ class FusionParams:
             missing=f.missing,
             rrf_k=float(f.rrf_k),
             floor_value=f.floor_value,
+            completed=f.completed,
         )
 
     def apply(self, base: RetrieverConfig) -> RetrieverConfig:
@@ -103,10 +110,11 @@ class FusionParams:
         fusion = data["fusion"]
         fusion["method"] = self.method
         fusion["server_side"] = False
-        if self.method == "interpolation":
+        if self.method != "rrf":
             fusion["normalization"] = self.normalization
             fusion["missing"] = self.missing
             fusion["floor_value"] = self.floor_value
+            fusion["completed"] = self.completed
         else:
             fusion["rrf_k"] = float(self.rrf_k)
         return RetrieverConfig.validate_data(data)
@@ -130,18 +138,7 @@ def fuse_reference(runs: QueryRuns, config: RetrieverConfig) -> list[FusedItem]:
     """
     depth = {b.branch_name: b.depth for b in config.branches}
     results = runs.to_branch_results(depth)
-    fusion = config.fusion
-    weights = config.weights()
-    lists = {
-        n: BranchList([h.point_id for h in r.hits], [h.score for h in r.hits],
-                      extra=r.completed if fusion.missing == "exact" else {})
-        for n, r in results.items()
-        if r.error is None
-    }
-    if fusion.method == "rrf":
-        return weighted_rrf(lists, weights, k=fusion.rrf_k)
-    floor = fusion.floor_value if fusion.missing == "floor" else None
-    return interpolate(lists, weights, normalization=fusion.normalization, floor_value=floor)
+    return fuse_results(results, config.fusion, config.weights())
 
 
 # ------------------------------------------------------------------------ the grid
@@ -292,6 +289,25 @@ class FusionGrid:
         self._norms[key] = got
         return got
 
+    def _union_normalizer(self, norm: str, bi: int, view: _DepthView) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`_normalizer`, fitted on the returned and completed scores of the candidates (``completed: union``).
+
+        The scores are sorted best first, as fusion sorts them, so the fit is the same float for float.
+        """
+        Q = self.n_queries
+        shift, scale, deg = np.zeros(Q), np.ones(Q), np.zeros(Q)
+        has = np.zeros(Q, dtype=bool)
+        for qi in range(Q):
+            ret = view.ret[qi, :, bi]
+            raw = view.raw[qi, :, bi]
+            if not ret.any():
+                continue
+            extra = view.cand[qi] & ~ret & ~np.isnan(raw)
+            nz = fit_normalizer(norm, sorted([float(x) for x in raw[ret]] + [float(x) for x in raw[extra]], reverse=True))
+            if nz is not None:
+                shift[qi], scale[qi], deg[qi], has[qi] = nz.shift, nz.scale, nz.degenerate_value, True
+        return shift, scale, deg, has
+
     def branch_values(self, p: FusionParams) -> tuple[np.ndarray, _DepthView]:
         """Per-branch values that get weighted and summed: ``(B, Q, C)``, 0 = no contribution."""
         view = self._view(tuple(int(x) for x in p.depths))
@@ -316,11 +332,18 @@ class FusionGrid:
                 v = np.where(ret, v, 0.0)
                 defined = ret | (has_raw & exact)
             else:
-                shift, scale, deg, has = self._normalizer(p.normalization, bi, int(p.depths[bi]))
+                if exact and p.completed == "union":
+                    shift, scale, deg, has = self._union_normalizer(p.normalization, bi, view)
+                else:
+                    shift, scale, deg, has = self._normalizer(p.normalization, bi, int(p.depths[bi]))
                 sh, sc, dg = shift[:, None], scale[:, None], deg[:, None]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     lin = (raw - sh) / sc
                 v = np.where(sc == 0.0, np.where(raw >= sh, dg, dg - 1.0), lin)
+                if exact and p.completed == "clamp":
+                    # Completed scores never below the lowest returned one (degenerate lists excepted).
+                    low = np.where(ret, v, np.inf).min(axis=1)[:, None]
+                    v = np.where(ret | (sc == 0.0) | ~np.isfinite(low), v, np.maximum(v, low))
                 defined = (ret | (has_raw & exact)) & has[:, None]
             # floor: the given value (floor policy), else the lowest normalised score the branch returned
             masked = np.where(ret, v, np.inf)

@@ -422,7 +422,7 @@ def tune_prf(
         pipes = [None] + [PRFPipeline(stage, c.prf) for c in configs[1:]]  # bad branch kinds fail before any search
         fusion = no_prf.fusion
         # Completion exactly when search() completes, so the first stage is the one search() sees.
-        complete = fusion.method == "interpolation" and fusion.missing == "exact"
+        complete = fusion.completes_scores
         t1 = time.perf_counter()
         results: list[dict[str, BranchResult]] = []
         fused: list[list[FusedItem]] = []

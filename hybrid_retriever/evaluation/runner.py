@@ -168,7 +168,7 @@ def evaluate(
             raise ValueError(f"configuration {n!r} has branches {c.branch_names}; the index has {names}")
     all_cfgs = [config, *others.values()]
     depth = {b: max(c.branch(b).depth for c in all_cfgs) for b in names}
-    complete = any(c.fusion.method == "interpolation" and c.fusion.missing == "exact" for c in all_cfgs)
+    complete = any(c.fusion.completes_scores for c in all_cfgs)
     runs = collect_runs(
         retriever, judged.queries, depth=depth, complete=complete, batch_size=batch_size,
         cache_dir=cache_dir, progress=progress, filter=filter, cache=cache,

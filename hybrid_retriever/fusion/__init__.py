@@ -1,8 +1,25 @@
 """Pure fusion functions over per-branch ranked lists: no I/O, no Qdrant, no models."""
 
-from hybrid_retriever.fusion.interpolate import interpolate
+from hybrid_retriever.fusion.adaptive import AdaptiveWeights, BranchSignals, adaptive, adaptive_weights, branch_signals
+from hybrid_retriever.fusion.interpolate import COMPLETED, interpolate
 from hybrid_retriever.fusion.normalize import NORMALIZERS, Normalizer, fit_normalizer
+from hybrid_retriever.fusion.results import fuse_results
 from hybrid_retriever.fusion.rrf import weighted_rrf
 from hybrid_retriever.fusion.types import BranchList, FusedItem
 
-__all__ = ["BranchList", "FusedItem", "NORMALIZERS", "Normalizer", "fit_normalizer", "interpolate", "weighted_rrf"]
+__all__ = [
+    "AdaptiveWeights",
+    "BranchList",
+    "BranchSignals",
+    "COMPLETED",
+    "FusedItem",
+    "NORMALIZERS",
+    "Normalizer",
+    "adaptive",
+    "adaptive_weights",
+    "branch_signals",
+    "fit_normalizer",
+    "fuse_results",
+    "interpolate",
+    "weighted_rrf",
+]

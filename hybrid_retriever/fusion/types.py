@@ -44,6 +44,9 @@ class FusedItem:
     score: float
     normalized: dict[str, float | None]
     floored: dict[str, bool]
+    #: Adaptive fusion: this query's weights and each branch's signals (shared by the query's items).
+    weights: dict[str, float] | None = None
+    flags: dict[str, list[str]] | None = None
 
 
 def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list[FusedItem]:

@@ -344,7 +344,7 @@ class PRFPipeline:
                     )
             final.append(names)
         fusion = r.config.fusion
-        if fusion.method == "interpolation" and fusion.missing == "exact":
+        if fusion.completes_scores:
             self._complete(second, final, spec, server_fb)
 
         out_fused: list[list[FusedItem]] = []

@@ -18,7 +18,7 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
 }
 
 #: Branch settings that may differ on reopen without changing stored vectors.
-_FREE_KEYS = {"avg_len"}
+_FREE_KEYS = {"avg_len", "language_detection"}
 #: The manifest key holding a model's identity (hybrid_retriever.models.identity).
 _HASH = "weights_sha256"
 

@@ -1,0 +1,45 @@
+"""One query's branch results fused as the configuration says: the dispatch over fusion methods.
+
+Used by :meth:`HybridRetriever.fuse <hybrid_retriever.retriever.HybridRetriever.fuse>` and by
+benchmarks that fuse cached branch results offline.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from hybrid_retriever.config import FusionConfig
+from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive
+from hybrid_retriever.fusion.interpolate import interpolate
+from hybrid_retriever.fusion.rrf import weighted_rrf
+from hybrid_retriever.fusion.types import BranchList, FusedItem
+from hybrid_retriever.types import BranchResult
+
+
+def fuse_results(
+    per_branch: Mapping[str, BranchResult],
+    fusion: FusionConfig,
+    weights: Mapping[str, float],
+    signals: Mapping[str, BranchSignals] | None = None,
+) -> list[FusedItem]:
+    """Fuse one query's branch results as ``fusion`` says (best first); failed branches are left out.
+
+    ``signals`` feed adaptive fusion (:func:`branch_signals`); the other methods ignore them.
+    """
+    lists = {
+        n: BranchList([h.point_id for h in r.hits], [h.score for h in r.hits], extra=r.completed if fusion.missing == "exact" else {})
+        for n, r in per_branch.items()
+        if r.error is None
+    }
+    if fusion.method == "rrf":
+        return weighted_rrf(lists, weights, k=fusion.rrf_k)
+    floor = fusion.floor_value if fusion.missing == "floor" else None
+    if fusion.method == "adaptive":
+        fused, aw = adaptive(
+            lists, weights, signals or {}, normalization=fusion.normalization, completed=fusion.completed,
+            foreign_weight=fusion.foreign_weight, floor_value=floor,
+        )
+        for it in fused:
+            it.weights, it.flags = aw.weights, aw.flags
+        return fused
+    return interpolate(lists, weights, normalization=fusion.normalization, floor_value=floor, completed=fusion.completed)
