@@ -155,7 +155,11 @@ def test_unexpected_errors_are_500_without_a_stack_trace(make_retriever: Callabl
     r.add_texts(["a text"], ids=["a"])
     with TestClient(create_app(r), raise_server_exceptions=False) as client:
         r.store.client.delete_collection(r.store.collection)  # the collection is dropped under the service
-        res = client.post("/search", json={"query": "text"})
+        searched = client.post("/search", json={"query": "text"})
+        res = client.get("/documents/a")
+    # Every branch's search failed: the library says so (runtime.on_branch_error), as a 503 without internals.
+    assert searched.status_code == 503 and searched.json()["error"] == "branch_failure"
+    assert "Traceback" not in searched.text
     assert res.status_code == 500
     assert res.json() == {"error": "internal", "detail": "internal server error; the server log has the details"}
 

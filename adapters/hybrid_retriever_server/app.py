@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hybrid_retriever import __version__
 from hybrid_retriever.config import FusionConfig, QdrantStoreConfig, RetrieverConfig
 from hybrid_retriever.errors import (
+    BranchFailureError,
     ConfigError,
     FilterError,
     HybridRetrieverError,
@@ -369,6 +370,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _library_status(exc: HybridRetrieverError) -> tuple[int, str]:
     if isinstance(exc, StoreUnavailableError):
         return 503, "store_unavailable"
+    if isinstance(exc, BranchFailureError):  # every branch failed (or one, under on_branch_error: raise)
+        return 503, "branch_failure"
     if isinstance(exc, IndexMismatchError):
         return 409, "index_mismatch"
     if isinstance(exc, (InvalidInputError, FilterError, ConfigError)):
