@@ -19,6 +19,8 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
 
 #: Branch settings that may differ on reopen without changing stored vectors.
 _FREE_KEYS = {"avg_len", "language_detection"}
+#: Branch settings recorded only by newer versions, with the value older indexes were built with.
+_ADDED_LATER: dict[str, Any] = {"tokenizer": "word"}
 #: The manifest key holding a model's identity (hybrid_retriever.models.identity).
 _HASH = "weights_sha256"
 
@@ -59,6 +61,8 @@ def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]], parti
         for key in sorted(set(new) if partial else set(old) | set(new)):
             if key in _FREE_KEYS and new.get(key) is None:
                 continue
+            if key not in old and key in _ADDED_LATER and new.get(key) == _ADDED_LATER[key]:
+                continue  # an index written before the key existed, built the way its old default says
             if key == _HASH and (old.get(key) is None or new.get(key) is None):
                 continue  # not recorded by an older index, or the model is not on disk yet
             if key == "model" and same_weights:
