@@ -151,7 +151,6 @@ class HybridRetriever:
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
         """The settings known without loading a model: a different model is an error at once."""
-        self._raise_mismatches(mismatches(manifest, {n: b.declared_manifest() for n, b in self.branches.items()}, partial=True))
         for name, branch in self.branches.items():
             stored = manifest.get("branches", {}).get(name, {})
             if stored.get("remote_code") and not getattr(branch.config, "trust_remote_code", False):
@@ -161,7 +160,8 @@ class HybridRetriever:
                     "again, which only the caller can allow: set trust_remote_code: true on the branch in code, "
                     + how_to_grant("HybridRetriever.open(path)")
                 )
-            branch.restore(stored)
+            branch.restore(stored)  # statistics learned at first ingest (BM25 avg_len, detected language)
+        self._raise_mismatches(mismatches(manifest, {n: b.declared_manifest() for n, b in self.branches.items()}, partial=True))
 
     def _verify(self) -> None:
         """Once, before the first encoding: every stored setting, including those read from loaded models."""
