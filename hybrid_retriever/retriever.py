@@ -33,6 +33,7 @@ from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_T
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.prf import PRFPipeline
+from hybrid_retriever.rerank.stage import Reranker
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class HybridRetriever:
         *,
         store: Store | None = None,
         branches: Sequence[Branch] | None = None,
+        reranker: Any = None,
     ) -> None:
         self.config = config or RetrieverConfig()
         self._owns_store = store is None  # a store passed in stays the caller's to close
@@ -78,6 +80,8 @@ class HybridRetriever:
         self._manifest: dict[str, Any] | None = self.store.read_manifest()
         # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
+        # Rerank stage (hybrid_retriever.rerank): configured, or a ranker object passed in.
+        self.reranker = Reranker(self.config.rerank, reranker) if self.config.rerank.enabled or reranker is not None else None
         self._unoptimized = 0
         if self._manifest is not None:
             try:
@@ -133,6 +137,8 @@ class HybridRetriever:
     def close(self) -> None:
         """Release the worker threads, and flush and release the index unless the caller passed it in."""
         self._pool.shutdown(wait=True)
+        if self.reranker is not None:
+            self.reranker.close()
         if self._owns_store:
             self.store.close()
 
@@ -333,14 +339,23 @@ class HybridRetriever:
             _validate_queries(queries)
             return [[] for _ in queries]
         fusion = self.config.fusion
+        # The rerank stage sees the fused top `depth` (at least k); it cuts back to k.
+        n = k if self.reranker is None else max(k, self.reranker.depth)
         if fusion.server_side:
-            return self._server_side(queries, k, self._filter(filter))
+            return self._reranked(queries, self._server_side(queries, n, self._filter(filter)), k)
         results = self.search_branches(queries, filter=filter, complete=fusion.method == "interpolation" and fusion.missing == "exact")
         fused = [self.fuse(r) for r in results]
         if self._prf is not None:
             second = self._prf.run(results, fused, self._filter(filter))
-            return self._prf.annotate(self._hits(second.fused, second.results, k), results, fused, second.info)
-        return self._hits(fused, results, k)
+            hits = self._prf.annotate(self._hits(second.fused, second.results, n), results, fused, second.info)
+            return self._reranked(queries, hits, k)
+        return self._reranked(queries, self._hits(fused, results, n), k)
+
+    def _reranked(self, queries: Sequence[str], hits: list[list[Hit]], k: int) -> list[list[Hit]]:
+        """The rerank stage over every query's fused hits at once (all pairs batched), or the hits cut to ``k``."""
+        if self.reranker is None:
+            return [h[:k] for h in hits]
+        return self.reranker.rerank(list(queries), hits, k)
 
     def search_branches(
         self,
