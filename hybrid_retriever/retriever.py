@@ -330,8 +330,13 @@ class HybridRetriever:
         """The ``k`` best documents for ``query``, each with every branch's score and rank."""
         return self.search_batch([query], k=k, filter=filter)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int | None = None, filter: Any = None) -> list[list[Hit]]:
-        """:meth:`search` for many queries at once (one encoder call per branch, one batched Qdrant call)."""
+    def search_batch(
+        self, queries: Sequence[str], k: int | None = None, filter: Any = None, *, rerank: bool = True
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (one encoder call per branch, one batched Qdrant call).
+
+        ``rerank=False`` skips a configured rerank stage (the fused order, e.g. to mine training negatives).
+        """
         k = self._k(k)
         if isinstance(queries, str):
             raise InvalidInputError("search_batch takes a list of queries; use search() for one")
@@ -340,22 +345,24 @@ class HybridRetriever:
             return [[] for _ in queries]
         fusion = self.config.fusion
         # The rerank stage sees the fused top `depth` (at least k); it cuts back to k.
-        n = k if self.reranker is None else max(k, self.reranker.depth)
+        stage = self.reranker if rerank else None
+        n = k if stage is None else max(k, stage.depth)
         if fusion.server_side:
-            return self._reranked(queries, self._server_side(queries, n, self._filter(filter)), k)
+            return self._reranked(stage, queries, self._server_side(queries, n, self._filter(filter)), k)
         results = self.search_branches(queries, filter=filter, complete=fusion.method == "interpolation" and fusion.missing == "exact")
         fused = [self.fuse(r) for r in results]
         if self._prf is not None:
             second = self._prf.run(results, fused, self._filter(filter))
             hits = self._prf.annotate(self._hits(second.fused, second.results, n), results, fused, second.info)
-            return self._reranked(queries, hits, k)
-        return self._reranked(queries, self._hits(fused, results, n), k)
+            return self._reranked(stage, queries, hits, k)
+        return self._reranked(stage, queries, self._hits(fused, results, n), k)
 
-    def _reranked(self, queries: Sequence[str], hits: list[list[Hit]], k: int) -> list[list[Hit]]:
+    @staticmethod
+    def _reranked(stage: Reranker | None, queries: Sequence[str], hits: list[list[Hit]], k: int) -> list[list[Hit]]:
         """The rerank stage over every query's fused hits at once (all pairs batched), or the hits cut to ``k``."""
-        if self.reranker is None:
+        if stage is None:
             return [h[:k] for h in hits]
-        return self.reranker.rerank(list(queries), hits, k)
+        return stage.rerank(list(queries), hits, k)
 
     def search_branches(
         self,
