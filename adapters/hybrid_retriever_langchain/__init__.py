@@ -12,6 +12,7 @@ Search results are LangChain ``Document`` objects with ``id`` set and the per-br
 provenance under ``metadata["hybrid"]``; see :mod:`hybrid_retriever_langchain.documents`.
 """
 
+from hybrid_retriever_langchain.compressor import HybridRerankCompressor
 from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document, provenance
 from hybrid_retriever_langchain.embeddings import DenseBranchEmbeddings
 from hybrid_retriever_langchain.retriever import HybridSearchRetriever
@@ -20,6 +21,7 @@ from hybrid_retriever_langchain.vectorstore import HybridVectorStore
 __all__ = [
     "DEFAULT_PROVENANCE_KEY",
     "DenseBranchEmbeddings",
+    "HybridRerankCompressor",
     "HybridSearchRetriever",
     "HybridVectorStore",
     "hit_to_document",

@@ -44,6 +44,8 @@ class TrainingSettings:
     mine_depth: int = 30
     skip_top: int = 0
     relative_margin: float | None = 0.05
+    #: Tokens per document when embedding the negative pool (None = the mining model's own limit).
+    mining_max_length: int | None = None
     seed: int = 0
     save_steps: int = 100
     min_grade: int = 1
@@ -79,15 +81,26 @@ def _positives(retriever: Any, queries: Mapping[str, str], qrels: Mapping[str, M
     return [(q, queries[q], texts[d]) for q in queries for d in wanted[q] if d in texts]
 
 
-def _mining_model(retriever: Any, base_model: str) -> Any:
-    """The index's own dense encoder (the one that built it), else the base model as a bi-encoder."""
+def _mining_model(retriever: Any, settings: TrainingSettings) -> Any:
+    """The index's own dense encoder (the one that built it), else the base model as a bi-encoder.
+
+    With ``mining_max_length`` a separate copy is loaded with that limit, so the index's
+    encoder is never changed under concurrent searches.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    name = settings.base_model
     for branch in retriever.branches.values():
         model = getattr(branch, "model", None)
         if model is not None and callable(getattr(model, "encode_document", None)):
-            return model
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(resolve_model_path(base_model))
+            if settings.mining_max_length is None:
+                return model
+            name = getattr(getattr(branch, "config", None), "model", name)
+            break
+    model = SentenceTransformer(resolve_model_path(name), model_kwargs={"use_safetensors": True})
+    if settings.mining_max_length is not None:
+        model.max_seq_length = settings.mining_max_length
+    return model
 
 
 def mine_negatives(retriever: Any, pairs: list[tuple[str, str, str]], settings: TrainingSettings,
@@ -111,7 +124,7 @@ def mine_negatives(retriever: Any, pairs: list[tuple[str, str, str]], settings: 
     data = Dataset.from_dict({"query": [q for _, q, _ in pairs], "positive": [p for _, _, p in pairs]})
     mined = mine_hard_negatives(
         data,
-        _mining_model(retriever, settings.base_model),
+        _mining_model(retriever, settings),
         corpus=pool,
         range_min=settings.skip_top,
         range_max=min(len(pool) - 1, settings.skip_top + max(settings.mine_depth, settings.num_negatives)),
