@@ -394,7 +394,9 @@ class RerankConfig(_Strict):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="auto = bfloat16 (or float16) on CUDA, float32 on CPU."
     )
-    order: RerankOrder = "reranker"
+    order: RerankOrder = Field(
+        default="reranker", description="Final order: the reranker score, or its interpolation with the fused score."
+    )
     weight: float = Field(
         default=1.0, ge=0, le=1, allow_inf_nan=False,
         description="order interpolation: weight of the normalised reranker score (1 = reranker only).",
