@@ -42,6 +42,14 @@ DEPTHS = (20, 50, 100)
 #: negatives per judged pair from the fused top 10, 128 tokens per pair (the reranker scores with the same max
 #: length), the negative pool embedded at 128 tokens.
 MAX_LENGTH = 128
+#: With a GPU (--full): the planned setting — every training query, one epoch, four negatives per judged pair
+#: from the fused top 30, 256 tokens per pair.
+FULL = {"epochs": 1.0, "batch_size": 16, "learning_rate": 3e-5, "num_negatives": 4, "mine_depth": 30,
+        "max_length": 256, "mining_max_length": None, "seed": 0, "save_steps": 100}
+#: Set from the command line: a dense model folder instead of the packaged MiniLM, and encoding the corpus
+#: instead of reading the embedding cache.
+DENSE_MODEL: str | None = None
+ENCODE = False
 TRAINING = {"epochs": 0.25, "batch_size": 16, "learning_rate": 3e-5, "num_negatives": 2, "mine_depth": 10,
             "max_length": MAX_LENGTH, "mining_max_length": MAX_LENGTH, "seed": 0, "save_steps": 25}
 
@@ -70,6 +78,8 @@ def open_index(root: Path, first_stage: str = "hybrid") -> HybridRetriever:
         return HybridRetriever.open(str(path), runtime={"show_progress": False})
     coll = load_collection(root, NAME)
     cfg: dict[str, Any] = {"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}}
+    if DENSE_MODEL is not None:  # the default configuration with the model read from a folder
+        cfg["branches"] = [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5, "model": DENSE_MODEL}]
     if first_stage == "bm25":
         cfg["branches"] = [{"kind": "bm25"}]
         docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
@@ -77,11 +87,17 @@ def open_index(root: Path, first_stage: str = "hybrid") -> HybridRetriever:
         r.add_documents(docs)
         r.optimize()
         return r
+    r = HybridRetriever(RetrieverConfig.validate_data(cfg))
+    if ENCODE:  # no embedding cache: the dense branch encodes the corpus (on a GPU when present)
+        docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
+        log.info("indexing and encoding %d documents", len(docs))
+        r.add_documents(docs)
+        r.optimize()
+        return r
     emb = load_embeddings(NAME)
     texts = dict(zip(coll.doc_ids, coll.texts))
     keep = [i for i, d in enumerate(emb.doc_ids) if texts.get(d, "").strip()]
     docs = [Document(text=texts[emb.doc_ids[i]], id=emb.doc_ids[i]) for i in keep]
-    r = HybridRetriever(RetrieverConfig.validate_data(cfg))
     log.info("indexing %d documents", len(docs))
     r.add_documents(docs, vectors={"dense": [emb.docs[i] for i in keep]})
     r.optimize()
@@ -102,7 +118,9 @@ def train(args: argparse.Namespace) -> None:
     coll = load_collection(args.datasets, NAME, splits=("train",))
     qids = sample(coll.judged("train"), args.train_queries)
     queries = {q: coll.queries[q] for q in qids}
-    settings = dict(TRAINING)
+    settings = dict(FULL if args.full else TRAINING)
+    if DENSE_MODEL is not None:
+        settings["base_model"] = DENSE_MODEL
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     if args.first_stage == "bm25":
@@ -135,7 +153,8 @@ def report(args: argparse.Namespace) -> None:
     qids = sample(coll.judged("test"), args.test_queries)
     qrels = coll.qrels["test"]
     texts = [coll.queries[q] for q in qids]
-    rerank = {"enabled": True, "model": str(args.model), "max_length": MAX_LENGTH, "batch_size": 32}
+    rerank = {"enabled": True, "model": str(args.model), "max_length": FULL["max_length"] if args.full else MAX_LENGTH,
+              "batch_size": 32}
     metrics = ["ndcg@10", "recall@20", "mrr@10"]
     with HybridRetriever.open(str(args.index or index_path(args.first_stage)), runtime={"show_progress": False},
                               rerank=rerank) as r:
@@ -156,10 +175,16 @@ def report(args: argparse.Namespace) -> None:
                 "test_queries_available": len(coll.judged("test")), "metrics": metrics, "systems": {},
                 "rerank_config": rerank, "training": training, "machine": machine_info(), "scoring_seconds": t_rerank,
                 "depths_done": [], "gpu": "not run: no GPU was lent to this session"}
-        # Latency first (a small sample), then quality depth by depth, the results rewritten after each.
-        backend = r.reranker.backend()
+        if (WORK / "gpu.json").is_file():
+            data["gpu"] = json.loads((WORK / "gpu.json").read_text())
+        if DENSE_MODEL is not None:
+            data["dense_note"] = (f"dense model read from {DENSE_MODEL}" + (" and the corpus encoded in this run" if ENCODE else ""))
+        # Latency first (a small sample, reranker on the CPU), then quality depth by depth (reranker on the default
+        # device), the results rewritten after each.
+        r.reranker = Reranker(r.config.rerank.model_copy(update={"device": "cpu"}))
         data["latency"] = measure_latency(r, qids, texts, args)
-        r.reranker = Reranker(r.config.rerank, ranker=backend)  # measure_latency swapped stages in and out
+        r.reranker = Reranker(r.config.rerank)
+        data["quality_device"] = r.reranker.backend().device
         for d in sorted(args.depths):  # shallow first: each deeper pass scores only the new candidates
             t1 = time.perf_counter()
             sc = collect_rerank_scores(r, dict(zip(qids, texts)), {q: fused[q][:d] for q in qids},
@@ -204,6 +229,52 @@ def measure_latency(r: HybridRetriever, qids: list[str], texts: list[str], args:
     out["added_ms_median"] = {s: statistics.median([a - b for a, b in zip(ms[s], ms["fused"])]) for s in systems[1:]}
     out["per_query_ms"] = ms
     return out
+
+
+def gpu_check(args: argparse.Namespace) -> None:
+    """CUDA: the trained reranker in float32, float16 and bfloat16 on the same pairs — same order? pairs per second."""
+    import torch
+
+    from hybrid_retriever.config import RerankConfig
+    from hybrid_retriever.rerank import Reranker
+
+    coll = load_collection(args.datasets, NAME, splits=("test",))
+    qids = coll.judged("test")[:50]
+    with HybridRetriever.open(str(args.index or index_path(args.first_stage)), runtime={"show_progress": False}) as r:
+        hits = r.search_batch([coll.queries[q] for q in qids], k=100, rerank=False)
+    queries = [coll.queries[q] for q in qids]
+    docs = [[h.text for h in hs] for hs in hits]
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "pairs": sum(map(len, docs)), "max_length": 256}
+    scores = {}
+    for dtype in ("float32", "float16", "bfloat16"):
+        stage = Reranker(RerankConfig(enabled=True, model=str(args.model), device="cuda", dtype=dtype, max_length=256,
+                                      batch_size=64))
+        stage.score(queries[:2], docs[:2])  # load and warm up
+        torch.cuda.synchronize()
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            s = stage.score(queries, docs)
+            torch.cuda.synchronize()
+            runs.append(time.perf_counter() - t0)
+        scores[dtype] = s
+        out[dtype] = {"pairs_per_s": out["pairs"] / statistics.median(runs), "seconds": statistics.median(runs)}
+        stage.close()
+    auto = Reranker(RerankConfig(enabled=True, model=str(args.model)))
+    out["auto"] = {"device": auto.backend().device, "dtype": str(auto.backend().dtype)}
+    for dtype in ("float16", "bfloat16"):
+        same_top10 = same_order = 0
+        diffs = []
+        for a, b in zip(scores["float32"], scores[dtype]):
+            oa = sorted(range(len(a)), key=lambda i: -a[i])
+            ob = sorted(range(len(b)), key=lambda i: -b[i])
+            same_order += oa == ob
+            same_top10 += oa[:10] == ob[:10]
+            diffs.append(max(abs(x - y) for x, y in zip(a, b)))
+        out[dtype].update({"queries_same_full_order": same_order, "queries_same_top10": same_top10,
+                           "max_abs_score_diff": max(diffs), "queries": len(qids)})
+    (WORK / "gpu.json").write_text(json.dumps(out, indent=2) + "\n")
+    log.info("gpu check: %s", out)
 
 
 def render(d: dict[str, Any]) -> str:
@@ -272,10 +343,19 @@ def render(d: dict[str, Any]) -> str:
         f"interleaved in a rotating order; ratio = median over queries of (reranked ms / fused ms). Reranker on CPU, "
         f"float32, max length {d['rerank_config']['max_length']}, batch {d['rerank_config']['batch_size']}.",
         "",
-        "## GPU",
-        "",
-        "The CUDA fp16/fp32 check was not run: no GPU was lent to this session.",
-        "",
+    ]
+    g = d.get("gpu")
+    if isinstance(g, dict):
+        rows = [[dt, g[dt]["pairs_per_s"], g[dt].get("queries_same_top10", ""), g[dt].get("queries_same_full_order", ""),
+                 g[dt].get("max_abs_score_diff", "")] for dt in ("float32", "float16", "bfloat16")]
+        lines += ["## GPU", "", f"The trained reranker on {g['device']}: {g['pairs']} pairs (the fused top 100 of "
+                  f"{g['float16']['queries']} test queries), {g['max_length']} tokens, batches of 64; median of 3 runs. "
+                  f"`device: auto, dtype: auto` resolved to {g['auto']['device']} / {g['auto']['dtype']}.", "",
+                  md_table(["dtype", "pairs / s", "queries with the fp32 top 10", "queries with the fp32 full order",
+                            "max |score − fp32 score|"], rows)]
+    else:
+        lines += ["## GPU", "", "The CUDA fp16/fp32 check was not run: no GPU was lent to this session.", ""]
+    lines += [
         "## Machine",
         "",
         machine_md(d["machine"]),
@@ -288,7 +368,10 @@ def main() -> None:
     logging.getLogger("hybrid_retriever").setLevel(logging.INFO)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arg(p)
-    p.add_argument("command", choices=["train", "report", "render"])
+    p.add_argument("command", choices=["train", "report", "render", "gpu-check"])
+    p.add_argument("--full", action="store_true", help="the planned training setting (FULL), for a machine with a GPU")
+    p.add_argument("--dense-model", default=None, help="dense model folder (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--encode", action="store_true", help="encode the corpus instead of reading the embedding cache")
     p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS))
     p.add_argument("--latency-queries", type=int, default=8)
     p.add_argument("--index", type=Path, default=None, help="the SciFact index (default: the one `train` built)")
@@ -300,8 +383,12 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=MODEL, help="reranker folder (default: the one `train` wrote)")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    global DENSE_MODEL, ENCODE
+    DENSE_MODEL, ENCODE = args.dense_model, args.encode
     if args.command == "train":
         train(args)
+    elif args.command == "gpu-check":
+        gpu_check(args)
     elif args.command == "report":
         report(args)
     else:
