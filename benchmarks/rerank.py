@@ -309,9 +309,11 @@ def render(d: dict[str, Any]) -> str:
     rows = []
     for name, s in d["systems"].items():
         v = s.get("vs_fused")
+        if name == "fused" and not hybrid:
+            name = "first stage (BM25)"
         rows.append([name, s["ndcg@10"], s["recall@20"], s["mrr@10"],
                      f"{v['mean_diff']:+.4f}" if v else "", (f"{v['p_value']:.3g}" if v else "")])
-    lines.append(md_table(["system", "nDCG@10", "Recall@20", "MRR@10", "Δ nDCG@10 vs fused", "p (paired randomisation)"], rows))
+    lines.append(md_table(["system", "nDCG@10", "Recall@20", "MRR@10", "Δ nDCG@10 vs first stage", "p (paired randomisation)"], rows))
     missing = [x for x in DEPTHS if x not in d.get("depths_done", [])]
     if missing:
         lines += [f"Depth {', '.join(map(str, missing))} not measured: scoring the extra candidates did not fit the "
@@ -325,7 +327,7 @@ def render(d: dict[str, Any]) -> str:
         "",
         "## Training time",
         "",
-        f"Hard-negative mining (hybrid search of the training queries, embedding the {tr.get('candidate_pool', '?')}-document "
+        f"Hard-negative mining (searching the index with the training queries, embedding the {tr.get('candidate_pool', '?')}-document "
         f"candidate pool): {sec.get('mining', float('nan')):.0f} s; training ({tr.get('steps', '?')} steps of "
         f"{st.get('batch_size', '?')} pairs): {sec.get('training', float('nan')):.0f} s; wall {t.get('wall_seconds', float('nan')):.0f} s "
         "on the 2 shared CPU cores (other sessions were running; this process niced).",
