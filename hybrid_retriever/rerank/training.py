@@ -64,6 +64,9 @@ class TrainingResult:
     steps: int
     resumed_from: str | None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Mean training loss over the run (binary cross-entropy); a value that stays near its start means the model
+    #: did not learn (too few steps or too low a learning rate).
+    train_loss: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "settings": asdict(self.settings)}
@@ -216,6 +219,7 @@ def train_reranker(
     result = TrainingResult(
         model_dir=str(out), settings=s, n_queries=len({q for q, _, _ in pairs}), n_positives=len(pairs),
         n_pairs=len(dataset), candidate_pool=pool, steps=int(state.global_step), resumed_from=resumed, seconds=seconds,
+        train_loss=float(state.training_loss) if state.training_loss is not None else None,
     )
     (out / TRAINING_FILE).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
     return result
