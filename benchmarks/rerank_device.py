@@ -16,6 +16,11 @@ import sys
 from pathlib import Path
 
 DEV = Path(__file__).resolve().parent / ".cache" / "dev"
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+#: Wheels the GPU image lacks (it has torch, transformers 5, sentence-transformers, accelerate, pyarrow).
+WHEELS = ["pydantic==2.14.4", "pydantic_core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
+          "qdrant-client==1.20.0", "qdrant-edge-py==0.9.0", "rerankers==0.10.0", "datasets==5.2.0", "dill==0.4.1",
+          "multiprocess==0.70.19"]
 
 
 def pack() -> None:
@@ -40,6 +45,19 @@ def pack() -> None:
         else:
             out[k] = v.to(torch.float16)
     save_file(out, str(dst / "packed.safetensors"))
+    data = DEV / "data" / "scifact"
+    (data / "qrels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(DATASETS / "scifact" / "queries.jsonl", data)
+    for f in (DATASETS / "scifact" / "qrels").glob("*.tsv"):
+        shutil.copy(f, data / "qrels")
+    with open(DATASETS / "scifact" / "corpus.jsonl", "rb") as f, gzip.open(data / "corpus.jsonl.gz", "wb") as g:
+        shutil.copyfileobj(f, g)
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+                    "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform",
+                    "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(DEV / "whl"), *WHEELS],
+                   check=True)
 
 
 def unpack() -> None:
