@@ -234,6 +234,9 @@ def explain_table(hits: Sequence[Hit], branches: Sequence[str], title: str | Non
         table.add_column("\nnorm", justify="right", no_wrap=True, min_width=6)
         table.add_column("\nrank", justify="right", no_wrap=True)
         table.add_column("\ncompl", justify="center", no_wrap=True)
+    reranked = any(h.rerank is not None for h in hits)
+    if reranked:
+        _rerank_columns(table)
     for h in hits:
         cells: list[Any] = [str(h.rank), Text(h.id), _fmt(h.score)]  # Text: an id is never read as markup
         for b in branches:
@@ -242,13 +245,35 @@ def explain_table(hits: Sequence[Hit], branches: Sequence[str], title: str | Non
                 cells += ["–", "–", "–", ""]
             else:
                 cells += [_fmt(s.raw), _fmt(s.normalized), "–" if s.rank is None else str(s.rank), "yes" if s.completed else ""]
+        if reranked:
+            cells += _rerank_cells(h)
         table.add_row(*cells)
     return table
+
+
+def _rerank_columns(table: Table) -> None:
+    """The rerank stage's group of the explain table: reranker raw/normalised score and rank, the fused rank before it."""
+    table.add_column("rerank\nraw", justify="right", no_wrap=True, min_width=6)
+    table.add_column("\nnorm", justify="right", no_wrap=True, min_width=6)
+    table.add_column("\nrank", justify="right", no_wrap=True)
+    table.add_column("\nfused#", justify="right", no_wrap=True)
+
+
+def _rerank_cells(h: Hit) -> list[Any]:
+    r = h.rerank
+    if r is None:
+        return ["–", "–", "–", "–"]
+    raw: Any = Text("failed", style="red") if r.error else _fmt(r.raw)
+    return [raw, _fmt(r.normalized), "–" if r.rank is None else str(r.rank), str(r.fused_rank)]
 
 
 EXPLAIN_LEGEND = (
     "raw: the branch's own score (BM25 / cosine); norm: the value fusion used; rank: the document's rank in the "
     "branch's own list (– = the branch did not return it); compl: raw was fetched by score completion."
+)
+RERANK_LEGEND = (
+    "Reranked: the score column holds the final score; rerank raw/norm/rank: the reranker's score, its min-max "
+    "normalised value over the reranked candidates and its rank; fused#: the rank before reranking."
 )
 
 
@@ -496,6 +521,12 @@ def query(
         if explain:
             console.print(_describe_fusion(r), style="dim", markup=False, soft_wrap=True)
             console.print(EXPLAIN_LEGEND, style="dim")
+            if any(h.rerank is not None for h in hits):
+                rc = r.config.rerank
+                console.print(f"rerank: {r.reranker.name if r.reranker else rc.model}, depth {rc.depth}, order {rc.order}"
+                              + (f" (weight {rc.weight:g})" if rc.order == "interpolation" else ""), style="dim",
+                              markup=False, soft_wrap=True)
+                console.print(RERANK_LEGEND, style="dim")
 
 
 @dataclass(frozen=True)
@@ -634,6 +665,10 @@ def _register_contributed_commands() -> None:
             """Serve an index over HTTP (needs the server extra)."""
             raise InvalidInputError("`serve` needs the server extra: pip install 'hybrid-retriever[server]'")
 
+
+from hybrid_retriever.rerank.cli import train_reranker_command  # noqa: E402
+
+app.command("train-reranker")(train_reranker_command)
 
 _register_contributed_commands()
 

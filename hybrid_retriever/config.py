@@ -504,6 +504,55 @@ class PRFConfig(_Strict):
         return self
 
 
+# -------------------------------------------------------------------------- rerank
+
+RerankOrder = Literal["reranker", "interpolation"]
+
+
+class RerankConfig(_Strict):
+    """Rescore the fused top ``depth`` with a cross-encoder (through the ``rerankers`` library).
+
+    ``model`` is a Hugging Face id or a local folder (e.g. one written by
+    ``hybrid-retriever train-reranker``); ``model_type`` None loads it as a cross-encoder
+    (a sequence-classification model scoring query-document pairs), any other value
+    (``flashrank``, ``t5``, ``colbert``, ...) goes to ``rerankers.Reranker``. A ready
+    ``rerankers`` ranker object can be passed to ``HybridRetriever(reranker=...)`` instead.
+    ``order``: ``reranker`` sorts by the reranker's score; ``interpolation`` by
+    ``weight · norm(reranker) + (1 − weight) · norm(fused)``, both min-max normalised over
+    the query's reranked candidates. If the reranker fails or runs past ``timeout`` the
+    hits keep the fused order and their provenance says why (``on_error: raise`` raises instead).
+    """
+
+    enabled: bool = False
+    model: Optional[str] = Field(default=None, description="Cross-encoder: Hugging Face id or local folder.")
+    model_type: Optional[str] = Field(
+        default=None, description="None = cross-encoder; else a rerankers model type (flashrank, t5, colbert, ...)."
+    )
+    depth: int = Field(default=50, gt=0, description="Fused candidates rescored per query (separate from k).")
+    batch_size: int = Field(default=32, gt=0, description="Query-document pairs per forward pass.")
+    max_length: int = Field(default=512, gt=8, description="Tokens per query-document pair (longer pairs are truncated).")
+    device: str = Field(default="auto", description="auto = CUDA when present, else CPU; or cpu, cuda, cuda:1, mps.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto = bfloat16 (or float16) on CUDA, float32 on CPU."
+    )
+    order: RerankOrder = Field(
+        default="reranker", description="Final order: the reranker score, or its interpolation with the fused score."
+    )
+    weight: float = Field(
+        default=1.0, ge=0, le=1, allow_inf_nan=False,
+        description="order interpolation: weight of the normalised reranker score (1 = reranker only).",
+    )
+    timeout: Optional[float] = Field(default=None, gt=0, description="Seconds the reranker may take per call; None = no limit.")
+    on_error: Literal["fused", "raise"] = Field(default="fused", description="Reranker failure: keep the fused order, or raise.")
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _model_given(self) -> "RerankConfig":
+        if self.enabled and not self.model:
+            raise ValueError("rerank.enabled needs rerank.model (a cross-encoder's Hugging Face id or folder)")
+        return self
+
+
 # ---------------------------------------------------------------------------- root
 
 
@@ -517,6 +566,7 @@ class RetrieverConfig(_Strict):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     prf: PRFConfig = Field(default_factory=PRFConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
     @field_validator("branches")
     @classmethod

@@ -51,6 +51,7 @@ from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
+from hybrid_retriever.rerank.stage import Reranker
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class HybridRetriever:
         *,
         store: Store | None = None,
         branches: Sequence[Branch] | None = None,
+        reranker: Any = None,
     ) -> None:
         self.config = config or RetrieverConfig()
         self._owns_store = store is None  # a store passed in stays the caller's to close
@@ -94,6 +96,8 @@ class HybridRetriever:
         self._manifest: dict[str, Any] | None = self.store.read_manifest()
         # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
+        # Rerank stage (hybrid_retriever.rerank): configured, or a ranker object passed in.
+        self.reranker = Reranker(self.config.rerank, reranker) if self.config.rerank.enabled or reranker is not None else None
         self._unoptimized = 0
         self._languages: dict[str, frozenset[str] | None] | None = None  # per branch, for adaptive fusion
         # Settings that need a loaded model are checked on first use (_verify), after the
@@ -189,6 +193,8 @@ class HybridRetriever:
     def close(self) -> None:
         """Release the worker threads, and flush and release the index unless the caller passed it in."""
         self._pool.shutdown(wait=True)
+        if self.reranker is not None:
+            self.reranker.close()
         if self._owns_store:
             self.store.close()
 
@@ -476,8 +482,13 @@ class HybridRetriever:
         """The ``k`` best documents for ``query``, each with every branch's score and rank."""
         return self.search_batch([query], k=k, filter=filter)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int | None = None, filter: Any = None) -> list[list[Hit]]:
-        """:meth:`search` for many queries at once (one encoder call per branch, one batched Qdrant call)."""
+    def search_batch(
+        self, queries: Sequence[str], k: int | None = None, filter: Any = None, *, rerank: bool = True
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (one encoder call per branch, one batched Qdrant call).
+
+        ``rerank=False`` skips a configured rerank stage (the fused order, e.g. to mine training negatives).
+        """
         k = self._k(k)
         if isinstance(queries, str):
             raise InvalidInputError("search_batch takes a list of queries; use search() for one")
@@ -485,14 +496,25 @@ class HybridRetriever:
             _validate_queries(queries)
             return [[] for _ in queries]
         fusion = self.config.fusion
+        # The rerank stage sees the fused top `depth` (at least k); it cuts back to k.
+        stage = self.reranker if rerank else None
+        n = k if stage is None else max(k, stage.depth)
         if fusion.server_side:
-            return self._server_side(queries, k, self._filter(filter))
+            return self._reranked(stage, queries, self._server_side(queries, n, self._filter(filter)), k)
         results = self.search_branches(queries, filter=filter, complete=fusion.completes_scores)
         fused = [self.fuse(r) for r in results]
         if self._prf is not None:
             second = self._prf.run(results, fused, self._filter(filter))
-            return self._prf.annotate(self._hits(second.fused, second.results, k), results, fused, second.info)
-        return self._hits(fused, results, k)
+            hits = self._prf.annotate(self._hits(second.fused, second.results, n), results, fused, second.info)
+            return self._reranked(stage, queries, hits, k)
+        return self._reranked(stage, queries, self._hits(fused, results, n), k)
+
+    @staticmethod
+    def _reranked(stage: Reranker | None, queries: Sequence[str], hits: list[list[Hit]], k: int) -> list[list[Hit]]:
+        """The rerank stage over every query's fused hits at once (all pairs batched), or the hits cut to ``k``."""
+        if stage is None:
+            return [h[:k] for h in hits]
+        return stage.rerank(list(queries), hits, k)
 
     def search_branches(
         self,

@@ -106,6 +106,40 @@ class BranchScore:
 
 
 @dataclass
+class RerankScore:
+    """Provenance of one hit in the rerank stage (see :mod:`hybrid_retriever.rerank`).
+
+    ``raw`` is the reranker's own score (a cross-encoder logit), ``normalized`` that
+    score normalised over the query's reranked candidates, ``rank`` the 1-based rank by
+    the reranker alone; ``fused_score``/``fused_rank`` are the hit's place before
+    reranking. ``raw`` is ``None`` for a hit below the rerank depth (not rescored) and
+    when the reranker failed or timed out; ``error`` then says why, and the hits keep
+    the fused order.
+    """
+
+    raw: float | None
+    normalized: float | None
+    rank: int | None
+    fused_score: float
+    fused_rank: int
+    model: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "raw": self.raw,
+            "normalized": self.normalized,
+            "rank": self.rank,
+            "fused_score": self.fused_score,
+            "fused_rank": self.fused_rank,
+            "model": self.model,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
 class Hit:
     """One fused result: the stored document, its fused score and every branch's view of it."""
 
@@ -117,6 +151,8 @@ class Hit:
     provenance: dict[str, BranchScore]
     #: Pseudo-relevance feedback applied to this query (see ``hybrid_retriever.prf``); ``None`` without PRF.
     prf: Any = None
+    #: The rerank stage's view of this hit (``score``/``rank`` are then the final ones); ``None`` without reranking.
+    rerank: RerankScore | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -129,4 +165,6 @@ class Hit:
         }
         if self.prf is not None:
             out["prf"] = self.prf.as_dict()
+        if self.rerank is not None:
+            out["rerank"] = self.rerank.as_dict()
         return out

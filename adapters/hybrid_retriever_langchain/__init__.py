@@ -20,6 +20,7 @@ except ImportError as exc:  # the adapter is an extra: say which one
         'pip install "hybrid-retriever[langchain]"'
     ) from exc
 
+from hybrid_retriever_langchain.compressor import HybridRerankCompressor
 from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document, provenance
 from hybrid_retriever_langchain.embeddings import DenseBranchEmbeddings
 from hybrid_retriever_langchain.retriever import HybridSearchRetriever
@@ -28,6 +29,7 @@ from hybrid_retriever_langchain.vectorstore import HybridVectorStore
 __all__ = [
     "DEFAULT_PROVENANCE_KEY",
     "DenseBranchEmbeddings",
+    "HybridRerankCompressor",
     "HybridSearchRetriever",
     "HybridVectorStore",
     "hit_to_document",

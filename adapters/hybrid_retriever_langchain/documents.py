@@ -10,7 +10,11 @@ under ``"hybrid"``)::
         "fusion": "interpolation",     # or "rrf"
         "branches": {"bm25": {"raw": 7.1, "normalized": 1.0, "rank": 1, "completed": False},
                      "dense": {"raw": 0.62, "normalized": 0.66, "rank": 2, "completed": False}},
+        "rerank": {"raw": 4.2, "normalized": 1.0, "rank": 1,   # with a rerank stage only
+                   "fused_score": 0.83, "fused_rank": 2, "model": "..."},
     }
+
+With a rerank stage, ``score``/``rank`` are the final (reranked) ones.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ def provenance(hit: Hit, fusion: str | None = None) -> dict[str, Any]:
     prf = getattr(hit, "prf", None)  # pseudo-relevance feedback, when the index uses it
     if prf is not None:
         out["prf"] = prf.as_dict() if hasattr(prf, "as_dict") else prf
+    rerank = getattr(hit, "rerank", None)  # the rerank stage, when the index reranks
+    if rerank is not None:
+        out["rerank"] = rerank.as_dict()
     return out
 
 

@@ -65,7 +65,7 @@ def _open_or_build(
         cfg = RetrieverConfig.from_file(config)
         data = cfg.model_dump()
         return open_index(index, branches=data["branches"], fusion=data["fusion"], runtime=data["runtime"],
-                          prf=data["prf"]), False
+                          prf=data["prf"], rerank=data["rerank"]), False
     if not corpus:
         raise InvalidInputError(
             f"no index at {index}, and no corpus to build one from; {rebuild_hint}"
@@ -193,6 +193,7 @@ def tune_command(
     prf_fb_terms: Optional[str] = typer.Option(None, "--prf-fb-terms", help="Expansion terms kept, for sets with a BM25 branch (default: 10,30)."),
     prf_depth: Optional[str] = typer.Option(None, "--prf-depth", help="Second-stage depths to try (default: each branch's depth)."),
     prf_guard: Optional[str] = typer.Option(None, "--prf-guard", help="Drift guard: on, off or on,off (default: as configured)."),
+    rerank_weights: Optional[str] = typer.Option(None, "--rerank-weights", help="Also tune the interpolation weight of the reranker score (the configuration's rerank section), e.g. 0,0.25,0.5,0.75,1; reranker scores are cached in --cache."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Tune fusion method, weights and depths (and with --prf, pseudo-relevance feedback) on judged queries and write the config."""
@@ -215,8 +216,9 @@ def tune_command(
     given = [name for name, value in prf_options.items() if value is not None]
     if given and not prf:
         raise InvalidInputError(f"{', '.join(given)} only apply with --prf: add --prf to tune pseudo-relevance feedback")
-    if not fusion and not prf:
+    if not fusion and not prf and rerank_weights is None:
         raise InvalidInputError("--no-fusion leaves nothing to tune: add --prf to tune pseudo-relevance feedback only")
+    rr_weights = _floats(rerank_weights, "--rerank-weights") if rerank_weights is not None else None
     prf_space = _prf_space(prf_placements, prf_branches, prf_fb_docs, prf_alpha, prf_beta, prf_rm3_lambda, prf_fb_terms,
                            prf_depth, prf_guard) if prf else None
     dev: JudgedQueries | None = None
@@ -300,7 +302,12 @@ def tune_command(
                     "estimate, both absolute scores are optimistic. For a clean PRF estimate run with --no-fusion, "
                     "or tune on one split and report on another (--dev-split)."
                 )
-        write_config(result, base, out, description, prf=prf_result)
+        rerank_result = None
+        if rr_weights is not None:
+            rerank_result = _tune_rerank(r, tuned, all_queries, all_qrels, rr_weights, metric=metric, folds=folds,
+                                         seed=seed, train_qids=train_qids, dev_qids=dev_qids, test=test,
+                                         selection=selection, batch_size=batch_size, cache=cache, progress=progress)
+        write_config(result, base, out, description, prf=prf_result, rerank=rerank_result)
     report_dir = report or out.with_name(out.stem + "-report")
     report_dir.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -308,17 +315,48 @@ def tune_command(
         sections.append(tuning_markdown(result))
     if prf_result is not None:
         sections.append(prf_markdown(prf_result))
+    if rerank_result is not None:
+        sections.append(_rerank_markdown(rerank_result))
     md = "\n".join(sections)
     (report_dir / "tuning.md").write_text(md, encoding="utf-8")
     report_json: dict[str, Any] = (result.as_dict() if result is not None
                                    else {"schema": "hybrid-retriever/tuning/1", "data": data_info})
     if prf_result is not None:
         report_json["prf"] = prf_result.as_dict()
+    if rerank_result is not None:
+        report_json["rerank"] = rerank_result.as_dict()
     write_json(report_json, report_dir / "tuning.json")
     plot = plot_tuning(result, report_dir / "weights.png") if result is not None else None
     typer.echo(md)
     console.print(f"Wrote the tuned configuration to {out}; report in {report_dir}"
                   + (f" (plot {plot.name})" if plot else ""), soft_wrap=True)
+
+
+def _tune_rerank(r: HybridRetriever, tuned: RetrieverConfig, queries: dict[str, str], qrels: dict[str, Any],
+                 weights: tuple[float, ...], *, batch_size: int, cache: Path, progress: bool, **kw: Any) -> Any:
+    """The rerank interpolation weight on top of the fusion just chosen (reranker scores cached in ``cache``)."""
+    from hybrid_retriever.cli import console
+    from hybrid_retriever.evaluation.cache import collect_runs
+    from hybrid_retriever.evaluation.rerank import tune_rerank_weight
+    from hybrid_retriever.rerank import Reranker
+
+    if not tuned.rerank.enabled and r.reranker is None:
+        raise InvalidInputError("--rerank-weights needs a reranker: give --config with a rerank section "
+                                "(rerank: {enabled: true, model: ...})")
+    if r.reranker is None or r.reranker.config != tuned.rerank:
+        r.reranker = Reranker(tuned.rerank)
+    deepest = max(b.depth for b in tuned.branches)
+    runs = collect_runs(r, queries, depth=deepest, complete=True, batch_size=batch_size, cache_dir=cache, progress=progress)
+    console.print(f"Tuning the rerank weight on {len(queries)} queries (reranker scores cached in {cache}) ...", soft_wrap=True)
+    return tune_rerank_weight(r, queries, qrels, runs, tuned, weights=weights, cache_dir=cache, progress=progress, **kw)
+
+
+def _rerank_markdown(res: Any) -> str:
+    rows = "\n".join(f"| {w['weight']:g} | {w['score']:.4f} |" for w in res.per_weight)
+    return (f"## Rerank weight on {res.metric}\n\nChosen weight {res.best_weight:g} (depth {res.depth}); held out "
+            f"({res.validation}) {res.heldout_score:.4f} vs {res.default_heldout_score:.4f} with the configured weight "
+            f"{res.default_weight:g} (paired {res.significance.get('test')} p={res.significance.get('p_value', float('nan')):.3g}).\n\n"
+            f"| weight | mean on all tuning queries |\n|---|---|\n{rows}\n")
 
 
 def _prf_space(placements: Optional[str], branches: Optional[str], fb_docs: Optional[str], alpha: Optional[str],

@@ -77,7 +77,7 @@ def eval_markdown(result: EvalResult) -> str:
         lat = s.latency_ms
         mean = lat.get("mean", lat.get("encode_mean"))
         p95 = lat.get("p95", lat.get("encode_p95"))
-        name = f"{s.name} (depth {s.depth})" if s.kind == "branch" else s.name
+        name = f"{s.name} (depth {s.depth})" if s.kind in ("branch", "reranked") else s.name
         lines.append("| " + " | ".join([name, *(_f(s.mean[m]) for m in result.metrics), _f(s.candidate_recall),
                                         _f(mean, 1), _f(p95, 1)]) + " |")
     u = result.union_recall
@@ -86,6 +86,13 @@ def eval_markdown(result: EvalResult) -> str:
     lines.append("Candidate recall is Recall@depth of each branch's own list; the union's is the ceiling fusion and "
                  "reranking can reach. Branch latency is query encoding; fused latency is search (all branches, "
                  "score completion included) plus fusion.")
+    rr = result.systems.get("reranked")
+    if rr is not None and rr.latency_ms:
+        lines.append("")
+        lines.append(f"Reranked latency is the fused latency plus the reranker's scoring of the fused top {rr.depth}: "
+                     f"{_f(rr.latency_ms.get('added_mean'), 1)} ms added per query on average "
+                     f"(p95 {_f(rr.latency_ms.get('added_p95'), 1)} ms), "
+                     f"{_f(rr.latency_ms.get('ratio_mean'), 2)}× the fused mean.")
     if result.significance:
         lines += ["", f"Paired {result.significance[0]['test']} test on {result.main_metric}, fused vs each:", "",
                   "| system | its mean | fused mean | difference | p-value |", "|---|---|---|---|---|"]

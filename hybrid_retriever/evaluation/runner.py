@@ -139,6 +139,20 @@ def _latency(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "p95": float(np.percentile(a, 95))}
 
 
+def reranked_lists(retriever: Any, queries: Mapping[str, str], cached: Sequence[Any], config: RetrieverConfig, *,
+                   cache_dir: str | Path | None = None, progress: bool = True) -> tuple[list[list[str]], list[float]]:
+    """Each query's fused list with its top ``rerank.depth`` reordered by the reranker; the scoring ms per query."""
+    from hybrid_retriever.evaluation.rerank import collect_rerank_scores, reranked_ids
+
+    rc = config.rerank
+    fused = {qr.qid: fuse_reference(qr, config) for qr in cached}
+    candidates = {q: [it.id for it in items[: rc.depth]] for q, items in fused.items()}
+    scores = collect_rerank_scores(retriever, queries, candidates, cache_dir=cache_dir, progress=progress)
+    lists = [reranked_ids([it.id for it in fused[qr.qid]], [it.score for it in fused[qr.qid]], scores.scores[qr.qid],
+                          rc.depth, rc.order, rc.weight) for qr in cached]
+    return lists, [scores.ms.get(qr.qid, 0.0) for qr in cached]
+
+
 def evaluate(
     retriever: Any,
     judged: JudgedQueries,
@@ -219,6 +233,18 @@ def evaluate(
     systems["fused"] = fused_system("fused", config)
     for n, c in others.items():
         systems[f"fused:{n}"] = fused_system(f"fused:{n}", c)
+    if getattr(retriever, "reranker", None) is not None:
+        # The rerank stage on the fused lists: reranker scores cached beside the runs.
+        lists, times = reranked_lists(retriever, judged.queries, cached, config, cache_dir=cache_dir, progress=progress)
+        per_query, gains, _ = _score_lists(lists, rel_rows, ms, stats, k_max)
+        fused_ms = systems["fused"].latency_ms
+        lat = _latency([qr.wall_ms + t for qr, t in zip(cached, times)])
+        lat["added_mean"] = float(np.mean(times)) if times else 0.0
+        lat["added_p95"] = float(np.percentile(times, 95)) if times else 0.0
+        if fused_ms.get("mean"):
+            lat["ratio_mean"] = lat["mean"] / fused_ms["mean"]
+        systems["reranked"] = SystemResult(name="reranked", kind="reranked", per_query=per_query, depth=config.rerank.depth,
+                                           latency_ms=lat, curves=_curves(gains, stats, max(map(len, lists), default=1)))
     main = str(ms[0])
     sig = []
     for n, s in systems.items():

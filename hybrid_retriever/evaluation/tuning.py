@@ -476,16 +476,18 @@ def write_config(
     path: str | Path,
     description: str = "",
     prf: PRFTuningResult | None = None,
+    rerank: Any = None,
 ) -> RetrieverConfig:
     """Write the tuned configuration (YAML with a comment header, or JSON) and return it.
 
     ``result`` supplies fusion, weights and depths (None: ``base_config``'s are kept);
     ``prf`` (from :func:`~.prf_tuning.tune_prf`) the ``prf`` section, enabled only when
-    a PRF setting was chosen.
+    a PRF setting was chosen; ``rerank`` (from :func:`~.rerank.tune_rerank_weight`) the
+    rerank order and weight.
 
     >>> write_config(result, r.config, "tuned.yaml", "my-data train", prf=prf_result)  # doctest: +SKIP
     """
-    if result is None and prf is None:
+    if result is None and prf is None and rerank is None:
         raise InvalidInputError("nothing to write: give a fusion tuning result, a PRF tuning result or both")
     cfg = result.best.apply(base_config) if result is not None else base_config
     headers = [result.header(description)] if result is not None else [
@@ -496,6 +498,9 @@ def write_config(
     if prf is not None:
         cfg = prf.apply(cfg)
         headers.append(prf.header())
+    if rerank is not None:
+        cfg = rerank.apply(cfg)
+        headers.append(rerank.header())
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     cfg.save(p, header="\n".join(headers))
