@@ -186,6 +186,8 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
     """Recover what the branch learned at first ingest, then check it reproduces the stored vectors."""
     texts = [p.payload[PAYLOAD_TEXT] for p in points]
     how = ""
+    if isinstance(branch, BM25Branch) and branch.analyzer is None:
+        branch.choose_analyzer(texts)  # bm25.language auto: detected from the stored texts, as at first ingest
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
         branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
@@ -197,7 +199,8 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
                 raise _mismatch(
                     [
                         f"branch {branch.name!r}: re-encoding stored document {p.payload.get('doc_id', p.point_id)!r} gives "
-                        f"another {name!r} vector than the stored one (another model, prompt or tokeniser setting)"
+                        f"another {name!r} vector than the stored one (another model, prompt or tokeniser setting; "
+                        "with bm25.language auto, name the language the index was built with)"
                     ],
                 )
     return how + f"{len(points)} stored documents re-encoded to their stored vectors"

@@ -27,7 +27,8 @@ def crash_config(index: str) -> RetrieverConfig:
     return RetrieverConfig.model_validate(
         {
             "store": {"kind": "edge", "path": index, "optimize_after_add": 0},
-            "branches": [{"kind": "bm25"}],
+            # The corpus is random words, so the language is named rather than detected (repair re-detects from a sample).
+            "branches": [{"kind": "bm25", "language": "english"}],
             "runtime": {"show_progress": False},
         }
     )

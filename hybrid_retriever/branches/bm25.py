@@ -56,7 +56,7 @@ class BM25Branch(Branch):
         # which inverts exactly to the term frequency in Qdrant's own tokenisation.
         self._counter = qe.Bm25(self._qdrant_config(k=_COUNT_K, b=0.0, avg_len=1.0))
 
-    def _resolve(self, texts: Sequence[str]) -> None:
+    def choose_analyzer(self, texts: Sequence[str]) -> None:
         """``language: auto``: detect the corpus language from ``texts`` and take its analyzer."""
         if self.analyzer is not None:
             return
@@ -175,7 +175,7 @@ class BM25Branch(Branch):
 
     def fit(self, texts: Sequence[str]) -> None:
         if texts:
-            self._resolve(texts)
+            self.choose_analyzer(texts)
         if self.avg_len is not None or not texts:
             return
         total = sum(self.token_count(t) for t in texts)
