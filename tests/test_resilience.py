@@ -92,6 +92,8 @@ def build(tmp_path: Path, dense_branch: DenseBranch, small_docs, store_kind: str
         if store_kind == "edge"
         else FaultyMemory(QdrantStoreConfig(location=":memory:", collection="faults"))
     )
+    # Min-max interpolation unless a test asks otherwise: the references below compute it by hand.
+    config.setdefault("fusion", {"method": "interpolation", "normalization": "minmax"})
     cfg = RetrieverConfig.model_validate({"runtime": {"show_progress": False, **config.pop("runtime", {})}, **config})
     bm25 = PoisonBM25(BM25BranchConfig(weight=0.5)) if poison_bm25 else BM25Branch(BM25BranchConfig(weight=0.5))
     r = HybridRetriever(cfg, store=store, branches=[bm25, PoisonDense(dense_branch)])

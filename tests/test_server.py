@@ -88,7 +88,12 @@ def test_filter_restricts_hits(served: tuple[TestClient, HybridRetriever]) -> No
 
 def test_weight_override_zero_leaves_one_branch_deciding(served: tuple[TestClient, HybridRetriever]) -> None:
     client, _ = served
-    body = post(client, "/search", {"query": "documents ranked by term frequency", "k": 5, "weights": {"bm25": 1, "dense": 0}})
+    body = post(
+        client,
+        "/search",
+        {"query": "documents ranked by term frequency", "k": 5, "weights": {"bm25": 1, "dense": 0},
+         "fusion": {"method": "interpolation", "normalization": "minmax"}},
+    )
     assert body["weights"] == {"bm25": 1.0, "dense": 0.0}
     hits = body["hits"]
     # Min-max interpolation with the dense weight 0: the fused score is BM25's normalised score,
@@ -103,14 +108,14 @@ def test_weight_override_zero_leaves_one_branch_deciding(served: tuple[TestClien
 
 
 def test_rrf_override_matches_the_hand_computed_sum(served: tuple[TestClient, HybridRetriever]) -> None:
-    client, _ = served
+    client, r = served
     body = post(client, "/search", {"query": "semantic search embeddings", "k": 5, "fusion": {"method": "rrf", "rrf_k": 10}})
     assert body["fusion"]["method"] == "rrf" and body["fusion"]["rrf_k"] == 10
     for h in body["hits"]:
         ranks = [p["rank"] for p in h["provenance"].values()]
         assert h["score"] == pytest.approx(sum(0.5 / (10 + k) for k in ranks if k is not None))
     # The server's own configuration is untouched by a request's override.
-    assert post(client, "/search", {"query": "semantic search embeddings"})["fusion"]["method"] == "interpolation"
+    assert post(client, "/search", {"query": "semantic search embeddings"})["fusion"]["method"] == r.config.fusion.method
 
 
 # ------------------------------------------------------------------------ bad input

@@ -138,7 +138,7 @@ def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) 
             page.fill("#api-key", KEY)
             page.dispatch_event("#api-key", "change")
             page.wait_for_selector("body[data-config=loaded]")  # weights and fusion come from /config (needs the key)
-            assert page.input_value("#weight-dense") == "0.5" and page.input_value("#method") == "interpolation"
+            assert page.input_value("#weight-dense") == "0.5" and page.input_value("#method") == "adaptive"
             page.fill("#query", paraphrase.text)
             page.press("#query", "Enter")
             first = page.locator("#results-body tr").first
