@@ -92,7 +92,7 @@ def test_weight_override_zero_leaves_one_branch_deciding(served: tuple[TestClien
         client,
         "/search",
         {"query": "documents ranked by term frequency", "k": 5, "weights": {"bm25": 1, "dense": 0},
-         "fusion": {"method": "interpolation", "normalization": "minmax"}},
+         "fusion": {"method": "interpolation", "normalization": "minmax", "completed": "raw"}},
     )
     assert body["weights"] == {"bm25": 1.0, "dense": 0.0}
     hits = body["hits"]

@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybrid_retriever.config import FusionMethod, MissingPolicy, Normalization
+from hybrid_retriever.config import CompletedNormalization, FusionMethod, MissingPolicy, Normalization
 from hybrid_retriever.types import BranchScore, Document, Hit
 
 
@@ -59,6 +59,7 @@ class FusionOverride(_Body):
     normalization: Optional[Normalization] = None
     rrf_k: Optional[float] = Field(default=None, gt=0, le=10_000)
     missing: Optional[MissingPolicy] = None
+    completed: Optional[CompletedNormalization] = None
 
 
 class SearchOptions(_Body):
