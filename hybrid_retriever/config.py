@@ -128,6 +128,12 @@ class DenseBranchConfig(_BranchBase):
     )
     max_seq_length: Optional[int] = Field(default=None, gt=0)
     trust_remote_code: bool = False
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="What runs the transformer: `onnx` (ONNX Runtime, exported locally from the weights and cached; "
+        "same vectors as torch, about 2x faster per query on CPU), `onnx-int8` (int8 weights: vectors differ slightly), "
+        "`torch`; `auto` = onnx on CPU (torch when onnxruntime is missing), torch on CUDA.",
+    )
 
 
 class MuveraConfig(_Strict):
@@ -247,6 +253,12 @@ class RuntimeConfig(_Strict):
     max_workers: int = Field(default=4, gt=0, description="Threads encoding branches concurrently.")
     ingest_batch_size: int = Field(default=256, gt=0, description="Documents encoded and upserted per batch.")
     show_progress: bool = True
+    threads: Optional[int] = Field(
+        default=1,
+        gt=0,
+        description="Intra-op threads per encoder call (torch and ONNX Runtime, process-wide); 1 keeps query latency "
+        "flat on busy cores (benchmarks/results/encoders.md); None = the libraries' own default (one per core).",
+    )
 
 
 # ------------------------------------------------------------ pseudo-relevance feedback

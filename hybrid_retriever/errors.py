@@ -29,3 +29,7 @@ class StoreUnavailableError(HybridRetrieverError, ConnectionError):
 
 class IndexPathError(HybridRetrieverError):
     """The index path cannot hold an index (it is a file, or not writable)."""
+
+
+class ModelCacheError(HybridRetrieverError):
+    """A cached model file (an ONNX export) does not match what was recorded when it was made."""
