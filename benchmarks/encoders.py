@@ -221,7 +221,7 @@ def run_quality(s: Systems, root: Path, latency_vectors: dict[str, np.ndarray] |
 
 def ingest_systems(s: Systems) -> dict[str, System]:
     return {
-        BASELINE: s.st_encode(d),
+        BASELINE: s.st_encode(s.default_threads),
         "torch, ST encode, 1 thread": s.st_encode(1),
         "onnx fp32, 1 thread": s.direct("onnx/1", 1),
         "onnx fp32, 2 threads": s.direct("onnx/2", 1),
