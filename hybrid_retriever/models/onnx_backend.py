@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -144,7 +145,10 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            # The tracer's warnings (deprecation, "trace might not generalise" for shape checks) are about
+            # branches this encoder never takes: inputs always carry an attention mask.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 torch.onnx.export(
                     _HiddenStates.build(model, input_names),
                     tuple(sample[n] for n in input_names),
