@@ -63,7 +63,8 @@ def missing_onnxruntime() -> ConfigError:
     """The error for backend ``onnx`` without ONNX Runtime installed."""
     return ConfigError(
         "the dense branch's backend 'onnx' needs ONNX Runtime, which is not installed: "
-        'pip install "hybrid-retriever[onnx]" (or pip install onnxruntime onnx), or set the branch\'s backend: torch'
+        "pip install onnxruntime onnx (both are dependencies of hybrid-retriever; this platform may lack a wheel), "
+        "or set the branch's backend: torch"
     )
 
 

@@ -34,7 +34,7 @@ def resolve_backend(requested: str, device: str) -> Backend:
             return "onnx"
         log.warning(
             "onnxruntime is not installed, so the dense model runs on torch (about half as fast per query on CPU); "
-            'pip install "hybrid-retriever[onnx]" to use ONNX Runtime, or set the branch\'s backend: torch to silence this'
+            "pip install onnxruntime onnx to use ONNX Runtime, or set the branch's backend: torch to silence this"
         )
         return "torch"
     if requested != "torch":
