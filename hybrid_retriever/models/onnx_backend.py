@@ -184,8 +184,15 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
         }
         (tmp / _RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            # Another process finished the same export first: keep theirs if it is of these weights.
+            theirs = _read_record(folder)
+            if theirs is None or theirs.get("source_sha256") != fingerprint:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
