@@ -248,3 +248,23 @@ def test_build_sentence_encoder_uses_the_thread_setting(dense_branch, cache: Pat
         assert enc.transformer.session.get_session_options().intra_op_num_threads == 2
     finally:
         set_intra_op_threads(before)
+
+
+def test_int8_index_is_not_reopened_with_float32_queries(tmp_path: Path) -> None:
+    from hybrid_retriever.errors import IndexMismatchError
+
+    def config(backend: str) -> RetrieverConfig:
+        return RetrieverConfig.validate_data({
+            "store": {"kind": "edge", "path": str(tmp_path / "index")},
+            "branches": [{"kind": "dense", "backend": backend}],
+            "runtime": {"show_progress": False},
+        })
+
+    r = HybridRetriever(config("onnx-int8"))
+    r.add_texts(["int8 vectors differ slightly from float32 ones"], ids=["a"])
+    r.close()
+    with pytest.raises(IndexMismatchError, match="weights"):
+        HybridRetriever(config("onnx"))
+    reopened = HybridRetriever.open(str(tmp_path / "index"))
+    assert reopened.config.branches[0].backend == "onnx-int8"
+    reopened.close()

@@ -108,4 +108,6 @@ class DenseBranch(Branch):
             "distance": "Cosine",
             "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
             "max_seq_length": int(self.model.max_seq_length),
+            # int8 weights give other vectors; float32 ONNX and torch give the same ones (not recorded).
+            **({"weights": "int8"} if self.config.backend == "onnx-int8" else {}),
         }
