@@ -250,8 +250,10 @@ def test_build_sentence_encoder_uses_the_thread_setting(dense_branch, cache: Pat
         set_intra_op_threads(before)
 
 
-def test_int8_index_is_not_reopened_with_float32_queries(tmp_path: Path) -> None:
+def test_int8_index_is_not_reopened_with_float32_queries(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid_retriever.errors import IndexMismatchError
+
+    monkeypatch.setenv("HYBRID_RETRIEVER_CACHE", str(cache))
 
     def config(backend: str) -> RetrieverConfig:
         return RetrieverConfig.validate_data({
