@@ -79,6 +79,8 @@ def default_cache_dir() -> Path:
 
 def weights_fingerprint(model: Any) -> str:
     """SHA-256 of a torch module's configuration and every parameter and buffer (names, shapes, dtypes, bytes)."""
+    import torch
+
     h = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_json_string"):
@@ -86,14 +88,8 @@ def weights_fingerprint(model: Any) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+        h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _byte_dtype() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def _file_sha256(path: Path) -> str:
@@ -111,23 +107,19 @@ def export_folder(cache_dir: Path, model_name: str, variant: Variant) -> Path:
     return Path(cache_dir) / "onnx" / f"{slug}-{key}" / variant
 
 
-class _HiddenStates:
-    """Wraps a Hugging Face encoder so that export sees plain tensors in and the last hidden states out."""
+def _hidden_states_module(model: Any, names: tuple[str, ...]) -> Any:
+    """``model`` (a Hugging Face encoder) as a module from plain tensors to its last hidden states, for export."""
+    import torch
 
-    @staticmethod
-    def build(model: Any, names: tuple[str, ...]) -> Any:
-        import torch
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(names, inputs)), return_dict=True).last_hidden_state
 
-            def forward(self, *inputs: Any) -> Any:
-                out = self.model(**dict(zip(names, inputs)), return_dict=True)
-                return out.last_hidden_state
-
-        return Wrapped().eval()
+    return HiddenStates().eval()
 
 
 def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Variant, fingerprint: str) -> None:
@@ -151,7 +143,7 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    _HiddenStates.build(model, input_names),
+                    _hidden_states_module(model, input_names),
                     tuple(sample[n] for n in input_names),
                     str(fp32),
                     input_names=list(input_names),
