@@ -59,6 +59,14 @@ def test_direct_torch_path_equals_sentence_transformers_encode(dense_branch, enc
     np.testing.assert_allclose(one_by_one, reference, atol=1e-5)
 
 
+def test_token_budget_slices_give_the_same_vectors(dense_branch, encoders) -> None:
+    reference = dense_branch.model.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True)
+    sliced = SentenceEncoder(dense_branch.model, encoders["onnx"].transformer, "onnx", max_batch_tokens=40)
+    assert len(list(sliced._slices(dense_branch.model.preprocess(SENTENCES), len(SENTENCES)))) > 1
+    np.testing.assert_allclose(sliced.encode(SENTENCES), reference, atol=1e-5)
+    np.testing.assert_allclose(SentenceEncoder(dense_branch.model, max_batch_tokens=40).encode(SENTENCES), reference, atol=1e-5)
+
+
 @pytest.mark.parametrize("batch_size", [1, 4, 32])
 def test_onnx_fp32_vectors_equal_torch(encoders, batch_size: int) -> None:
     ref = encoders["torch"].encode(SENTENCES)
