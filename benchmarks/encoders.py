@@ -280,6 +280,15 @@ def cpu_flags() -> dict[str, bool]:
     return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 
+def _run_line(data: dict[str, Any], part: str) -> str:
+    run = data.get("runs", {}).get(part)
+    if not run:
+        return ""
+    load = " / ".join(f"{x:.1f}" for x in run["loadavg"])
+    end = " / ".join(f"{x:.1f}" for x in run["loadavg_end"])
+    return f"Run {run['date']} (git {run['git_commit']}), load average {load} at start, {end} at end.\n\n"
+
+
 def render(data: dict[str, Any]) -> str:
     info = data["machine"]
     out = [
@@ -294,6 +303,7 @@ def render(data: dict[str, Any]) -> str:
     lat = data.get("latency")
     if lat:
         out.append(f"## Single-query encode ({lat['queries']} SciFact test queries, one call each)\n\n")
+        out.append(_run_line(data, "latency"))
         out.append(f"Load average during the run: {' / '.join(f'{x:.1f}' for x in lat['loadavg_during'])}.\n\n")
         out.append(md_table(
             ["system", "p50 ms", "p95 ms", "p99 ms", "max ms", "× p50", "× p95"],
@@ -303,6 +313,7 @@ def render(data: dict[str, Any]) -> str:
     q = data.get("quality")
     if q:
         out.append("## Rankings: query vectors of each backend against the cached document vectors\n\n")
+        out.append(_run_line(data, "quality"))
         out.append("Brute-force cosine over the cached MiniLM document vectors (library, torch); nDCG@10 on the test "
                    "qrels (ranx); cosine and top-10 agreement against the cached query vectors.\n\n")
         rows = []
@@ -322,6 +333,7 @@ def render(data: dict[str, Any]) -> str:
         tl = ing["token_lengths"]
         out.append(f"## Batch (document) encoding: {ing['documents']} SciFact documents, median of {ing['rounds']} "
                    "interleaved rounds\n\n")
+        out.append(_run_line(data, "ingest"))
         out.append(f"Token lengths: p50 {tl['p50']:.0f}, p95 {tl['p95']:.0f} (max_seq_length 256; "
                    f"{ing['truncated_at_256']} of {ing['documents']} longer). Texts are sorted by length before "
                    "batching in every system (sentence-transformers does it too).\n\n")
@@ -370,6 +382,8 @@ def main() -> None:
             data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds)
         info["loadavg_end"] = list(os.getloadavg())
         data["machine"] = info
+        run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
+        data.setdefault("runs", {}).update({part: run for part in args.parts})
     write_results(NAME, data, render(data))
 
 
