@@ -16,7 +16,7 @@ shared-CPU noise hits all alike; read the ratios.
   (``benchmarks/.cache/minilm``, encoded by the library on torch): brute-force cosine, nDCG@10 on
   the test qrels of SciFact and NFCorpus, top-10 agreement with the cached query vectors.
 - ``ingest``: documents/s encoding a fixed sample of SciFact documents (``--docs``) per system,
-  and each system's cosine to the cached document vectors (does it keep the stored vectors?).
+  and each system's cosine to the vectors of today's path (does it keep the stored vectors?).
 
 Writes ``results/encoders.{json,md}``; parts not run keep their previous numbers.
 """
@@ -239,13 +239,13 @@ def ingest_systems(s: Systems) -> dict[str, System]:
 
 def run_ingest(s: Systems, root: Path, n_docs: int, rounds: int) -> dict[str, Any]:
     col = load_collection(root, "scifact")
-    emb = load_embeddings("scifact")
     rng = random.Random(1)
     idx = sorted(rng.sample(range(len(col.doc_ids)), n_docs))
     texts = [col.texts[i] for i in idx]
-    cached = emb.doc_vectors([col.doc_ids[i] for i in idx])
     systems = ingest_systems(s)
     names = list(systems)
+    # The stored vectors: what the library wrote before this change (the cache was built the same way).
+    cached = s.call(systems[BASELINE], texts)[0]
     rates: dict[str, list[float]] = {n: [] for n in names}
     cos: dict[str, np.ndarray] = {}
     for n in names:  # warm-up, and the vectors for the cosine
@@ -338,7 +338,7 @@ def render(data: dict[str, Any]) -> str:
                    f"{ing['truncated_at_256']} of {ing['documents']} longer). Texts are sorted by length before "
                    "batching in every system (sentence-transformers does it too).\n\n")
         out.append(md_table(
-            ["system", "docs/s", "× before", "min cosine to stored", "mean cosine"],
+            ["system", "docs/s", "× before", "min cosine to before", "mean cosine"],
             [[n, r["docs_per_s"], r["speedup"], r["min_cosine_to_cached"], r["mean_cosine_to_cached"]]
              for n, r in ing["rows"].items()],
         ))
