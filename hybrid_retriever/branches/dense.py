@@ -6,7 +6,6 @@ import logging
 import threading
 from typing import Any, Sequence
 
-
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import DenseBranchConfig
 from hybrid_retriever.errors import ConfigError
