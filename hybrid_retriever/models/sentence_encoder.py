@@ -66,8 +66,9 @@ def build_sentence_encoder(st_model: Any, model_name: str, backend: Backend) -> 
     return SentenceEncoder(st_model, transformer, backend)
 
 
-#: Tokens (rows × padded length) per forward pass on CPU: batches of 8 × 256-token documents encode
-#: 1.25× faster than 32 × 256 on this project's CPUs (benchmarks/results/encoders.md), same vectors.
+#: Tokens (rows × padded length) per forward pass on CPU, same vectors: 8 × 256-token documents at a
+#: time encoded 1.25× and 1.32× faster than 32 × 256 in two interleaved runs on this project's busy
+#: 2-core CPUs, 0.96× in a third (benchmarks/results/encoders.md); smaller attention matrices stay in cache.
 CPU_BATCH_TOKENS = 2048
 
 
