@@ -324,6 +324,9 @@ def render(data: dict[str, Any]) -> str:
     if q:
         out.append("## Rankings: query vectors of each backend against the cached document vectors\n\n")
         out.append(_run_line(data, "quality"))
+        if data.get("runs", {}).get("quality (nfcorpus)"):
+            out.append("NFCorpus (its embedding cache was lost, so its documents were encoded in this run): "
+                       + _run_line(data, "quality (nfcorpus)"))
         out.append("Brute-force cosine over the cached MiniLM document vectors (library, torch); nDCG@10 on the test "
                    "qrels (ranx); cosine and top-10 agreement against the cached query vectors.\n\n")
         rows = []
