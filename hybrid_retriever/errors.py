@@ -46,3 +46,7 @@ class IndexLockedError(IndexPathError):
 class BranchFailureError(HybridRetrieverError):
     """A retrieval branch failed or timed out and ``runtime.on_branch_error`` is ``raise``,
     or every branch of a search failed (then there is nothing to return)."""
+
+
+class ModelCacheError(HybridRetrieverError):
+    """A cached model file (an ONNX export) does not match what was recorded when it was made."""

@@ -49,6 +49,7 @@ from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_T
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
+from hybrid_retriever.models.threads import set_intra_op_threads
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
 from hybrid_retriever.rerank.stage import Reranker
@@ -85,6 +86,7 @@ class HybridRetriever:
         reranker: Any = None,
     ) -> None:
         self.config = config or RetrieverConfig()
+        set_intra_op_threads(self.config.runtime.threads)  # before any encoder loads (see models/threads.py)
         self._owns_store = store is None  # a store passed in stays the caller's to close
         self.store = store or build_store(self.config.store)
         built = list(branches) if branches is not None else [build_branch(c) for c in self.config.branches]

@@ -6,8 +6,6 @@ import logging
 import threading
 from typing import Any, Sequence
 
-import numpy as np
-
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import DenseBranchConfig
 from hybrid_retriever.errors import ConfigError
@@ -17,9 +15,11 @@ from hybrid_retriever.models import (
     locate_model,
     model_reference,
     pick_device,
+    resolve_model_path,
     weights_sha256,
 )
 from hybrid_retriever.models.resolve import quiet_loading
+from hybrid_retriever.models.sentence_encoder import SentenceEncoder, build_sentence_encoder, resolve_backend
 from hybrid_retriever.types import Vector
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class DenseBranch(Branch):
         self.config = config
         self.name = config.branch_name
         self._model: Any = None
+        self._encoder: SentenceEncoder | None = None
         self._lock = threading.Lock()
         #: Set by a multivector branch on the same model: one forward pass feeds both branches.
         self.shared_forward: Any = None
@@ -47,6 +48,18 @@ class DenseBranch(Branch):
                 if self._model is None:
                     self._model = self._load()
         return self._model
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        """The model's tokeniser, transformer (on the configured backend) and pooling, called directly."""
+        if self._encoder is None:
+            model = self.model
+            with self._lock:
+                if self._encoder is None:
+                    backend = resolve_backend(self.config.backend, model.device.type)
+                    self._encoder = build_sentence_encoder(model, resolve_model_path(self.config.model), backend)
+                    log.info("dense branch %r: transformer runs on %s", self.name, backend)
+        return self._encoder
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -84,15 +97,8 @@ class DenseBranch(Branch):
             return []
         if self.shared_forward is not None and prompt_name is None:
             return self.shared_forward.sentence_embeddings(texts)
-        vectors = self.model.encode(
-            list(texts),
-            prompt_name=prompt_name,
-            batch_size=self.config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return list(np.asarray(vectors, dtype=np.float32))
+        prompt = self.model.prompts[prompt_name] if prompt_name else None
+        return list(self.encoder.encode(texts, prompt=prompt, batch_size=self.config.batch_size))
 
     @property
     def dimension(self) -> int:
@@ -123,6 +129,8 @@ class DenseBranch(Branch):
             "distance": "Cosine",
             "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
             "max_seq_length": int(self.model.max_seq_length),
+            # int8 weights give other vectors; float32 ONNX and torch give the same ones (not recorded).
+            **({"weights": "int8"} if self.config.backend == "onnx-int8" else {}),
         }
         if self.config.trust_remote_code:
             m["remote_code"] = True  # reopening asks the caller to grant trust_remote_code again

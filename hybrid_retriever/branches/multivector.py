@@ -138,7 +138,7 @@ class MultiVectorBranch(Branch):
                 self._encoder = encoder
                 return
             self._encoder = encoder
-            self.shared = SharedForward(st, encoder)
+            self.shared = SharedForward(b.encoder, encoder)
             b.shared_forward = self.shared
             log.info("multivector branch %r shares dense branch %r's model and forward pass", self.name, b.name)
             return

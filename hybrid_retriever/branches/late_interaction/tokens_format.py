@@ -82,8 +82,9 @@ class SharedForward:
     the token states for the late-interaction branch. At most ``keep`` batches wait.
     """
 
-    def __init__(self, st_model: Any, encoder: TokenEncoder, keep: int = 2) -> None:
-        self.st_model = st_model
+    def __init__(self, sentence_encoder: Any, encoder: TokenEncoder, keep: int = 2) -> None:
+        #: The dense branch's :class:`~hybrid_retriever.models.sentence_encoder.SentenceEncoder` (torch or ONNX Runtime).
+        self.sentence_encoder = sentence_encoder
         self.encoder = encoder
         self.keep = keep
         self._lock = threading.Lock()
@@ -119,14 +120,14 @@ class SharedForward:
         enc = self.encoder
         self.forward_passes += 1
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        sentences = np.zeros((len(texts), self.st_model.get_embedding_dimension()), dtype=np.float32)
+        sentences = np.zeros((len(texts), self.sentence_encoder.st_model.get_embedding_dimension()), dtype=np.float32)
         states: list[Any] = [None] * len(texts)
         with torch.inference_mode():
             for start in range(0, len(texts), enc.batch_size):
                 idx = order[start : start + enc.batch_size]
                 feats = enc.tokenize([texts[i] for i in idx], is_query=False)
                 inputs = {k: v.to(enc.device) for k, v in feats.items() if not k.startswith("_")}
-                out = self.st_model.forward({**inputs, "modality": "text"})
+                out = self.sentence_encoder.forward({**inputs, "modality": "text"})
                 sent = torch.nn.functional.normalize(out["sentence_embedding"].float(), p=2, dim=-1).cpu().numpy()
                 for row, i in enumerate(idx):
                     real = feats["attention_mask"][row].bool()
