@@ -117,6 +117,8 @@ class DenseBranch(Branch):
     def declared_manifest(self) -> dict[str, Any]:
         """The manifest entries known without loading the model (checked first on reopen)."""
         out: dict[str, Any] = {"kind": "dense", "model": model_reference(self.config.model)}
+        # int8 gives other vectors; float32 ONNX and torch give the same ones (None; absent in older indexes).
+        out["weights"] = "int8" if self.config.backend == "onnx-int8" else None
         folder = locate_model(self.config.model)
         if folder is not None:
             out["weights_sha256"] = weights_sha256(folder)
@@ -129,8 +131,6 @@ class DenseBranch(Branch):
             "distance": "Cosine",
             "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
             "max_seq_length": int(self.model.max_seq_length),
-            # int8 weights give other vectors; float32 ONNX and torch give the same ones (not recorded).
-            **({"weights": "int8"} if self.config.backend == "onnx-int8" else {}),
         }
         if self.config.trust_remote_code:
             m["remote_code"] = True  # reopening asks the caller to grant trust_remote_code again
