@@ -138,44 +138,19 @@ class RunCache:
     # -- persistence ---------------------------------------------------------------
 
     def _load(self) -> None:
-        if self.path is None or not self.path.is_file():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            header = f.readline()
-            try:
-                meta = json.loads(header)
-            except json.JSONDecodeError:
-                log.warning("cache %s has an unreadable header; starting afresh", self.path)
-                self.path.unlink()
-                return
-            if meta.get("version") != CACHE_VERSION:
-                log.warning("cache %s was written by another version; starting afresh", self.path)
-                f.close()
-                self.path.unlink()
-                return
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut short by an interruption: everything before it is good
-                qr = QueryRuns(
-                    qid=row["qid"], text=row["text"], wall_ms=float(row.get("wall_ms", 0.0)),
-                    branches={n: BranchRun.from_json(b) for n, b in row["branches"].items()},
-                )
-                self.runs[qr.qid] = qr
+        for row in read_cache_rows(self.path, CACHE_VERSION):
+            qr = QueryRuns(
+                qid=row["qid"], text=row["text"], wall_ms=float(row.get("wall_ms", 0.0)),
+                branches={n: BranchRun.from_json(b) for n, b in row["branches"].items()},
+            )
+            self.runs[qr.qid] = qr
 
     def _write(self, items: Sequence[QueryRuns]) -> None:
-        if self.path is None:
-            return
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if new:
-                f.write(json.dumps({"version": CACHE_VERSION, "fingerprint": self.fingerprint}) + "\n")
-            for qr in items:
-                row = {"qid": qr.qid, "text": qr.text, "wall_ms": qr.wall_ms,
-                       "branches": {n: b.to_json() for n, b in qr.branches.items()}}
-                f.write(json.dumps(row) + "\n")
+        rows = [
+            {"qid": qr.qid, "text": qr.text, "wall_ms": qr.wall_ms, "branches": {n: b.to_json() for n, b in qr.branches.items()}}
+            for qr in items
+        ]
+        append_cache_rows(self.path, CACHE_VERSION, self.fingerprint, rows)
 
     def add(self, items: Sequence[QueryRuns]) -> None:
         for qr in items:
@@ -252,3 +227,41 @@ def collect_runs(
     finally:
         bar.close()
     return cache
+
+
+def read_cache_rows(path: Path | None, version: int) -> Iterator[dict[str, Any]]:
+    """The rows of a resumable JSONL cache: a header line (``version``, fingerprint), then one JSON row per line.
+
+    A file with an unreadable header or another version is deleted (the cache starts afresh);
+    reading stops at a line cut short by an interruption (everything before it is good).
+    """
+    if path is None or not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        try:
+            meta = json.loads(f.readline())
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("version") != version:
+            log.warning("cache %s is unreadable or from another version; starting afresh", path)
+            f.close()
+            path.unlink()
+            return
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
+
+
+def append_cache_rows(path: Path | None, version: int, fingerprint: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    """Append ``rows`` to the cache at ``path``, writing its header first when the file is new."""
+    if path is None:
+        return
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(json.dumps({"version": version, "fingerprint": fingerprint}) + "\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")

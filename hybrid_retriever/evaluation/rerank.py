@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from hybrid_retriever.evaluation.cache import append_cache_rows, read_cache_rows
 from hybrid_retriever.rerank.order import rerank_order
 from hybrid_retriever.stores.base import PAYLOAD_TEXT
 
@@ -42,36 +43,12 @@ class RerankScores:
     scored: int = 0
 
     def _load(self) -> None:
-        if self.path is None or not self.path.is_file():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            try:
-                meta = json.loads(f.readline())
-            except json.JSONDecodeError:
-                meta = {}
-            if meta.get("version") != CACHE_VERSION:
-                log.warning("rerank cache %s is unreadable or from another version; starting afresh", self.path)
-                f.close()
-                self.path.unlink()
-                return
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut short by an interruption
-                self.scores.setdefault(row["qid"], {}).update({k: float(v) for k, v in row["scores"].items()})
-                self.ms[row["qid"]] = self.ms.get(row["qid"], 0.0) + float(row.get("ms", 0.0))
+        for row in read_cache_rows(self.path, CACHE_VERSION):
+            self.scores.setdefault(row["qid"], {}).update({k: float(v) for k, v in row["scores"].items()})
+            self.ms[row["qid"]] = self.ms.get(row["qid"], 0.0) + float(row.get("ms", 0.0))
 
     def _write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if self.path is None:
-            return
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if new:
-                f.write(json.dumps({"version": CACHE_VERSION, "fingerprint": self.fingerprint}) + "\n")
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        append_cache_rows(self.path, CACHE_VERSION, self.fingerprint, rows)
 
 
 def rerank_fingerprint(retriever: Any) -> dict[str, Any]:
