@@ -111,8 +111,8 @@ class IdTracker:
         """Record the ids of ``docs`` (the next documents of the input); raise at a repeated one."""
         for doc in docs:
             self.position += 1
-            if doc.id is None:
-                continue
+            if not isinstance(doc.id, str):
+                continue  # no id, or not a string: document validation names that problem
             first = self._first.setdefault(doc.id, self.position)
             if first != self.position:
                 raise DuplicateIdError(_duplicate_message(doc.id, first, self.position, written_ids), doc.id, (first, self.position), list(written_ids))
