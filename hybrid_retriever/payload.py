@@ -35,15 +35,23 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 32
 
 
-def check_text(value: str, what: str) -> str:
-    """``value`` if it is encodable as UTF-8, else an error naming ``what`` and the fix."""
+def lone_surrogate_at(value: str) -> int | None:
+    """Position of the first lone surrogate in ``value`` (not encodable as UTF-8), or None."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is encodable as UTF-8, else an error naming ``what`` and the fix."""
+    at = lone_surrogate_at(value)
+    if at is not None:
         raise InvalidInputError(
-            f"{what} is not valid Unicode: a lone surrogate {value[exc.start]!r} at position {exc.start}; "
+            f"{what} is not valid Unicode: a lone surrogate {value[at]!r} at position {at}; "
             "fix the text, e.g. decode its source bytes with errors='replace'"
-        ) from None
+        )
     return value
 
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from hybrid_retriever.errors import FilterError
+from hybrid_retriever.payload import INT64_MAX, INT64_MIN, lone_surrogate_at
 
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 _OPS = ("eq", "ne", "in", "nin") + _RANGE_OPS
 _SCALARS = (str, int, float, bool)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,12 @@ def _parse_field(key: Any, value: Any) -> list[Condition]:
 
 
 def _check_string(value: str, what: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FilterError(f"{what} is not valid Unicode (it holds a lone surrogate); fix the text") from None
+    if lone_surrogate_at(value) is not None:
+        raise FilterError(f"{what} is not valid Unicode (it holds a lone surrogate); fix the text")
 
 
 def _check_int(key: str, op: str, value: int) -> None:
-    if not _INT64_MIN <= value <= _INT64_MAX:
+    if not INT64_MIN <= value <= INT64_MAX:
         raise FilterError(f"'{op}' on {key!r}: {value} is outside 64-bit integers, which is all Qdrant stores")
 
 
