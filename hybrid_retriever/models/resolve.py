@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from hybrid_retriever.errors import ConfigError
 
@@ -106,6 +107,17 @@ def ensure_available(name: str, what: str) -> Path | None:
     return None
 
 
+def read_json_list(path: Path) -> list[Any]:
+    """A JSON file holding a list (e.g. a sentence-transformers ``modules.json``); a ConfigError otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{path} must hold a JSON list of modules")
+    return data
+
+
 def check_module_types(folder: Path, trust_remote_code: bool, what: str) -> None:
     """Refuse a sentence-transformers folder whose ``modules.json`` names code outside sentence-transformers.
 
@@ -115,13 +127,7 @@ def check_module_types(folder: Path, trust_remote_code: bool, what: str) -> None
     modules = folder / "modules.json"
     if trust_remote_code or not modules.is_file():
         return
-    try:
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{what}: cannot read {modules}: {exc}") from None
-    if not isinstance(entries, list):
-        raise ConfigError(f"{what}: {modules} must hold a list of modules")
-    for entry in entries:
+    for entry in read_json_list(modules):
         kind = entry.get("type", "") if isinstance(entry, dict) else ""
         if not isinstance(kind, str) or not kind.startswith("sentence_transformers."):
             raise ConfigError(

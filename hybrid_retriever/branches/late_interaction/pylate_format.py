@@ -33,6 +33,7 @@ from hybrid_retriever.branches.late_interaction.checkpoint import (
 )
 from hybrid_retriever.branches.late_interaction.encoder import EncoderSettings, TokenEncoder
 from hybrid_retriever.errors import ConfigError
+from hybrid_retriever.models.resolve import read_json_list
 
 #: PyLate's defaults for settings a checkpoint leaves out.
 DEFAULTS = {
@@ -55,18 +56,6 @@ _ACTIVATIONS = {
 def _modules(folder: Path) -> list[dict[str, Any]]:
     data = read_json_list(folder / "modules.json")
     return sorted(data, key=lambda m: int(m.get("idx", 0)))
-
-
-def read_json_list(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, list):
-        raise ConfigError(f"{path} must hold a JSON list of modules")
-    return data
 
 
 def dense_modules(folder: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from hybrid_retriever.branches.late_interaction.checkpoint import load_backbone, load_tokenizer, read_json
 from hybrid_retriever.branches.late_interaction.encoder import EncoderSettings, TokenEncoder
-from hybrid_retriever.branches.late_interaction.pylate_format import read_json_list
+from hybrid_retriever.models.resolve import read_json_list
 
 
 def _transformer_dir(folder: Path) -> tuple[Path, dict[str, Any]]:
