@@ -26,7 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-CACHE = BENCH / ".cache"
+#: Caches (embeddings, indexes) live here; HYBRID_RETRIEVER_BENCH_CACHE points another checkout at one copy.
+CACHE = Path(os.environ.get("HYBRID_RETRIEVER_BENCH_CACHE") or BENCH / ".cache")
 RESULTS = BENCH / "results"
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 MINILM_CACHE = CACHE / "minilm"
