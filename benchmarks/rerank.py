@@ -1,11 +1,14 @@
 """Rerank stage on SciFact: a cross-encoder trained on the train queries, evaluated on test.
 
     python benchmarks/rerank.py train     # build the index (cached MiniLM vectors), train-reranker on qrels/train.tsv
+    python benchmarks/rerank.py dev       # the rerank weight per depth, tuned on held-out training queries
     python benchmarks/rerank.py report    # fused vs fused + reranker at depth 20/50/100 on test, latency on CPU
     python benchmarks/rerank.py render    # the Markdown from benchmarks/results/rerank.json
 
-Nothing is tuned on the test split: the reranker sees only training queries, and the
-order (reranker score alone) is the library's default. The reranker's scores of the
+Nothing is tuned on the test split: the reranker is trained on the training queries
+except a held-out hundred, on which ``hybrid-retriever tune --rerank-weights`` chooses the
+interpolation weight; the test split is scored once with the reranker's order (the
+library's default) and with the chosen weight. The reranker's scores of the
 fused top 100 are computed once per test query and reused for depth 20 and 50 (a pair's
 score does not depend on the depth). Latency: each query is searched fused-only and
 with reranking at each depth, interleaved in a rotating order; the table reports the
@@ -19,14 +22,25 @@ import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from _common import CACHE, RESULTS, add_dataset_arg, load_collection, load_embeddings, machine_info, machine_md, md_table
-from _common import setup_logging, write_results
+from _common import (
+    CACHE,
+    RESULTS,
+    add_dataset_arg,
+    load_collection,
+    load_embeddings,
+    machine_info,
+    machine_md,
+    md_table,
+    setup_logging,
+    write_results,
+)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 
@@ -37,76 +51,42 @@ WORK = Path(os.environ.get("RERANK_WORK", CACHE / "rerank"))
 INDEX = WORK / "scifact-index"
 MODEL = WORK / "scifact-reranker"
 DEPTHS = (20, 50, 100)
-#: Training budget for 2 CPU cores shared by several sessions (load average 13-20 while this ran, this
-#: process niced): a quarter of an epoch (a seeded quarter of the pairs, the full warm-up/decay schedule), two
-#: negatives per judged pair from the fused top 10, 128 tokens per pair (the reranker scores with the same max
-#: length), the negative pool embedded at 128 tokens.
-MAX_LENGTH = 128
-#: With a GPU (--full): the planned setting — every training query, one epoch, four negatives per judged pair
-#: from the fused top 30, 256 tokens per pair.
-FULL = {"epochs": 1.0, "batch_size": 16, "learning_rate": 3e-5, "num_negatives": 4, "mine_depth": 30,
-        "max_length": 256, "mining_max_length": None, "seed": 0, "save_steps": 100}
+#: Training on the 2 CPU cores: every training query but the held-out ones, two epochs, three negatives per judged
+#: pair from the fused top 30, 256 tokens per pair (the reranker scores with the same max length). The relevance
+#: head starts random on top of a bi-encoder's weights, so the learning rate is at the high end of BERT fine-tuning.
+MAX_LENGTH = 256
+TRAINING = {"epochs": 2.0, "batch_size": 16, "learning_rate": 5e-5, "num_negatives": 3, "mine_depth": 30,
+            "max_length": MAX_LENGTH, "mining_max_length": None, "seed": 0, "save_steps": 50}
+#: With a GPU (--full): four negatives, one epoch at the usual learning rate.
+FULL = {**TRAINING, "epochs": 1.0, "learning_rate": 3e-5, "num_negatives": 4, "save_steps": 100}
+#: Training queries held out of training: the rerank weight is chosen on them (`tune --rerank-weights`).
+HOLDOUT = 100
+#: Rerank weights tried on the held-out queries (1 = reranker score alone, the library's default order).
+WEIGHT_GRID = [round(0.1 * i, 1) for i in range(11)]
 #: Set from the command line: a dense model folder instead of the packaged MiniLM, and encoding the corpus
 #: instead of reading the embedding cache.
 DENSE_MODEL: str | None = None
 ENCODE = False
-TRAINING = {"epochs": 0.25, "batch_size": 16, "learning_rate": 3e-5, "num_negatives": 2, "mine_depth": 10,
-            "max_length": MAX_LENGTH, "mining_max_length": MAX_LENGTH, "seed": 0, "save_steps": 25}
 
 
-#: What happened to the planned measurement in the session that wrote these results (kept in the report).
-SESSION_NOTE = (
-    "The planned run (default hybrid first stage, all 807 training queries) did not finish on this machine: 2 CPU "
-    "cores shared by about seven sessions (load average 11-20), this process niced. Measured on it: the hybrid search "
-    "of the 807 training queries took about 3.5 min; embedding the negative pool (53 batches of 64 documents, 128 "
-    "tokens) 17 min 50 s; a full epoch (2 negatives per judged pair, 134 steps of 16 pairs) ran at 25-33 s per step "
-    "(about an hour), so it was cut to a quarter epoch (34 steps), and that run was lost at step 25 when the shared "
-    "benchmark cache it wrote into (the index, the mined pool, the checkpoints, and the cached MiniLM document vectors "
-    "of SciFact) was removed from the workspace. The numbers below come from the smaller run that fitted the time left: "
-    "200 training queries, 34 optimizer steps. Its training loss stayed flat (logged every 6 steps: 0.993, 0.948, "
-    "0.999, 0.964, 0.978; mean 0.973), i.e. the cross-encoder did not learn in that budget: its relevance head starts "
-    "random on top of a bi-encoder's weights, and 34 steps at a peak learning rate of 3e-5 barely move it. The "
-    "reranked rows therefore measure an essentially untrained reranker, and it hurts. They show the stage works end "
-    "to end (and what it costs), not what a trained reranker gains. Target (nDCG@10 >= 0.75 with reranking on the "
-    "default hybrid, whose own score this script measured at 0.7287 on all 300 test queries before the cache was "
-    "lost): not met, and not measurable in this session."
-)
-
-
-def index_path(first_stage: str) -> Path:
-    return INDEX if first_stage == "hybrid" else WORK / f"scifact-{first_stage}-index"
-
-
-def open_index(root: Path, first_stage: str = "hybrid") -> HybridRetriever:
-    """SciFact's Edge index, built once: the default hybrid (BM25 + MiniLM vectors from the embedding cache),
-    or BM25 alone (``first_stage="bm25"``: no dense vectors needed)."""
-    path = index_path(first_stage)
-    if (path / "manifest.json").is_file():
-        return HybridRetriever.open(str(path), runtime={"show_progress": False})
+def open_index(root: Path) -> HybridRetriever:
+    """SciFact's Edge index in the default configuration, built once (MiniLM vectors from the embedding cache)."""
+    if (INDEX / "manifest.json").is_file():
+        return HybridRetriever.open(str(INDEX), runtime={"show_progress": False})
     coll = load_collection(root, NAME)
-    cfg: dict[str, Any] = {"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}}
+    cfg: dict[str, Any] = {"store": {"kind": "edge", "path": str(INDEX)}, "runtime": {"show_progress": False}}
     if DENSE_MODEL is not None:  # the default configuration with the model read from a folder
         cfg["branches"] = [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5, "model": DENSE_MODEL}]
-    if first_stage == "bm25":
-        cfg["branches"] = [{"kind": "bm25"}]
-        docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
-        r = HybridRetriever(RetrieverConfig.validate_data(cfg))
-        r.add_documents(docs)
-        r.optimize()
-        return r
     r = HybridRetriever(RetrieverConfig.validate_data(cfg))
+    docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
     if ENCODE:  # no embedding cache: the dense branch encodes the corpus (on a GPU when present)
-        docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
         log.info("indexing and encoding %d documents", len(docs))
         r.add_documents(docs)
-        r.optimize()
-        return r
-    emb = load_embeddings(NAME)
-    texts = dict(zip(coll.doc_ids, coll.texts))
-    keep = [i for i, d in enumerate(emb.doc_ids) if texts.get(d, "").strip()]
-    docs = [Document(text=texts[emb.doc_ids[i]], id=emb.doc_ids[i]) for i in keep]
-    log.info("indexing %d documents", len(docs))
-    r.add_documents(docs, vectors={"dense": [emb.docs[i] for i in keep]})
+    else:
+        emb = load_embeddings(NAME)
+        row = {d: i for i, d in enumerate(emb.doc_ids)}
+        log.info("indexing %d documents", len(docs))
+        r.add_documents(docs, vectors={"dense": [emb.docs[row[d.id]] for d in docs]})
     r.optimize()
     return r
 
@@ -119,27 +99,64 @@ def sample(ids: list[str], n: int | None, seed: int = 0) -> list[str]:
     return [q for i, q in enumerate(ids) if i in keep]
 
 
+def holdout_ids(train_ids: list[str], n: int) -> list[str]:
+    """The training queries kept out of training (a seeded sample; another seed than any other sample here)."""
+    return sample(train_ids, n, seed=1)
+
+
 def train(args: argparse.Namespace) -> None:
     from hybrid_retriever.rerank.training import TrainingSettings, train_reranker
 
     coll = load_collection(args.datasets, NAME, splits=("train",))
-    qids = sample(coll.judged("train"), args.train_queries)
+    judged = coll.judged("train")
+    held = set(holdout_ids(judged, args.holdout))
+    qids = sample([q for q in judged if q not in held], args.train_queries)
     queries = {q: coll.queries[q] for q in qids}
     settings = dict(FULL if args.full else TRAINING)
     if DENSE_MODEL is not None:
         settings["base_model"] = DENSE_MODEL
     if args.epochs is not None:
         settings["epochs"] = args.epochs
-    if args.first_stage == "bm25":
-        settings["mining_max_length"] = 64  # no cached document vectors: the negative pool is embedded here
-    with open_index(args.datasets, args.first_stage) as r:
+    with open_index(args.datasets) as r:
         t0 = time.perf_counter()
         result = train_reranker(r, queries, coll.qrels["train"], args.model, TrainingSettings(**settings), progress=True)
         wall = time.perf_counter() - t0
     out = {"training": result.as_dict(), "wall_seconds": wall, "machine": machine_info(),
-           "first_stage": args.first_stage, "train_queries_available": len(coll.judged("train"))}
+           "train_queries_available": len(judged), "holdout": sorted(held)}
     (WORK / "training.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     log.info("trained in %.0f s: %s", wall, result.seconds)
+
+
+def dev(args: argparse.Namespace) -> None:
+    """Choose the rerank weight per depth on the held-out training queries with the library's own
+    ``hybrid-retriever tune --no-fusion --rerank-weights`` (reranker scores cached, 5-fold CV, one-SE rule)."""
+    training = json.loads((WORK / "training.json").read_text())
+    coll = load_collection(args.datasets, NAME, splits=("train",))
+    held = training["holdout"]
+    folder = WORK / "dev"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": coll.queries[q]}) + "\n" for q in held))
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q in held for d, g in coll.qrels["train"][q].items()))
+    with HybridRetriever.open(str(INDEX), runtime={"show_progress": False}) as r:
+        base = r.config
+    cli = Path(sys.executable).with_name("hybrid-retriever")
+    out: dict[str, Any] = {"queries": len(held), "weights": WEIGHT_GRID, "depths": {}}
+    for d in sorted(args.depths):
+        cfg = base.model_copy(update={"rerank": base.rerank.model_copy(update={
+            "enabled": True, "model": str(args.model), "depth": d, "max_length": MAX_LENGTH, "batch_size": 32})})
+        cfg.save(folder / f"rerank-{d}.yaml")
+        t0 = time.perf_counter()
+        subprocess.run([str(cli), "tune", "--index", str(INDEX), "--queries", str(folder / "queries.jsonl"),
+                        "--qrels", str(folder / "qrels.tsv"), "--config", str(folder / f"rerank-{d}.yaml"),
+                        "--no-fusion", "--rerank-weights", ",".join(map(str, WEIGHT_GRID)), "--cache", str(folder / "cache"),
+                        "--out", str(folder / f"tuned-{d}.yaml"), "--report", str(folder / f"report-{d}")], check=True)
+        res = json.loads((folder / f"report-{d}" / "tuning.json").read_text())["rerank"]
+        res["seconds"] = time.perf_counter() - t0
+        out["depths"][str(d)] = res
+        log.info("depth %d: weight %s (held-out %.4f vs %.4f)", d, res["best_weight"], res["heldout_score"],
+                 res["default_heldout_score"])
+        (WORK / "dev.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 def fused_runs(r: HybridRetriever, texts: list[str], depth: int) -> list[list[Any]]:
@@ -160,11 +177,10 @@ def report(args: argparse.Namespace) -> None:
     qids = sample(coll.judged("test"), args.test_queries)
     qrels = coll.qrels["test"]
     texts = [coll.queries[q] for q in qids]
-    rerank = {"enabled": True, "model": str(args.model), "max_length": FULL["max_length"] if args.full else MAX_LENGTH,
-              "batch_size": 32}
+    rerank = {"enabled": True, "model": str(args.model), "max_length": MAX_LENGTH, "batch_size": 32}
+    chosen = json.loads((WORK / "dev.json").read_text()) if (WORK / "dev.json").is_file() else None
     metrics = ["ndcg@10", "recall@20", "mrr@10"]
-    with HybridRetriever.open(str(args.index or index_path(args.first_stage)), runtime={"show_progress": False},
-                              rerank=rerank) as r:
+    with HybridRetriever.open(str(args.index or INDEX), runtime={"show_progress": False}, rerank=rerank) as r:
         t0 = time.perf_counter()
         hits = fused_runs(r, texts, max(args.depths))
         log.info("fused runs in %.0f s", time.perf_counter() - t0)
@@ -178,7 +194,7 @@ def report(args: argparse.Namespace) -> None:
         per = {"fused": doc_run(fused)}
         t_rerank: dict[int, float] = {}
         training = json.loads((WORK / "training.json").read_text()) if (WORK / "training.json").is_file() else None
-        data = {"collection": NAME, "split": "test", "n_queries": len(qids), "first_stage": args.first_stage,
+        data = {"collection": NAME, "split": "test", "n_queries": len(qids), "dev": chosen,
                 "test_queries_available": len(coll.judged("test")), "metrics": metrics, "systems": {},
                 "rerank_config": rerank, "training": training, "machine": machine_info(), "scoring_seconds": t_rerank,
                 "depths_done": [], "gpu": "not run: no GPU was lent to this session"}
@@ -198,9 +214,10 @@ def report(args: argparse.Namespace) -> None:
                                        cache_dir=WORK / "scores", batch_queries=8, progress=True)
             t_rerank[d] = time.perf_counter() - t1
             per[f"rerank@{d}"] = doc_run({q: reranked_ids(fused[q], fused_scores[q], sc.scores[q], d) for q in qids})
-            # Not tuned (an a-priori even split), shown for the shape of the interpolation.
-            per[f"interp0.5@{d}"] = doc_run({q: reranked_ids(fused[q], fused_scores[q], sc.scores[q], d, "interpolation", 0.5)
-                                            for q in qids})
+            if chosen is not None and str(d) in chosen["depths"]:  # the weight chosen on held-out training queries
+                w = float(chosen["depths"][str(d)]["best_weight"])
+                per[f"tuned@{d}"] = doc_run({q: reranked_ids(fused[q], fused_scores[q], sc.scores[q], d, "interpolation", w)
+                                             for q in qids})
             log.info("depth %d scored in %.0f s: nDCG@10 %.4f (fused %.4f)", d, t_rerank[d],
                      np.mean(list(per[f"rerank@{d}"]["ndcg@10"].values())), np.mean(list(per["fused"]["ndcg@10"].values())))
             base = [per["fused"]["ndcg@10"][q] for q in qids]
@@ -247,7 +264,7 @@ def gpu_check(args: argparse.Namespace) -> None:
 
     coll = load_collection(args.datasets, NAME, splits=("test",))
     qids = coll.judged("test")[:50]
-    with HybridRetriever.open(str(args.index or index_path(args.first_stage)), runtime={"show_progress": False}) as r:
+    with HybridRetriever.open(str(args.index or INDEX), runtime={"show_progress": False}) as r:
         hits = r.search_batch([coll.queries[q] for q in qids], k=100, rerank=False)
     queries = [coll.queries[q] for q in qids]
     docs = [[h.text for h in hs] for hs in hits]
@@ -289,38 +306,35 @@ def render(d: dict[str, Any]) -> str:
     tr = t.get("training", {})
     st = tr.get("settings", {})
     sec = tr.get("seconds", {})
-    hybrid = d.get("first_stage", "hybrid") == "hybrid"
-    first = ("the default hybrid (BM25 + all-MiniLM-L6-v2, min-max interpolation 0.5/0.5, depth 100 per branch; MiniLM "
-             "document vectors from the embedding cache)") if hybrid else (
-             "**BM25 alone** (Qdrant BM25, depth 100) — not the default hybrid: the cached MiniLM document vectors of "
-             "SciFact were lost mid-session (see below) and re-encoding the corpus did not fit the time left")
     n_avail = d.get("test_queries_available", d["n_queries"])
     tq = f"{d['n_queries']} of the {n_avail} test queries (a seeded sample)" if d["n_queries"] < n_avail else f"{d['n_queries']} test queries"
-    n_train_avail = t.get("train_queries_available")
+    dev = d.get("dev") or {}
     lines = [
         "# Rerank stage on SciFact (test)",
         "",
-        f"{tq}. First stage: {first}. "
+        f"{tq}. First stage: the default configuration (BM25 with the detected language's analyzer + "
+        "all-MiniLM-L6-v2, adaptive fusion, depth 100 per branch; MiniLM document vectors from the embedding cache). "
         f"Reranker: all-MiniLM-L6-v2's encoder fine-tuned as a cross-encoder by `train-reranker` on "
-        f"{tr.get('n_queries', '?')}" + (f" (a seeded sample of the {n_train_avail})" if n_train_avail and n_train_avail > tr.get('n_queries', 0) else "")
-        + f" SciFact **train** queries ({tr.get('n_pairs', '?')} labelled pairs: each judged "
-        f"pair plus up to {st.get('num_negatives', '?')} hard negatives mined from the index's fused top "
-        f"{st.get('mine_depth', '?')}), {st.get('epochs', '?')} epoch, max length {st.get('max_length', '?')} tokens, "
-        f"seed {st.get('seed', '?')}. Nothing was tuned on test; the order is the library's default (reranker score).",
+        f"{tr.get('n_queries', '?')} SciFact **train** queries ({tr.get('n_pairs', '?')} labelled pairs: each judged pair "
+        f"plus up to {st.get('num_negatives', '?')} hard negatives mined from the index's fused top {st.get('mine_depth', '?')}), "
+        f"{st.get('epochs', '?')} epochs, learning rate {st.get('learning_rate', '?')}, batch {st.get('batch_size', '?')}, "
+        f"max length {st.get('max_length', '?')} tokens, seed {st.get('seed', '?')}. "
+        f"{len(t.get('holdout', []))} other training queries were held out of training; on them "
+        "`hybrid-retriever tune --no-fusion --rerank-weights` chose the weight of the interpolated order for each depth "
+        "(5-fold cross-validation, one-standard-error rule). Nothing was tuned on test.",
         "",
         "## Quality",
         "",
     ]
-    if not hybrid:
-        lines += [SESSION_NOTE, ""]
     rows = []
     for name, s in d["systems"].items():
         v = s.get("vs_fused")
-        if name == "fused" and not hybrid:
-            name = "first stage (BM25)"
-        rows.append([name, s["ndcg@10"], s["recall@20"], s["mrr@10"],
+        label = name
+        if name.startswith("tuned@"):
+            label = f"{name} (weight {dev['depths'][name.split('@')[1]]['best_weight']:g})"
+        rows.append([label, s["ndcg@10"], s["recall@20"], s["mrr@10"],
                      f"{v['mean_diff']:+.4f}" if v else "", (f"{v['p_value']:.3g}" if v else "")])
-    lines.append(md_table(["system", "nDCG@10", "Recall@20", "MRR@10", "Δ nDCG@10 vs first stage", "p (paired randomisation)"], rows))
+    lines.append(md_table(["system", "nDCG@10", "Recall@20", "MRR@10", "Δ nDCG@10 vs fused", "p (paired randomisation)"], rows))
     missing = [x for x in DEPTHS if x not in d.get("depths_done", [])]
     if missing:
         lines += [f"Depth {', '.join(map(str, missing))} not measured: scoring the extra candidates did not fit the "
@@ -328,16 +342,22 @@ def render(d: dict[str, Any]) -> str:
     lines += [f"Scoring time of the candidates added at each depth (all {d['n_queries']} queries, CPU): "
               + ", ".join(f"depth {k}: {v:.0f} s" for k, v in d.get("scoring_seconds", {}).items()) + ".", ""]
     lines += [
-        "`rerank@d`: the fused top d reordered by the reranker's score. `interp0.5@d`: ordered by 0.5·minmax(reranker) + "
-        "0.5·minmax(fused) — a fixed, untuned weight, shown for reference (`tune --rerank-weights` chooses it on "
-        "training queries).",
+        "`rerank@d`: the fused top d reordered by the reranker's score (the library's default order). `tuned@d`: ordered "
+        "by w·minmax(reranker) + (1−w)·minmax(fused) with w chosen on the held-out training queries.",
         "",
+    ]
+    if dev.get("depths"):
+        rows = [[k, v["best_weight"], v["heldout_score"], v["default_heldout_score"], v["significance"].get("p_value", "")]
+                for k, v in dev["depths"].items()]
+        lines += [f"Weight choice on the {dev['queries']} held-out training queries (nDCG@10, cross-validated):", "",
+                  md_table(["depth", "chosen weight", "held-out nDCG@10 (chosen)", "held-out nDCG@10 (weight 1)", "p"], rows)]
+    lines += [
         "## Training time",
         "",
         f"Hard-negative mining (searching the index with the training queries, embedding the {tr.get('candidate_pool', '?')}-document "
         f"candidate pool): {sec.get('mining', float('nan')):.0f} s; training ({tr.get('steps', '?')} steps of "
-        f"{st.get('batch_size', '?')} pairs): {sec.get('training', float('nan')):.0f} s; wall {t.get('wall_seconds', float('nan')):.0f} s "
-        "on the 2 shared CPU cores (other sessions were running; this process niced).",
+        f"{st.get('batch_size', '?')} pairs, mean loss {tr.get('train_loss') or float('nan'):.3f}): "
+        f"{sec.get('training', float('nan')):.0f} s; wall {t.get('wall_seconds', float('nan')):.0f} s on the 2 shared CPU cores.",
         "",
         "## Added latency on CPU",
         "",
@@ -364,11 +384,7 @@ def render(d: dict[str, Any]) -> str:
                             "max |score − fp32 score|"], rows)]
     else:
         lines += ["## GPU", "", "The CUDA fp16/fp32 check was not run: no GPU was lent to this session.", ""]
-    lines += [
-        "## Machine",
-        "",
-        machine_md(d["machine"]),
-    ]
+    lines += ["## Machine", "", machine_md(d["machine"])]
     return "\n".join(lines) + "\n"
 
 
@@ -377,15 +393,14 @@ def main() -> None:
     logging.getLogger("hybrid_retriever").setLevel(logging.INFO)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arg(p)
-    p.add_argument("command", choices=["train", "report", "render", "gpu-check"])
+    p.add_argument("command", choices=["train", "dev", "report", "render", "gpu-check"])
     p.add_argument("--full", action="store_true", help="the planned training setting (FULL), for a machine with a GPU")
     p.add_argument("--dense-model", default=None, help="dense model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--encode", action="store_true", help="encode the corpus instead of reading the embedding cache")
     p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS))
     p.add_argument("--latency-queries", type=int, default=8)
     p.add_argument("--index", type=Path, default=None, help="the SciFact index (default: the one `train` built)")
-    p.add_argument("--first-stage", choices=["hybrid", "bm25"], default="hybrid",
-                   help="hybrid: the default BM25 + MiniLM (needs the embedding cache); bm25: BM25 alone")
+    p.add_argument("--holdout", type=int, default=HOLDOUT, help="training queries kept out of training (rerank weight chosen on them)")
     p.add_argument("--train-queries", type=int, default=None, help="a seeded sample of the training queries (default: all)")
     p.add_argument("--epochs", type=float, default=None, help="training epochs (default: TRAINING's)")
     p.add_argument("--test-queries", type=int, default=None, help="a seeded sample of the test queries (default: all)")
@@ -396,6 +411,8 @@ def main() -> None:
     DENSE_MODEL, ENCODE = args.dense_model, args.encode
     if args.command == "train":
         train(args)
+    elif args.command == "dev":
+        dev(args)
     elif args.command == "gpu-check":
         gpu_check(args)
     elif args.command == "report":
