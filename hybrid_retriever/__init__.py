@@ -6,7 +6,7 @@
     >>> r.search("vector store")[0].provenance                        # every branch's score
 """
 
-__version__ = "0.1.0"
+from hybrid_retriever.version import __version__
 
 from hybrid_retriever.config import (  # noqa: E402
     BM25BranchConfig,

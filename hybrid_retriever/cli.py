@@ -44,14 +44,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import click  # noqa: E402
 import typer  # noqa: E402
 from rich import box  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
-from hybrid_retriever import __version__  # noqa: E402
-from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig  # noqa: E402
-from hybrid_retriever.errors import ConfigError, HybridRetrieverError, InvalidInputError  # noqa: E402
+from hybrid_retriever.version import __version__  # noqa: E402
+from hybrid_retriever.config import RetrieverConfig  # noqa: E402
+from hybrid_retriever.errors import HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
 from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
 from hybrid_retriever.chunking import (  # noqa: E402
@@ -64,32 +63,17 @@ from hybrid_retriever.chunking import (  # noqa: E402
 )
 from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
 from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
-from hybrid_retriever.stores.edge import MANIFEST_FILE  # noqa: E402
 from hybrid_retriever.types import Hit  # noqa: E402
-
-#: Exit code for errors the library reports (bad input, bad config, missing index, ...).
-EXIT_ERROR = 2
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-
-def one_line(message: str) -> str:
-    """A possibly multi-line error message folded onto one line."""
-    out = ""
-    for raw in str(message).splitlines():
-        line = raw.strip().removeprefix("- ").strip()
-        if not line:
-            continue
-        out += line if not out else (" " if out.endswith(":") else "; ") + line
-    return out
-
-
-def fail(message: str) -> "typer.Exit":
-    """Print ``message`` as one red line on stderr; returns the Exit to raise."""
-    err_console.print(f"error: {one_line(message)}", style="bold red", markup=False, soft_wrap=True)
-    return typer.Exit(code=EXIT_ERROR)
-
+from hybrid_retriever.cli_common import (  # noqa: E402
+    config_for_new_index,
+    console,
+    err_console,
+    fail,
+    index_exists,
+    open_index,
+    open_index_with,
+    parse_filter_option,
+)
 
 class _Group(TyperGroup):
     """The root command group: library errors from any subcommand -> one red line, exit 2."""
@@ -161,60 +145,6 @@ def main(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def index_exists(path: str | Path) -> bool:
-    """Whether ``path`` holds an index built by this library."""
-    return (Path(path).expanduser() / MANIFEST_FILE).is_file()
-
-
-def open_index(path: str | Path, **overrides: Any) -> HybridRetriever:
-    """Reopen the index at ``path`` with the settings it was built with (see :meth:`HybridRetriever.open`)."""
-    if not index_exists(path):
-        raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
-    return HybridRetriever.open(str(path), **overrides)
-
-
-def open_index_with(path: str | Path, config_file: Path | None) -> HybridRetriever:
-    """Reopen the index at ``path`` with its own settings, or with ``config_file``'s (store set to ``path``).
-
-    Branch settings in the file must match the index's (an IndexMismatchError says which
-    differ); fusion, weights, depths, PRF and runtime settings are taken from the file.
-    """
-    if config_file is None:
-        return open_index(path)
-    if not index_exists(path):
-        raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
-    data = RetrieverConfig.from_file(config_file).model_dump(mode="json")
-    data["store"] = {"kind": "edge", "path": str(path)}
-    return HybridRetriever(RetrieverConfig.validate_data(data))
-
-
-def parse_filter_option(text: str | None) -> dict[str, Any] | None:
-    """The ``--filter`` option: a JSON object in the dict filter form (see stores/filters.py)."""
-    if text is None:
-        return None
-    example = """e.g. --filter '{"topic": "space", "year": {"gte": 2000}}'"""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"--filter is not valid JSON ({exc.msg}); {example}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"--filter must be a JSON object, got {type(value).__name__}; {example}")
-    return value
-
-
-def _config_for_new_index(index: Path, config_file: Path | None) -> RetrieverConfig:
-    """The configuration file's settings (or the defaults) with the store set to the Edge folder ``index``."""
-    cfg = RetrieverConfig.from_file(config_file) if config_file is not None else RetrieverConfig()
-    if not isinstance(cfg.store, EdgeStoreConfig):
-        raise ConfigError(
-            f"the CLI builds a local index at --index; {config_file} names a '{cfg.store.kind}' store. "
-            "Remove the store section, or use the Python API to index into a Qdrant server"
-        )
-    data = cfg.model_dump()
-    data["store"] = {**data["store"], "path": str(index)}
-    return RetrieverConfig.validate_data(data)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -351,7 +281,7 @@ def index(
         if config is None and index_exists(index_path):
             retriever = open_index(index_path)
         else:
-            retriever = HybridRetriever(_config_for_new_index(index_path, config))
+            retriever = HybridRetriever(config_for_new_index(index_path, config))
         with retriever as r:
             chunker, check = _chunking_for(r, kind, chunk_size, chunk_overlap, chunk_unit)
             docs = read_documents(source, chunker=chunker, follow_links=follow_links)
@@ -579,7 +509,7 @@ def demo(
 ) -> None:
     """Index the bundled demo corpus and show how each branch scores a few queries."""
     corpus = demo_corpus_path()
-    cfg = _config_for_new_index(index_path, None)
+    cfg = config_for_new_index(index_path, None)
     console.print(f"Loading the dense model and indexing the demo corpus ({corpus.name}) into {index_path} ...", markup=False, soft_wrap=True)
     t0 = time.perf_counter()
     with HybridRetriever(cfg) as r:

@@ -267,7 +267,7 @@ def repair_command(
     ),
 ) -> None:
     """Rebuild a missing or corrupt manifest.json from the stored documents (nothing is deleted)."""
-    from hybrid_retriever.cli import console
+    from hybrid_retriever.cli_common import console
 
     report = repair_index(index_path, RetrieverConfig.from_file(config) if config is not None else None)
     console.print(report.summary(), markup=False, soft_wrap=True)

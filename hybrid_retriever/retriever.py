@@ -49,6 +49,7 @@ from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_T
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
+from hybrid_retriever.ids import point_id  # noqa: F401  (also re-exported: older code imports it from here)
 from hybrid_retriever.models.threads import set_intra_op_threads
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
@@ -57,16 +58,8 @@ from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, Sco
 
 log = logging.getLogger(__name__)
 
-#: Namespace of point ids: point id = uuid5(NAMESPACE, user id).
-ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/hybrid-retriever/")
-
 #: Documents read before the first write of a new index to measure corpus statistics.
 FIT_SAMPLE = 10_000
-
-
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id stored for a user document id (stable across runs and machines)."""
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
 
 
 class HybridRetriever:

@@ -23,7 +23,7 @@ from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.evaluation import FusionParams, PRFSearchSpace, tune_prf
 from hybrid_retriever.evaluation.prf_tuning import NO_PRF, with_prf
 from hybrid_retriever.evaluation.report import prf_markdown
-from hybrid_retriever.evaluation.tuning import assign_folds, validate
+from hybrid_retriever.evaluation.validation import assign_folds, validate
 
 runner = CliRunner()
 

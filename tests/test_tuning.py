@@ -20,7 +20,7 @@ from hybrid_retriever.evaluation import (
     write_config,
 )
 from hybrid_retriever.evaluation.report import plot_simplex, plot_weight_line, tuning_markdown
-from hybrid_retriever.evaluation.tuning import select
+from hybrid_retriever.evaluation.validation import select
 
 ranx = pytest.importorskip("ranx")
 

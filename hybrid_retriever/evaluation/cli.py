@@ -57,7 +57,7 @@ def _open_or_build(
     index: Path, config: Optional[Path], corpus: Optional[list[Document]], *, progress: bool, rebuild_hint: str
 ) -> tuple[HybridRetriever, bool]:
     """The retriever on ``index``: reopened (with --config's fusion/weights/depths/PRF) or built from ``corpus``."""
-    from hybrid_retriever.cli import _config_for_new_index, console, index_exists, open_index
+    from hybrid_retriever.cli_common import config_for_new_index, console, index_exists, open_index
 
     if index_exists(index):
         if config is None:
@@ -70,7 +70,7 @@ def _open_or_build(
         raise InvalidInputError(
             f"no index at {index}, and no corpus to build one from; {rebuild_hint}"
         )
-    r = HybridRetriever(_config_for_new_index(index, config))
+    r = HybridRetriever(config_for_new_index(index, config))
     console.print(f"Building the index at {index} from {len(corpus)} documents ...")
     r.add_documents(corpus, show_progress=progress)
     r.optimize()
@@ -122,7 +122,7 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Evaluate every branch and the fusion on judged queries: metrics, candidate recall, latency, significance."""
-    from hybrid_retriever.cli import console
+    from hybrid_retriever.cli_common import console
     from hybrid_retriever.evaluation.report import (
         eval_markdown,
         plot_metric_vs_depth,
@@ -197,7 +197,7 @@ def tune_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Tune fusion method, weights and depths (and with --prf, pseudo-relevance feedback) on judged queries and write the config."""
-    from hybrid_retriever.cli import console, err_console
+    from hybrid_retriever.cli_common import console, err_console
     from hybrid_retriever.evaluation.cache import collect_runs
     from hybrid_retriever.evaluation.grid import FusionGrid
     from hybrid_retriever.evaluation.prf_tuning import tune_prf
@@ -335,7 +335,7 @@ def tune_command(
 def _tune_rerank(r: HybridRetriever, tuned: RetrieverConfig, queries: dict[str, str], qrels: dict[str, Any],
                  weights: tuple[float, ...], *, batch_size: int, cache: Path, progress: bool, **kw: Any) -> Any:
     """The rerank interpolation weight on top of the fusion just chosen (reranker scores cached in ``cache``)."""
-    from hybrid_retriever.cli import console
+    from hybrid_retriever.cli_common import console
     from hybrid_retriever.evaluation.cache import collect_runs
     from hybrid_retriever.evaluation.rerank import tune_rerank_weight
     from hybrid_retriever.rerank import Reranker

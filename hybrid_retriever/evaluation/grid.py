@@ -26,7 +26,7 @@ from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.evaluation.cache import QueryRuns
 from hybrid_retriever.evaluation.metrics import Metric, QrelsStats, metric_from_arrays, parse_metric
 from hybrid_retriever.fusion import FusedItem, fit_normalizer, fuse_results
-from hybrid_retriever.retriever import point_id
+from hybrid_retriever.ids import point_id
 
 _BIG = np.int64(1 << 30)
 #: Upper bound on elements of one (weights x queries x candidates) block.

@@ -37,7 +37,7 @@ from hybrid_retriever.config import PRFConfig, RetrieverConfig
 from hybrid_retriever.errors import InvalidInputError
 from hybrid_retriever.evaluation.grid import FusionParams
 from hybrid_retriever.evaluation.metrics import QrelsStats, gains_matrix, metric_from_arrays, parse_metric
-from hybrid_retriever.evaluation.tuning import SELECTIONS, split_indices, validate
+from hybrid_retriever.evaluation.validation import SELECTIONS, split_indices, validate
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.retriever import HybridRetriever, point_id

@@ -81,7 +81,7 @@ def eval_markdown(result: EvalResult) -> str:
         lines.append("| " + " | ".join([name, *(_f(s.mean[m]) for m in result.metrics), _f(s.candidate_recall),
                                         _f(mean, 1), _f(p95, 1)]) + " |")
     u = result.union_recall
-    lines.append(f"| union of branches | " + " | ".join("" for _ in result.metrics) + f" | {_f(u['value'])} | | |")
+    lines.append("| union of branches | " + " | ".join("" for _ in result.metrics) + f" | {_f(u['value'])} | | |")
     lines.append("")
     lines.append("Candidate recall is Recall@depth of each branch's own list; the union's is the ceiling fusion and "
                  "reranking can reach. Branch latency is query encoding; fused latency is search (all branches, "

@@ -189,8 +189,8 @@ def tune_rerank_weight(
     """
     from hybrid_retriever.evaluation.grid import fuse_reference
     from hybrid_retriever.evaluation.metrics import QrelsStats, gains_matrix, metric_from_arrays, parse_metric
-    from hybrid_retriever.evaluation.tuning import split_indices, validate
-    from hybrid_retriever.retriever import point_id
+    from hybrid_retriever.evaluation.validation import split_indices, validate
+    from hybrid_retriever.ids import point_id
 
     m = parse_metric(metric)
     rc = config.rerank

@@ -35,7 +35,7 @@ from hybrid_retriever.evaluation.metrics import (
     parse_metrics,
 )
 from hybrid_retriever.evaluation.significance import compare
-from hybrid_retriever.retriever import point_id
+from hybrid_retriever.ids import point_id
 
 log = logging.getLogger(__name__)
 

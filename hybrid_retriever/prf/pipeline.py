@@ -27,21 +27,31 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from hybrid_retriever.config import PRFConfig
+from hybrid_retriever.config import PRFConfig, RetrieverConfig
 from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.fusion import FusedItem
-from hybrid_retriever.prf import dense, guard, sparse
+from hybrid_retriever.ids import point_id
+import hybrid_retriever.prf.dense as dense
+import hybrid_retriever.prf.guard as guard
+import hybrid_retriever.prf.sparse as sparse
 from hybrid_retriever.prf.stats import IdfCache
-from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, SearchRequest
+from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, SearchRequest, Store
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.types import BranchResult, BranchScore, Hit, ScoredId, SparseVector, Vector
 
-if TYPE_CHECKING:
-    from hybrid_retriever.retriever import HybridRetriever
+
+
+class FeedbackSource(Protocol):
+    """What PRF reads from a retriever (a :class:`~hybrid_retriever.retriever.HybridRetriever`):
+    its configuration, branches and store."""
+
+    config: RetrieverConfig
+    branches: Mapping[str, Any]
+    store: Store
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +158,7 @@ class PRFOutput:
 class PRFPipeline:
     """Pseudo-relevance feedback over a :class:`~hybrid_retriever.retriever.HybridRetriever`'s branches."""
 
-    def __init__(self, retriever: "HybridRetriever", config: PRFConfig | None = None) -> None:
+    def __init__(self, retriever: FeedbackSource, config: PRFConfig | None = None) -> None:
         self.retriever = retriever
         self.config = config if config is not None else retriever.config.prf
         names = self.config.branches
@@ -427,7 +437,6 @@ class PRFPipeline:
         info: Sequence[PRFInfo],
     ) -> list[list[Hit]]:
         """Add each branch's first-stage view (``BranchScore.first_stage``) and ``Hit.prf`` to final hits."""
-        from hybrid_retriever.retriever import point_id
 
         for q_hits, per, fl, inf in zip(hits, first_results, first_fused, info):
             items = {it.id: it for it in fl}

@@ -38,7 +38,7 @@ def train_reranker_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Fine-tune a cross-encoder reranker on judged training queries, with hard negatives from the hybrid index."""
-    from hybrid_retriever.cli import console, err_console
+    from hybrid_retriever.cli_common import console, err_console
     from hybrid_retriever.evaluation.cli import _judged, _open_or_build
     from hybrid_retriever.rerank.training import train_reranker
 

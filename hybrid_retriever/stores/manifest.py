@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybrid_retriever.errors import IndexCorruptError
+from hybrid_retriever.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -29,8 +30,6 @@ def build_manifest(
     branches: dict[str, dict[str, Any]], config: dict[str, Any], metadata_fields: list[str]
 ) -> dict[str, Any]:
     """The record kept beside the index (Edge) or in the collection metadata (server)."""
-    from hybrid_retriever import __version__
-
     return {
         "schema_version": SCHEMA_VERSION,
         "library_version": __version__,
