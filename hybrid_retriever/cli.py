@@ -500,13 +500,14 @@ def query(
     server: Optional[str] = typer.Option(
         None, "--server", help="Search through a running `hybrid-retriever serve` at this URL (e.g. an index it holds)."
     ),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="With --server: the service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
 ) -> None:
     """Search the index at --index (or the one served at --server) for TEXT."""
     spec = parse_filter_option(filter)
     if (index_path is None) == (server is None):
         raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
     if server is not None:
-        hits = _contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec)
+        hits = _contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec, api_key=api_key)
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
