@@ -190,3 +190,34 @@ def test_demo_page_rerank_toggle_in_headless_chromium(served: dict[str, Any], tm
             assert page.locator("#results-body td.rerank").count() == 0
         finally:
             browser.close()
+
+
+def test_openapi_docs_render_offline_in_headless_chromium(served: dict[str, Any]) -> None:
+    """/docs renders with every request outside the service refused (as on a machine offline)."""
+    from tests.test_server_browser import _need
+
+    executable = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("playwright (pip)", False)
+    outside: list[str] = []
+
+    def only_the_service(route: Any) -> None:
+        if route.request.url.startswith(served["url"]):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_service)
+            page.goto(served["url"] + "/docs")
+            page.wait_for_selector(".opblock-summary-path[data-path='/search/batch']", timeout=30_000)
+            assert page.locator(".opblock").count() >= 8
+        finally:
+            browser.close()
+    assert outside == []

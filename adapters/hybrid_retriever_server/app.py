@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -149,6 +150,8 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         description="Hybrid BM25 + dense retrieval on Qdrant; every hit carries each branch's score and rank.",
         lifespan=lifespan,
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN: served from local files below
+        redoc_url=None,  # ReDoc's bundle fetches its logo from its CDN, so it is left out (offline: /docs only)
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -276,6 +279,10 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         results = await run_in_threadpool(partial(view.search_batch, rerank=rerank), body.queries, body.k, body.filter)
         return SearchBatchResult(results=[[HitOut.of(h) for h in hits] for hits in results], **_info(view, t0, rerank))
 
+    # ------------------------------------------------------------- API docs, offline
+
+    _install_docs(app)
+
     # ---------------------------------------------------------------------- demo page
 
     if settings.demo_page:
@@ -287,6 +294,31 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
             return FileResponse(str(static / "index.html"))
 
     return app
+
+
+#: Where the Swagger UI files are served (from the fastapi-offline package, a server dependency).
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """OpenAPI docs at /docs (Swagger UI) with every script, style and icon served by the app itself,
+    so they work offline (FastAPI's default page fetches them from a CDN)."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = f"{app.title} API"
+    favicon = f"{DOCS_ASSETS}/favicon.png"
+    redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=title,
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=favicon, oauth2_redirect_url=redirect)
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 def _without_password(url: str) -> str:
