@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +18,7 @@ from typer.testing import CliRunner
 
 from hybrid_retriever.cli import DEMO_QUERIES, app, demo_corpus_path
 from rerank_fixtures import TINY_MAX_LENGTH, build_tiny_cross_encoder
-from tests.test_server_browser import chromium_path, free_port, get_json
+from tests.test_server_browser import headless_page, serving
 
 KEY = "eval-test-key"
 METRICS = "ndcg@10,recall@20,mrr@10,map@20,precision@5,judged@10"
@@ -74,38 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     local = invoke("eval", beir, "--index", index, "--config", cfg, "--metrics", METRICS, "--out", root / "local",
                    "--no-plots", "--no-progress")
     assert local.exit_code == 0, local.output
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "serve.log", "w")
-    env = {**os.environ, "HYBRID_RETRIEVER_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    cli = Path(sys.executable).with_name("hybrid-retriever")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--index", str(index), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}:\n{(root / 'serve.log').read_text()}")
-            try:
-                if get_json(url + "/ready")["ready"]:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve was not ready in 180 s:\n{(root / 'serve.log').read_text()}")
-            time.sleep(0.5)
+    with serving(root, ["--index", str(index), "--config", str(cfg)], key=KEY) as url:
         yield {"url": url, "root": root, "beir": beir, "index": index, "local": root / "local"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        finally:
-            log.close()
-    text = (root / "serve.log").read_text()
-    assert proc.returncode in (0, -15) and "Traceback" not in text, text
 
 
 def test_eval_through_the_service_equals_a_local_eval(served: dict[str, Any]) -> None:
@@ -156,51 +123,32 @@ def test_query_through_the_service_shows_the_rerank_stage(served: dict[str, Any]
 
 
 def test_demo_page_rerank_toggle_in_headless_chromium(served: dict[str, Any], tmp_path: Path) -> None:
-    from tests.test_server_browser import _need
-
-    executable = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("playwright (pip)", False)
     shots = Path(os.environ.get("HR_SCREENSHOT_DIR", tmp_path))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(served["url"] + "/")
-            page.fill("#api-key", KEY)
-            page.dispatch_event("#api-key", "change")
-            page.wait_for_selector("body[data-config=loaded]")
-            assert page.is_enabled("#rerank") and page.is_checked("#rerank")  # on by default where the server reranks
-            assert "top 10" in page.inner_text("#rerank-note")
-            page.fill("#query", DEMO_QUERIES[1].text)
-            page.press("#query", "Enter")
-            page.wait_for_function("document.querySelector('#results-head').innerText.includes('rerank')")
-            rows = page.locator("#results-body tr")
-            rows.first.wait_for()
-            ranks = [rows.nth(i).locator("td.rerank").get_attribute("data-rank") for i in range(min(rows.count(), 10))]
-            assert ranks == [str(i) for i in range(1, len(ranks) + 1)]  # order "reranker": the page shows the model's order
-            api = json.loads(invoke("query", DEMO_QUERIES[1].text, "--server", served["url"], "--api-key", KEY, "--json",
-                                    "--k", 10).output)
-            assert [rows.nth(i).get_attribute("data-id") for i in range(len(api))] == [h["id"] for h in api]
-            page.screenshot(path=str(shots / "demo-page-rerank.png"), full_page=True)
-            page.uncheck("#rerank")  # the fused order, without the rerank column
-            page.wait_for_function("!document.querySelector('#results-head').innerText.includes('rerank')")
-            assert page.locator("#results-body td.rerank").count() == 0
-        finally:
-            browser.close()
+    with headless_page(viewport={"width": 1400, "height": 900}) as page:
+        page.goto(served["url"] + "/")
+        page.fill("#api-key", KEY)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("body[data-config=loaded]")
+        assert page.is_enabled("#rerank") and page.is_checked("#rerank")  # on by default where the server reranks
+        assert "top 10" in page.inner_text("#rerank-note")
+        page.fill("#query", DEMO_QUERIES[1].text)
+        page.press("#query", "Enter")
+        page.wait_for_function("document.querySelector('#results-head').innerText.includes('rerank')")
+        rows = page.locator("#results-body tr")
+        rows.first.wait_for()
+        ranks = [rows.nth(i).locator("td.rerank").get_attribute("data-rank") for i in range(min(rows.count(), 10))]
+        assert ranks == [str(i) for i in range(1, len(ranks) + 1)]  # order "reranker": the page shows the model's order
+        api = json.loads(invoke("query", DEMO_QUERIES[1].text, "--server", served["url"], "--api-key", KEY, "--json",
+                                "--k", 10).output)
+        assert [rows.nth(i).get_attribute("data-id") for i in range(len(api))] == [h["id"] for h in api]
+        page.screenshot(path=str(shots / "demo-page-rerank.png"), full_page=True)
+        page.uncheck("#rerank")  # the fused order, without the rerank column
+        page.wait_for_function("!document.querySelector('#results-head').innerText.includes('rerank')")
+        assert page.locator("#results-body td.rerank").count() == 0
 
 
 def test_openapi_docs_render_offline_in_headless_chromium(served: dict[str, Any]) -> None:
     """/docs renders with every request outside the service refused (as on a machine offline)."""
-    from tests.test_server_browser import _need
-
-    executable = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("playwright (pip)", False)
     outside: list[str] = []
 
     def only_the_service(route: Any) -> None:
@@ -210,14 +158,9 @@ def test_openapi_docs_render_offline_in_headless_chromium(served: dict[str, Any]
             outside.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_the_service)
-            page.goto(served["url"] + "/docs")
-            page.wait_for_selector(".opblock-summary-path[data-path='/search/batch']", timeout=30_000)
-            assert page.locator(".opblock").count() >= 8
-        finally:
-            browser.close()
+    with headless_page() as page:
+        page.route("**/*", only_the_service)
+        page.goto(served["url"] + "/docs")
+        page.wait_for_selector(".opblock-summary-path[data-path='/search/batch']", timeout=30_000)
+        assert page.locator(".opblock").count() >= 8
     assert outside == []
