@@ -164,3 +164,57 @@ def test_openapi_docs_render_offline_in_headless_chromium(served: dict[str, Any]
         page.wait_for_selector(".opblock-summary-path[data-path='/search/batch']", timeout=30_000)
         assert page.locator(".opblock").count() >= 8
     assert outside == []
+
+
+class InProcessService:
+    """The core's ServedIndex over the real app in-process (TestClient), as ServiceClient is over HTTP."""
+
+    def __init__(self, client: Any) -> None:
+        self.url, self.client, self.requests = "http://testserver", client, []
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.client.get("/config").json()
+        return {"config": cfg["retriever"], "rerank_available": cfg["rerank_available"],
+                "max_k": cfg["server"]["max_k"], "max_queries": cfg["server"]["max_queries"]}
+
+    def search_batch(self, queries: Any, k: int, *, rerank: bool) -> list[list[Any]]:
+        from hybrid_retriever_server.client import hit_from_json
+
+        self.requests.append(len(queries))
+        res = self.client.post("/search/batch", json={"queries": list(queries), "k": k, "rerank": rerank})
+        assert res.status_code == 200, res.text
+        return [[hit_from_json(h) for h in hits] for hits in res.json()["results"]]
+
+
+def test_evaluate_served_equals_evaluate_on_a_server_without_rerank(make_retriever: Any) -> None:
+    """On qdrant-client's :memory: store: the served fused ranking scores as the local evaluation's
+    fused system; batches respect the server's max_queries; no rerank stage, no reranked system."""
+    from fastapi.testclient import TestClient
+
+    from hybrid_retriever.errors import InvalidInputError
+    from hybrid_retriever.evaluation.datasets import JudgedQueries
+    from hybrid_retriever.evaluation.runner import evaluate
+    from hybrid_retriever.evaluation.served import evaluate_served
+    from hybrid_retriever_server import ServerSettings, create_app
+    from tests.conftest import SMALL_CORPUS
+
+    r = make_retriever("memory")
+    r.add_texts([t for _, t, _ in SMALL_CORPUS], [m for _, _, m in SMALL_CORPUS], [i for i, _, _ in SMALL_CORPUS])
+    queries = {"q1": "vector database in Rust", "q2": "ranking with term frequency", "q3": "a tower in France",
+               "q4": "pets that sleep", "q5": "fusing ranked lists"}
+    qrels = {"q1": {"qdrant": 2}, "q2": {"bm25": 1, "rrf": 1}, "q3": {"paris": 1}, "q4": {"cats": 1, "python": 0},
+             "q5": {"rrf": 2, "colbert": 1}}
+    judged = JudgedQueries(queries=queries, qrels=qrels, name="small")
+    metrics = "ndcg@5,recall@8,mrr@3,map@8,precision@2"
+    local = evaluate(r, judged, metrics, progress=False)
+    with TestClient(create_app(r, ServerSettings(max_queries=2, max_k=8))) as client:
+        service = InProcessService(client)
+        served = evaluate_served(service, judged, metrics, batch_size=5, progress=False)
+        assert service.requests == [2, 2, 1]  # --batch-size capped at the server's max_queries
+        with pytest.raises(InvalidInputError, match="HYBRID_RETRIEVER_MAX_K"):
+            evaluate_served(service, judged, "ndcg@10", progress=False)
+    assert set(served.systems) == {"fused"} and served.significance == []
+    assert served.systems["fused"].mean == pytest.approx(local.systems["fused"].mean, abs=1e-12)
+    for m, values in local.systems["fused"].per_query.items():
+        assert served.systems["fused"].per_query[m] == pytest.approx(values, abs=1e-12)
+    assert served.as_dict()["schema"] == local.as_dict()["schema"] and served.qids == local.qids
