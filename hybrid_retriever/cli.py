@@ -66,6 +66,7 @@ from hybrid_retriever.sources import count_documents, read_documents, read_jsonl
 from hybrid_retriever.types import Hit  # noqa: E402
 from hybrid_retriever.cli_common import (  # noqa: E402
     config_for_new_index,
+    contributed,
     console,
     err_console,
     fail,
@@ -430,13 +431,14 @@ def query(
     server: Optional[str] = typer.Option(
         None, "--server", help="Search through a running `hybrid-retriever serve` at this URL (e.g. an index it holds)."
     ),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="With --server: the service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
 ) -> None:
     """Search the index at --index (or the one served at --server) for TEXT."""
     spec = parse_filter_option(filter)
     if (index_path is None) == (server is None):
         raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
     if server is not None:
-        hits = _contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec)
+        hits = contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec, api_key=api_key)
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
@@ -560,22 +562,6 @@ app.command("tune")(tune_command)
 from hybrid_retriever.repair import repair_command  # noqa: E402
 
 app.command("repair")(repair_command)
-
-
-def _contributed(group: str, name: str, extra: str) -> Any:
-    """The object an installed package registers as entry point ``name`` in ``group``.
-
-    Adapters (e.g. the HTTP service) plug in this way, so the core never imports them.
-    """
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=group):
-        if ep.name == name:
-            try:
-                return ep.load()
-            except ImportError:
-                break
-    raise InvalidInputError(f"this needs the {extra} extra: pip install 'hybrid-retriever[{extra}]'")
 
 
 def _register_contributed_commands() -> None:

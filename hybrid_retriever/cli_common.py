@@ -94,3 +94,19 @@ def config_for_new_index(index: Path, config_file: Path | None) -> RetrieverConf
     data = cfg.model_dump()
     data["store"] = {**data["store"], "path": str(index)}
     return RetrieverConfig.validate_data(data)
+
+
+def contributed(group: str, name: str, extra: str) -> Any:
+    """The object an installed package registers as entry point ``name`` in ``group``.
+
+    Adapters (e.g. the HTTP service) plug in this way, so the core never imports them.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except ImportError:
+                break
+    raise InvalidInputError(f"this needs the {extra} extra: pip install 'hybrid-retriever[{extra}]'")

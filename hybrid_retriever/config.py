@@ -112,6 +112,11 @@ class QdrantStoreConfig(_Strict):
         default=None,
         description="Custom sharding: this retriever writes to and reads from the shard key given (created with the collection).",
     )
+    write_ordering: Optional[Literal["weak", "medium", "strong"]] = Field(
+        default=None,
+        description="Order of writes across replicas: weak, medium (through the shard's leader when it is up) or strong "
+        "(always the leader); None = Qdrant's default (weak).",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> "QdrantStoreConfig":

@@ -19,15 +19,48 @@ from hybrid_retriever.stores.qdrant import QdrantStore
 
 
 class RecordingClient(QdrantClient):
-    """The real in-process client, keeping the arguments of each create_collection call."""
+    """The real in-process client, keeping the keyword arguments of each call the store makes
+    (create_collection's in ``created``, every read's and write's in ``calls``) and running it."""
 
     def __init__(self) -> None:
         super().__init__(":memory:")
         self.created: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def create_collection(self, collection_name: str, **kwargs: Any) -> bool:
         self.created.append(kwargs)
         return super().create_collection(collection_name, **kwargs)
+
+    def upsert(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("upsert", kwargs))
+        return super().upsert(collection_name, **kwargs)
+
+    def delete(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("delete", kwargs))
+        return super().delete(collection_name, **kwargs)
+
+    def retrieve(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("retrieve", kwargs))
+        return super().retrieve(collection_name, **kwargs)
+
+    def scroll(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("scroll", kwargs))
+        return super().scroll(collection_name, **kwargs)
+
+    def count(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("count", kwargs))
+        return super().count(collection_name, **kwargs)
+
+    def query_points(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("query_points", kwargs))
+        return super().query_points(collection_name, **kwargs)
+
+    def query_batch_points(self, collection_name: str, **kwargs: Any) -> Any:
+        self.calls.append(("query_batch_points", kwargs))
+        return super().query_batch_points(collection_name, **kwargs)
+
+    def called(self, name: str) -> list[dict[str, Any]]:
+        return [kw for n, kw in self.calls if n == name]
 
 
 def retriever_on(client: QdrantClient, store: dict[str, Any], dense_branch: Any) -> HybridRetriever:
@@ -69,7 +102,55 @@ def test_shard_key_asks_for_custom_sharding(dense_branch: Any) -> None:
     r = retriever_on(client, {"shard_key": "tenant-a", "shard_number": 1}, dense_branch)
     r.add_texts(["a tenant's document"], ids=["t"])
     assert client.created[0]["sharding_method"] == m.ShardingMethod.CUSTOM
-    assert r.search("tenant document", k=1)[0].id == "t"  # the local mode has no shards: the key is not sent
+    assert r.search("tenant document", k=1)[0].id == "t"  # the local mode has no shards: it ignores the key
+    r.close()
+
+
+READS = ("retrieve", "scroll", "query_points", "query_batch_points")
+
+
+@pytest.mark.parametrize("fusion", [{}, {"method": "rrf", "server_side": True}])
+def test_every_read_and_write_carries_the_cluster_settings(dense_branch: Any, fusion: dict[str, Any]) -> None:
+    """Read consistency and the shard key on every search (per branch, score completion, Qdrant-side
+    fusion), get, scroll and count; write ordering and the shard key on every upsert and delete."""
+    client = RecordingClient()
+    settings = {"shard_key": "tenant-a", "shard_number": 1, "replication_factor": 2, "write_consistency_factor": 2,
+                "read_consistency": "majority", "write_ordering": "strong"}
+    r = retriever_on(client, settings, dense_branch)
+    if fusion:
+        r = r.with_fusion(fusion=r.config.fusion.model_copy(update=fusion))
+    r.add_texts(["Qdrant shards a collection across nodes.", "Cats sleep all day.", "Replicas copy each shard."],
+                ids=["q", "c", "rep"])
+    assert r.search("how is a collection split over nodes", k=2)[0].id == "q"
+    assert [d.id for d in r.get(["c"])] == ["c"] and r.count() == 3
+    assert sorted(d.id for d in r.documents()) == ["c", "q", "rep"]
+    r.delete(["c"])
+    assert r.count() == 2
+    searched = "query_points" if fusion else "query_batch_points"
+    assert client.called(searched) and client.called("retrieve") and client.called("scroll") and client.called("count")
+    for name in READS:
+        for kw in client.called(name):
+            assert kw["consistency"] == m.ReadConsistencyType.MAJORITY, name
+            assert name == "query_batch_points" or kw["shard_key_selector"] == "tenant-a", name
+    for kw in client.called("query_batch_points"):  # a batch names the shard key in each request
+        assert kw["requests"] and all(q.shard_key == "tenant-a" for q in kw["requests"])
+    for kw in client.called("count"):  # Qdrant's count takes no read consistency
+        assert kw["shard_key_selector"] == "tenant-a"
+    writes = client.called("upsert") + client.called("delete")
+    assert client.called("upsert") and client.called("delete")
+    for kw in writes:
+        assert kw["ordering"] == m.WriteOrdering.STRONG and kw["shard_key_selector"] == "tenant-a" and kw["wait"] is True
+    r.close()
+
+
+def test_without_cluster_settings_nothing_is_forced(dense_branch: Any) -> None:
+    client = RecordingClient()
+    r = retriever_on(client, {}, dense_branch)
+    r.add_texts(["one document"], ids=["a"])
+    r.search("document", k=1)
+    r.get(["a"])
+    for name, kw in client.calls:
+        assert kw.get("consistency") is None and kw.get("shard_key_selector") is None and kw.get("ordering") is None, name
     r.close()
 
 
@@ -81,6 +162,7 @@ def test_shard_key_asks_for_custom_sharding(dense_branch: Any) -> None:
         ({"write_consistency_factor": 0}, "write_consistency_factor"),
         ({"read_consistency": "most"}, "read_consistency"),
         ({"read_consistency": 0}, "read_consistency"),
+        ({"write_ordering": "eventual"}, "write_ordering"),
     ],
 )
 def test_bad_cluster_settings_are_config_errors(store: dict[str, Any], problem: str) -> None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,6 +63,45 @@ def post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(res.read())
 
 
+@contextmanager
+def serving(root: Path, args: list[str], key: str = KEY) -> Iterator[str]:
+    """``hybrid-retriever serve ARGS`` on a free loopback port with API key ``key``: its URL once
+    /ready answers; on exit SIGTERM, and a clean shutdown is checked (log in ``root/serve.log``)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = root / "serve.log"
+    log = open(log_path, "w")
+    env = {**os.environ, "HYBRID_RETRIEVER_API_KEY": key, "HF_HUB_OFFLINE": "1"}
+    cli = Path(sys.executable).with_name("hybrid-retriever")
+    proc = subprocess.Popen(
+        [str(cli), "serve", *args, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if get_json(url + "/ready")["ready"]:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve was not ready in 180 s:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()  # SIGTERM: uvicorn shuts down gracefully and the app closes the index
+        try:
+            proc.wait(timeout=60)
+        finally:
+            log.close()
+    # uvicorn shuts down, then re-raises the signal it caught: exit by SIGTERM, no traceback.
+    text = log_path.read_text()
+    assert proc.returncode in (0, -15) and "Traceback" not in text, text
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`hybrid-retriever serve` on 127.0.0.1 over an Edge index of the bundled demo corpus."""
@@ -70,38 +110,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": str(index)}, "runtime": {"show_progress": False}})
     with HybridRetriever(cfg) as r:
         r.add_documents(list(read_jsonl(demo_corpus_path())))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "serve.log", "w")
-    env = {**os.environ, "HYBRID_RETRIEVER_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    cli = Path(sys.executable).with_name("hybrid-retriever")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--index", str(index), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}:\n{(root / 'serve.log').read_text()}")
-            try:
-                if get_json(url + "/ready")["ready"]:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve was not ready in 180 s:\n{(root / 'serve.log').read_text()}")
-            time.sleep(0.5)
-        yield {"url": url, "index": index, "log": root / "serve.log", "proc": proc}
-    finally:
-        proc.terminate()  # SIGTERM: uvicorn shuts down gracefully and the app closes the index
-        try:
-            proc.wait(timeout=60)
-        finally:
-            log.close()
-    # uvicorn shuts down, then re-raises the signal it caught: exit by SIGTERM, no traceback.
-    text = (root / "serve.log").read_text()
-    assert proc.returncode in (0, -15) and "Traceback" not in text, text
+    with serving(root, ["--index", str(index)]) as url:
+        yield {"url": url, "index": index, "log": root / "serve.log"}
     # Graceful shutdown released the Edge folder: it opens again, intact.
     with HybridRetriever.open(str(index)) as again:
         assert again.count() >= 200
@@ -122,61 +132,67 @@ def test_cli_searches_a_served_index_through_the_service(server: dict[str, Any])
     assert refused.exit_code == 2 and "401" in refused.output and KEY not in refused.output
 
 
-def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) -> None:
+@contextmanager
+def headless_page(**page_options: Any) -> Iterator[Any]:
+    """A page in headless Chromium (Debian's, through Playwright), closed on exit."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _need("playwright (pip)", False)
-    paraphrase = DEMO_QUERIES[1]  # "which amphibian can regenerate a missing leg": the dense branch finds it, BM25 does not
-    shots = Path(os.environ.get("HR_SCREENSHOT_DIR", tmp_path))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server["url"] + "/")
-            page.fill("#api-key", KEY)
-            page.dispatch_event("#api-key", "change")
-            page.wait_for_selector("body[data-config=loaded]")  # weights and fusion come from /config (needs the key)
-            assert page.input_value("#weight-dense") == "0.5" and page.input_value("#method") == "adaptive"
-            page.fill("#query", paraphrase.text)
-            page.press("#query", "Enter")
-            first = page.locator("#results-body tr").first
-            first.wait_for()
-            assert first.get_attribute("data-id") == paraphrase.expected
-            dense = first.locator("td.branch-dense")
-            bm25 = first.locator("td.branch-bm25")
-            assert dense.get_attribute("data-rank") == "1" and float(dense.get_attribute("data-raw") or "nan") > 0.3
-            assert bm25.get_attribute("data-rank") == ""  # BM25 did not return it: shown as –
-            assert "#–" in bm25.inner_text() and "#1" in dense.inner_text()
-            headers = page.locator("#results-head th").all_inner_texts()
-            assert headers[:3] == ["#", "id", "fused"] and headers[3].startswith("bm25") and headers[4].startswith("dense")
-            page.screenshot(path=str(shots / "demo-page.png"), full_page=True)
-
-            # A rare name: BM25 ranks the Mona Lisa note first. Toggle BM25 off and the dense branch alone
-            # decides: the page shows what the API answers for those weights.
-            rare = DEMO_QUERIES[0]
-            page.fill("#query", rare.text)
-            page.press("#query", "Enter")
-            page.wait_for_function(f"document.querySelector('#results-body tr')?.dataset.id === '{rare.expected}'")
-            page.uncheck("#use-bm25")
-            page.wait_for_function("document.querySelector('#results-head').innerText.includes('bm25 (w 0.00)')")
-            dense_only = post_json(server["url"] + "/search", {"query": rare.text, "weights": {"bm25": 0, "dense": 1}})
-            top = page.locator("#results-body tr").first.get_attribute("data-id")
-            assert top == dense_only["hits"][0]["id"] != rare.expected
-            assert "off" in (page.locator("#results-body tr td.branch-bm25").first.get_attribute("class") or "")
-            page.check("#use-bm25")
-
-            # Add a document from the page and find it.
-            page.fill("#doc-id", "e2e-new")
-            page.fill("#doc-text", "The zorblat is a fictional lantern fish that glows violet in deep water.")
-            page.fill("#doc-meta", '{"topic": "biology"}')
-            page.click("#add-form button")
-            page.wait_for_function("document.querySelector('#add-result').innerText.includes('added e2e-new')")
-            page.fill("#query", "zorblat violet glow")
-            page.press("#query", "Enter")
-            page.wait_for_function("document.querySelector('#results-body tr')?.dataset.id === 'e2e-new'")
-            page.screenshot(path=str(shots / "demo-page-added.png"), full_page=True)
+            yield browser.new_page(**page_options)
         finally:
             browser.close()
+
+
+def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) -> None:
+    paraphrase = DEMO_QUERIES[1]  # "which amphibian can regenerate a missing leg": the dense branch finds it, BM25 does not
+    shots = Path(os.environ.get("HR_SCREENSHOT_DIR", tmp_path))
+    with headless_page(viewport={"width": 1400, "height": 900}) as page:
+        page.goto(server["url"] + "/")
+        page.fill("#api-key", KEY)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("body[data-config=loaded]")  # weights and fusion come from /config (needs the key)
+        assert page.input_value("#weight-dense") == "0.5" and page.input_value("#method") == "adaptive"
+        page.fill("#query", paraphrase.text)
+        page.press("#query", "Enter")
+        first = page.locator("#results-body tr").first
+        first.wait_for()
+        assert first.get_attribute("data-id") == paraphrase.expected
+        dense = first.locator("td.branch-dense")
+        bm25 = first.locator("td.branch-bm25")
+        assert dense.get_attribute("data-rank") == "1" and float(dense.get_attribute("data-raw") or "nan") > 0.3
+        assert bm25.get_attribute("data-rank") == ""  # BM25 did not return it: shown as –
+        assert "#–" in bm25.inner_text() and "#1" in dense.inner_text()
+        headers = page.locator("#results-head th").all_inner_texts()
+        assert headers[:3] == ["#", "id", "fused"] and headers[3].startswith("bm25") and headers[4].startswith("dense")
+        page.screenshot(path=str(shots / "demo-page.png"), full_page=True)
+
+        # A rare name: BM25 ranks the Mona Lisa note first. Toggle BM25 off and the dense branch alone
+        # decides: the page shows what the API answers for those weights.
+        rare = DEMO_QUERIES[0]
+        page.fill("#query", rare.text)
+        page.press("#query", "Enter")
+        page.wait_for_function(f"document.querySelector('#results-body tr')?.dataset.id === '{rare.expected}'")
+        page.uncheck("#use-bm25")
+        page.wait_for_function("document.querySelector('#results-head').innerText.includes('bm25 (w 0.00)')")
+        dense_only = post_json(server["url"] + "/search", {"query": rare.text, "weights": {"bm25": 0, "dense": 1}})
+        top = page.locator("#results-body tr").first.get_attribute("data-id")
+        assert top == dense_only["hits"][0]["id"] != rare.expected
+        assert "off" in (page.locator("#results-body tr td.branch-bm25").first.get_attribute("class") or "")
+        page.check("#use-bm25")
+
+        # Add a document from the page and find it.
+        page.fill("#doc-id", "e2e-new")
+        page.fill("#doc-text", "The zorblat is a fictional lantern fish that glows violet in deep water.")
+        page.fill("#doc-meta", '{"topic": "biology"}')
+        page.click("#add-form button")
+        page.wait_for_function("document.querySelector('#add-result').innerText.includes('added e2e-new')")
+        page.fill("#query", "zorblat violet glow")
+        page.press("#query", "Enter")
+        page.wait_for_function("document.querySelector('#results-body tr')?.dataset.id === 'e2e-new'")
+        page.screenshot(path=str(shots / "demo-page-added.png"), full_page=True)
     assert (shots / "demo-page.png").stat().st_size > 10_000

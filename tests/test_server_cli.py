@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hybrid_retriever.cli import _contributed, app
+from hybrid_retriever.cli import app
+from hybrid_retriever.cli_common import contributed
 from hybrid_retriever.config import EdgeStoreConfig, QdrantStoreConfig, RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever_server.cli import DEFAULT_INDEX, _config, serve
@@ -22,7 +23,7 @@ def test_serve_is_contributed_through_an_entry_point() -> None:
 
 def test_a_missing_extension_names_the_extra_to_install() -> None:
     with pytest.raises(InvalidInputError, match=r"pip install 'hybrid-retriever\[server\]'"):
-        _contributed("hybrid_retriever.no_such_group", "search", "server")
+        contributed("hybrid_retriever.no_such_group", "search", "server")
 
 
 def test_query_needs_an_index_or_a_server() -> None:

@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from typing import Any, AsyncIterator, Callable, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -148,6 +150,8 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         description="Hybrid BM25 + dense retrieval on Qdrant; every hit carries each branch's score and rank.",
         lifespan=lifespan,
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN: served from local files below
+        redoc_url=None,  # ReDoc's bundle fetches its logo from its CDN, so it is left out (offline: /docs only)
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -204,7 +208,8 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
                 cfg["store"]["api_key"] = "(set)"
             if r.config.store.url:
                 cfg["store"]["url"] = _without_password(r.config.store.url)
-        return {"retriever": cfg, "server": settings.public(), "rerank_available": False, "version": __version__}
+        return {"retriever": cfg, "server": settings.public(), "rerank_available": r.reranker is not None,
+                "rerank": _rerank_info(r), "version": __version__}
 
     # ---------------------------------------------------------------------- documents
 
@@ -252,23 +257,31 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
 
     @app.post("/search", response_model=SearchResult, tags=["search"], dependencies=guarded)
     async def search(body: SearchBody, request: Request) -> SearchResult:
-        """The k best documents for a query, each with every branch's score and rank."""
-        view = _view(retriever_of(request), body, settings)
+        """The k best documents for a query, each with every branch's score and rank (and the reranker's,
+        when the server has a rerank stage and the request does not turn it off)."""
+        r = retriever_of(request)
+        view, rerank = _view(r, body, settings), _rerank(r, body)
         _check_query(body.query, settings)
         t0 = time.perf_counter()
-        hits = await run_in_threadpool(view.search, body.query, body.k, body.filter)
-        return SearchResult(hits=[HitOut.of(h) for h in hits], **_info(view, t0))
+        # Search, fusion and the cross-encoder all run in a worker thread, never on the event loop.
+        hits = (await run_in_threadpool(partial(view.search_batch, rerank=rerank), [body.query], body.k, body.filter))[0]
+        return SearchResult(hits=[HitOut.of(h) for h in hits], **_info(view, t0, rerank))
 
     @app.post("/search/batch", response_model=SearchBatchResult, tags=["search"], dependencies=guarded)
     async def search_batch(body: SearchBatchBody, request: Request) -> SearchBatchResult:
         """:http:post:`/search` for several queries in one request."""
-        view = _view(retriever_of(request), body, settings)
+        r = retriever_of(request)
+        view, rerank = _view(r, body, settings), _rerank(r, body)
         _at_most(len(body.queries), settings.max_queries, "queries in one request", "split the batch")
         for q in body.queries:
             _check_query(q, settings)
         t0 = time.perf_counter()
-        results = await run_in_threadpool(view.search_batch, body.queries, body.k, body.filter)
-        return SearchBatchResult(results=[[HitOut.of(h) for h in hits] for hits in results], **_info(view, t0))
+        results = await run_in_threadpool(partial(view.search_batch, rerank=rerank), body.queries, body.k, body.filter)
+        return SearchBatchResult(results=[[HitOut.of(h) for h in hits] for hits in results], **_info(view, t0, rerank))
+
+    # ------------------------------------------------------------- API docs, offline
+
+    _install_docs(app)
 
     # ---------------------------------------------------------------------- demo page
 
@@ -283,6 +296,31 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
     return app
 
 
+#: Where the Swagger UI files are served (from the fastapi-offline package, a server dependency).
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """OpenAPI docs at /docs (Swagger UI) with every script, style and icon served by the app itself,
+    so they work offline (FastAPI's default page fetches them from a CDN)."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = f"{app.title} API"
+    favicon = f"{DOCS_ASSETS}/favicon.png"
+    redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=title,
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=favicon, oauth2_redirect_url=redirect)
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def _without_password(url: str) -> str:
     """``url`` with any password in it replaced (``http://user:secret@host`` -> ``http://user:***@host``)."""
     parts = urlsplit(url)
@@ -293,12 +331,32 @@ def _without_password(url: str) -> str:
 
 
 def _load_models(r: HybridRetriever) -> None:
-    """Encode one query with every branch, so models are in memory before the first request."""
+    """Encode one query with every branch and load the reranker, so models are in memory before the
+    first request (each loads once and is shared by every concurrent request)."""
     for branch in r.branches.values():
         try:
             branch.encode_queries(["warm up"])
         except RuntimeError as exc:  # BM25 on an empty index: fitted at the first add, nothing to load
             log.debug("branch %r not warmed up: %s", branch.name, exc)
+    if r.reranker is not None:
+        r.reranker.backend()
+
+
+def _rerank(r: HybridRetriever, body: SearchOptions) -> bool:
+    """Whether this request goes through the rerank stage: the request's choice, else whenever the server has one."""
+    if body.rerank and r.reranker is None:
+        raise ApiError(400, "invalid_input", "this server has no rerank stage (its configuration has no enabled rerank "
+                       "section); leave rerank out or set it to false")
+    return r.reranker is not None if body.rerank is None else body.rerank
+
+
+def _rerank_info(r: HybridRetriever) -> dict[str, Any] | None:
+    """The rerank stage's settings as /config shows them (None without one)."""
+    if r.reranker is None:
+        return None
+    rc = r.reranker.config
+    return {"model": r.reranker.name, "depth": rc.depth, "order": rc.order, "weight": rc.weight, "timeout": rc.timeout,
+            "on_error": rc.on_error, "loaded": r.reranker.loaded}
 
 
 def _at_most(n: int, limit: int, what: str, fix: str, status: int = 413) -> None:
@@ -315,8 +373,6 @@ def _view(r: HybridRetriever, body: SearchOptions, settings: ServerSettings) -> 
     """The retriever with this request's fusion settings and weights (the shared one when none)."""
     if body.k is not None:
         _at_most(body.k, settings.max_k, "results (k)", f"ask for k <= {settings.max_k}", status=400)
-    if body.rerank:
-        raise ApiError(400, "invalid_input", "this server has no rerank stage; leave rerank out or set it to false")
     if body.fusion is None and body.weights is None:
         return r
     fusion = None
@@ -328,11 +384,12 @@ def _view(r: HybridRetriever, body: SearchOptions, settings: ServerSettings) -> 
     return r.with_fusion(fusion=fusion, weights=body.weights)
 
 
-def _info(view: HybridRetriever, t0: float) -> dict[str, Any]:
+def _info(view: HybridRetriever, t0: float, reranked: bool) -> dict[str, Any]:
     return {
         "branches": view.config.branch_names,
         "weights": view.config.weights(),
         "fusion": view.config.fusion.model_dump(mode="json"),
+        "reranked": reranked,
         "took_ms": (time.perf_counter() - t0) * 1000,
     }
 

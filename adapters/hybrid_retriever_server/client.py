@@ -1,7 +1,8 @@
 """A small client of the service (standard library only): search a served index from another process.
 
 An Edge index is held by the process serving it, so ``hybrid-retriever query --server URL``
-searches through the service with :func:`search` instead of opening the folder.
+searches through the service with :func:`search`, and ``hybrid-retriever eval --server URL``
+with :class:`ServiceClient` (the core's ``ServedIndex``), instead of opening the folder.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Sequence
 
 from hybrid_retriever.errors import InvalidInputError, StoreUnavailableError
-from hybrid_retriever.types import BranchScore, Hit
+from hybrid_retriever.types import BranchScore, Hit, RerankScore
 
 #: The API key the client sends when none is passed.
 API_KEY_ENV = "HYBRID_RETRIEVER_API_KEY"
@@ -39,15 +40,50 @@ def search(
     return [hit_from_json(h) for h in answer["hits"]]
 
 
+class ServiceClient:
+    """A running ``hybrid-retriever serve`` at ``url``: what ``eval --server`` searches through.
+
+    The key is ``api_key`` or else ``$HYBRID_RETRIEVER_API_KEY``; it is sent in ``api_key_header``
+    and never shown in errors.
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, api_key_header: str = "X-API-Key", timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/")
+        self._key, self._header, self._timeout = api_key, api_key_header, timeout
+
+    def describe(self) -> dict[str, Any]:
+        """The served configuration, whether it has a rerank stage, and its limits on k and queries per request."""
+        answer = request_json(self.url + "/config", None, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+        server = answer.get("server") or {}
+        return {"config": answer.get("retriever") or {}, "rerank_available": bool(answer.get("rerank_available")),
+                "max_k": int(server.get("max_k", 100)), "max_queries": int(server.get("max_queries", 64))}
+
+    def search_batch(self, queries: Sequence[str], k: int, *, rerank: bool) -> list[list[Hit]]:
+        """``POST /search/batch``: each query's ``k`` best hits, reranked when ``rerank``."""
+        body = {"queries": list(queries), "k": k, "rerank": rerank}
+        answer = post_json(self.url + "/search/batch", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+        return [[hit_from_json(h) for h in hits] for hits in answer["results"]]
+
+
 def post_json(
     url: str, body: dict[str, Any], *, api_key: str | None = None, api_key_header: str = "X-API-Key", timeout: float = 60.0
 ) -> dict[str, Any]:
     """POST ``body`` as JSON; the service's 4xx errors become :class:`InvalidInputError` with its message."""
+    return request_json(url, body, api_key=api_key, api_key_header=api_key_header, timeout=timeout)
+
+
+def request_json(
+    url: str, body: dict[str, Any] | None, *, api_key: str | None = None, api_key_header: str = "X-API-Key", timeout: float = 60.0
+) -> dict[str, Any]:
+    """GET ``url`` (``body`` None) or POST ``body`` as JSON; 4xx errors become :class:`InvalidInputError`."""
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     if key:
         headers[api_key_header] = key
-    request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
+    data = json.dumps(body).encode("utf-8") if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (the user's own server URL)
             return json.loads(response.read())  # type: ignore[no-any-return]
@@ -73,4 +109,10 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
             n: BranchScore(raw=s.get("raw"), normalized=s.get("normalized"), rank=s.get("rank"), completed=bool(s.get("completed")))
             for n, s in (h.get("provenance") or {}).items()
         },
+        rerank=_rerank_from_json(h["rerank"]) if h.get("rerank") else None,
     )
+
+
+def _rerank_from_json(r: dict[str, Any]) -> RerankScore:
+    return RerankScore(raw=r.get("raw"), normalized=r.get("normalized"), rank=r.get("rank"), fused_score=r["fused_score"],
+                       fused_rank=r["fused_rank"], model=r.get("model"), error=r.get("error"))

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybrid_retriever.config import CompletedNormalization, FusionMethod, MissingPolicy, Normalization
-from hybrid_retriever.types import BranchScore, Document, Hit
+from hybrid_retriever.types import BranchScore, Document, Hit, RerankScore
 
 
 class _Body(BaseModel):
@@ -71,8 +71,9 @@ class SearchOptions(_Body):
     )
     rerank: Optional[bool] = Field(
         default=None,
-        description="Re-rank the fused list with the cross-encoder stage where the server has one; "
-        "None = the server's default. True on a server without a rerank stage is an error (400).",
+        description="Re-rank the fused list with the server's cross-encoder stage. None = the server's default "
+        "(rerank when its configuration has a rerank stage); false = the fused order; true on a server "
+        "without a rerank stage is an error (400).",
     )
 
 
@@ -95,19 +96,38 @@ class BranchScoreOut(BaseModel):
         return cls(raw=s.raw, normalized=s.normalized, rank=s.rank, completed=s.completed)
 
 
+class RerankScoreOut(BaseModel):
+    """The rerank stage's view of a hit; ``raw`` is None below the rerank depth or when the reranker failed."""
+
+    raw: Optional[float] = Field(description="The reranker's own score (a cross-encoder logit).")
+    normalized: Optional[float] = Field(description="That score min-max normalised over the query's reranked candidates.")
+    rank: Optional[int] = Field(description="1-based rank by the reranker alone.")
+    fused_score: float = Field(description="The hit's fused score before reranking.")
+    fused_rank: int = Field(description="The hit's fused rank before reranking.")
+    model: Optional[str] = None
+    error: Optional[str] = Field(default=None, description="Why the hit kept its fused place (reranker failed or timed out).")
+
+    @classmethod
+    def of(cls, s: RerankScore) -> "RerankScoreOut":
+        return cls(raw=s.raw, normalized=s.normalized, rank=s.rank, fused_score=s.fused_score, fused_rank=s.fused_rank,
+                   model=s.model, error=s.error)
+
+
 class HitOut(BaseModel):
     id: str
     text: str
     metadata: dict[str, Any]
-    score: float
+    score: float = Field(description="The final score: fused, or after the rerank stage the reranker's (see rerank.order).")
     rank: int
     provenance: dict[str, BranchScoreOut] = Field(description="Each branch's raw and normalised score and own rank.")
+    rerank: Optional[RerankScoreOut] = Field(default=None, description="The rerank stage's score and rank; None when not reranked.")
 
     @classmethod
     def of(cls, h: Hit) -> "HitOut":
         return cls(
             id=h.id, text=h.text, metadata=h.metadata, score=h.score, rank=h.rank,
             provenance={n: BranchScoreOut.of(s) for n, s in h.provenance.items()},
+            rerank=RerankScoreOut.of(h.rerank) if h.rerank is not None else None,
         )
 
 
@@ -115,6 +135,7 @@ class SearchInfo(BaseModel):
     branches: list[str]
     weights: dict[str, float] = Field(description="Normalised branch weights used.")
     fusion: dict[str, Any] = Field(description="Fusion settings used.")
+    reranked: bool = Field(default=False, description="Whether the rerank stage reordered the fused hits.")
     took_ms: float
 
 

@@ -4,6 +4,7 @@ Registered in :mod:`hybrid_retriever.cli`; helpers from there are imported insid
 functions so either module can be imported first.
 
     hybrid-retriever eval DATA --index PATH [--split test] [--config FILE] [--out DIR]
+    hybrid-retriever eval DATA --server URL [--api-key KEY] [--out DIR]     (an index a service holds)
     hybrid-retriever tune DATA --index PATH [--split train --dev-split test | --folds 5] [--out tuned.yaml]
     hybrid-retriever tune --synthetic --index PATH [--n-queries 500] [--out tuned.yaml]
     hybrid-retriever tune DATA --index PATH ... --prf [--prf-fb-docs 1,3,5 --prf-beta 0.25,0.5,1 ...]
@@ -106,7 +107,7 @@ def _judged(data: Optional[Path], split: str, queries: Optional[Path], qrels: Op
 
 def eval_command(
     data: Optional[Path] = typer.Argument(None, help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a judged-queries .jsonl."),
-    index: Path = typer.Option(..., "--index", "-i", help="The index to evaluate (built from DATA's corpus when missing)."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="The index to evaluate (built from DATA's corpus when missing)."),
     split: str = typer.Option("test", "--split", "-s", help="Qrels split of a BEIR folder."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Fusion, weights and depths to evaluate (a RetrieverConfig file); default: the index's."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (JSONL or TSV), with --qrels instead of DATA."),
@@ -120,9 +121,13 @@ def eval_command(
     test: str = typer.Option("randomization", "--test", help="Paired significance test: randomization or t-test."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots to --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    server: Optional[str] = typer.Option(
+        None, "--server", help="Evaluate the index served by a running `hybrid-retriever serve` at this URL (e.g. an Edge index it holds) instead of --index."
+    ),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="The service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
 ) -> None:
     """Evaluate every branch and the fusion on judged queries: metrics, candidate recall, latency, significance."""
-    from hybrid_retriever.cli_common import console
+    from hybrid_retriever.cli_common import console, contributed
     from hybrid_retriever.evaluation.report import (
         eval_markdown,
         plot_metric_vs_depth,
@@ -130,16 +135,29 @@ def eval_command(
         write_json,
     )
     from hybrid_retriever.evaluation.runner import evaluate
+    from hybrid_retriever.evaluation.served import evaluate_served
 
+    if (index is None) == (server is None):
+        raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
+    if server is not None:
+        given = [name for name, value in (("--config", config), ("--compare", compare), ("--cache", cache)) if value]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} need the index itself (--index): through --server the service "
+                                    "searches with its own configuration")
     judged = _judged(data, split, queries, qrels, corpus)
-    others = {p.stem: RetrieverConfig.from_file(p) for p in compare}
-    retriever, built = _open_or_build(index, config, judged.corpus, progress=progress,
-                                      rebuild_hint="pass a BEIR folder (or --corpus) to build it")
-    with retriever as r:
-        if judged.corpus is not None and not built:
-            judged.warnings.extend(check_corpus_matches(r, judged.corpus, index))
-        result = evaluate(r, judged, metrics, compare_configs=others, batch_size=batch_size, cache_dir=cache,
-                          progress=progress, test=test)
+    if server is not None:
+        service = contributed("hybrid_retriever.remote", "connect", "server")(server, api_key=api_key)
+        result = evaluate_served(service, judged, metrics, batch_size=batch_size, progress=progress, test=test)
+    else:
+        assert index is not None
+        others = {p.stem: RetrieverConfig.from_file(p) for p in compare}
+        retriever, built = _open_or_build(index, config, judged.corpus, progress=progress,
+                                          rebuild_hint="pass a BEIR folder (or --corpus) to build it")
+        with retriever as r:
+            if judged.corpus is not None and not built:
+                judged.warnings.extend(check_corpus_matches(r, judged.corpus, index))
+            result = evaluate(r, judged, metrics, compare_configs=others, batch_size=batch_size, cache_dir=cache,
+                              progress=progress, test=test)
     md = eval_markdown(result)
     typer.echo(md)
     if out is not None:
@@ -148,7 +166,8 @@ def eval_command(
         (out / "eval.md").write_text(md, encoding="utf-8")
         written = [out / "eval.json", out / "eval.md"]
         if plots:
-            written.append(plot_per_query_difference(result, out / "per_query_difference.png"))
+            if any(s.kind == "branch" for s in result.systems.values()):  # through --server: no branch runs
+                written.append(plot_per_query_difference(result, out / "per_query_difference.png"))
             written.append(plot_metric_vs_depth(result, out / "metric_vs_depth.png"))
         console.print("Wrote " + ", ".join(str(p) for p in written), soft_wrap=True)
 

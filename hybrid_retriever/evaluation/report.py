@@ -81,7 +81,8 @@ def eval_markdown(result: EvalResult) -> str:
         lines.append("| " + " | ".join([name, *(_f(s.mean[m]) for m in result.metrics), _f(s.candidate_recall),
                                         _f(mean, 1), _f(p95, 1)]) + " |")
     u = result.union_recall
-    lines.append("| union of branches | " + " | ".join("" for _ in result.metrics) + f" | {_f(u['value'])} | | |")
+    if u.get("value") is not None:  # None: evaluated through a service, which answers fused lists only
+        lines.append("| union of branches | " + " | ".join("" for _ in result.metrics) + f" | {_f(u['value'])} | | |")
     lines.append("")
     lines.append("Candidate recall is Recall@depth of each branch's own list; the union's is the ceiling fusion and "
                  "reranking can reach. Branch latency is query encoding; fused latency is search (all branches, "
@@ -219,7 +220,7 @@ def plot_metric_vs_depth(result: EvalResult, path: str | Path) -> Path:
             if c:
                 ks = sorted(c)
                 ax.plot(ks, [c[k] for k in ks], marker="o", ms=3, label=s.name, lw=2 if s.kind == "fused" else 1.2)
-        if curve == "recall":
+        if curve == "recall" and result.union_recall.get("value") is not None:
             ax.axhline(result.union_recall["value"], ls="--", color="gray", lw=1, label="union of candidates")
         ax.set_xscale("log")
         ax.set_xlabel("k (depth of the ranking)")

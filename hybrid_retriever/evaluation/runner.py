@@ -139,6 +139,22 @@ def _latency(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "p95": float(np.percentile(a, 95))}
 
 
+def judgement_warnings(judged: JudgedQueries, fused: SystemResult, metrics: Sequence[Metric]) -> list[str]:
+    """Warnings about the judgements: too few judged documents in ``fused``'s top k, queries without a relevant one."""
+    out = []
+    for m in metrics:
+        if m.name == "judged":
+            share = fused.mean[str(m)]
+            if share < JUDGED_WARN:
+                out.append(
+                    f"only {share:.0%} of the fused top {m.k} carry a judgement ({m}): unjudged documents count as "
+                    "not relevant, so the scores are lower bounds and differences between systems are not to be trusted"
+                )
+    if judged.no_relevant:
+        out.append(f"{len(judged.no_relevant)} judged queries have no relevant document; they score 0 on every metric")
+    return out
+
+
 def reranked_lists(retriever: Any, queries: Mapping[str, str], cached: Sequence[Any], config: RetrieverConfig, *,
                    cache_dir: str | Path | None = None, progress: bool = True) -> tuple[list[list[str]], list[float]]:
     """Each query's fused list with its top ``rerank.depth`` reordered by the reranker; the scoring ms per query."""
@@ -260,16 +276,7 @@ def evaluate(
             f"PRF is enabled in {', '.join(with_prf)}, but eval scores the fusion without PRF; "
             "`hybrid-retriever tune --prf` reports PRF's held-out score against no PRF"
         )
-    for m in ms:
-        if m.name == "judged":
-            share = systems["fused"].mean[str(m)]
-            if share < JUDGED_WARN:
-                warnings.append(
-                    f"only {share:.0%} of the fused top {m.k} carry a judgement ({m}): unjudged documents count as "
-                    "not relevant, so the scores are lower bounds and differences between systems are not to be trusted"
-                )
-    if judged.no_relevant:
-        warnings.append(f"{len(judged.no_relevant)} judged queries have no relevant document; they score 0 on every metric")
+    warnings += judgement_warnings(judged, systems["fused"], ms)
     return EvalResult(
         data=judged.describe(),
         config=config.model_dump(mode="json"),

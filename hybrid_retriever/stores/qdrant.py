@@ -73,9 +73,11 @@ class QdrantStore(Store):
         # qdrant-client's local mode raises under concurrent writes and searches: one call at a time.
         self._local_lock = threading.RLock() if self._is_local else None
         # Cluster settings for every write and search (None: Qdrant's defaults; the local mode has no shards).
-        self._shard_key = config.shard_key if config.shard_key and not self._is_local else None
+        # The local mode accepts the shard key and consistency and ignores them (it has one shard).
+        self._shard_key = config.shard_key or None
         rc = config.read_consistency
         self._read_consistency: Any = m.ReadConsistencyType(rc) if isinstance(rc, str) else rc
+        self._ordering = m.WriteOrdering(config.write_ordering) if config.write_ordering else None
         self._budget = threading.local()  # .end: when the running operation must be done (monotonic)
         if not self._is_local:
             if config.prefer_grpc:
@@ -243,7 +245,8 @@ class QdrantStore(Store):
         doc_ids = [str(p.payload.get(PAYLOAD_ID, p.point_id)) for p in points]
         self._write(
             "upsert",
-            lambda: self.client.upsert(self.collection, points=structs, wait=True, shard_key_selector=self._shard_key),
+            lambda: self.client.upsert(self.collection, points=structs, wait=True, ordering=self._ordering,
+                                       shard_key_selector=self._shard_key),
             doc_ids,
         )
 
@@ -251,7 +254,8 @@ class QdrantStore(Store):
         selector = m.PointIdsList(points=list(point_ids))
         self._write(
             "delete",
-            lambda: self.client.delete(self.collection, points_selector=selector, wait=True, shard_key_selector=self._shard_key),
+            lambda: self.client.delete(self.collection, points_selector=selector, wait=True, ordering=self._ordering,
+                                       shard_key_selector=self._shard_key),
         )
 
     def optimize(self) -> None:
@@ -324,7 +328,8 @@ class QdrantStore(Store):
             query = m.FusionQuery(fusion=m.Fusion.DBSF)
         answer = self._read(
             "query_points",
-            lambda: self.client.query_points(self.collection, prefetch=prefetch, query=query, limit=limit, with_payload=False),
+            lambda: self.client.query_points(self.collection, prefetch=prefetch, query=query, limit=limit, with_payload=False,
+                                             consistency=self._read_consistency, shard_key_selector=self._shard_key),
         )
         return [(str(p.id), float(p.score)) for p in answer.points]
 

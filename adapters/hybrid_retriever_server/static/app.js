@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { branches: [], weights: {}, enabled: {}, timer: null, seq: 0 };
+const state = { branches: [], weights: {}, enabled: {}, timer: null, seq: 0, rerank: false };
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -43,8 +43,12 @@ async function init() {
     $("method").value = cfg.retriever.fusion.method;
     $("normalization").value = cfg.retriever.fusion.normalization;
     $("k").max = cfg.server.max_k;
-    $("rerank").disabled = !cfg.rerank_available;
-    $("rerank-note").hidden = !!cfg.rerank_available;
+    state.rerank = !!cfg.rerank_available;
+    $("rerank").disabled = !state.rerank;
+    $("rerank").checked = state.rerank;  // a server with a rerank stage reranks by default
+    $("rerank-note").textContent = state.rerank
+      ? "(" + cfg.rerank.model + ", top " + cfg.rerank.depth + ")"
+      : "(not on this server)";
     document.body.dataset.config = "loaded";  // the server's own weights and fusion are shown
   } catch (err) {
     for (const b of state.branches) state.weights[b] = 1;  // e.g. no key yet: the server's weights apply
@@ -98,7 +102,7 @@ async function search() {
     fusion: { method: $("method").value, normalization: $("normalization").value },
     weights,
   };
-  if ($("rerank").checked) body.rerank = true;
+  if (state.rerank) body.rerank = $("rerank").checked;  // only a server with a rerank stage takes true
   const seq = ++state.seq;
   try {
     const res = await call("POST", "/search", body);
@@ -133,7 +137,9 @@ function render(res) {
   const head = $("results-head"), body = $("results-body");
   head.textContent = "";
   body.textContent = "";
-  const columns = ["#", "id", "fused"].concat(res.branches.map((b) => b + " (w " + res.weights[b].toFixed(2) + ")"), ["text"]);
+  const columns = ["#", "id", res.reranked ? "final" : "fused"]
+    .concat(res.branches.map((b) => b + " (w " + res.weights[b].toFixed(2) + ")"))
+    .concat(res.reranked ? ["rerank"] : [], ["text"]);
   for (const c of columns) { const th = document.createElement("th"); th.textContent = c; head.appendChild(th); }
   const top = res.hits.length ? res.hits[0].score : 0;
   for (const h of res.hits) {
@@ -151,12 +157,23 @@ function render(res) {
       td.dataset.rank = p.rank ?? "";
       td.appendChild(bar(p.normalized ?? 0, 1));
     }
+    if (res.reranked) {
+      const rr = h.rerank || {};
+      const text = fmt(rr.raw) + "  #" + (rr.rank ?? "–") + (rr.fused_rank ? "  (fused #" + rr.fused_rank + ")" : "");
+      const td = cell(tr, text, "num branch rerank" + (rr.error ? " off" : ""));
+      td.dataset.raw = rr.raw ?? "";
+      td.dataset.rank = rr.rank ?? "";
+      td.dataset.fusedRank = rr.fused_rank ?? "";
+      if (rr.error) td.title = rr.error;
+      td.appendChild(bar(rr.normalized ?? 0, 1, "rerank"));
+    }
     cell(tr, h.text.length > 220 ? h.text.slice(0, 219) + "…" : h.text, "doc-text");
     body.appendChild(tr);
   }
   $("results").hidden = false;
   $("summary").textContent = res.hits.length + " hits in " + res.took_ms.toFixed(1) + " ms · " +
-    res.fusion.method + (res.fusion.method === "rrf" ? " (k=" + res.fusion.rrf_k + ")" : " (" + res.fusion.normalization + ")");
+    res.fusion.method + (res.fusion.method === "rrf" ? " (k=" + res.fusion.rrf_k + ")" : " (" + res.fusion.normalization + ")") +
+    (res.reranked ? " · reranked" : "");
 }
 
 async function addDocument(ev) {
