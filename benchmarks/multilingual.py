@@ -170,8 +170,8 @@ def as_results(data: BranchData) -> dict[str, BranchResult]:
             branch=n,
             hits=[ScoredId(i, s, k) for k, (i, s) in enumerate(zip(ids, sc), start=1)],
             completed=dict(comp),
-            # Fusion reads only whether a sparse query vector had tokens.
-            query_vector=SparseVector(indices=[], values=[]) if blind else None,
+            # Fusion reads only whether a branch is sparse and whether its query vector had tokens.
+            query_vector=(SparseVector(indices=[], values=[]) if blind else SparseVector(indices=[0], values=[1.0])) if n == "bm25" else None,
         )
         for n, (ids, sc, comp, blind) in data.items()
     }

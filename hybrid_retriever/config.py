@@ -321,8 +321,10 @@ class FusionConfig(_Strict):
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
     ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
-    exclude the corpus language: weight × ``foreign_weight``) counts less, and the
-    weights used are in each hit's provenance (docs/languages.md).
+    exclude the corpus language: weight × ``foreign_weight``) counts less, a branch whose
+    list is flat for this query (low query clarity) counts less than one whose top stands
+    out (``clarity_weight``, ``sparse_clarity_offset``), and the weights and signals used
+    are in each hit's provenance (docs/languages.md).
     """
 
     method: FusionMethod = "adaptive"
@@ -342,6 +344,19 @@ class FusionConfig(_Strict):
         le=1,
         allow_inf_nan=False,
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
+    )
+    clarity_weight: float = Field(
+        default=2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
+        "weight: factor exp(clarity_weight * (clarity - offset)); 0 turns the signal off.",
+    )
+    sparse_clarity_offset: float = Field(
+        default=0.125,
+        allow_inf_nan=False,
+        description="adaptive: clarity subtracted from a sparse (BM25) branch's before weighting (BM25 lists are more "
+        "spread than cosine lists).",
     )
     server_side: bool = Field(
         default=False,

@@ -8,12 +8,16 @@ dense branch loader.
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.config import DenseBranchConfig
 from hybrid_retriever.fusion import BranchList
-from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive, adaptive_weights
+from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive, adaptive_weights, clarity
 from hybrid_retriever.models.card import branch_languages, card_languages
 from tests.test_languages import CHINESE, ENGLISH, GERMAN
 
@@ -37,12 +41,114 @@ def test_adaptive_weights_by_hand():
 
 
 def test_adaptive_fuses_with_its_weights():
-    # Min-max over the union; a: x 1, y 0; b: y 1, x 0. Weights 0.2 (a) / 0.8 (b) after the
-    # out-of-language factor 0.25 on a (0.5·0.25 = 0.125; 0.125/0.625 = 0.2).
+    # Min-max over the union; a: x 1, y 0; b: y 1, x 0. Clarity off: weights 0.2 (a) / 0.8 (b)
+    # after the out-of-language factor 0.25 on a (0.5·0.25 = 0.125; 0.125/0.625 = 0.2).
     lists = {"a": BranchList(["x", "y"], [2.0, 1.0]), "b": BranchList(["y", "x"], [0.9, 0.1])}
-    fused, aw = adaptive(lists, {"a": 0.5, "b": 0.5}, {"a": BranchSignals(in_language=False)}, "minmax", foreign_weight=0.25)
+    fused, aw = adaptive(lists, {"a": 0.5, "b": 0.5}, {"a": BranchSignals(in_language=False)}, "minmax",
+                         foreign_weight=0.25, clarity_weight=0.0)
     assert {f.id: f.score for f in fused} == pytest.approx({"x": 0.2, "y": 0.8})
     assert aw.weights == pytest.approx({"a": 0.2, "b": 0.8})
+
+
+def test_clarity_by_hand():
+    # NQC of [3, 2, 1]: population std sqrt(2/3) = 0.81650 over mean 2 = 0.40825.
+    assert clarity([3.0, 2.0, 1.0]) == pytest.approx(0.408248, abs=1e-6)
+    # Only the top `depth` scores count; NaN is dropped before taking them.
+    assert clarity([3.0, float("nan"), 2.0, 1.0, 100.0], depth=3) == pytest.approx(0.408248, abs=1e-6)
+    # [2, 1]: std 0.5 / mean 1.5 = 1/3; equal scores: 0; one score: unknown.
+    assert clarity([2.0, 1.0]) == pytest.approx(1 / 3)
+    assert clarity([0.5, 0.5, 0.5]) == 0.0 and clarity([1.0]) is None and clarity([]) is None
+    # Mean not positive: no clarity (0); a mean near 0 with a wide spread is capped at 1.
+    assert clarity([-0.1, -0.3]) == 0.0 and clarity([0.5, -0.5]) == 0.0
+    assert clarity([1.0, -0.9]) == 1.0  # std 0.95 / mean 0.05 = 19 -> cap
+
+
+def test_clarity_moves_weights_by_hand():
+    w = {"bm25": 0.5, "dense": 0.5}
+    # BM25 (sparse) clarity 0.4, dense 0.1, clarity_weight 2, offset 0.125:
+    # factors exp(2·(0.4 − 0.125)) = 1.73325 and exp(2·0.1) = 1.22140; weights 0.58662 / 0.41338.
+    sig = {"bm25": BranchSignals(clarity=0.4, sparse=True), "dense": BranchSignals(clarity=0.1)}
+    aw = adaptive_weights(w, sig, clarity_weight=2.0, sparse_clarity_offset=0.125)
+    assert aw.weights == pytest.approx({"bm25": 0.586618, "dense": 0.413382}, abs=1e-6)
+    assert aw.factors == pytest.approx({"bm25": 1.733253, "dense": 1.221403}, abs=1e-6)
+    assert aw.signals == {"bm25": {"clarity": 0.4}, "dense": {"clarity": 0.1}}
+    # Clarity off: the configured weights.
+    assert adaptive_weights(w, sig, clarity_weight=0.0).weights == {"bm25": 0.5, "dense": 0.5}
+    # No query tokens stays 0 whatever the clarity.
+    sig["bm25"] = BranchSignals(no_query_tokens=True, clarity=1.0, sparse=True)
+    assert adaptive_weights(w, sig).weights == {"bm25": 0.0, "dense": 1.0}
+    with pytest.raises(ValueError, match="clarity_weight"):
+        adaptive_weights(w, {}, clarity_weight=-1.0)
+    with pytest.raises(ValueError, match="sparse_clarity_offset"):
+        adaptive_weights(w, {}, sparse_clarity_offset=float("nan"))
+
+
+def test_adaptive_measures_clarity_from_the_lists():
+    # a: [2, 1] -> clarity 1/3, b: [0.9, 0.1] -> std 0.4 / mean 0.5 = 0.8, neither sparse; a out of
+    # language (0.25): factors 0.25·exp(2/3) = 0.48692 and exp(1.6) = 4.95303 -> a 0.08951, b 0.91049.
+    lists = {"a": BranchList(["x", "y"], [2.0, 1.0]), "b": BranchList(["y", "x"], [0.9, 0.1])}
+    fused, aw = adaptive(lists, {"a": 0.5, "b": 0.5}, {"a": BranchSignals(in_language=False)}, "minmax",
+                         foreign_weight=0.25, clarity_weight=2.0)
+    assert aw.weights == pytest.approx({"a": 0.089510, "b": 0.910490}, abs=1e-6)
+    assert {n: v["clarity"] for n, v in aw.signals.items()} == pytest.approx({"a": 1 / 3, "b": 0.8})
+    assert [f.id for f in fused] == ["y", "x"]
+    assert {f.id: f.score for f in fused} == pytest.approx({"x": 0.089510, "y": 0.910490}, abs=1e-6)
+
+
+scores = st.one_of(st.floats(-50, 50, allow_nan=False), st.just(float("nan")), st.sampled_from([0.0, 1.0]))
+
+
+@st.composite
+def branch_lists(draw):
+    ids = draw(st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=8))
+    # Completion scores candidates the branch did not return (the other branch's finds).
+    others = draw(st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=4))
+    return BranchList(ids, [draw(scores) for _ in ids], extra={i: draw(scores) for i in others if i not in ids})
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=branch_lists(), b=branch_lists(), wa=st.floats(0, 5), wb=st.floats(0, 5),
+       beta=st.floats(0, 10), offset=st.floats(-1, 1), foreign=st.booleans(), blind=st.booleans())
+def test_adaptive_weights_are_a_distribution_on_any_lists(a, b, wa, wb, beta, offset, foreign, blind):
+    sig = {"a": BranchSignals(no_query_tokens=blind, sparse=True), "b": BranchSignals(in_language=not foreign)}
+    fused, aw = adaptive({"a": a, "b": b}, {"a": wa, "b": wb}, sig, "zscore", clarity_weight=beta,
+                         sparse_clarity_offset=offset)
+    c = {n: clarity(bl.scores) for n, bl in (("a", a), ("b", b))}
+    for n, v in c.items():
+        assert v is None or 0.0 <= v <= 1.0
+        assert aw.signals.get(n) == ({"clarity": v} if v is not None else None)
+    if wa + wb > 0:
+        assert sum(aw.weights.values()) == pytest.approx(1.0)
+    assert all(0.0 <= w <= 1.0 and math.isfinite(w) for w in aw.weights.values())
+    if blind and wb > 0:
+        assert aw.weights["a"] == 0.0
+    # Every candidate with a score in either branch is ranked once, with a finite score (a completed
+    # score needs its branch to have returned a score to normalise against).
+    expected = {i for bl in (a, b) for i, s in list(zip(bl.ids, bl.scores)) if not math.isnan(s)}
+    expected |= {i for bl in (a, b) if bl.ranked() for i, s in bl.extra.items() if not math.isnan(s)}
+    assert sorted(f.id for f in fused) == sorted(expected)
+    assert all(math.isfinite(f.score) for f in fused)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ca=st.floats(0, 1), cb=st.floats(0, 1), step=st.floats(0, 1), beta=st.floats(0, 10))
+def test_more_clarity_never_lowers_a_weight(ca, cb, step, beta):
+    w = {"a": 0.5, "b": 0.5}
+    lo = adaptive_weights(w, {"a": BranchSignals(clarity=ca), "b": BranchSignals(clarity=cb)}, clarity_weight=beta)
+    hi = adaptive_weights(w, {"a": BranchSignals(clarity=min(1.0, ca + step)), "b": BranchSignals(clarity=cb)}, clarity_weight=beta)
+    assert hi.weights["a"] >= lo.weights["a"] - 1e-12
+    # Equal clarity on two dense branches: the configured weights.
+    same = adaptive_weights(w, {"a": BranchSignals(clarity=ca), "b": BranchSignals(clarity=ca)}, clarity_weight=beta)
+    assert same.weights == pytest.approx(w)
+
+
+def test_one_branch_empty_and_ties():
+    # One branch returned nothing: no clarity for it, the other takes all the weight it has.
+    lists = {"a": BranchList([], []), "b": BranchList(["x", "y"], [0.7, 0.7])}
+    fused, aw = adaptive(lists, {"a": 0.5, "b": 0.5}, {}, "dbsf")
+    assert aw.signals == {"b": {"clarity": 0.0}} and aw.factors["a"] == 1.0
+    # Tied scores in b: order by the best rank (x first), DBSF maps a degenerate list to 0.5.
+    assert [f.id for f in fused] == ["x", "y"] and [f.score for f in fused] == pytest.approx([0.25, 0.25])
 
 
 def test_minilm_card_says_english():
