@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
-from hybrid_retriever.config import DenseBranchConfig
+from hybrid_retriever.config import DenseBranchConfig, FusionConfig
 from hybrid_retriever.fusion import BranchList
 from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive, adaptive_weights, clarity
 from hybrid_retriever.models.card import branch_languages, card_languages
@@ -189,6 +189,15 @@ def multilingual_model(tmp_path_factory):
     return str(path)
 
 
+BETA, OFFSET = FusionConfig().clarity_weight, FusionConfig().sparse_clarity_offset
+
+
+def clarity_factor(score, offset):
+    """exp(β·(clarity − offset)) from a hit's provenance; 1 when the branch returned under two scores."""
+    c = score.signals.get("clarity")
+    return 1.0 if c is None else math.exp(BETA * (c - offset))
+
+
 def config(path, model, **dense):
     return RetrieverConfig.validate_data({
         "store": {"kind": "edge", "path": str(path)},
@@ -204,7 +213,13 @@ def test_a_multilingual_model_keeps_its_weight_on_chinese(tmp_path, multilingual
         hits = r.search("熊猫吃什么", k=3)
         assert hits[0].id == "zh2"
         for h in hits:
-            assert h.provenance["dense"].weight == pytest.approx(0.5) and h.provenance["dense"].flags == []
+            assert h.provenance["dense"].flags == []
+            # Only clarity moves the weights: w_bm25 / w_dense = exp(β·(c_bm25 − offset) − β·c_dense).
+            b, d = h.provenance["bm25"], h.provenance["dense"]
+            expected = clarity_factor(b, OFFSET) / clarity_factor(d, 0.0)
+            assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
+            assert "clarity" in d.signals  # the dense branch returns every document
+            assert h.as_dict()["provenance"]["dense"]["signals"] == {"clarity": d.signals["clarity"]}
 
 
 def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingual_model):
@@ -215,5 +230,7 @@ def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingua
         assert hits[0].id == "zh2"
         for h in hits:
             assert h.provenance["dense"].flags == ["out_of_language"]
-            assert h.provenance["dense"].weight == pytest.approx(0.15 / 0.65)
-            assert h.provenance["bm25"].weight == pytest.approx(0.5 / 0.65)
+            # The foreign factor 0.3 on top of clarity: w_bm25 / w_dense = exp(β·(c_bm25 − offset) − β·c_dense) / 0.3.
+            b, d = h.provenance["bm25"], h.provenance["dense"]
+            expected = clarity_factor(b, OFFSET) / clarity_factor(d, 0.0) / 0.3
+            assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
