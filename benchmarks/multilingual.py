@@ -235,7 +235,7 @@ def ndcg(per: dict[str, Any], split: str, lists: dict[str, list[str]]) -> np.nda
 # ------------------------------------------------------------------------------ the tables
 
 #: Systems of the main table: (label, analyzer, fusion or branch name, dense weight).
-NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight")}
+NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight", "clarity_weight", "sparse_clarity_offset")}
 FIXED_DEFAULT = {**NEW_DEFAULT, "method": "interpolation"}
 SYSTEMS: list[tuple[str, str, Any]] = [
     ("BM25, English analyzer", "english", "bm25"),
@@ -245,7 +245,11 @@ SYSTEMS: list[tuple[str, str, Any]] = [
     ("old fusion, auto analyzer", "auto", OLD_DEFAULT),
     ("fixed default (auto, DBSF, union completion)", "auto", FIXED_DEFAULT),
     ("adaptive default (fixed + per-query weights)", "auto", NEW_DEFAULT),
+    ("adaptive without clarity (token and language flags only)", "auto", {**NEW_DEFAULT, "clarity_weight": 0.0}),
 ]
+#: The dev grid the clarity parameters were chosen on (the best mean nDCG@10 over the dev splits).
+CLARITY_WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+CLARITY_OFFSETS = [0.0, 0.0625, 0.125, 0.1875, 0.25, 0.375]
 FOREIGN_WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 COMPLETION_GRID = [(n, c) for n in ("minmax", "zscore") for c in ("raw", "clamp", "union")]
 
@@ -264,6 +268,7 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             "adaptive vs old default": randomization_test(old, adaptive_).as_dict(),
             "fixed vs old default": randomization_test(old, fixed).as_dict(),
             "BM25 auto vs English": randomization_test(rows[SYSTEMS[0][0]], rows[SYSTEMS[1][0]]).as_dict(),
+            "adaptive vs adaptive without clarity": randomization_test(rows[SYSTEMS[7][0]], adaptive_).as_dict(),
         }
         completion = {
             f"{n} {c}": float(ndcg(per, split, fused_lists(per, "auto", {**BASE, "normalization": n, "completed": c})).mean())
@@ -275,6 +280,11 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             "tests": tests,
             "completion": completion,
         }
+        if split != "test":  # the parameters are chosen here, never on a test split
+            out["splits"][split]["clarity_grid"] = {
+                f"{b}/{o}": float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, "clarity_weight": b, "sparse_clarity_offset": o})).mean())
+                for b in CLARITY_WEIGHTS for o in (CLARITY_OFFSETS if b > 0 else [0.0])
+            }
     if name not in ENGLISH:
         split = "test"
         out["foreign_weight"] = {
@@ -363,6 +373,15 @@ def markdown(report: dict[str, Any]) -> str:
         keys = list(report["collections"][dev[0][0]]["splits"][dev[0][1]]["completion"])
         out.append(md_table(["normalisation, completion"] + [f"{c} ({s})" for c, s in dev],
                             [[k] + [report["collections"][c]["splits"][s]["completion"][k] for c, s in dev] for k in keys]))
+        grids = [(c, s) for c, s in dev if "clarity_grid" in report["collections"][c]["splits"][s]]
+        if grids:
+            out.append("\nAdaptive fusion's clarity parameters on dev: nDCG@10 per `clarity_weight / sparse_clarity_offset` "
+                       "(0/0 = clarity off), and the mean over the dev splits (the choice is its maximum):\n\n")
+            keys = list(report["collections"][grids[0][0]]["splits"][grids[0][1]]["clarity_grid"])
+            vals = {k: [report["collections"][c]["splits"][s]["clarity_grid"][k] for c, s in grids] for k in keys}
+            best = max(keys, key=lambda k: float(np.mean(vals[k])))
+            out.append(md_table(["clarity_weight / offset"] + [f"{c} ({s})" for c, s in grids] + ["mean"],
+                                [[("**" + k + "**") if k == best else k] + vals[k] + [float(np.mean(vals[k]))] for k in keys]))
     out.append("\n## Completed-score normalisation on every collection (test; interpolation, auto analyzer, 0.5/0.5)\n")
     keys = list(report["collections"][cols[0]]["splits"]["test"]["completion"])
     out.append(md_table(["normalisation, completion"] + cols,
@@ -391,8 +410,14 @@ def main() -> None:
     ap.add_argument("--collections", nargs="+", default=COLLECTIONS)
     ap.add_argument("--gather-only", action="store_true", help="only build the branch-data cache")
     ap.add_argument("--merge", action="store_true", help="add these collections to the existing results file")
+    ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON results (current notes)")
     args = ap.parse_args()
     setup_logging()
+    if args.render:
+        report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
+        report["notes"] = NOTES
+        write_results("multilingual", report, markdown(report))
+        return
     info = machine_info()
     data = gather(args)
     if args.gather_only:

@@ -346,14 +346,14 @@ class FusionConfig(_Strict):
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
     )
     clarity_weight: float = Field(
-        default=2.0,
+        default=0.5,
         ge=0,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
         "weight: factor exp(clarity_weight * (clarity - offset)); 0 turns the signal off.",
     )
     sparse_clarity_offset: float = Field(
-        default=0.125,
+        default=0.0,
         allow_inf_nan=False,
         description="adaptive: clarity subtracted from a sparse (BM25) branch's before weighting (BM25 lists are more "
         "spread than cosine lists).",

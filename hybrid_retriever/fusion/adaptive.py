@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Mapping, Sequence
 
 from hybrid_retriever.fusion.interpolate import interpolate
@@ -37,9 +38,9 @@ from hybrid_retriever.types import BranchResult, SparseVector
 #: benchmarks/multilingual.py without test data of the language it is applied to).
 DEFAULT_FOREIGN_WEIGHT = 0.3
 #: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off).
-DEFAULT_CLARITY_WEIGHT = 2.0
+DEFAULT_CLARITY_WEIGHT = 0.5
 #: Clarity subtracted from a sparse branch's before weighting (BM25 lists are more spread than cosine lists).
-DEFAULT_SPARSE_CLARITY_OFFSET = 0.125
+DEFAULT_SPARSE_CLARITY_OFFSET = 0.0
 #: Returned scores (the top of a branch's list) that clarity is measured on.
 CLARITY_DEPTH = 10
 #: Clarity is capped here, so one flat-but-tiny list (mean near 0) cannot take all the weight.
@@ -58,7 +59,7 @@ def clarity(scores: Sequence[float], depth: int = CLARITY_DEPTH) -> float | None
     >>> clarity([0.5, 0.5]), clarity([1.0]), clarity([-0.1, -0.2])
     (0.0, None, 0.0)
     """
-    top = [float(s) for s in scores if not math.isnan(s)][:depth]
+    top = list(islice((float(s) for s in scores if not math.isnan(s)), depth))
     if len(top) < 2:
         return None
     mean = sum(top) / len(top)
