@@ -234,3 +234,13 @@ def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingua
             b, d = h.provenance["bm25"], h.provenance["dense"]
             expected = clarity_factor(b, OFFSET) / clarity_factor(d, 0.0) / 0.3
             assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
+
+
+def test_config_defaults_are_the_fusion_defaults():
+    import importlib
+
+    module = importlib.import_module("hybrid_retriever.fusion.adaptive")
+
+    f = FusionConfig()
+    assert (f.clarity_weight, f.sparse_clarity_offset, f.foreign_weight) == (
+        module.DEFAULT_CLARITY_WEIGHT, module.DEFAULT_SPARSE_CLARITY_OFFSET, module.DEFAULT_FOREIGN_WEIGHT)
