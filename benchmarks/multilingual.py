@@ -60,7 +60,7 @@ from hybrid_retriever.branches import build_branch  # noqa: E402
 from hybrid_retriever.branches.dense import DenseBranch  # noqa: E402
 from hybrid_retriever.config import DenseBranchConfig  # noqa: E402
 from hybrid_retriever.evaluation.significance import randomization_test  # noqa: E402
-from hybrid_retriever.fusion.adaptive import branch_signals  # noqa: E402
+from hybrid_retriever.fusion.adaptive import branch_signals, clarity  # noqa: E402
 from hybrid_retriever.fusion.results import fuse_results  # noqa: E402
 from hybrid_retriever.models.card import branch_languages  # noqa: E402
 from hybrid_retriever.types import BranchResult, ScoredId, SparseVector  # noqa: E402
@@ -82,10 +82,8 @@ NOTES = (
     "(clarity_weight 0-6 x offset 0-0.375, NQC over the top 10) was fixed before nfcorpus dev was seen; the maximum of "
     "the mean over both dev splits, 0.5 / 0.0, is the default. It gains +0.05 points on the dev mean, within noise: "
     "scifact train alone preferred 2.0 / 0.125 (+0.26 there), which loses 0.23 on nfcorpus dev. The same grid over the "
-    "top 100 scores was no better (exploratory, at best +0.05 on the dev mean). On scifact train first (then dropped): the top score's z within "
-    "the list, the top-10 / top-100 gap ratios, and agreement signals (overlap of the two top-10 lists, the share of "
-    "each branch's top 10 / top 3 found by the other) gained at most +0.06 points. Those exploratory grids ran on "
-    "these cached branch runs with scripts outside the repository; the committed grid is the one above. "
+    "top 100 scores was no better (exploratory, at best +0.05 on the dev mean). Other per-branch signals with the same mapping are in the "
+    "table above (run after the NQC choice, dev only). 
     "(3) foreign_weight 0.3 was set before these runs (its table shows the leave-one-language-out check). "
     "Outcome against the issue's bounds (nDCG@10, adaptive default vs the old default): scifact +1.18 points, "
     "nfcorpus +0.46, cranfield -0.26 (within 0.3), xquad-r/en +0.19: met; cisi -1.00 points (0.425 vs 0.435; the "
@@ -221,8 +219,13 @@ BASE = {"method": "interpolation", "normalization": "minmax", "missing": "exact"
 OLD_DEFAULT = {**BASE, "completed": "raw"}
 
 
-def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_dense: float = 0.5) -> dict[str, list[str]]:
-    """Ranked ids per query under one fusion setting, as ``HybridRetriever.fuse`` ranks them."""
+def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_dense: float = 0.5,
+                signal: Any = None, only: set[str] | None = None) -> dict[str, list[str]]:
+    """Ranked ids per query under one fusion setting, as ``HybridRetriever.fuse`` ranks them.
+
+    ``signal`` (adaptive only) replaces each branch's clarity by another per-branch signal
+    (:data:`OTHER_SIGNALS`); ``only`` limits the queries fused.
+    """
     run = per[analyzer]
     cfg = FusionConfig(**fusion)
     weights = {"bm25": 1.0 - w_dense, "dense": w_dense}
@@ -230,10 +233,34 @@ def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_de
     langs = {"bm25": None, "dense": DENSE_LANGUAGES}
     out = {}
     for q, data in zip(per["qids"], run["queries"]):
+        if only is not None and q not in only:
+            continue
         res = as_results(data)
         signals = branch_signals(res, content, langs) if cfg.method == "adaptive" else None
+        if signal is not None and signals is not None:
+            for n, sig in signals.items():
+                other = next(m for m in data if m != n)
+                sig.clarity = signal(data[n][0], data[n][1], data[other][0])
         out[q] = [it.id for it in fuse_results(res, cfg, weights, signals)[:100]]
     return out
+
+
+def _ztop(scores: list[float]) -> float | None:
+    a = np.asarray(scores, dtype=np.float64)
+    return None if a.size < 2 or a.std() == 0 else float((a[0] - a.mean()) / a.std())
+
+
+#: Other per-branch query-performance signals tried on dev in place of NQC over the top 10, with the same
+#: mapping exp(clarity_weight * (signal - offset on the sparse branch)); each is roughly in [0, 1].
+OTHER_SIGNALS: dict[str, Any] = {
+    "NQC, top 100": lambda ids, sc, other: clarity(sc, 100),
+    "top score's z in the top 100, / 10": lambda ids, sc, other: None if _ztop(sc) is None else _ztop(sc) / 10,
+    "gap ratio (s1 - s10) / (s1 - s100)": lambda ids, sc, other: (
+        None if len(sc) < 10 or sc[0] == sc[-1] else (sc[0] - sc[9]) / (sc[0] - sc[-1])),
+    "support: share of its top 10 in the other branch's list": lambda ids, sc, other: (
+        None if not ids else len(set(ids[:10]) & set(other)) / min(10, len(ids))),
+}
+OTHER_GRID = [(b, o) for b in (0.5, 1.0, 2.0, 4.0) for o in (0.0, 0.125, 0.25)]
 
 
 def single_lists(per: dict[str, Any], analyzer: str, branch: str) -> dict[str, list[str]]:
@@ -298,6 +325,13 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             out["splits"][split]["clarity_grid"] = {
                 f"{b}/{o}": float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, "clarity_weight": b, "sparse_clarity_offset": o})).mean())
                 for b in CLARITY_WEIGHTS for o in (CLARITY_OFFSETS if b > 0 else [0.0])
+            }
+            only = set(per["collection"].judged(split))
+            out["splits"][split]["other_signals"] = {
+                name: {f"{b}/{o}": float(ndcg(per, split, fused_lists(
+                    per, "auto", {**NEW_DEFAULT, "clarity_weight": b, "sparse_clarity_offset": o}, signal=fn, only=only)).mean())
+                    for b, o in OTHER_GRID}
+                for name, fn in OTHER_SIGNALS.items()
             }
     if name not in ENGLISH:
         split = "test"
@@ -396,6 +430,23 @@ def markdown(report: dict[str, Any]) -> str:
             best = max(keys, key=lambda k: float(np.mean(vals[k])))
             out.append(md_table(["clarity_weight / offset"] + [f"{c} ({s})" for c, s in grids] + ["mean"],
                                 [[("**" + k + "**") if k == best else k] + vals[k] + [float(np.mean(vals[k]))] for k in keys]))
+        others = [(c, s) for c, s in dev if "other_signals" in report["collections"][c]["splits"][s]]
+        if others:
+            out.append("\nOther per-branch signals in place of NQC over the top 10 (dev, same mapping; the best "
+                       "`clarity_weight / offset` of each by the mean over the dev splits, and that mean; NQC top 10 for "
+                       "comparison):\n\n")
+            rows = []
+            for name in report["collections"][others[0][0]]["splits"][others[0][1]]["other_signals"]:
+                g = {k: [report["collections"][c]["splits"][s]["other_signals"][name][k] for c, s in others]
+                     for k in report["collections"][others[0][0]]["splits"][others[0][1]]["other_signals"][name]}
+                k = max(g, key=lambda x: float(np.mean(g[x])))
+                rows.append([name, k] + [f"{x:.4f}" for x in g[k] + [float(np.mean(g[k]))]])
+            cg = {k: [report["collections"][c]["splits"][s]["clarity_grid"][k] for c, s in others]
+                  for k in report["collections"][others[0][0]]["splits"][others[0][1]]["clarity_grid"]}
+            k = max(cg, key=lambda x: float(np.mean(cg[x])))
+            rows.append(["NQC, top 10 (the library's)", k] + [f"{x:.4f}" for x in cg[k] + [float(np.mean(cg[k]))]])
+            rows.append(["none (clarity off)", "0.0/0.0"] + [f"{x:.4f}" for x in cg["0.0/0.0"] + [float(np.mean(cg["0.0/0.0"]))]])
+            out.append(md_table(["signal", "best weight / offset"] + [f"{c} ({s})" for c, s in others] + ["mean"], rows))
     out.append("\n## Completed-score normalisation on every collection (test; interpolation, auto analyzer, 0.5/0.5)\n")
     keys = list(report["collections"][cols[0]]["splits"]["test"]["completion"])
     out.append(md_table(["normalisation, completion"] + cols,
