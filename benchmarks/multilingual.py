@@ -83,7 +83,7 @@ NOTES = (
     "the mean over both dev splits, 0.5 / 0.0, is the default. It gains +0.05 points on the dev mean, within noise: "
     "scifact train alone preferred 2.0 / 0.125 (+0.26 there), which loses 0.23 on nfcorpus dev. The same grid over the "
     "top 100 scores was no better (exploratory, at best +0.05 on the dev mean). Other per-branch signals with the same mapping are in the "
-    "table above (run after the NQC choice, dev only). 
+    "table above (run after the NQC choice, dev only). "
     "(3) foreign_weight 0.3 was set before these runs (its table shows the leave-one-language-out check). "
     "Outcome against the issue's bounds (nDCG@10, adaptive default vs the old default): scifact +1.18 points, "
     "nfcorpus +0.46, cranfield -0.26 (within 0.3), xquad-r/en +0.19: met; cisi -1.00 points (0.425 vs 0.435; the "
