@@ -322,9 +322,10 @@ class FusionConfig(_Strict):
     ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
     exclude the corpus language: weight × ``foreign_weight``) counts less, a branch whose
-    list is flat for this query (low query clarity) counts less than one whose top stands
-    out (``clarity_weight``, ``sparse_clarity_offset``), and the weights and signals used
-    are in each hit's provenance (docs/languages.md).
+    top documents the other branch does not find counts less (``support_weight``), a
+    branch whose list is flat for this query (low query clarity) can count less
+    (``clarity_weight``, ``sparse_clarity_offset``), and the weights and signals used are
+    in each hit's provenance (docs/languages.md).
     """
 
     method: FusionMethod = "adaptive"
@@ -346,7 +347,7 @@ class FusionConfig(_Strict):
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
     )
     clarity_weight: float = Field(
-        default=0.5,
+        default=0.0,
         ge=0,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
@@ -357,6 +358,13 @@ class FusionConfig(_Strict):
         allow_inf_nan=False,
         description="adaptive: clarity subtracted from a sparse (BM25) branch's before weighting (BM25 lists are more "
         "spread than cosine lists).",
+    )
+    support_weight: float = Field(
+        default=3.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
+        "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 turns the signal off.",
     )
     server_side: bool = Field(
         default=False,

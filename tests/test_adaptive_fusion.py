@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.config import DenseBranchConfig, FusionConfig
 from hybrid_retriever.fusion import BranchList
-from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive, adaptive_weights, clarity
+from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive, adaptive_weights, clarity, support
 from hybrid_retriever.models.card import branch_languages, card_languages
 from tests.test_languages import CHINESE, ENGLISH, GERMAN
 
@@ -107,16 +107,18 @@ def branch_lists(draw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(a=branch_lists(), b=branch_lists(), wa=st.floats(0, 5), wb=st.floats(0, 5),
-       beta=st.floats(0, 10), offset=st.floats(-1, 1), foreign=st.booleans(), blind=st.booleans())
-def test_adaptive_weights_are_a_distribution_on_any_lists(a, b, wa, wb, beta, offset, foreign, blind):
+@given(a=branch_lists(), b=branch_lists(), wa=st.floats(0, 5), wb=st.floats(0, 5), beta=st.floats(0, 10),
+       offset=st.floats(-1, 1), gamma=st.floats(0, 10), foreign=st.booleans(), blind=st.booleans())
+def test_adaptive_weights_are_a_distribution_on_any_lists(a, b, wa, wb, beta, offset, gamma, foreign, blind):
     sig = {"a": BranchSignals(no_query_tokens=blind, sparse=True), "b": BranchSignals(in_language=not foreign)}
     fused, aw = adaptive({"a": a, "b": b}, {"a": wa, "b": wb}, sig, "zscore", clarity_weight=beta,
-                         sparse_clarity_offset=offset)
+                         sparse_clarity_offset=offset, support_weight=gamma)
     c = {n: clarity(bl.scores) for n, bl in (("a", a), ("b", b))}
     for n, v in c.items():
         assert v is None or 0.0 <= v <= 1.0
-        assert aw.signals.get(n) == ({"clarity": v} if v is not None else None)
+        assert aw.signals.get(n, {}).get("clarity") == v
+        sup = aw.signals.get(n, {}).get("support")
+        assert sup is None or 0.0 <= sup <= 1.0
     if wa + wb > 0:
         assert sum(aw.weights.values()) == pytest.approx(1.0)
     assert all(0.0 <= w <= 1.0 and math.isfinite(w) for w in aw.weights.values())
@@ -131,15 +133,39 @@ def test_adaptive_weights_are_a_distribution_on_any_lists(a, b, wa, wb, beta, of
 
 
 @settings(max_examples=200, deadline=None)
-@given(ca=st.floats(0, 1), cb=st.floats(0, 1), step=st.floats(0, 1), beta=st.floats(0, 10))
-def test_more_clarity_never_lowers_a_weight(ca, cb, step, beta):
+@given(ca=st.floats(0, 1), cb=st.floats(0, 1), step=st.floats(0, 1), beta=st.floats(0, 10), sa=st.floats(0, 1),
+       sb=st.floats(0, 1), gamma=st.floats(0, 10))
+def test_more_clarity_or_support_never_lowers_a_weight(ca, cb, step, beta, sa, sb, gamma):
     w = {"a": 0.5, "b": 0.5}
-    lo = adaptive_weights(w, {"a": BranchSignals(clarity=ca), "b": BranchSignals(clarity=cb)}, clarity_weight=beta)
-    hi = adaptive_weights(w, {"a": BranchSignals(clarity=min(1.0, ca + step)), "b": BranchSignals(clarity=cb)}, clarity_weight=beta)
-    assert hi.weights["a"] >= lo.weights["a"] - 1e-12
-    # Equal clarity on two dense branches: the configured weights.
-    same = adaptive_weights(w, {"a": BranchSignals(clarity=ca), "b": BranchSignals(clarity=ca)}, clarity_weight=beta)
+
+    def weight_a(ca, sa):
+        sig = {"a": BranchSignals(clarity=ca, support=sa), "b": BranchSignals(clarity=cb, support=sb)}
+        return adaptive_weights(w, sig, clarity_weight=beta, support_weight=gamma).weights["a"]
+
+    assert weight_a(min(1.0, ca + step), sa) >= weight_a(ca, sa) - 1e-12
+    assert weight_a(ca, min(1.0, sa + step)) >= weight_a(ca, sa) - 1e-12
+    # Equal signals on two dense branches: the configured weights.
+    same = adaptive_weights(w, {"a": BranchSignals(clarity=ca, support=sa), "b": BranchSignals(clarity=ca, support=sa)},
+                            clarity_weight=beta, support_weight=gamma)
     assert same.weights == pytest.approx(w)
+
+
+def test_support_by_hand():
+    assert support(["x", "y", "z"], {"y", "w"}) == pytest.approx(1 / 3)
+    assert support(["x", "y"], {"x", "y"}) == 1.0 and support(["x"], {"y"}) == 0.0
+    assert support([], {"x"}) is None and support(["x"], set()) is None
+    # Only the top `depth` ids count.
+    assert support(["a", "b", "c", "d"], {"c", "d"}, depth=2) == 0.0
+    # Lists bm25 [x, y, z], dense [y, w]: support 1/3 and 1/2; support_weight 3, clarity off:
+    # factors exp(1) = 2.71828 and exp(1.5) = 4.48169 -> weights 0.377541 / 0.622459.
+    lists = {"bm25": BranchList(["x", "y", "z"], [3.0, 2.0, 1.0]), "dense": BranchList(["y", "w"], [0.9, 0.8])}
+    fused, aw = adaptive(lists, {"bm25": 0.5, "dense": 0.5}, {}, "minmax", clarity_weight=0.0, support_weight=3.0)
+    assert aw.weights == pytest.approx({"bm25": 0.377541, "dense": 0.622459}, abs=1e-6)
+    assert aw.signals["bm25"]["support"] == pytest.approx(1 / 3) and aw.signals["dense"]["support"] == 0.5
+    # Min-max per branch over the union: y = 0.377541·0.5 + 0.622459·1 (completion absent: x, z floored in dense).
+    assert fused[0].id == "y" and fused[0].score == pytest.approx(0.377541 * 0.5 + 0.622459, abs=1e-6)
+    with pytest.raises(ValueError, match="support_weight"):
+        adaptive_weights({"a": 1.0}, {}, support_weight=float("inf"))
 
 
 def test_one_branch_empty_and_ties():
@@ -189,13 +215,13 @@ def multilingual_model(tmp_path_factory):
     return str(path)
 
 
-BETA, OFFSET = FusionConfig().clarity_weight, FusionConfig().sparse_clarity_offset
+BETA, OFFSET, GAMMA = FusionConfig().clarity_weight, FusionConfig().sparse_clarity_offset, FusionConfig().support_weight
 
 
-def clarity_factor(score, offset):
-    """exp(β·(clarity − offset)) from a hit's provenance; 1 when the branch returned under two scores."""
-    c = score.signals.get("clarity")
-    return 1.0 if c is None else math.exp(BETA * (c - offset))
+def signal_factor(score, offset):
+    """exp(β·(clarity − offset) + γ·support) from a hit's provenance (a signal not measured counts 0)."""
+    c, s = score.signals.get("clarity"), score.signals.get("support")
+    return math.exp((0.0 if c is None else BETA * (c - offset)) + (0.0 if s is None else GAMMA * s))
 
 
 def config(path, model, **dense):
@@ -214,12 +240,12 @@ def test_a_multilingual_model_keeps_its_weight_on_chinese(tmp_path, multilingual
         assert hits[0].id == "zh2"
         for h in hits:
             assert h.provenance["dense"].flags == []
-            # Only clarity moves the weights: w_bm25 / w_dense = exp(β·(c_bm25 − offset) − β·c_dense).
+            # Only clarity and support move the weights: w_bm25 / w_dense = factor_bm25 / factor_dense.
             b, d = h.provenance["bm25"], h.provenance["dense"]
-            expected = clarity_factor(b, OFFSET) / clarity_factor(d, 0.0)
+            expected = signal_factor(b, OFFSET) / signal_factor(d, 0.0)
             assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
-            assert "clarity" in d.signals  # the dense branch returns every document
-            assert h.as_dict()["provenance"]["dense"]["signals"] == {"clarity": d.signals["clarity"]}
+            assert "clarity" in d.signals and "support" in d.signals  # the dense branch returns every document
+            assert h.as_dict()["provenance"]["dense"]["signals"] == d.signals
 
 
 def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingual_model):
@@ -230,9 +256,9 @@ def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingua
         assert hits[0].id == "zh2"
         for h in hits:
             assert h.provenance["dense"].flags == ["out_of_language"]
-            # The foreign factor 0.3 on top of clarity: w_bm25 / w_dense = exp(β·(c_bm25 − offset) − β·c_dense) / 0.3.
+            # The foreign factor 0.3 on top of the signals: w_bm25 / w_dense = factor_bm25 / factor_dense / 0.3.
             b, d = h.provenance["bm25"], h.provenance["dense"]
-            expected = clarity_factor(b, OFFSET) / clarity_factor(d, 0.0) / 0.3
+            expected = signal_factor(b, OFFSET) / signal_factor(d, 0.0) / 0.3
             assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
 
 
@@ -242,5 +268,6 @@ def test_config_defaults_are_the_fusion_defaults():
     module = importlib.import_module("hybrid_retriever.fusion.adaptive")
 
     f = FusionConfig()
-    assert (f.clarity_weight, f.sparse_clarity_offset, f.foreign_weight) == (
-        module.DEFAULT_CLARITY_WEIGHT, module.DEFAULT_SPARSE_CLARITY_OFFSET, module.DEFAULT_FOREIGN_WEIGHT)
+    assert (f.clarity_weight, f.sparse_clarity_offset, f.support_weight, f.foreign_weight) == (
+        module.DEFAULT_CLARITY_WEIGHT, module.DEFAULT_SPARSE_CLARITY_OFFSET, module.DEFAULT_SUPPORT_WEIGHT,
+        module.DEFAULT_FOREIGN_WEIGHT)

@@ -33,7 +33,7 @@ CONFIGS = [
     FusionParams("rrf", (0.2, 0.6, 0.2), (D, D, D), rrf_k=5),
     # Adaptive: per-query weights from each list's clarity (the sparse offset on both BM25 branches).
     FusionParams("adaptive", (0.4, 0.4, 0.2), (D, D, D), "dbsf", "exact", clarity_weight=2.0,
-                 sparse_clarity_offset=0.125, sparse=(True, False, True)),
+                 sparse_clarity_offset=0.125, support_weight=1.5, sparse=(True, False, True)),
     FusionParams("adaptive", (0.3, 0.6, 0.1), (D, D, D), "zscore", "exact", completed="raw"),
 ]
 TRUNCATED = [

@@ -28,12 +28,14 @@ from hybrid_retriever.evaluation.metrics import Metric, QrelsStats, metric_from_
 from hybrid_retriever.fusion import (
     DEFAULT_CLARITY_WEIGHT,
     DEFAULT_SPARSE_CLARITY_OFFSET,
+    DEFAULT_SUPPORT_WEIGHT,
     BranchSignals,
     FusedItem,
     adaptive_weights,
     clarity,
     fit_normalizer,
     fuse_results,
+    support,
 )
 from hybrid_retriever.retriever import point_id
 
@@ -58,11 +60,13 @@ class FusionParams:
     #: Adaptive fusion's query-clarity weighting (``fusion.clarity_weight``, ``fusion.sparse_clarity_offset``).
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET
+    #: Adaptive fusion's agreement weighting (``fusion.support_weight``).
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT
     #: Adaptive: which branches are sparse (BM25), in branch order (its offset applies to them); None = none.
     sparse: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
-        # Adaptive fusion is scored with its per-query clarity weights (read from the cached lists); the
+        # Adaptive fusion is scored with its per-query clarity and support weights (read from the cached lists); the
         # runs carry none of its other signals, which matter only for queries without BM25 tokens or a
         # model outside its languages.
         if self.method not in ("interpolation", "rrf", "adaptive"):
@@ -80,10 +84,10 @@ class FusionParams:
         fam = f"{self.method}/{self.normalization}/{self.missing}"
         if self.missing == "exact" and self.completed != "union":
             fam += f"/{self.completed}"
-        if self.method == "adaptive" and (self.clarity_weight, self.sparse_clarity_offset) != (
-            DEFAULT_CLARITY_WEIGHT, DEFAULT_SPARSE_CLARITY_OFFSET
+        if self.method == "adaptive" and (self.clarity_weight, self.sparse_clarity_offset, self.support_weight) != (
+            DEFAULT_CLARITY_WEIGHT, DEFAULT_SPARSE_CLARITY_OFFSET, DEFAULT_SUPPORT_WEIGHT
         ):
-            fam += f"/clarity={_num(self.clarity_weight)},{_num(self.sparse_clarity_offset)}"
+            fam += f"/clarity={_num(self.clarity_weight)},{_num(self.sparse_clarity_offset)}/support={_num(self.support_weight)}"
         return fam + (f"/floor={_num(self.floor_value)}" if self.missing == "floor" and self.floor_value is not None else "")
 
     def normalized_weights(self) -> tuple[float, ...]:
@@ -118,6 +122,7 @@ class FusionParams:
             completed=f.completed,
             clarity_weight=f.clarity_weight,
             sparse_clarity_offset=f.sparse_clarity_offset,
+            support_weight=f.support_weight,
             sparse=tuple(b.kind == "bm25" for b in config.branches) if f.method == "adaptive" else None,
         )
 
@@ -140,6 +145,7 @@ class FusionParams:
         if self.method == "adaptive":
             fusion["clarity_weight"] = self.clarity_weight
             fusion["sparse_clarity_offset"] = self.sparse_clarity_offset
+            fusion["support_weight"] = self.support_weight
         else:
             fusion["rrf_k"] = float(self.rrf_k)
         return RetrieverConfig.validate_data(data)
@@ -255,6 +261,8 @@ class FusionGrid:
         ]
         self._views: dict[tuple[int, ...], _DepthView] = {}
         self._norms: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        #: Adaptive fusion's per-query signals, by (signal, depths).
+        self._signals: dict[tuple[Any, ...], list[Any]] = {}
         self.stats = QrelsStats.build([qrels.get(q, {}) for q in self.qids], max_k)
 
     @classmethod
@@ -401,11 +409,29 @@ class FusionGrid:
     def _clarity(self, bi: int, depth: int) -> list[float | None]:
         """Each query's clarity of branch ``bi`` cut to ``depth`` (as adaptive fusion measures it)."""
         key = ("clarity", bi, depth)
-        got = self._norms.get(key)
+        got = self._signals.get(key)
         if got is None:
             got = [clarity(self._lists[qi][bi][:depth]) for qi in range(self.n_queries)]
-            self._norms[key] = got  # type: ignore[assignment]
-        return got  # type: ignore[return-value]
+            self._signals[key] = got
+        return got
+
+    def _support(self, depths: tuple[int, ...]) -> list[list[float | None]]:
+        """Each query's support of every branch at ``depths`` (as adaptive fusion measures it; failed branches
+        return nothing)."""
+        key = ("support",) + depths
+        got = self._signals.get(key)
+        if got is None:
+            got = []
+            for qi, r in enumerate(self.runs):
+                ids = []
+                for bi, (n, d) in enumerate(zip(self.branches, depths)):
+                    br = r.branches.get(n)
+                    ok = br is not None and not self.error[qi, bi]
+                    ids.append([i for i, s in zip(br.ids, br.scores) if not math.isnan(s)][:d] if ok else [])  # type: ignore[union-attr]
+                got.append([support(ids[bi], {i for m, o in enumerate(ids) if m != bi for i in o})
+                            for bi in range(len(self.branches))])
+            self._signals[key] = got
+        return got
 
     def _weights_array(self, params: Sequence[FusionParams]) -> np.ndarray:
         """``(W, B)`` weights, or ``(W, Q, B)`` per query when a configuration is adaptive.
@@ -424,15 +450,17 @@ class FusionGrid:
                 continue
             sparse = p.sparse or tuple(False for _ in self.branches)
             clar = [self._clarity(bi, int(d)) for bi, d in enumerate(p.depths)]
+            sup = self._support(tuple(int(d) for d in p.depths))
             for qi in range(Q):
                 ok = [n for bi, n in enumerate(self.branches) if not self.error[qi, bi]]
                 w = base
                 if len(ok) < B:
                     total = sum(base[n] for n in ok)
                     w = {n: base[n] / total for n in ok} if total > 0 else base
-                signals = {n: BranchSignals(clarity=clar[bi][qi], sparse=sparse[bi]) for bi, n in enumerate(self.branches)}
+                signals = {n: BranchSignals(clarity=clar[bi][qi], sparse=sparse[bi], support=sup[qi][bi])
+                           for bi, n in enumerate(self.branches)}
                 aw = adaptive_weights({n: w.get(n, 0.0) for n in ok}, signals, clarity_weight=p.clarity_weight,
-                                      sparse_clarity_offset=p.sparse_clarity_offset)
+                                      sparse_clarity_offset=p.sparse_clarity_offset, support_weight=p.support_weight)
                 out[pi, qi] = [aw.weights.get(n, 0.0) for n in self.branches]
         return out
 

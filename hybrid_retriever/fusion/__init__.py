@@ -3,12 +3,14 @@
 from hybrid_retriever.fusion.adaptive import (
     DEFAULT_CLARITY_WEIGHT,
     DEFAULT_SPARSE_CLARITY_OFFSET,
+    DEFAULT_SUPPORT_WEIGHT,
     AdaptiveWeights,
     BranchSignals,
     adaptive,
     adaptive_weights,
     branch_signals,
     clarity,
+    support,
 )
 from hybrid_retriever.fusion.interpolate import COMPLETED, interpolate
 from hybrid_retriever.fusion.normalize import NORMALIZERS, Normalizer, fit_normalizer
@@ -19,6 +21,7 @@ from hybrid_retriever.fusion.types import BranchList, FusedItem
 __all__ = [
     "DEFAULT_CLARITY_WEIGHT",
     "DEFAULT_SPARSE_CLARITY_OFFSET",
+    "DEFAULT_SUPPORT_WEIGHT",
     "AdaptiveWeights",
     "BranchList",
     "BranchSignals",
@@ -33,5 +36,6 @@ __all__ = [
     "fit_normalizer",
     "fuse_results",
     "interpolate",
+    "support",
     "weighted_rrf",
 ]

@@ -17,7 +17,13 @@ lists fused by normalised interpolation (:func:`~hybrid_retriever.fusion.interpo
   branch that did not. Factor ``exp(clarity_weight · (clarity − offset))``, where
   ``offset`` is ``sparse_clarity_offset`` for a sparse (BM25) branch and 0 otherwise:
   BM25 lists are by nature more spread than cosine lists, and the offset puts the two on
-  one footing (both numbers were chosen on dev splits, benchmarks/results/multilingual.md).
+  one footing.
+- ``support``: an agreement signal, the share of the branch's top :data:`SUPPORT_DEPTH`
+  that another branch also returned. A branch whose best documents the other branch
+  finds too is likely right for this query; one whose top nobody else finds, likely
+  blind. Factor ``exp(support_weight · support)``.
+
+The weights of both signals were chosen on dev splits (benchmarks/results/multilingual.md).
 
 The factors, the weights actually used and the signals are returned per branch (and
 end up in each hit's provenance), so a caller sees why a branch counted less for a query.
@@ -28,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from hybrid_retriever.fusion.interpolate import interpolate
 from hybrid_retriever.fusion.types import BranchList, FusedItem
@@ -38,7 +44,11 @@ from hybrid_retriever.types import BranchResult, SparseVector
 #: benchmarks/multilingual.py without test data of the language it is applied to).
 DEFAULT_FOREIGN_WEIGHT = 0.3
 #: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off).
-DEFAULT_CLARITY_WEIGHT = 0.5
+DEFAULT_CLARITY_WEIGHT = 0.0
+#: How strongly a branch's support by the other branches moves its weight: factor exp(weight · support) (0 = off).
+DEFAULT_SUPPORT_WEIGHT = 3.0
+#: Top of a branch's list whose support is measured.
+SUPPORT_DEPTH = 10
 #: Clarity subtracted from a sparse branch's before weighting (BM25 lists are more spread than cosine lists).
 DEFAULT_SPARSE_CLARITY_OFFSET = 0.0
 #: Returned scores (the top of a branch's list) that clarity is measured on.
@@ -69,6 +79,22 @@ def clarity(scores: Sequence[float], depth: int = CLARITY_DEPTH) -> float | None
     return min(std / mean, CLARITY_CAP)
 
 
+def support(ids: Sequence[str], others: Collection[str], depth: int = SUPPORT_DEPTH) -> float | None:
+    """Share of the branch's top ``depth`` ids that another branch also returned (``others``: their ids), in [0, 1].
+
+    ``None`` when the branch returned nothing or no other branch returned anything (nothing to agree with).
+
+    >>> support(["a", "b", "c", "d"], {"b", "d", "x"})
+    0.5
+    >>> support([], {"a"}), support(["a"], set())
+    (None, None)
+    """
+    top = list(ids[:depth])
+    if not top or not others:
+        return None
+    return sum(1 for i in top if i in others) / len(top)
+
+
 @dataclass
 class BranchSignals:
     """What is known about one branch for one query, before fusion."""
@@ -80,6 +106,8 @@ class BranchSignals:
     clarity: float | None = None
     #: A sparse (lexical) branch: its clarity is compared after ``sparse_clarity_offset``.
     sparse: bool = False
+    #: Share of the branch's top 10 that another branch also returned (:func:`support`); None when not measured.
+    support: float | None = None
 
     def flags(self) -> list[str]:
         out = []
@@ -97,7 +125,7 @@ class AdaptiveWeights:
     weights: dict[str, float]
     factors: dict[str, float]
     flags: dict[str, list[str]] = field(default_factory=dict)
-    #: Each branch's measured signals (``clarity``), for provenance.
+    #: Each branch's measured signals (``clarity``, ``support``), for provenance.
     signals: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -107,12 +135,14 @@ def adaptive_weights(
     foreign_weight: float = DEFAULT_FOREIGN_WEIGHT,
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT,
 ) -> AdaptiveWeights:
     """The configured ``weights`` scaled by each branch's reliability factor, renormalised.
 
     A branch's factor is 0 without query tokens, else ``foreign_weight`` (outside its
     model's languages) or 1, times ``exp(clarity_weight · (clarity − offset))`` when its
-    clarity is known (``offset`` = ``sparse_clarity_offset`` for a sparse branch, else 0).
+    clarity is known (``offset`` = ``sparse_clarity_offset`` for a sparse branch, else 0)
+    and ``exp(support_weight · support)`` when its support is known.
     If every branch is discounted to zero the configured weights are kept (nothing
     better is known).
 
@@ -126,6 +156,8 @@ def adaptive_weights(
         raise ValueError(f"clarity_weight must be a finite number >= 0, got {clarity_weight}")
     if not math.isfinite(sparse_clarity_offset):
         raise ValueError(f"sparse_clarity_offset must be a finite number, got {sparse_clarity_offset}")
+    if not (math.isfinite(support_weight) and support_weight >= 0.0):
+        raise ValueError(f"support_weight must be a finite number >= 0, got {support_weight}")
     factors: dict[str, float] = {}
     flags: dict[str, list[str]] = {}
     measured: dict[str, dict[str, float]] = {}
@@ -137,9 +169,12 @@ def adaptive_weights(
         elif s.in_language is False:
             f = foreign_weight
         if s.clarity is not None and not math.isnan(s.clarity):
-            measured[name] = {"clarity": s.clarity}
+            measured.setdefault(name, {})["clarity"] = s.clarity
             # Clarity is in [0, 1], so the exponent is bounded: no overflow, no zero.
             f *= math.exp(clarity_weight * (s.clarity - (sparse_clarity_offset if s.sparse else 0.0)))
+        if s.support is not None and not math.isnan(s.support):
+            measured.setdefault(name, {})["support"] = s.support
+            f *= math.exp(support_weight * s.support)
         factors[name] = f
         flags[name] = s.flags()
     scaled = {n: w * factors[n] for n, w in weights.items()}
@@ -164,20 +199,25 @@ def adaptive(
     floor_value: float | None = None,
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT,
 ) -> tuple[list[FusedItem], AdaptiveWeights]:
     """Fuse one query with per-query weights (:func:`adaptive_weights`); returns the ranking and the weights.
 
-    A branch whose ``signals`` carry no clarity gets it measured here from its list
-    (:func:`clarity` of ``lists[name].scores``).
+    A branch whose ``signals`` carry no clarity or support gets them measured here from
+    the lists (:func:`clarity` of its scores, :func:`support` against the other lists).
     """
+    returned = {n: [i for i, _ in bl.ranked()] for n, bl in lists.items()}
     full: dict[str, BranchSignals] = {}
     for n, bl in lists.items():
         s = signals.get(n, BranchSignals())
-        if s.clarity is None:
-            s = BranchSignals(s.no_query_tokens, s.in_language, clarity(bl.scores), s.sparse)
-        full[n] = s
+        c = s.clarity if s.clarity is not None else clarity(bl.scores)
+        sup = s.support
+        if sup is None:
+            sup = support(returned[n], {i for m, ids in returned.items() if m != n for i in ids})
+        full[n] = BranchSignals(s.no_query_tokens, s.in_language, c, s.sparse, sup)
     aw = adaptive_weights(
-        {n: weights.get(n, 0.0) for n in lists}, full, foreign_weight, clarity_weight, sparse_clarity_offset
+        {n: weights.get(n, 0.0) for n in lists}, full, foreign_weight, clarity_weight, sparse_clarity_offset,
+        support_weight,
     )
     fused = interpolate(lists, aw.weights, normalization=normalization, floor_value=floor_value, completed=completed)
     return fused, aw
@@ -194,7 +234,9 @@ def branch_signals(
     languages: Mapping[str, frozenset[str] | None],
 ) -> dict[str, BranchSignals]:
     """Each branch's signals for one query: empty sparse query vector, model languages vs the corpus
-    language, whether the branch is sparse, and the clarity of its returned scores."""
+    language, whether the branch is sparse, the clarity of its returned scores and its support by the
+    other branches' lists (a failed branch returned nothing, so it supports nothing)."""
+    ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
     out = {}
     for n, r in per_branch.items():
         langs = languages.get(n)
@@ -203,5 +245,6 @@ def branch_signals(
             in_language=None if content_language is None or langs is None else content_language in langs,
             clarity=clarity([h.score for h in r.hits]),
             sparse=isinstance(r.query_vector, SparseVector),
+            support=support(ids[n], {i for m, other in ids.items() if m != n for i in other}),
         )
     return out

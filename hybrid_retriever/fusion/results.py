@@ -39,6 +39,7 @@ def fuse_results(
             lists, weights, signals or {}, normalization=fusion.normalization, completed=fusion.completed,
             foreign_weight=fusion.foreign_weight, floor_value=floor,
             clarity_weight=fusion.clarity_weight, sparse_clarity_offset=fusion.sparse_clarity_offset,
+            support_weight=fusion.support_weight,
         )
         for it in fused:
             it.weights, it.flags, it.signals = aw.weights, aw.flags, aw.signals
