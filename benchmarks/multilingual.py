@@ -276,7 +276,7 @@ def ndcg(per: dict[str, Any], split: str, lists: dict[str, list[str]]) -> np.nda
 # ------------------------------------------------------------------------------ the tables
 
 #: Systems of the main table: (label, analyzer, fusion or branch name, dense weight).
-NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight", "clarity_weight", "sparse_clarity_offset")}
+NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight", "clarity_weight", "sparse_clarity_offset", "support_weight")}
 FIXED_DEFAULT = {**NEW_DEFAULT, "method": "interpolation"}
 SYSTEMS: list[tuple[str, str, Any]] = [
     ("BM25, English analyzer", "english", "bm25"),
@@ -286,11 +286,15 @@ SYSTEMS: list[tuple[str, str, Any]] = [
     ("old fusion, auto analyzer", "auto", OLD_DEFAULT),
     ("fixed default (auto, DBSF, union completion)", "auto", FIXED_DEFAULT),
     ("adaptive default (fixed + per-query weights)", "auto", NEW_DEFAULT),
-    ("adaptive without clarity (token and language flags only)", "auto", {**NEW_DEFAULT, "clarity_weight": 0.0}),
+    ("adaptive without QPP signals (token and language flags only)", "auto", {**NEW_DEFAULT, "clarity_weight": 0.0, "support_weight": 0.0}),
 ]
 #: The dev grid the clarity parameters were chosen on (the best mean nDCG@10 over the dev splits).
 CLARITY_WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 CLARITY_OFFSETS = [0.0, 0.0625, 0.125, 0.1875, 0.25, 0.375]
+#: The joint dev grid of the two signals' weights (offset 0), after the single-signal grids.
+JOINT_GRID = [(s, c) for s in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0) for c in (0.0, 0.5)]
+#: The clarity-only runs (the first grid and the other signals) are run with support off.
+NO_SUPPORT = {"support_weight": 0.0}
 FOREIGN_WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 COMPLETION_GRID = [(n, c) for n in ("minmax", "zscore") for c in ("raw", "clamp", "union")]
 
@@ -309,7 +313,7 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             "adaptive vs old default": randomization_test(old, adaptive_).as_dict(),
             "fixed vs old default": randomization_test(old, fixed).as_dict(),
             "BM25 auto vs English": randomization_test(rows[SYSTEMS[0][0]], rows[SYSTEMS[1][0]]).as_dict(),
-            "adaptive vs adaptive without clarity": randomization_test(rows[SYSTEMS[7][0]], adaptive_).as_dict(),
+            "adaptive vs adaptive without QPP signals": randomization_test(rows[SYSTEMS[7][0]], adaptive_).as_dict(),
         }
         completion = {
             f"{n} {c}": float(ndcg(per, split, fused_lists(per, "auto", {**BASE, "normalization": n, "completed": c})).mean())
@@ -323,15 +327,20 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
         }
         if split != "test":  # the parameters are chosen here, never on a test split
             out["splits"][split]["clarity_grid"] = {
-                f"{b}/{o}": float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, "clarity_weight": b, "sparse_clarity_offset": o})).mean())
+                f"{b}/{o}": float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b, "sparse_clarity_offset": o})).mean())
                 for b in CLARITY_WEIGHTS for o in (CLARITY_OFFSETS if b > 0 else [0.0])
             }
             only = set(per["collection"].judged(split))
             out["splits"][split]["other_signals"] = {
                 name: {f"{b}/{o}": float(ndcg(per, split, fused_lists(
-                    per, "auto", {**NEW_DEFAULT, "clarity_weight": b, "sparse_clarity_offset": o}, signal=fn, only=only)).mean())
+                    per, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b, "sparse_clarity_offset": o}, signal=fn, only=only)).mean())
                     for b, o in OTHER_GRID}
                 for name, fn in OTHER_SIGNALS.items()
+            }
+            out["splits"][split]["joint_grid"] = {
+                f"{sw}/{cw}": float(ndcg(per, split, fused_lists(
+                    per, "auto", {**NEW_DEFAULT, "support_weight": sw, "clarity_weight": cw, "sparse_clarity_offset": 0.0}, only=only)).mean())
+                for sw, cw in JOINT_GRID
             }
     if name not in ENGLISH:
         split = "test"
@@ -447,6 +456,16 @@ def markdown(report: dict[str, Any]) -> str:
             rows.append(["NQC, top 10 (the library's)", k] + [f"{x:.4f}" for x in cg[k] + [float(np.mean(cg[k]))]])
             rows.append(["none (clarity off)", "0.0/0.0"] + [f"{x:.4f}" for x in cg["0.0/0.0"] + [float(np.mean(cg["0.0/0.0"]))]])
             out.append(md_table(["signal", "best weight / offset"] + [f"{c} ({s})" for c, s in others] + ["mean"], rows))
+        joint = [(c, s) for c, s in dev if "joint_grid" in report["collections"][c]["splits"][s]]
+        if joint:
+            out.append("\nThe default's signals together on dev: nDCG@10 per `support_weight / clarity_weight` (offset 0; "
+                       "the default is the maximum of the mean):\n\n")
+            keys = list(report["collections"][joint[0][0]]["splits"][joint[0][1]]["joint_grid"])
+            vals = {k: [report["collections"][c]["splits"][s]["joint_grid"][k] for c, s in joint] for k in keys}
+            best = max(keys, key=lambda k: float(np.mean(vals[k])))
+            out.append(md_table(["support_weight / clarity_weight"] + [f"{c} ({s})" for c, s in joint] + ["mean"],
+                                [[("**" + k + "**") if k == best else k] + [f"{x:.4f}" for x in vals[k] + [float(np.mean(vals[k]))]]
+                                 for k in keys]))
     out.append("\n## Completed-score normalisation on every collection (test; interpolation, auto analyzer, 0.5/0.5)\n")
     keys = list(report["collections"][cols[0]]["splits"]["test"]["completion"])
     out.append(md_table(["normalisation, completion"] + cols,

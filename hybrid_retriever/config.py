@@ -323,7 +323,7 @@ class FusionConfig(_Strict):
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
     exclude the corpus language: weight × ``foreign_weight``) counts less, a branch whose
     top documents the other branch does not find counts less (``support_weight``), a
-    branch whose list is flat for this query (low query clarity) can count less
+    branch whose list is flat for this query (low query clarity) counts a little less
     (``clarity_weight``, ``sparse_clarity_offset``), and the weights and signals used are
     in each hit's provenance (docs/languages.md).
     """
@@ -347,7 +347,7 @@ class FusionConfig(_Strict):
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
     )
     clarity_weight: float = Field(
-        default=0.0,
+        default=0.5,
         ge=0,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "

@@ -44,7 +44,7 @@ from hybrid_retriever.types import BranchResult, SparseVector
 #: benchmarks/multilingual.py without test data of the language it is applied to).
 DEFAULT_FOREIGN_WEIGHT = 0.3
 #: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off).
-DEFAULT_CLARITY_WEIGHT = 0.0
+DEFAULT_CLARITY_WEIGHT = 0.5
 #: How strongly a branch's support by the other branches moves its weight: factor exp(weight · support) (0 = off).
 DEFAULT_SUPPORT_WEIGHT = 3.0
 #: Top of a branch's list whose support is measured.
