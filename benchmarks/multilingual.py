@@ -285,8 +285,9 @@ SYSTEMS: list[tuple[str, str, Any]] = [
     ("old default (English BM25, min-max, raw completion)", "english", OLD_DEFAULT),
     ("old fusion, auto analyzer", "auto", OLD_DEFAULT),
     ("fixed default (auto, DBSF, union completion)", "auto", FIXED_DEFAULT),
-    ("adaptive default (fixed + per-query weights)", "auto", NEW_DEFAULT),
-    ("adaptive without QPP signals (token and language flags only)", "auto", {**NEW_DEFAULT, "clarity_weight": 0.0, "support_weight": 0.0}),
+    ("adaptive default (fixed + token and language flags; QPP weights 0)", "auto", NEW_DEFAULT),
+    ("adaptive + QPP, dev-chosen (support 3.0, clarity 0.5)", "auto", {**NEW_DEFAULT, "support_weight": 3.0, "clarity_weight": 0.5}),
+    ("adaptive + NQC clarity only, first dev choice (clarity 0.5)", "auto", {**NEW_DEFAULT, "support_weight": 0.0, "clarity_weight": 0.5}),
 ]
 #: The dev grid the clarity parameters were chosen on (the best mean nDCG@10 over the dev splits).
 CLARITY_WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
@@ -313,7 +314,10 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             "adaptive vs old default": randomization_test(old, adaptive_).as_dict(),
             "fixed vs old default": randomization_test(old, fixed).as_dict(),
             "BM25 auto vs English": randomization_test(rows[SYSTEMS[0][0]], rows[SYSTEMS[1][0]]).as_dict(),
-            "adaptive vs adaptive without QPP signals": randomization_test(rows[SYSTEMS[7][0]], adaptive_).as_dict(),
+            "adaptive + QPP vs adaptive": randomization_test(adaptive_, rows[SYSTEMS[7][0]]).as_dict(),
+            "adaptive + QPP vs fixed": randomization_test(fixed, rows[SYSTEMS[7][0]]).as_dict(),
+            "adaptive + QPP vs old default": randomization_test(old, rows[SYSTEMS[7][0]]).as_dict(),
+            "adaptive + NQC vs old default": randomization_test(old, rows[SYSTEMS[8][0]]).as_dict(),
         }
         completion = {
             f"{n} {c}": float(ndcg(per, split, fused_lists(per, "auto", {**BASE, "normalization": n, "completed": c})).mean())

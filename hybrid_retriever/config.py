@@ -321,11 +321,11 @@ class FusionConfig(_Strict):
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
     ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
-    exclude the corpus language: weight × ``foreign_weight``) counts less, a branch whose
-    top documents the other branch does not find counts less (``support_weight``), a
-    branch whose list is flat for this query (low query clarity) counts a little less
-    (``clarity_weight``, ``sparse_clarity_offset``), and the weights and signals used are
-    in each hit's provenance (docs/languages.md).
+    exclude the corpus language: weight × ``foreign_weight``) counts less, and the weights
+    used are in each hit's provenance (docs/languages.md). Two query-performance signals are
+    measured and reported too, each branch's support by the other branch and its query
+    clarity; ``support_weight`` and ``clarity_weight`` let them move the weights (0 by
+    default: chosen on dev data they did not carry over to test data).
     """
 
     method: FusionMethod = "adaptive"
@@ -347,11 +347,11 @@ class FusionConfig(_Strict):
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
     )
     clarity_weight: float = Field(
-        default=0.5,
+        default=0.0,
         ge=0,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
-        "weight: factor exp(clarity_weight * (clarity - offset)); 0 turns the signal off.",
+        "weight: factor exp(clarity_weight * (clarity - offset)); 0 (the default) turns the signal off.",
     )
     sparse_clarity_offset: float = Field(
         default=0.0,
@@ -360,11 +360,11 @@ class FusionConfig(_Strict):
         "spread than cosine lists).",
     )
     support_weight: float = Field(
-        default=3.0,
+        default=0.0,
         ge=0,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
-        "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 turns the signal off.",
+        "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 (the default) turns the signal off.",
     )
     server_side: bool = Field(
         default=False,
