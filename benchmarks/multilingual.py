@@ -435,8 +435,9 @@ def markdown(report: dict[str, Any]) -> str:
                             [[k] + [report["collections"][c]["splits"][s]["completion"][k] for c, s in dev] for k in keys]))
         grids = [(c, s) for c, s in dev if "clarity_grid" in report["collections"][c]["splits"][s]]
         if grids:
-            out.append("\nAdaptive fusion's clarity parameters on dev: nDCG@10 per `clarity_weight / sparse_clarity_offset` "
-                       "(0/0 = clarity off), and the mean over the dev splits (the choice is its maximum):\n\n")
+            out.append("\nAdaptive fusion's clarity parameters on dev (support off): nDCG@10 per `clarity_weight / "
+                       "sparse_clarity_offset` (0/0 = clarity off), and the mean over the dev splits (the first choice was "
+                       "its maximum):\n\n")
             keys = list(report["collections"][grids[0][0]]["splits"][grids[0][1]]["clarity_grid"])
             vals = {k: [report["collections"][c]["splits"][s]["clarity_grid"][k] for c, s in grids] for k in keys}
             best = max(keys, key=lambda k: float(np.mean(vals[k])))
@@ -461,8 +462,8 @@ def markdown(report: dict[str, Any]) -> str:
             out.append(md_table(["signal", "best weight / offset"] + [f"{c} ({s})" for c, s in others] + ["mean"], rows))
         joint = [(c, s) for c, s in dev if "joint_grid" in report["collections"][c]["splits"][s]]
         if joint:
-            out.append("\nThe default's signals together on dev: nDCG@10 per `support_weight / clarity_weight` (offset 0; "
-                       "the default is the maximum of the mean):\n\n")
+            out.append("\nBoth signals together on dev: nDCG@10 per `support_weight / clarity_weight` (offset 0; the dev "
+                       "choice is the maximum of the mean; the default keeps both at 0, see the notes):\n\n")
             keys = list(report["collections"][joint[0][0]]["splits"][joint[0][1]]["joint_grid"])
             vals = {k: [report["collections"][c]["splits"][s]["joint_grid"][k] for c, s in joint] for k in keys}
             best = max(keys, key=lambda k: float(np.mean(vals[k])))
