@@ -349,12 +349,15 @@ class FusionConfig(_Strict):
     clarity_weight: float = Field(
         default=0.0,
         ge=0,
+        le=50,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
         "weight: factor exp(clarity_weight * (clarity - offset)); 0 (the default) turns the signal off.",
     )
     sparse_clarity_offset: float = Field(
         default=0.0,
+        ge=-1,
+        le=1,
         allow_inf_nan=False,
         description="adaptive: clarity subtracted from a sparse (BM25) branch's before weighting (BM25 lists are more "
         "spread than cosine lists).",
@@ -362,6 +365,7 @@ class FusionConfig(_Strict):
     support_weight: float = Field(
         default=0.0,
         ge=0,
+        le=50,
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
         "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 (the default) turns the signal off.",

@@ -168,6 +168,17 @@ def test_support_by_hand():
         adaptive_weights({"a": 1.0}, {}, support_weight=float("inf"))
 
 
+
+def test_underflow_and_extreme_weights():
+    # 5e-324 · 0.3 underflows to 0: the branch not discounted to 0 still takes all the weight, the blind one none.
+    aw = adaptive_weights({"a": 1.0, "b": 5e-324}, {"a": BranchSignals(no_query_tokens=True), "b": BranchSignals(in_language=False)})
+    assert aw.weights == {"a": 0.0, "b": 1.0}
+    # An extreme signal weight neither overflows nor divides by zero: the supported branch takes (nearly) all.
+    aw = adaptive_weights({"a": 0.5, "b": 0.5}, {"a": BranchSignals(support=1.0), "b": BranchSignals(support=0.0)},
+                          support_weight=1e6)
+    assert aw.weights["a"] == pytest.approx(1.0) and math.isfinite(aw.weights["b"])
+
+
 def test_one_branch_empty_and_ties():
     # One branch returned nothing: no clarity for it, the other takes all the weight it has.
     lists = {"a": BranchList([], []), "b": BranchList(["x", "y"], [0.7, 0.7])}

@@ -171,19 +171,26 @@ def adaptive_weights(
             f = 0.0
         elif s.in_language is False:
             f = foreign_weight
+        exponent = 0.0
         if s.clarity is not None and not math.isnan(s.clarity):
             measured.setdefault(name, {})["clarity"] = s.clarity
-            # Clarity is in [0, 1], so the exponent is bounded: no overflow, no zero.
-            f *= math.exp(clarity_weight * (s.clarity - (sparse_clarity_offset if s.sparse else 0.0)))
+            exponent += clarity_weight * (s.clarity - (sparse_clarity_offset if s.sparse else 0.0))
         if s.support is not None and not math.isnan(s.support):
             measured.setdefault(name, {})["support"] = s.support
-            f *= math.exp(support_weight * s.support)
+            exponent += support_weight * s.support
+        if exponent:
+            # Both signals are in [0, 1]; the bound only keeps extreme weights from overflowing.
+            f *= math.exp(max(-700.0, min(700.0, exponent)))
         factors[name] = f
         flags[name] = s.flags()
     scaled = {n: w * factors[n] for n, w in weights.items()}
     total = sum(scaled.values())
     if not total > 0.0:
-        scaled, total = dict(weights), sum(weights.values())
+        # Products that underflowed (a tiny weight times a small factor): the branches not discounted
+        # to 0 share the weight as configured; if every branch is, the configured weights stand.
+        alive = {n: (w if factors[n] > 0.0 else 0.0) for n, w in weights.items()}
+        scaled = alive if sum(alive.values()) > 0.0 else dict(weights)
+        total = sum(scaled.values())
     return AdaptiveWeights(
         weights={n: (w / total if total > 0 else 0.0) for n, w in scaled.items()},
         factors=factors,
