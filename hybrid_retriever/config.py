@@ -326,8 +326,11 @@ class FusionConfig(_Strict):
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
     ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
-    exclude the corpus language: weight × ``foreign_weight``) counts less, and the
-    weights used are in each hit's provenance (docs/languages.md).
+    exclude the corpus language: weight × ``foreign_weight``) counts less, and the weights
+    used are in each hit's provenance (docs/languages.md). Two query-performance signals are
+    measured and reported too, each branch's support by the other branch and its query
+    clarity; ``support_weight`` and ``clarity_weight`` let them move the weights (0 by
+    default: chosen on dev data they did not carry over to test data).
     """
 
     method: FusionMethod = "adaptive"
@@ -347,6 +350,30 @@ class FusionConfig(_Strict):
         le=1,
         allow_inf_nan=False,
         description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
+    )
+    clarity_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a branch's query clarity (NQC of its top 10 scores, in [0, 1]) moves its "
+        "weight: factor exp(clarity_weight * (clarity - offset)); 0 (the default) turns the signal off.",
+    )
+    sparse_clarity_offset: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        allow_inf_nan=False,
+        description="adaptive: clarity subtracted from a sparse (BM25) branch's before weighting (BM25 lists are more "
+        "spread than cosine lists).",
+    )
+    support_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
+        "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 (the default) turns the signal off.",
     )
     server_side: bool = Field(
         default=False,

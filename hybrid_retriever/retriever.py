@@ -765,6 +765,7 @@ class HybridRetriever:
                         raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed,
                         error=r.error, weight=it.weights.get(n) if it.weights else None,
                         flags=(it.flags or {}).get(n) or (["no_query_tokens"] if no_query_tokens(r.query_vector) else []),
+                        signals=dict((it.signals or {}).get(n) or {}),
                     )
                 doc = _to_document(p)
                 hits.append(Hit(id=doc.id or it.id, text=doc.text, metadata=doc.metadata, score=it.score, rank=rank, provenance=prov))

@@ -86,6 +86,9 @@ class BranchScore:
     #: What fusion noticed about this branch for this query: ``no_query_tokens`` (BM25 produced no
     #: tokens, so it could not rank), ``out_of_language`` (the model does not cover the corpus language).
     flags: list[str] = field(default_factory=list)
+    #: Query-performance signals adaptive fusion measured on this branch's list for this query
+    #: (``clarity``: normalised query clarity of its top scores; see hybrid_retriever.fusion.adaptive).
+    signals: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -100,6 +103,8 @@ class BranchScore:
             out["weight"] = self.weight
         if self.flags:
             out["flags"] = list(self.flags)
+        if self.signals:
+            out["signals"] = dict(self.signals)
         if self.first_stage is not None:
             out["first_stage"] = self.first_stage.as_dict()
         return out

@@ -31,10 +31,17 @@ CONFIGS = [
     FusionParams("interpolation", (0.2, 0.5, 0.3), (D, D, D), "dbsf", "floor"),
     FusionParams("interpolation", (0.5, 0.5, 0.0), (D, D, D), "rank", "floor", floor_value=-0.25),
     FusionParams("rrf", (0.2, 0.6, 0.2), (D, D, D), rrf_k=5),
+    # Adaptive: per-query weights from each list's clarity (the sparse offset on both BM25 branches).
+    FusionParams("adaptive", (0.4, 0.4, 0.2), (D, D, D), "dbsf", "exact", clarity_weight=2.0,
+                 sparse_clarity_offset=0.125, support_weight=1.5, sparse=(True, False, True)),
+    FusionParams("adaptive", (0.3, 0.6, 0.1), (D, D, D), "zscore", "exact", completed="raw", support_weight=3.0,
+                 clarity_weight=0.5),
 ]
 TRUNCATED = [
     FusionParams("interpolation", (0.3, 0.6, 0.1), (15, D, 25), "rank", "exact"),
     FusionParams("rrf", (1.0, 1.0, 1.0), (20, 30, 10), rrf_k=60),
+    FusionParams("adaptive", (0.3, 0.6, 0.1), (5, D, 25), "minmax", "exact", clarity_weight=3.0,
+                 sparse_clarity_offset=0.2, support_weight=2.0, sparse=(True, False, True)),
 ]
 
 

@@ -25,7 +25,18 @@ from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.evaluation.cache import QueryRuns
 from hybrid_retriever.evaluation.metrics import Metric, QrelsStats, metric_from_arrays, parse_metric
-from hybrid_retriever.fusion import FusedItem, fit_normalizer, fuse_results
+from hybrid_retriever.fusion import (
+    DEFAULT_CLARITY_WEIGHT,
+    DEFAULT_SPARSE_CLARITY_OFFSET,
+    DEFAULT_SUPPORT_WEIGHT,
+    BranchSignals,
+    FusedItem,
+    adaptive_weights,
+    clarity,
+    fit_normalizer,
+    fuse_results,
+    support,
+)
 from hybrid_retriever.ids import point_id
 
 _BIG = np.int64(1 << 30)
@@ -46,10 +57,18 @@ class FusionParams:
     floor_value: float | None = None
     #: How completed scores are normalised (``fusion.completed``: union, clamp or raw).
     completed: str = "union"
+    #: Adaptive fusion's query-clarity weighting (``fusion.clarity_weight``, ``fusion.sparse_clarity_offset``).
+    clarity_weight: float = DEFAULT_CLARITY_WEIGHT
+    sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET
+    #: Adaptive fusion's agreement weighting (``fusion.support_weight``).
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT
+    #: Adaptive: which branches are sparse (BM25), in branch order (its offset applies to them); None = none.
+    sparse: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
-        # Adaptive fusion is scored as interpolation: cached runs carry none of its per-query
-        # signals, which matters only for queries without BM25 tokens or a model outside its languages.
+        # Adaptive fusion is scored with its per-query clarity and support weights (read from the cached lists); the
+        # runs carry none of its other signals, which matter only for queries without BM25 tokens or a
+        # model outside its languages.
         if self.method not in ("interpolation", "rrf", "adaptive"):
             raise ConfigError(f"unknown fusion method {self.method!r}")
         if len(self.weights) != len(self.depths):
@@ -65,6 +84,10 @@ class FusionParams:
         fam = f"{self.method}/{self.normalization}/{self.missing}"
         if self.missing == "exact" and self.completed != "union":
             fam += f"/{self.completed}"
+        if self.method == "adaptive" and (self.clarity_weight, self.sparse_clarity_offset, self.support_weight) != (
+            DEFAULT_CLARITY_WEIGHT, DEFAULT_SPARSE_CLARITY_OFFSET, DEFAULT_SUPPORT_WEIGHT
+        ):
+            fam += f"/clarity={_num(self.clarity_weight)},{_num(self.sparse_clarity_offset)}/support={_num(self.support_weight)}"
         return fam + (f"/floor={_num(self.floor_value)}" if self.missing == "floor" and self.floor_value is not None else "")
 
     def normalized_weights(self) -> tuple[float, ...]:
@@ -97,6 +120,10 @@ class FusionParams:
             rrf_k=float(f.rrf_k),
             floor_value=f.floor_value,
             completed=f.completed,
+            clarity_weight=f.clarity_weight,
+            sparse_clarity_offset=f.sparse_clarity_offset,
+            support_weight=f.support_weight,
+            sparse=tuple(b.kind == "bm25" for b in config.branches) if f.method == "adaptive" else None,
         )
 
     def apply(self, base: RetrieverConfig) -> RetrieverConfig:
@@ -115,6 +142,10 @@ class FusionParams:
             fusion["missing"] = self.missing
             fusion["floor_value"] = self.floor_value
             fusion["completed"] = self.completed
+        if self.method == "adaptive":
+            fusion["clarity_weight"] = self.clarity_weight
+            fusion["sparse_clarity_offset"] = self.sparse_clarity_offset
+            fusion["support_weight"] = self.support_weight
         else:
             fusion["rrf_k"] = float(self.rrf_k)
         return RetrieverConfig.validate_data(data)
@@ -138,7 +169,9 @@ def fuse_reference(runs: QueryRuns, config: RetrieverConfig) -> list[FusedItem]:
     """
     depth = {b.branch_name: b.depth for b in config.branches}
     results = runs.to_branch_results(depth)
-    return fuse_results(results, config.fusion, config.weights())
+    # Which branch is sparse comes from the configuration (cached runs keep no query vectors).
+    signals = {b.branch_name: BranchSignals(sparse=b.kind == "bm25") for b in config.branches}
+    return fuse_results(results, config.fusion, config.weights(), signals)
 
 
 # ------------------------------------------------------------------------ the grid
@@ -228,6 +261,8 @@ class FusionGrid:
         ]
         self._views: dict[tuple[int, ...], _DepthView] = {}
         self._norms: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        #: Adaptive fusion's per-query signals, by (signal, depths).
+        self._signals: dict[tuple[Any, ...], list[Any]] = {}
         self.stats = QrelsStats.build([qrels.get(q, {}) for q in self.qids], max_k)
 
     @classmethod
@@ -361,11 +396,73 @@ class FusionGrid:
 
     @staticmethod
     def _combine(values: np.ndarray, weights: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """Fused scores ``(W, Q, C)``: sum of weight x value in branch order (as the library adds them)."""
-        F = weights[:, 0, None, None] * values[0][None]
+        """Fused scores ``(W, Q, C)``: sum of weight x value in branch order (as the library adds them).
+
+        ``weights`` is ``(W, B)``, or ``(W, Q, B)`` with per-query weights (adaptive fusion).
+        """
+        w = weights[:, None, :] if weights.ndim == 2 else weights
+        F = w[:, :, 0, None] * values[0][None]
         for bi in range(1, values.shape[0]):
-            F = F + weights[:, bi, None, None] * values[bi][None]
+            F = F + w[:, :, bi, None] * values[bi][None]
         return np.where(cand[None], F, -np.inf)
+
+    def _clarity(self, bi: int, depth: int) -> list[float | None]:
+        """Each query's clarity of branch ``bi`` cut to ``depth`` (as adaptive fusion measures it)."""
+        key = ("clarity", bi, depth)
+        got = self._signals.get(key)
+        if got is None:
+            got = [clarity(self._lists[qi][bi][:depth]) for qi in range(self.n_queries)]
+            self._signals[key] = got
+        return got
+
+    def _support(self, depths: tuple[int, ...]) -> list[list[float | None]]:
+        """Each query's support of every branch at ``depths`` (as adaptive fusion measures it; failed branches
+        return nothing)."""
+        key = ("support",) + depths
+        got = self._signals.get(key)
+        if got is None:
+            got = []
+            for qi, r in enumerate(self.runs):
+                ids = []
+                for bi, (n, d) in enumerate(zip(self.branches, depths)):
+                    br = r.branches.get(n)
+                    ok = br is not None and not self.error[qi, bi]
+                    ids.append([i for i, s in zip(br.ids, br.scores) if not math.isnan(s)][:d] if ok else [])  # type: ignore[union-attr]
+                got.append([support(ids[bi], {i for m, o in enumerate(ids) if m != bi for i in o})
+                            for bi in range(len(self.branches))])
+            self._signals[key] = got
+        return got
+
+    def _weights_array(self, params: Sequence[FusionParams]) -> np.ndarray:
+        """``(W, B)`` weights, or ``(W, Q, B)`` per query when a configuration is adaptive.
+
+        Per-query weights are computed by :func:`~hybrid_retriever.fusion.adaptive_weights` itself, after
+        leaving out a failed branch and renormalising as the retriever does, so they are the same floats.
+        """
+        if not any(p.method == "adaptive" for p in params):
+            return np.array([p.normalized_weights() for p in params], dtype=np.float64)
+        Q, B = self.n_queries, len(self.branches)
+        out = np.zeros((len(params), Q, B))
+        for pi, p in enumerate(params):
+            base = dict(zip(self.branches, p.normalized_weights()))
+            if p.method != "adaptive":
+                out[pi] = np.array(list(base.values()))[None, :]
+                continue
+            sparse = p.sparse or tuple(False for _ in self.branches)
+            clar = [self._clarity(bi, int(d)) for bi, d in enumerate(p.depths)]
+            sup = self._support(tuple(int(d) for d in p.depths))
+            for qi in range(Q):
+                ok = [n for bi, n in enumerate(self.branches) if not self.error[qi, bi]]
+                w = base
+                if len(ok) < B:
+                    total = sum(base[n] for n in ok)
+                    w = {n: base[n] / total for n in ok} if total > 0 else base
+                signals = {n: BranchSignals(clarity=clar[bi][qi], sparse=sparse[bi], support=sup[qi][bi])
+                           for bi, n in enumerate(self.branches)}
+                aw = adaptive_weights({n: w.get(n, 0.0) for n in ok}, signals, clarity_weight=p.clarity_weight,
+                                      sparse_clarity_offset=p.sparse_clarity_offset, support_weight=p.support_weight)
+                out[pi, qi] = [aw.weights.get(n, 0.0) for n in self.branches]
+        return out
 
     @staticmethod
     def _top(F: np.ndarray, K: int) -> np.ndarray:
@@ -387,9 +484,6 @@ class FusionGrid:
         return top
 
     # -- scoring -------------------------------------------------------------------
-
-    def _weights_array(self, params: Sequence[FusionParams]) -> np.ndarray:
-        return np.array([p.normalized_weights() for p in params], dtype=np.float64)
 
     def score(self, params: Sequence[FusionParams], metric: str | Metric) -> np.ndarray:
         """Per-query ``metric`` of every configuration: ``(len(params), Q)``.

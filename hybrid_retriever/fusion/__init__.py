@@ -1,6 +1,17 @@
 """Pure fusion functions over per-branch ranked lists: no I/O, no Qdrant, no models."""
 
-from hybrid_retriever.fusion.adaptive import AdaptiveWeights, BranchSignals, adaptive, adaptive_weights, branch_signals
+from hybrid_retriever.fusion.adaptive import (
+    DEFAULT_CLARITY_WEIGHT,
+    DEFAULT_SPARSE_CLARITY_OFFSET,
+    DEFAULT_SUPPORT_WEIGHT,
+    AdaptiveWeights,
+    BranchSignals,
+    adaptive,
+    adaptive_weights,
+    branch_signals,
+    clarity,
+    support,
+)
 from hybrid_retriever.fusion.interpolate import COMPLETED, interpolate
 from hybrid_retriever.fusion.normalize import NORMALIZERS, Normalizer, fit_normalizer
 from hybrid_retriever.fusion.results import fuse_results
@@ -8,6 +19,9 @@ from hybrid_retriever.fusion.rrf import weighted_rrf
 from hybrid_retriever.fusion.types import BranchList, FusedItem
 
 __all__ = [
+    "DEFAULT_CLARITY_WEIGHT",
+    "DEFAULT_SPARSE_CLARITY_OFFSET",
+    "DEFAULT_SUPPORT_WEIGHT",
     "AdaptiveWeights",
     "BranchList",
     "BranchSignals",
@@ -18,8 +32,10 @@ __all__ = [
     "adaptive",
     "adaptive_weights",
     "branch_signals",
+    "clarity",
     "fit_normalizer",
     "fuse_results",
     "interpolate",
+    "support",
     "weighted_rrf",
 ]

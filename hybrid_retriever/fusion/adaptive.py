@@ -1,4 +1,4 @@
-"""Adaptive fusion: per-query branch weights that drop a branch blind to this query.
+"""Adaptive fusion: per-query branch weights from what each branch's own list says about this query.
 
 The configured weights are the starting point. For each query, each branch's weight
 is multiplied by a reliability factor read from signals that cost nothing extra to
@@ -10,15 +10,34 @@ lists fused by normalised interpolation (:func:`~hybrid_retriever.fusion.interpo
 - ``out_of_language``: the corpus language is not among the languages the branch's
   model was trained on (an English-only dense model on Chinese text): factor
   ``foreign_weight``.
+- ``clarity``: a query-performance predictor read from the branch's returned scores,
+  normalised query clarity (NQC: the standard deviation of the top
+  :data:`CLARITY_DEPTH` scores over their mean, capped at 1). A list whose top stands
+  out from the rest (high NQC) predicts a branch that found something; a flat one, a
+  branch that did not. Factor ``exp(clarity_weight · (clarity − offset))``, where
+  ``offset`` is ``sparse_clarity_offset`` for a sparse (BM25) branch and 0 otherwise:
+  BM25 lists are by nature more spread than cosine lists, and the offset puts the two on
+  one footing.
+- ``support``: an agreement signal, the share of the branch's top :data:`SUPPORT_DEPTH`
+  that another branch also returned. A branch whose best documents the other branch
+  finds too is likely right for this query; one whose top nobody else finds, likely
+  blind. Factor ``exp(support_weight · support)``.
 
-The factors and the weights actually used are returned per branch (and end up in each
-hit's provenance), so a caller sees why a branch counted less for a query.
+Both signals are measured and reported in provenance, but their weights default to 0 (off):
+chosen on the dev splits (support 3.0, clarity 0.5) they did not carry over to the test
+splits, where they lost 1.1 points nDCG@10 on scifact against fixed weights
+(benchmarks/results/multilingual.md), so the issue's rule for a default keeps them off.
+
+The factors, the weights actually used and the signals are returned per branch (and
+end up in each hit's provenance), so a caller sees why a branch counted less for a query.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from itertools import islice
+from typing import Any, Collection, Mapping, Sequence
 
 from hybrid_retriever.fusion.interpolate import interpolate
 from hybrid_retriever.fusion.types import BranchList, FusedItem
@@ -27,6 +46,56 @@ from hybrid_retriever.types import BranchResult, SparseVector
 #: Multiplier of a branch whose model does not cover the corpus language (chosen in
 #: benchmarks/multilingual.py without test data of the language it is applied to).
 DEFAULT_FOREIGN_WEIGHT = 0.3
+#: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off, the default).
+DEFAULT_CLARITY_WEIGHT = 0.0
+#: How strongly a branch's support by the other branches moves its weight: factor exp(weight · support) (0 = off, the default).
+DEFAULT_SUPPORT_WEIGHT = 0.0
+#: Top of a branch's list whose support is measured.
+SUPPORT_DEPTH = 10
+#: Clarity subtracted from a sparse branch's before weighting (BM25 lists are more spread than cosine lists).
+DEFAULT_SPARSE_CLARITY_OFFSET = 0.0
+#: Returned scores (the top of a branch's list) that clarity is measured on.
+CLARITY_DEPTH = 10
+#: Clarity is capped here, so one flat-but-tiny list (mean near 0) cannot take all the weight.
+CLARITY_CAP = 1.0
+
+
+def clarity(scores: Sequence[float], depth: int = CLARITY_DEPTH) -> float | None:
+    """Normalised query clarity of one branch's list: ``std / mean`` of its top ``depth`` scores, in [0, 1].
+
+    NaN scores are dropped; the population standard deviation is used. ``None`` when
+    fewer than two scores remain (nothing to measure); 0.0 when their mean is not
+    positive (the branch's best scores are no better than unrelated ones).
+
+    >>> round(clarity([3.0, 2.0, 1.0]), 4)  # std 0.8165 / mean 2
+    0.4082
+    >>> clarity([0.5, 0.5]), clarity([1.0]), clarity([-0.1, -0.2])
+    (0.0, None, 0.0)
+    """
+    top = list(islice((float(s) for s in scores if not math.isnan(s)), depth))
+    if len(top) < 2:
+        return None
+    mean = sum(top) / len(top)
+    if not mean > 0.0:
+        return 0.0
+    std = math.sqrt(sum((s - mean) ** 2 for s in top) / len(top))
+    return min(std / mean, CLARITY_CAP)
+
+
+def support(ids: Sequence[str], others: Collection[str], depth: int = SUPPORT_DEPTH) -> float | None:
+    """Share of the branch's top ``depth`` ids that another branch also returned (``others``: their ids), in [0, 1].
+
+    ``None`` when the branch returned nothing or no other branch returned anything (nothing to agree with).
+
+    >>> support(["a", "b", "c", "d"], {"b", "d", "x"})
+    0.5
+    >>> support([], {"a"}), support(["a"], set())
+    (None, None)
+    """
+    top = list(ids[:depth])
+    if not top or not others:
+        return None
+    return sum(1 for i in top if i in others) / len(top)
 
 
 @dataclass
@@ -36,6 +105,12 @@ class BranchSignals:
     no_query_tokens: bool = False
     #: False when the content language is outside the branch model's languages; None when unknown.
     in_language: bool | None = None
+    #: The branch's normalised query clarity (:func:`clarity`); None when not measured.
+    clarity: float | None = None
+    #: A sparse (lexical) branch: its clarity is compared after ``sparse_clarity_offset``.
+    sparse: bool = False
+    #: Share of the branch's top 10 that another branch also returned (:func:`support`); None when not measured.
+    support: float | None = None
 
     def flags(self) -> list[str]:
         out = []
@@ -53,15 +128,24 @@ class AdaptiveWeights:
     weights: dict[str, float]
     factors: dict[str, float]
     flags: dict[str, list[str]] = field(default_factory=dict)
+    #: Each branch's measured signals (``clarity``, ``support``), for provenance.
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def adaptive_weights(
     weights: Mapping[str, float],
     signals: Mapping[str, BranchSignals],
     foreign_weight: float = DEFAULT_FOREIGN_WEIGHT,
+    clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
+    sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT,
 ) -> AdaptiveWeights:
     """The configured ``weights`` scaled by each branch's reliability factor, renormalised.
 
+    A branch's factor is 0 without query tokens, else ``foreign_weight`` (outside its
+    model's languages) or 1, times ``exp(clarity_weight · (clarity − offset))`` when its
+    clarity is known (``offset`` = ``sparse_clarity_offset`` for a sparse branch, else 0)
+    and ``exp(support_weight · support)`` when its support is known.
     If every branch is discounted to zero the configured weights are kept (nothing
     better is known).
 
@@ -71,8 +155,15 @@ def adaptive_weights(
     """
     if not 0.0 <= foreign_weight <= 1.0:
         raise ValueError(f"foreign_weight must be in [0, 1], got {foreign_weight}")
+    if not (math.isfinite(clarity_weight) and clarity_weight >= 0.0):
+        raise ValueError(f"clarity_weight must be a finite number >= 0, got {clarity_weight}")
+    if not math.isfinite(sparse_clarity_offset):
+        raise ValueError(f"sparse_clarity_offset must be a finite number, got {sparse_clarity_offset}")
+    if not (math.isfinite(support_weight) and support_weight >= 0.0):
+        raise ValueError(f"support_weight must be a finite number >= 0, got {support_weight}")
     factors: dict[str, float] = {}
     flags: dict[str, list[str]] = {}
+    measured: dict[str, dict[str, float]] = {}
     for name in weights:
         s = signals.get(name, BranchSignals())
         f = 1.0
@@ -80,14 +171,31 @@ def adaptive_weights(
             f = 0.0
         elif s.in_language is False:
             f = foreign_weight
+        exponent = 0.0
+        if s.clarity is not None and not math.isnan(s.clarity):
+            measured.setdefault(name, {})["clarity"] = s.clarity
+            exponent += clarity_weight * (s.clarity - (sparse_clarity_offset if s.sparse else 0.0))
+        if s.support is not None and not math.isnan(s.support):
+            measured.setdefault(name, {})["support"] = s.support
+            exponent += support_weight * s.support
+        if exponent:
+            # Both signals are in [0, 1]; the bound only keeps extreme weights from overflowing.
+            f *= math.exp(max(-700.0, min(700.0, exponent)))
         factors[name] = f
         flags[name] = s.flags()
     scaled = {n: w * factors[n] for n, w in weights.items()}
     total = sum(scaled.values())
-    if total <= 0.0:
-        scaled, total = dict(weights), sum(weights.values())
+    if not total > 0.0:
+        # Products that underflowed (a tiny weight times a small factor): the branches not discounted
+        # to 0 share the weight as configured; if every branch is, the configured weights stand.
+        alive = {n: (w if factors[n] > 0.0 else 0.0) for n, w in weights.items()}
+        scaled = alive if sum(alive.values()) > 0.0 else dict(weights)
+        total = sum(scaled.values())
     return AdaptiveWeights(
-        weights={n: (w / total if total > 0 else 0.0) for n, w in scaled.items()}, factors=factors, flags=flags
+        weights={n: (w / total if total > 0 else 0.0) for n, w in scaled.items()},
+        factors=factors,
+        flags=flags,
+        signals=measured,
     )
 
 
@@ -99,9 +207,28 @@ def adaptive(
     completed: str = "union",
     foreign_weight: float = DEFAULT_FOREIGN_WEIGHT,
     floor_value: float | None = None,
+    clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
+    sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
+    support_weight: float = DEFAULT_SUPPORT_WEIGHT,
 ) -> tuple[list[FusedItem], AdaptiveWeights]:
-    """Fuse one query with per-query weights (:func:`adaptive_weights`); returns the ranking and the weights."""
-    aw = adaptive_weights({n: weights.get(n, 0.0) for n in lists}, signals, foreign_weight)
+    """Fuse one query with per-query weights (:func:`adaptive_weights`); returns the ranking and the weights.
+
+    A branch whose ``signals`` carry no clarity or support gets them measured here from
+    the lists (:func:`clarity` of its scores, :func:`support` against the other lists).
+    """
+    returned = {n: [i for i, _ in bl.ranked()] for n, bl in lists.items()}
+    full: dict[str, BranchSignals] = {}
+    for n, bl in lists.items():
+        s = signals.get(n, BranchSignals())
+        c = s.clarity if s.clarity is not None else clarity(bl.scores)
+        sup = s.support
+        if sup is None:
+            sup = support(returned[n], {i for m, ids in returned.items() if m != n for i in ids})
+        full[n] = BranchSignals(s.no_query_tokens, s.in_language, c, s.sparse, sup)
+    aw = adaptive_weights(
+        {n: weights.get(n, 0.0) for n in lists}, full, foreign_weight, clarity_weight, sparse_clarity_offset,
+        support_weight,
+    )
     fused = interpolate(lists, aw.weights, normalization=normalization, floor_value=floor_value, completed=completed)
     return fused, aw
 
@@ -116,13 +243,18 @@ def branch_signals(
     content_language: str | None,
     languages: Mapping[str, frozenset[str] | None],
 ) -> dict[str, BranchSignals]:
-    """Each branch's signals for one query: empty sparse query vector, model languages vs the corpus language."""
+    """Each branch's signals for one query: empty sparse query vector, model languages vs the corpus
+    language, whether the branch is sparse, the clarity of its returned scores and its support by the
+    other branches' lists (a failed branch returned nothing, so it supports nothing)."""
+    ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
     out = {}
     for n, r in per_branch.items():
         langs = languages.get(n)
         out[n] = BranchSignals(
             no_query_tokens=no_query_tokens(r.query_vector),
             in_language=None if content_language is None or langs is None else content_language in langs,
+            clarity=clarity([h.score for h in r.hits]),
+            sparse=isinstance(r.query_vector, SparseVector),
+            support=support(ids[n], {i for m, other in ids.items() if m != n for i in other}),
         )
     return out
-

@@ -38,8 +38,10 @@ def fuse_results(
         fused, aw = adaptive(
             lists, weights, signals or {}, normalization=fusion.normalization, completed=fusion.completed,
             foreign_weight=fusion.foreign_weight, floor_value=floor,
+            clarity_weight=fusion.clarity_weight, sparse_clarity_offset=fusion.sparse_clarity_offset,
+            support_weight=fusion.support_weight,
         )
         for it in fused:
-            it.weights, it.flags = aw.weights, aw.flags
+            it.weights, it.flags, it.signals = aw.weights, aw.flags, aw.signals
         return fused
     return interpolate(lists, weights, normalization=fusion.normalization, floor_value=floor, completed=fusion.completed)

@@ -47,6 +47,8 @@ class FusedItem:
     #: Adaptive fusion: this query's weights and each branch's signals (shared by the query's items).
     weights: dict[str, float] | None = None
     flags: dict[str, list[str]] | None = None
+    #: Adaptive fusion: each branch's measured query-performance signals (``clarity``).
+    signals: dict[str, dict[str, float]] | None = None
 
 
 def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list[FusedItem]:
