@@ -66,8 +66,10 @@ def test_search_returns_what_the_library_returns_with_provenance(served: tuple[T
         for name, score in want.provenance.items():
             assert got["provenance"][name] == {
                 "raw": pytest.approx(score.raw), "normalized": pytest.approx(score.normalized),
-                "rank": score.rank, "completed": score.completed,
+                "rank": score.rank, "completed": score.completed, "weight": pytest.approx(score.weight),
+                "flags": score.flags, "signals": pytest.approx(score.signals), "error": score.error,
             }
+            assert got["provenance"][name]["weight"] is not None  # adaptive fusion (the default) says what it used
     assert body["branches"] == ["bm25", "dense"] and body["weights"] == {"bm25": 0.5, "dense": 0.5}
 
 

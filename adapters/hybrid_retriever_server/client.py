@@ -106,7 +106,9 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
         score=h["score"],
         rank=h["rank"],
         provenance={
-            n: BranchScore(raw=s.get("raw"), normalized=s.get("normalized"), rank=s.get("rank"), completed=bool(s.get("completed")))
+            n: BranchScore(raw=s.get("raw"), normalized=s.get("normalized"), rank=s.get("rank"), completed=bool(s.get("completed")),
+                           weight=s.get("weight"), flags=list(s.get("flags") or []), signals=dict(s.get("signals") or {}),
+                           error=s.get("error"))
             for n, s in (h.get("provenance") or {}).items()
         },
         rerank=_rerank_from_json(h["rerank"]) if h.get("rerank") else None,

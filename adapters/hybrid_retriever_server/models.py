@@ -90,10 +90,15 @@ class BranchScoreOut(BaseModel):
     normalized: Optional[float]
     rank: Optional[int]
     completed: bool = False
+    weight: Optional[float] = Field(default=None, description="The weight fusion gave this branch for this query (adaptive fusion).")
+    flags: list[str] = Field(default_factory=list, description="What fusion noticed, e.g. no_query_tokens, out_of_language.")
+    signals: dict[str, float] = Field(default_factory=dict, description="Per-query signals adaptive fusion measured on this branch's list.")
+    error: Optional[str] = Field(default=None, description="Why the branch was left out of this call (failed or timed out).")
 
     @classmethod
     def of(cls, s: BranchScore) -> "BranchScoreOut":
-        return cls(raw=s.raw, normalized=s.normalized, rank=s.rank, completed=s.completed)
+        return cls(raw=s.raw, normalized=s.normalized, rank=s.rank, completed=s.completed, weight=s.weight,
+                   flags=list(s.flags), signals=dict(s.signals), error=s.error)
 
 
 class RerankScoreOut(BaseModel):
