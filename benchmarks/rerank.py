@@ -117,12 +117,20 @@ def train(args: argparse.Namespace) -> None:
         settings["base_model"] = DENSE_MODEL
     if args.epochs is not None:
         settings["epochs"] = args.epochs
+    if args.learning_rate is not None:
+        settings["learning_rate"] = args.learning_rate
+    previous = None
+    if args.base_model is not None:  # a further round of training from a reranker trained here
+        settings["base_model"] = str(args.base_model)
+        previous = json.loads((WORK / "training.json").read_text())
     with open_index(args.datasets) as r:
         t0 = time.perf_counter()
         result = train_reranker(r, queries, coll.qrels["train"], args.model, TrainingSettings(**settings), progress=True)
         wall = time.perf_counter() - t0
     out = {"training": result.as_dict(), "wall_seconds": wall, "machine": machine_info(),
            "train_queries_available": len(judged), "holdout": sorted(held)}
+    if previous is not None:
+        out["previous_rounds"] = [*previous.pop("previous_rounds", []), previous]
     (WORK / "training.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     log.info("trained in %.0f s: %s", wall, result.seconds)
 
@@ -403,6 +411,9 @@ def main() -> None:
     p.add_argument("--holdout", type=int, default=HOLDOUT, help="training queries kept out of training (rerank weight chosen on them)")
     p.add_argument("--train-queries", type=int, default=None, help="a seeded sample of the training queries (default: all)")
     p.add_argument("--epochs", type=float, default=None, help="training epochs (default: TRAINING's)")
+    p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: TRAINING's)")
+    p.add_argument("--base-model", type=Path, default=None,
+                   help="train further from this reranker folder (a previous round's --model); the rounds are recorded")
     p.add_argument("--test-queries", type=int, default=None, help="a seeded sample of the test queries (default: all)")
     p.add_argument("--model", type=Path, default=MODEL, help="reranker folder (default: the one `train` wrote)")
     args = p.parse_args()
