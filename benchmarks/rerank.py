@@ -313,7 +313,11 @@ def render(d: dict[str, Any]) -> str:
     t = d.get("training") or {}
     tr = t.get("training", {})
     st = tr.get("settings", {})
-    sec = tr.get("seconds", {})
+    # Training rounds, first to last (a round may start from the previous round's model).
+    rounds = [p["training"] for p in t.get("previous_rounds", [])] + ([tr] if tr else [])
+    sec = {k: sum(r.get("seconds", {}).get(k, 0.0) for r in rounds) for k in ("mining", "training")}
+    steps = sum(int(r.get("steps", 0)) for r in rounds)
+    wall = sum(p.get("wall_seconds", 0.0) for p in t.get("previous_rounds", [])) + t.get("wall_seconds", 0.0)
     n_avail = d.get("test_queries_available", d["n_queries"])
     tq = f"{d['n_queries']} of the {n_avail} test queries (a seeded sample)" if d["n_queries"] < n_avail else f"{d['n_queries']} test queries"
     dev = d.get("dev") or {}
@@ -325,8 +329,9 @@ def render(d: dict[str, Any]) -> str:
         f"Reranker: all-MiniLM-L6-v2's encoder fine-tuned as a cross-encoder by `train-reranker` on "
         f"{tr.get('n_queries', '?')} SciFact **train** queries ({tr.get('n_pairs', '?')} labelled pairs: each judged pair "
         f"plus up to {st.get('num_negatives', '?')} hard negatives mined from the index's fused top {st.get('mine_depth', '?')}), "
-        f"{st.get('epochs', '?')} epochs, learning rate {st.get('learning_rate', '?')}, batch {st.get('batch_size', '?')}, "
-        f"max length {st.get('max_length', '?')} tokens, seed {st.get('seed', '?')}. "
+        f"batch {st.get('batch_size', '?')}, max length {st.get('max_length', '?')} tokens, seed {st.get('seed', '?')}; "
+        + "; then ".join(f"{r['settings']['epochs']:g} epochs at peak learning rate {r['settings']['learning_rate']:g} "
+                         f"(mean loss {r['train_loss']:.3f})" for r in rounds) + ". "
         f"{len(t.get('holdout', []))} other training queries were held out of training; on them "
         "`hybrid-retriever tune --no-fusion --rerank-weights` chose the weight of the interpolated order for each depth "
         "(5-fold cross-validation, one-standard-error rule). Nothing was tuned on test.",
@@ -363,9 +368,9 @@ def render(d: dict[str, Any]) -> str:
         "## Training time",
         "",
         f"Hard-negative mining (searching the index with the training queries, embedding the {tr.get('candidate_pool', '?')}-document "
-        f"candidate pool): {sec.get('mining', float('nan')):.0f} s; training ({tr.get('steps', '?')} steps of "
-        f"{st.get('batch_size', '?')} pairs, mean loss {tr.get('train_loss') or float('nan'):.3f}): "
-        f"{sec.get('training', float('nan')):.0f} s; wall {t.get('wall_seconds', float('nan')):.0f} s on the 2 shared CPU cores.",
+        f"candidate pool; a later round reuses the embeddings): {sec['mining']:.0f} s; training ({steps} steps of "
+        f"{st.get('batch_size', '?')} pairs over {len(rounds)} round(s)): {sec['training']:.0f} s; wall {wall:.0f} s "
+        "on the 2 shared CPU cores (other work ran beside it).",
         "",
         "## Added latency on CPU",
         "",

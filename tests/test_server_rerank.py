@@ -66,7 +66,8 @@ def test_search_reranks_by_default_in_the_models_order(reranking: tuple[TestClie
             assert 0.0 <= rr["normalized"] <= 1.0 and rr["model"] == str(tiny_model) and rr["error"] is None
             # Each branch's provenance is kept beside the reranker's.
             for name, score in fused["hits"][i]["provenance"].items():
-                assert h["provenance"][name] == {**score, "raw": pytest.approx(score["raw"]), "normalized": pytest.approx(score["normalized"])}
+                assert h["provenance"][name] == {**score, "raw": pytest.approx(score["raw"]), "normalized": pytest.approx(score["normalized"]),
+                                                 "signals": pytest.approx(score["signals"])}
         assert body["hits"][0]["rerank"]["normalized"] == 1.0
         assert post(client, "/search", {"query": q, "k": 4, "rerank": True})["hits"] == body["hits"]
 
