@@ -360,10 +360,14 @@ def render(d: dict[str, Any]) -> str:
         "",
     ]
     if dev.get("depths"):
-        rows = [[k, v["best_weight"], v["heldout_score"], v["default_heldout_score"], v["significance"].get("p_value", "")]
-                for k, v in dev["depths"].items()]
+        rows = [[k, f"{v['best_weight']:g}", v["heldout_score"], v["default_heldout_score"],
+                 f"{v['significance'].get('p_value', float('nan')):.2g}"] for k, v in dev["depths"].items()]
         lines += [f"Weight choice on the {dev['queries']} held-out training queries (nDCG@10, cross-validated):", "",
                   md_table(["depth", "chosen weight", "held-out nDCG@10 (chosen)", "held-out nDCG@10 (weight 1)", "p"], rows)]
+        untuned = [str(x) for x in d.get("depths_done", []) if str(x) not in dev["depths"]]
+        if untuned:
+            lines += [f"No weight was tuned for depth {', '.join(untuned)} (scoring the held-out queries that deep did not "
+                      "fit the session), so that depth has no tuned row.", ""]
     lines += [
         "## Training time",
         "",
