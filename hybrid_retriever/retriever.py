@@ -49,7 +49,7 @@ from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_T
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
-from hybrid_retriever.ids import point_id  # noqa: F401  (also re-exported: older code imports it from here)
+from hybrid_retriever.ids import point_id  # also importable from here, as older code does
 from hybrid_retriever.models.threads import set_intra_op_threads
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hybrid_retriever.evaluation.cache import append_cache_rows, read_cache_rows
+from hybrid_retriever.ids import point_id
 from hybrid_retriever.rerank.order import rerank_order
 from hybrid_retriever.stores.base import PAYLOAD_TEXT
 
@@ -190,7 +191,6 @@ def tune_rerank_weight(
     from hybrid_retriever.evaluation.grid import fuse_reference
     from hybrid_retriever.evaluation.metrics import QrelsStats, gains_matrix, metric_from_arrays, parse_metric
     from hybrid_retriever.evaluation.validation import split_indices, validate
-    from hybrid_retriever.ids import point_id
 
     m = parse_metric(metric)
     rc = config.rerank
