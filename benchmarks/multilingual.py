@@ -15,6 +15,11 @@ Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi, xquad-r/en, xqu
    against the fixed default; language detection accuracy (documents and queries) on xquad-r; the
    adaptive method's added cost per query (fusion time, interleaved with the fixed method's).
 
+``--mixed`` answers a second question: on a mixed-language corpus (the three xquad-r corpora in one
+index, 3,570 documents, every query of the three languages), does analysing each document and query in
+its own language (``bm25.language_per_document``, on by default for a mixed corpus) beat one analyzer
+for all (the majority's)? It adds a ``mixed`` section to the results (nothing is tuned there).
+
 Choices are made on dev data only: scifact ``qrels/train.tsv`` and nfcorpus ``qrels/dev.tsv``. cranfield,
 cisi and xquad-r have only a test split; they are evaluated with settings fixed in advance (nothing
 is tuned on them). Writes ``results/multilingual.{json,md}``.
@@ -97,6 +102,9 @@ NOTES = (
     "weights are 0, for provenance): 0.04 to 0.05 ms per query (table above), small against fusion's own time."
 )
 ANALYZERS = {"english": {"language": "english"}, "auto": {"language": "auto"}}
+#: The mixed-language corpus: one analyzer for all (the majority language's) or each document's own.
+MIXED_ANALYZERS = {"majority": {"language": "auto", "language_per_document": False}, "per_document": {"language": "auto"}}
+MIXED_PARTS = {"en": "english", "de": "german", "zh": "chinese"}
 
 #: Languages of all-MiniLM-L6-v2 from its model card (English).
 DENSE_LANGUAGES = branch_languages(DenseBranchConfig())
@@ -130,30 +138,37 @@ def fingerprint(col: Collection, analyzer: str, qids: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_index(col: Collection, analyzer: str, dense: CachedQueryDense, path: Path) -> tuple[HybridRetriever, dict[str, str]]:
-    emb = load_embeddings(col.name)
+def build_index(col: Collection, analyzer: str, dense: CachedQueryDense, path: Path,
+                doc_vectors: Any = None) -> tuple[HybridRetriever, dict[str, str]]:
     docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
+    vectors = doc_vectors([d.id for d in docs]) if doc_vectors else load_embeddings(col.name).doc_vectors([d.id for d in docs])
     shutil.rmtree(path, ignore_errors=True)
     cfg = RetrieverConfig.validate_data({
         "store": {"kind": "edge", "path": str(path)},
-        "branches": [{"kind": "bm25", "weight": 0.5, **ANALYZERS[analyzer]}, {"kind": "dense", "weight": 0.5}],
+        "branches": [{"kind": "bm25", "weight": 0.5, **{**ANALYZERS, **MIXED_ANALYZERS}[analyzer]}, {"kind": "dense", "weight": 0.5}],
         "runtime": {"show_progress": False},
     })
     r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
-    r.add_documents(docs, vectors={"dense": list(emb.doc_vectors([d.id for d in docs]))})
+    r.add_documents(docs, vectors={"dense": list(vectors)})
     r.optimize()
     return r, {point_id(d.id): d.id for d in docs}  # type: ignore[misc]
 
 
-def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: list[str], tmp: Path) -> dict[str, Any]:
-    """Branch lists (with completion) of every query, and the BM25 analyzer the index chose; cached."""
+def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: list[str], tmp: Path,
+                doc_vectors: Any = None) -> dict[str, Any]:
+    """Branch lists (with completion) of every query, and the BM25 analyzer the index chose; cached.
+
+    With a per-document-language BM25 the language each query was analysed in is kept too (``languages``).
+    """
     f = MCACHE / f"{col.name.replace('/', '__')}.{analyzer}.{fingerprint(col, analyzer, qids)}.pkl"
     if f.is_file():
         return pickle.loads(f.read_bytes())
-    r, back = build_index(col, analyzer, dense, tmp / f"{col.name.replace('/', '__')}-{analyzer}")
+    t0 = time.perf_counter()
+    r, back = build_index(col, analyzer, dense, tmp / f"{col.name.replace('/', '__')}-{analyzer}", doc_vectors)
     try:
         bm25 = r.branches["bm25"]
-        out: dict[str, Any] = {"describe": bm25.describe(), "manifest": bm25.manifest(), "queries": []}
+        out: dict[str, Any] = {"describe": bm25.describe(), "manifest": bm25.manifest(), "queries": [], "languages": [],
+                               "index_s": time.perf_counter() - t0}
         texts = [col.queries[q] for q in qids]
         for i in range(0, len(texts), 64):
             for per in r.search_branches(texts[i : i + 64], depth=DEPTH, complete=True):
@@ -166,6 +181,7 @@ def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: l
                     )
                     for n, res in per.items()
                 })
+                out["languages"].append(per["bm25"].query_vector.language)
     finally:
         r.close()
     MCACHE.mkdir(parents=True, exist_ok=True)
@@ -175,14 +191,16 @@ def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: l
     return out
 
 
-def as_results(data: BranchData) -> dict[str, BranchResult]:
+def as_results(data: BranchData, language: str | None = None) -> dict[str, BranchResult]:
     return {
         n: BranchResult(
             branch=n,
             hits=[ScoredId(i, s, k) for k, (i, s) in enumerate(zip(ids, sc), start=1)],
             completed=dict(comp),
-            # Fusion reads only whether a branch is sparse and whether its query vector had tokens.
-            query_vector=(SparseVector(indices=[], values=[]) if blind else SparseVector(indices=[0], values=[1.0])) if n == "bm25" else None,
+            # Fusion reads only whether a branch is sparse, whether its query vector had tokens and the
+            # language the query was analysed in (per-document-language BM25).
+            query_vector=SparseVector(indices=[] if blind else [0], values=[] if blind else [1.0], language=language)
+            if n == "bm25" else None,
         )
         for n, (ids, sc, comp, blind) in data.items()
     }
@@ -231,10 +249,10 @@ def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_de
     content = (run["manifest"].get("language_detection") or {}).get("language") or run["manifest"]["language"]
     langs = {"bm25": None, "dense": DENSE_LANGUAGES}
     out = {}
-    for q, data in zip(per["qids"], run["queries"]):
+    for q, data, qlang in zip(per["qids"], run["queries"], run.get("languages") or [None] * len(per["qids"])):
         if only is not None and q not in only:
             continue
-        res = as_results(data)
+        res = as_results(data, qlang)
         signals = branch_signals(res, content, langs) if cfg.method == "adaptive" else None
         if signal is not None and signals is not None:
             for n, sig in signals.items():
@@ -352,6 +370,97 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
             for fw in FOREIGN_WEIGHTS
         }
     return out
+
+
+# ------------------------------------------------------------------------------ mixed-language corpus
+
+
+def mixed_collection(root: Path) -> tuple[Collection, dict[str, str], Any, dict[str, np.ndarray]]:
+    """The three xquad-r corpora as one (ids and query ids prefixed ``en/``, ``de/``, ``zh/``), the source
+    language of each query, the cached document vectors by prefixed id and the query vectors by text.
+
+    Each query's judged document is the one in its own language; the parallel translations in the other
+    two are unjudged (a cross-lingual hit counts as a miss, as in any monolingual qrels)."""
+    ids: list[str] = []
+    texts: list[str] = []
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    source: dict[str, str] = {}
+    vectors: dict[str, np.ndarray] = {}
+    known: dict[str, np.ndarray] = {}
+    for part, lang in MIXED_PARTS.items():
+        col = load_collection(root, f"xquad-r/{part}")
+        emb = load_embeddings(col.name)
+        ids += [f"{part}/{i}" for i in col.doc_ids]
+        texts += col.texts
+        vectors.update(zip((f"{part}/{i}" for i in emb.doc_ids), emb.docs))
+        for q, t in col.queries.items():
+            queries[f"{part}/{q}"] = t
+            source[f"{part}/{q}"] = lang
+        qrels.update({f"{part}/{q}": {f"{part}/{d}": g for d, g in rel.items()} for q, rel in col.qrels["test"].items()})
+        have = [q for q in emb.query_ids if q in col.queries]
+        known.update(zip((col.queries[q] for q in have), emb.query_vectors(have)))
+    # xquad-r's corpora are parallel ("de-0-0-3" translates "en-0-0-3"): the same qrels with the translations relevant too.
+    parallel = {q: {f"{p}/{p}-{d.split('/', 1)[1].split('-', 1)[1]}": g for d, g in rel.items() for p in MIXED_PARTS}
+                for q, rel in qrels.items()}
+    col = Collection("xquad-r/mixed", ids, texts, queries, {"test": qrels, "parallel": parallel})
+    return col, source, lambda wanted: np.stack([vectors[i] for i in wanted]), known
+
+
+def evaluate_mixed(root: Path) -> dict[str, Any]:
+    """Majority analyzer vs per-document languages on the mixed corpus: BM25 alone and the adaptive default."""
+    from hybrid_retriever.languages import detect_each
+
+    col, source, doc_vectors, known = mixed_collection(root)
+    qids = sorted(q for q in col.qrels["test"] if q in col.queries)
+    dense = CachedQueryDense(known)
+    tmp = Path(tempfile.mkdtemp(prefix="multilingual-mixed-"))
+    per: dict[str, Any] = {"collection": col, "qids": qids}
+    try:
+        for analyzer in MIXED_ANALYZERS:
+            per[analyzer] = branch_data(col, analyzer, dense, qids, tmp, doc_vectors)
+            log.info("mixed / %s: %s (%.0f s)", analyzer, per[analyzer]["describe"], per[analyzer].get("index_s", 0.0))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    langs = list(per["per_document"]["manifest"]["per_document_languages"])
+    subsets = {"all": set(qids), **{lang: {q for q in qids if source[q] == lang} for lang in MIXED_PARTS.values()}}
+    index = {q: k for k, q in enumerate(qids)}
+    tables: dict[str, Any] = {}
+    for split in ("test", "parallel"):
+        rows: dict[str, np.ndarray] = {}
+        for analyzer in MIXED_ANALYZERS:
+            rows[f"BM25, {analyzer}"] = ndcg(per, split, single_lists(per, analyzer, "bm25"))
+            rows[f"adaptive default, {analyzer}"] = ndcg(per, split, fused_lists(per, analyzer, NEW_DEFAULT))
+        rows["dense MiniLM"] = ndcg(per, split, single_lists(per, "per_document", "dense"))
+        tables[split] = {label: {name: float(v[[index[q] for q in sorted(sub)]].mean()) for name, sub in subsets.items()}
+                         for label, v in rows.items()}
+        if split == "test":
+            judged_own = rows
+    tests = {}
+    for what in ("BM25", "adaptive default"):
+        a, b = judged_own[f"{what}, majority"], judged_own[f"{what}, per_document"]
+        tests[what] = {name: randomization_test(a[[index[q] for q in sorted(sub)]], b[[index[q] for q in sorted(sub)]]).as_dict()
+                       for name, sub in subsets.items()}
+    query_langs = per["per_document"]["languages"]
+    t0 = time.perf_counter()
+    doc_langs = detect_each(col.texts, langs)
+    doc_ms = 1000 * (time.perf_counter() - t0) / len(col.texts)
+    t0 = time.perf_counter()
+    detect_each([col.queries[q] for q in qids], langs)
+    query_ms = 1000 * (time.perf_counter() - t0) / len(qids)
+    truth = [MIXED_PARTS[i.split("/")[0]] for i in col.doc_ids]
+    return {
+        "documents": len(col.doc_ids),
+        "queries": len(qids),
+        "analyzers": {a: per[a]["describe"] for a in MIXED_ANALYZERS},
+        "ndcg@10": tables["test"],
+        "ndcg@10_translations_relevant": tables["parallel"],
+        "tests": tests,
+        "query_language_accuracy": {name: float(np.mean([query_langs[index[q]] == source[q] for q in sub])) for name, sub in subsets.items()},
+        "document_language_accuracy": float(np.mean([d == t for d, t in zip(doc_langs, truth)])),
+        "detection_ms": {"per_document": doc_ms, "per_query": query_ms},
+        "index_s": {a: per[a].get("index_s") for a in MIXED_ANALYZERS},
+    }
 
 
 def detection_accuracy(col: Collection, expected: str) -> dict[str, Any]:
@@ -488,6 +597,28 @@ def markdown(report: dict[str, Any]) -> str:
         out.append("\n## Added cost of adaptive fusion per query (fusion only, interleaved with the fixed method)\n")
         out.append(md_table(["collection", "fixed ms", "adaptive ms", "added ms"],
                             [[c, x["fixed_ms"], x["adaptive_ms"], x["added_ms"]] for c, x in report["cost"].items()]))
+    if report.get("mixed"):
+        m = report["mixed"]
+        out.append(f"\n## Mixed-language corpus: the three xquad-r corpora in one index ({m['documents']:,} documents, "
+                   f"{m['queries']:,} queries, test)\n")
+        out.append("".join(f"- BM25 `{a}`: {d}\n" for a, d in m["analyzers"].items()))
+        out.append("\nnDCG@10 by the queries' language (each query's judged document is the one in its own language):\n\n")
+        names = list(next(iter(m["ndcg@10"].values())))
+        out.append(md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10"].items()]))
+        out.append("\nThe same runs with the judged document's translations in the two other languages relevant too (the "
+                   "corpora are parallel):\n\n")
+        out.append(md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10_translations_relevant"].items()]))
+        out.append("\nPer-document languages vs the majority's analyzer (own-language qrels; mean difference, p):\n\n")
+        out.append(md_table(["system"] + names, [[what] + [f"{t[n]['mean_diff']:+.4f} (p={t[n]['p_value']:.3g})" for n in names]
+                                                 for what, t in m["tests"].items()]))
+        acc = m["query_language_accuracy"]
+        out.append(
+            f"\nLanguage routing: documents placed in their own language {m['document_language_accuracy']:.3f}; queries "
+            + ", ".join(f"{n} {acc[n]:.3f}" for n in names)
+            + f". Detection costs {m['detection_ms']['per_document']:.2f} ms per document at ingest and "
+            f"{m['detection_ms']['per_query']:.2f} ms per query. Indexing (BM25 + cached dense vectors): "
+            + ", ".join(f"{a} {s:.1f} s" for a, s in m["index_s"].items() if s is not None) + ".\n"
+        )
     out.append("\n" + report.get("notes", "") + "\n")
     return "".join(out)
 
@@ -499,6 +630,7 @@ def main() -> None:
     ap.add_argument("--gather-only", action="store_true", help="only build the branch-data cache")
     ap.add_argument("--merge", action="store_true", help="add these collections to the existing results file")
     ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON results (current notes)")
+    ap.add_argument("--mixed", action="store_true", help="only the mixed-language corpus, added to the existing results")
     args = ap.parse_args()
     setup_logging()
     if args.render:
@@ -507,6 +639,12 @@ def main() -> None:
         write_results("multilingual", report, markdown(report))
         return
     info = machine_info()
+    if args.mixed:
+        report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
+        report["mixed"] = {"machine": info, **evaluate_mixed(args.datasets)}
+        report["notes"] = NOTES
+        write_results("multilingual", report, markdown(report))
+        return
     data = gather(args)
     if args.gather_only:
         return

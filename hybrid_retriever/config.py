@@ -195,6 +195,12 @@ class BM25BranchConfig(_BranchBase):
         default="auto",
         description="'auto': Qdrant's multilingual tokenizer for Chinese, Japanese, Korean and Thai, else words.",
     )
+    language_per_document: Optional[bool] = Field(
+        default=None,
+        description="With language 'auto': analyse each document, and each query, in its own detected language "
+        "(every language with 5% of the sample gets its analyzer and its own avg_len). None = when the corpus is "
+        "detected as mixed-language; false = the majority language's analyzer for everything.",
+    )
     stemmer: Optional[bool] = Field(default=None, description="None = the language's Snowball stemmer when Qdrant has one.")
     stopwords: Optional[bool] = Field(default=None, description="None = the language's stopword list when Qdrant has one.")
     lowercase: bool = True
@@ -208,6 +214,11 @@ class BM25BranchConfig(_BranchBase):
             from hybrid_retriever.languages import analyzer_for
 
             analyzer_for(self.language, self.stemmer, self.stopwords, self.tokenizer)  # ConfigError naming the fix
+            if self.language_per_document:
+                raise ConfigError(
+                    f"bm25.language_per_document needs bm25.language 'auto' (the languages are detected), not "
+                    f"{self.language!r}; set language: auto, or language_per_document: false"
+                )
         return self
 
 

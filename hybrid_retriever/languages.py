@@ -53,6 +53,9 @@ MIXED_BELOW = 0.8
 #: Documents sampled and characters read from each.
 SAMPLE_DOCS = 200
 SAMPLE_CHARS = 1000
+#: Per-document analysis (``bm25.language_per_document``) gives a language its own analyzer when it
+#: has at least this share of the sample; rarer ones are analysed with the majority language's.
+PER_DOCUMENT_MIN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,44 @@ def _detector() -> Any:
 def _name(lang: Any) -> str:
     name = lang.name.lower()
     return {"bokmal": "norwegian"}.get(name, name)
+
+
+def corpus_languages(detection: LanguageDetection, min_share: float = PER_DOCUMENT_MIN_SHARE) -> list[str]:
+    """The languages of a detection that reach ``min_share`` of its sample, the majority first.
+
+    >>> corpus_languages(LanguageDetection("german", 0.5, 200, {"german": 100, "english": 90, "dutch": 10}))
+    ['german', 'english']
+    """
+    if not detection.sampled:
+        return []
+    return [lang for lang, n in detection.counts.items() if n / detection.sampled >= min_share]
+
+
+@lru_cache(maxsize=8)
+def _detector_among(languages: frozenset[str]) -> Any:
+    from lingua import Language, LanguageDetectorBuilder
+
+    langs = [getattr(Language, _LINGUA_NAMES.get(n, n.upper())) for n in sorted(languages)]
+    return LanguageDetectorBuilder.from_languages(*langs).with_low_accuracy_mode().build()
+
+
+def detect_each(texts: Sequence[str], languages: Sequence[str]) -> list[str]:
+    """Each text's language among ``languages`` (a corpus's, the majority first).
+
+    A detector that knows only these languages decides, so a text is never put in a
+    language the corpus does not have; a text it cannot place (empty, digits only)
+    gets the first (majority) language. Deterministic: the same text and languages
+    always give the same answer, so a document is analysed the same way at every
+    ingest and when an index is repaired.
+    """
+    if len(languages) < 2:
+        return [languages[0] if languages else "english"] * len(texts)
+    detector = _detector_among(frozenset(languages))
+    out = []
+    for text in texts:
+        lang = detector.detect_language_of(text[:SAMPLE_CHARS]) if text and text.strip() else None
+        out.append(languages[0] if lang is None else _name(lang))
+    return out
 
 
 def detect_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> LanguageDetection:

@@ -190,8 +190,19 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
         branch.choose_analyzer(texts)  # bm25.language auto: detected from the stored texts, as at first ingest
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
-        branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
-        how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
+        if branch.per_language:
+            # Each language's documents were written with that language's avg_len: recover them one by one.
+            languages = branch.languages_of(texts)
+            branch.set_avg_lens({
+                lang: _recover_avg_len(branch, [t for t, x in zip(texts, languages) if x == lang],
+                                       [v for v, x in zip(stored, languages) if x == lang])
+                for lang in branch.languages if lang in languages
+            })
+            how = "avg_len per language " + ", ".join(f"{lang} {v:.4g}" for lang, v in branch.avg_lens.items())
+            how += " recovered from stored vectors; "
+        else:
+            branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
+            how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
     fresh = branch.stored_vectors(branch.encode_documents(texts))
     for p, mine in zip(points, fresh):
         for name, vector in mine.items():

@@ -14,6 +14,9 @@ class SparseVector:
 
     indices: list[int]
     values: list[float]
+    #: The language a BM25 query was analysed in, when a per-document-language index chose it
+    #: for this query (``bm25.language_per_document``); not part of the vector, not stored.
+    language: str | None = field(default=None, compare=False, repr=False)
 
 
 #: What a branch produces for one text: a dense vector, a sparse vector or a

@@ -171,12 +171,12 @@ def test_no_query_tokens_in_provenance_with_a_dense_branch(make_retriever):
         assert h.as_dict()["provenance"]["bm25"]["flags"] == ["no_query_tokens"]
 
 
-def test_a_mixed_corpus_is_warned_about(tmp_path, caplog):
-    with HybridRetriever(bm25_only(tmp_path / "mix")) as r:
+def test_a_mixed_corpus_with_one_analyzer_is_warned_about(tmp_path, caplog):
+    with HybridRetriever(bm25_only(tmp_path / "mix", language_per_document=False)) as r:
         with caplog.at_level(logging.WARNING, logger="hybrid_retriever.branches.bm25"):
             r.add_documents(docs_of(GERMAN[:4] + ENGLISH, "m"))
-        assert any("mixed-language" in rec.getMessage() for rec in caplog.records)
-        assert r.branches["bm25"].detection.mixed
+        assert any("mixed-language" in rec.getMessage() and "language_per_document" in rec.getMessage() for rec in caplog.records)
+        assert r.branches["bm25"].detection.mixed and not r.branches["bm25"].per_language
 
 
 def test_explicit_language_keeps_working_and_is_described_as_configured():
@@ -201,3 +201,132 @@ def test_index_command_says_the_analyzer(tmp_path):
     out = CliRunner().invoke(app, ["index", str(src), "--index", str(tmp_path / "idx"), "--config", str(cfg), "--no-progress"])
     assert out.exit_code == 0, out.output
     assert "BM25 branch 'bm25': language german" in out.output and "detected in 100% of 6 sampled documents" in out.output
+
+
+# ------------------------------------------------------------------ mixed-language corpora
+
+#: Six German, five Chinese and four English documents: no language reaches 80%, German leads.
+MIXED = docs_of(GERMAN, "de") + docs_of(CHINESE[:5], "zh") + docs_of(ENGLISH, "en")
+
+
+def _direct_bm25(language: str, avg_len: float):
+    """Qdrant's own BM25 for one language, configured here by hand: the reference for routed vectors."""
+    import qdrant_edge as qe
+
+    a = analyzer_for(language)
+    return qe.Bm25(qe.Bm25Config(
+        k=1.2, b=0.75, avg_len=avg_len, language=None, lowercase=True, ascii_folding=False, min_token_len=None, max_token_len=None,
+        tokenizer=qe.TokenizerType.Multilingual if a.tokenizer == "multilingual" else qe.TokenizerType.Word,
+        stemmer=qe.SnowballParams(getattr(qe.SnowballLanguage, language.capitalize())) if a.stemmer else qe.DisabledStemmer(),
+        stopwords=qe.StopwordsSet(languages={getattr(qe.Language, language.capitalize())}),
+    ))
+
+
+def test_detect_each_places_texts_among_the_corpus_languages_only():
+    from hybrid_retriever.languages import corpus_languages, detect_each
+
+    langs = ["german", "chinese", "english"]
+    assert detect_each([GERMAN[0], CHINESE[0], ENGLISH[0]], langs) == ["german", "chinese", "english"]
+    # Nothing to place (empty, digits): the majority, the first language.
+    assert detect_each(["", "   ", "1234 5678"], langs) == ["german"] * 3
+    # Dutch is not a corpus language here: a Dutch sentence goes to the closest one that is.
+    assert detect_each(["De rivier stroomt door de oude stad en onder zeven stenen bruggen."], ["chinese", "english"]) == ["english"]
+    assert corpus_languages(detect_language([d.text for d in MIXED])) == ["german", "chinese", "english"]
+
+
+def test_a_mixed_corpus_is_analysed_per_document_and_queries_in_their_own_language(tmp_path):
+    with HybridRetriever(bm25_only(tmp_path / "mix")) as r:
+        r.add_documents(MIXED)
+        b = r.branches["bm25"]
+        assert b.languages == ["german", "chinese", "english"]  # the majority first
+        assert b.analyzer.language == "german" and b.content_language == "german"
+        assert "each document and query in its own language" in b.describe()
+        # Each language's avg_len is its own documents' mean length in its own tokens.
+        for lang, texts in (("german", GERMAN), ("chinese", CHINESE[:5]), ("english", ENGLISH)):
+            mine = [b.token_count(t, lang) for t in texts]
+            assert b.avg_lens[lang] == pytest.approx(sum(mine) / len(mine))
+            ref = _direct_bm25(lang, b.avg_lens[lang])
+            for t, v in zip(texts, b.encode_documents(texts)):
+                expected = ref.embed_document(t)
+                assert v.indices == list(expected.indices) and v.values == pytest.approx(list(expected.values))
+        manifest = b.manifest()["per_document_languages"]
+        assert list(manifest) == ["german", "chinese", "english"]
+        assert manifest["chinese"] == {"tokenizer": "multilingual", "stemmer": False, "stopwords": True, "avg_len": b.avg_lens["chinese"]}
+        # Queries: each analysed in its own language, which the query vector carries.
+        q = b.encode_queries(["Brücke", "熊猫吃竹子", "bridges"])
+        assert [v.language for v in q] == ["german", "chinese", "english"]
+        assert r.search("Brücke", k=1)[0].id == "de0"  # German stemming: Brücken ~ Brücke
+        assert r.search("熊猫吃竹子", k=1)[0].id == "zh2"  # segmented Chinese
+        assert r.search("bridge", k=1)[0].id == "en0"  # English stemming: bridges ~ bridge
+        before = [[h.id for h in r.search(t, k=5)] for t in ("Brücke", "熊猫吃竹子", "bridge", "Schnee im Winter")]
+    # Reopened: the same analyzers in the same order, so queries are analysed as before.
+    with HybridRetriever.open(str(tmp_path / "mix")) as r:
+        b = r.branches["bm25"]
+        assert b.languages == ["german", "chinese", "english"]
+        assert b.avg_lens == pytest.approx({k: v["avg_len"] for k, v in manifest.items()})
+        assert [[h.id for h in r.search(t, k=5)] for t in ("Brücke", "熊猫吃竹子", "bridge", "Schnee im Winter")] == before
+
+
+def test_one_analyzer_for_a_mixed_corpus_misses_the_minority_scripts(tmp_path):
+    # The contrast to the test above: German rules for everything leave Chinese unsegmented.
+    with HybridRetriever(bm25_only(tmp_path / "one", language_per_document=False)) as r:
+        r.add_documents(MIXED)
+        assert r.branches["bm25"].languages == ["german"]
+        assert "per_document_languages" not in r.branches["bm25"].manifest()
+        assert [h.id for h in r.search("熊猫吃竹子", k=1)] != ["zh2"]
+
+
+def test_language_per_document_settings(tmp_path):
+    with pytest.raises(ConfigError, match="language_per_document needs bm25.language 'auto'"):
+        bm25_only(tmp_path / "x", language="german", language_per_document=True)
+    # Asked for on a one-language corpus: there is nothing to split, one analyzer serves.
+    with HybridRetriever(bm25_only(tmp_path / "de", language_per_document=True)) as r:
+        r.add_documents(docs_of(GERMAN, "de"))
+        assert r.branches["bm25"].languages == ["german"] and not r.branches["bm25"].per_language
+        assert r.search("Brücke", k=1)[0].id == "de0"
+
+
+def test_adaptive_fusion_reads_the_query_language_of_a_mixed_corpus():
+    from hybrid_retriever.fusion.adaptive import branch_signals
+    from hybrid_retriever.types import BranchResult, ScoredId, SparseVector
+
+    def results(language):
+        return {
+            "bm25": BranchResult("bm25", [ScoredId("a", 2.0, 1)], query_vector=SparseVector([1], [1.0], language=language)),
+            "dense": BranchResult("dense", [ScoredId("a", 0.5, 1)], query_vector=[0.1]),
+        }
+
+    english_model = {"bm25": None, "dense": frozenset({"english"})}
+    # The corpus's majority is English, but this query is German: the English dense model is off its languages.
+    assert branch_signals(results("german"), "english", english_model)["dense"].in_language is False
+    assert branch_signals(results("english"), "german", english_model)["dense"].in_language is True
+    assert branch_signals(results(None), "german", english_model)["dense"].in_language is False  # no per-query language: the corpus's
+
+
+def test_repair_recovers_each_languages_avg_len(tmp_path):
+    from hybrid_retriever.repair import repair_index
+    from hybrid_retriever.stores.edge import MANIFEST_FILE
+
+    path = tmp_path / "mix"
+    with HybridRetriever(bm25_only(path)) as r:
+        r.add_documents(MIXED)
+        avg_lens = dict(r.branches["bm25"].avg_lens)
+        before = [[h.id for h in r.search(t, k=5)] for t in ("Brücke", "熊猫吃竹子", "bridge")]
+    (path / MANIFEST_FILE).unlink()
+    report = repair_index(path, bm25_only(path))
+    assert report.action == "rebuilt" and "avg_len per language" in report.checks["bm25"]
+    with HybridRetriever.open(str(path)) as r:
+        assert r.branches["bm25"].avg_lens == pytest.approx(avg_lens, rel=1e-4)
+        assert [[h.id for h in r.search(t, k=5)] for t in ("Brücke", "熊猫吃竹子", "bridge")] == before
+
+
+@pytest.mark.parametrize("method", ["rm3", "rocchio"])
+def test_a_feedback_expanded_query_keeps_its_language(method):
+    from hybrid_retriever.config import PRFConfig
+    from hybrid_retriever.prf.pipeline import Feedback, _rewrite_sparse
+    from hybrid_retriever.types import SparseVector
+
+    fb = Feedback(query=SparseVector([1], [1.0], language="german"), vectors=[SparseVector([1, 2], [1.0, 2.0])],
+                  weights=None, negatives=[], strength=1.0)
+    new = _rewrite_sparse(fb, PRFConfig(sparse_method=method, fb_terms=2))
+    assert 2 in new.indices and new.language == "german"

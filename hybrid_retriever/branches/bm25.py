@@ -6,6 +6,12 @@ frequency with length normalisation against ``avg_len``), queries with
 carries ``Modifier.Idf``. So a server-side BM25 and this branch share token ids and
 scores. ``avg_len`` is baked into document vectors, so it is measured on the corpus
 at first ingest (Qdrant's default of 256 fits few corpora) and recorded.
+
+A mixed-language corpus (``language: auto`` finding no language in 80% of the sample,
+or ``language_per_document: true``) is analysed per document: each document in its
+own detected language, with that language's avg_len, and each query in its own.
+Stemmed tokens of different languages hash to different ids, so one sparse vector
+holds them all and a query matches the documents of its language.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ import qdrant_edge as qe
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.errors import ConfigError
-from hybrid_retriever.languages import STEMMERS, Analyzer, LanguageDetection, analyzer_for, detect_language
+from hybrid_retriever.languages import (
+    STEMMERS,
+    Analyzer,
+    LanguageDetection,
+    analyzer_for,
+    corpus_languages,
+    detect_each,
+    detect_language,
+)
 from hybrid_retriever.types import SparseVector, Vector
 
 log = logging.getLogger(__name__)
@@ -43,6 +57,11 @@ class BM25Branch(Branch):
         self.analyzer: Analyzer | None = None
         self._model: qe.Bm25 | None = None
         self._counter: qe.Bm25 | None = None
+        #: Per-document analysis: each corpus language's analyzer (the majority first), and its avg_len.
+        self.per_language: dict[str, Analyzer] = {}
+        self.avg_lens: dict[str, float] = {}
+        self._models: dict[str, qe.Bm25] = {}
+        self._counters: dict[str, qe.Bm25] = {}
         self._warned_empty = False
         if config.language.lower() != "auto":
             self._set_analyzer(analyzer_for(config.language, config.stemmer, config.stopwords, config.tokenizer))
@@ -55,6 +74,30 @@ class BM25Branch(Branch):
         # Counting model: with b = 0 and k = 1, a document weight is 2·tf/(tf+1),
         # which inverts exactly to the term frequency in Qdrant's own tokenisation.
         self._counter = qe.Bm25(self._qdrant_config(k=_COUNT_K, b=0.0, avg_len=1.0))
+
+    def _set_languages(self, analyzers: dict[str, Analyzer]) -> None:
+        """Per-document analysis over these languages (the majority first); fewer than two: off."""
+        self.per_language = dict(analyzers) if len(analyzers) > 1 else {}
+        # A configured avg_len is one length scale for every language; else each is measured at first ingest.
+        self.avg_lens = dict.fromkeys(self.per_language, self.config.avg_len) if self.config.avg_len is not None else {}
+        self._models = {}
+        self._counters = {
+            lang: qe.Bm25(self._qdrant_config(k=_COUNT_K, b=0.0, avg_len=1.0, analyzer=a))
+            for lang, a in self.per_language.items()
+        }
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages documents are analysed in: several with per-document analysis, else one."""
+        if self.per_language:
+            return list(self.per_language)
+        return [self.analyzer.language] if self.analyzer and self.analyzer.language else []
+
+    def languages_of(self, texts: Sequence[str]) -> list[str | None]:
+        """The language each text is analysed in; None for every text without per-document analysis."""
+        if not self.per_language:
+            return [None] * len(texts)
+        return list(detect_each(texts, list(self.per_language)))
 
     def choose_analyzer(self, texts: Sequence[str]) -> None:
         """``language: auto``: detect the corpus language from ``texts`` and take its analyzer."""
@@ -72,18 +115,25 @@ class BM25Branch(Branch):
             c.tokenizer,
         )
         self._set_analyzer(analyzer)
+        per_document = c.language_per_document if c.language_per_document is not None else det.mixed
+        if per_document:
+            langs = [lang for lang in corpus_languages(det) if lang != analyzer.language]
+            self._set_languages({analyzer.language: analyzer, **{
+                lang: analyzer_for(lang, None if c.stemmer else c.stemmer, None if c.stopwords else c.stopwords, c.tokenizer)
+                for lang in langs
+            }})
         log.info("BM25 branch %r: %s", self.name, self.describe())
         if det.language is None:
             log.warning(
                 "BM25 branch %r: no language recognised in %d sampled documents; using English rules. "
                 "Set bm25.language to the corpus language to choose another.", self.name, det.sampled,
             )
-        elif det.mixed:
+        elif det.mixed and not self.per_language:
             log.warning(
                 "BM25 branch %r: the corpus looks mixed-language (%s of %d sampled documents); analysing all of it as "
-                "%s, the majority. Words of the other languages are still matched as plain tokens, without their "
-                "stemming or stopwords; split the corpus per language into separate indexes for the best BM25, or "
-                "set bm25.language explicitly.",
+                "%s, the majority, because bm25.language_per_document is false. Words of the other languages are "
+                "still matched as plain tokens, without their stemming or stopwords; leave language_per_document "
+                "unset (analyse each document in its own language) for the best BM25.",
                 self.name, ", ".join(f"{k} {v}" for k, v in det.counts.items()), det.sampled, lang,
             )
 
@@ -103,6 +153,11 @@ class BM25Branch(Branch):
         parts.append("Snowball stemmer" if a.stemmer else "no stemmer")
         parts.append("stopwords" if a.stopwords else "no stopwords")
         line = ", ".join(parts)
+        if self.per_language:
+            line = "each document and query in its own language: " + "; ".join(
+                _describe_analyzer(a) + (f", avg_len {self.avg_lens[lang]:.1f}" if lang in self.avg_lens else "")
+                for lang, a in self.per_language.items()
+            )
         if self.detection is not None:
             d = self.detection
             line += f" (detected in {d.share:.0%} of {d.sampled} sampled documents"
@@ -116,9 +171,9 @@ class BM25Branch(Branch):
 
     # -- Qdrant's BM25 configuration --------------------------------------------
 
-    def _qdrant_config(self, k: float, b: float, avg_len: float) -> qe.Bm25Config:
+    def _qdrant_config(self, k: float, b: float, avg_len: float, analyzer: Analyzer | None = None) -> qe.Bm25Config:
         c = self.config
-        a = self.analyzer
+        a = analyzer or self.analyzer
         if a is None:
             raise RuntimeError("BM25 analyzer is not chosen: fit() or restore() must run first (language auto)")
         try:
@@ -148,7 +203,16 @@ class BM25Branch(Branch):
                 "use e.g. 'english', 'german', 'chinese', or set bm25.stemmer and bm25.stopwords to false"
             ) from None
 
-    def _bm25(self) -> qe.Bm25:
+    def _bm25(self, language: str | None = None) -> qe.Bm25:
+        if language is not None and self.per_language:
+            model = self._models.get(language)
+            if model is None:
+                avg_len = self.avg_lens.get(language)
+                if avg_len is None:
+                    raise RuntimeError(f"BM25 avg_len of {language} is unknown: fit() or restore() must run first")
+                model = qe.Bm25(self._qdrant_config(self.config.k1, self.config.b, avg_len, self.per_language[language]))
+                self._models[language] = model
+            return model
         if self._model is None:
             if self.avg_len is None:
                 raise RuntimeError("BM25 avg_len is unknown: fit() or restore() must run first")
@@ -161,16 +225,28 @@ class BM25Branch(Branch):
     def vector_spec(self) -> VectorSpec:
         return VectorSpec(name=self.name, kind="sparse", idf=True)
 
-    def token_count(self, text: str) -> int:
-        """Number of tokens Qdrant's tokeniser keeps from ``text`` (after stopwords, stemming)."""
-        if self._counter is None:
+    def _counter_for(self, language: str | None) -> qe.Bm25:
+        counter = self._counters.get(language) if language is not None else None
+        counter = counter or self._counter
+        if counter is None:
             raise RuntimeError("BM25 analyzer is not chosen: fit() or restore() must run first (language auto)")
-        weights = self._counter.embed_document(text).values
+        return counter
+
+    def token_count(self, text: str, language: str | None = None) -> int:
+        """Number of tokens Qdrant's tokeniser keeps from ``text`` (after stopwords, stemming).
+
+        ``language``: with per-document analysis, the language to analyse it in (None: detected).
+        """
+        if language is None and self.per_language:
+            language = self.languages_of([text])[0]
+        weights = self._counter_for(language).embed_document(text).values
         return int(round(sum(w * _COUNT_K / (_COUNT_K + 1.0 - w) for w in weights)))
 
-    def term_frequencies(self, text: str) -> dict[int, int]:
+    def term_frequencies(self, text: str, language: str | None = None) -> dict[int, int]:
         """Token id -> how often it occurs in ``text``, in Qdrant's tokenisation (the ids of stored vectors)."""
-        v = self._counter.embed_document(text)
+        if language is None and self.per_language:
+            language = self.languages_of([text])[0]
+        v = self._counter_for(language).embed_document(text)
         return {int(i): int(round(w * _COUNT_K / (_COUNT_K + 1.0 - w))) for i, w in zip(v.indices, v.values)}
 
     def fit(self, texts: Sequence[str]) -> None:
@@ -178,10 +254,36 @@ class BM25Branch(Branch):
             self.choose_analyzer(texts)
         if self.avg_len is not None or not texts:
             return
+        if self.per_language:
+            # Each language's documents have their own length scale (Chinese tokens are characters).
+            by_language: dict[str, list[int]] = {lang: [] for lang in self.per_language}
+            for text, lang in zip(texts, self.languages_of(texts)):
+                by_language[lang].append(self.token_count(text, lang))  # type: ignore[index]
+            overall = max(sum(map(sum, by_language.values())) / len(texts), 1.0)
+            self.avg_lens = {lang: max(sum(n) / len(n), 1.0) if n else overall for lang, n in by_language.items()}
+            self._models = {}
+            self.avg_len = self.avg_lens[self.languages[0]]
+            log.info(
+                "BM25 branch %r: measured avg_len per language over %d documents: %s", self.name, len(texts),
+                ", ".join(f"{lang} {v:.1f} ({len(by_language[lang])} documents)" for lang, v in self.avg_lens.items()),
+            )
+            return
         total = sum(self.token_count(t) for t in texts)
         self.avg_len = max(total / len(texts), 1.0)
         self._model = None
         log.info("BM25 branch %r: measured avg_len %.1f tokens over %d documents", self.name, self.avg_len, len(texts))
+
+    def set_avg_lens(self, avg_lens: dict[str, float]) -> None:
+        """Per-document analysis: each language's avg_len (recovered from stored vectors by repair).
+
+        A language without documents in ``avg_lens`` takes the majority's.
+        """
+        majority = self.languages[0]
+        base = avg_lens.get(majority) or next(iter(avg_lens.values()))
+        self.avg_lens = {lang: float(avg_lens.get(lang, base)) for lang in self.per_language}
+        self.avg_len = self.avg_lens[majority]
+        self._models = {}
+        self._model = None
 
     def restore(self, stored: dict[str, Any]) -> None:
         if self.avg_len is None and stored.get("avg_len"):
@@ -202,14 +304,23 @@ class BM25Branch(Branch):
             )
             if stored.get("language_detection"):
                 self.detection = LanguageDetection(**{k: v for k, v in stored["language_detection"].items() if k != "mixed"})
+        per_language = stored.get("per_document_languages")
+        if (per_language and not self.per_language and self.config.language.lower() == "auto"
+                and self.config.language_per_document is not False):
+            # The majority language first, as at first ingest: it takes the texts detection cannot place.
+            order = sorted(per_language, key=lambda lang: lang != stored.get("language"))
+            self._set_languages({
+                lang: Analyzer(language=lang, tokenizer=per_language[lang]["tokenizer"],
+                               stemmer=bool(per_language[lang]["stemmer"]), stopwords=bool(per_language[lang]["stopwords"]))
+                for lang in order
+            })
+            self.avg_lens = {lang: float(v["avg_len"]) for lang, v in per_language.items() if v.get("avg_len")}
 
     def encode_documents(self, texts: Sequence[str]) -> list[Vector]:
-        model = self._bm25()
-        return [_to_sparse(model.embed_document(t)) for t in texts]
+        return [_to_sparse(self._bm25(lang).embed_document(t)) for t, lang in zip(texts, self.languages_of(texts))]
 
     def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
-        model = self._bm25()
-        out = [_to_sparse(model.embed_query(t)) for t in texts]
+        out = [_to_sparse(self._bm25(lang).embed_query(t), lang) for t, lang in zip(texts, self.languages_of(texts))]
         if not self._warned_empty:
             empty = next((t for t, v in zip(texts, out) if not v.indices), None)
             if empty is not None:
@@ -219,7 +330,7 @@ class BM25Branch(Branch):
                     "or its script is not tokenised); BM25 cannot match it, so it is flagged in the hits' provenance "
                     "and the other branches rank it. If queries are in another language than the corpus, set "
                     "bm25.language (and tokenizer: multilingual for Chinese, Japanese, Korean, Thai). Logged once.",
-                    self.name, empty[:80], self.analyzer.language if self.analyzer else "?",
+                    self.name, empty[:80], "/".join(self.languages) or "?",
                 )
         return out
 
@@ -236,6 +347,10 @@ class BM25Branch(Branch):
             "stemmer": a.stemmer if a else c.stemmer,
             "stopwords": a.stopwords if a else c.stopwords,
             "language_detection": self.detection.as_dict() if self.detection else None,
+            **({"per_document_languages": {
+                lang: {"tokenizer": x.tokenizer, "stemmer": x.stemmer, "stopwords": x.stopwords, "avg_len": self.avg_lens.get(lang)}
+                for lang, x in self.per_language.items()
+            }} if self.per_language else {}),
             "lowercase": c.lowercase,
             "ascii_folding": c.ascii_folding,
             "min_token_len": c.min_token_len,
@@ -243,5 +358,9 @@ class BM25Branch(Branch):
         }
 
 
-def _to_sparse(v: qe.SparseVector) -> SparseVector:
-    return SparseVector(indices=list(v.indices), values=list(v.values))
+def _to_sparse(v: qe.SparseVector, language: str | None = None) -> SparseVector:
+    return SparseVector(indices=list(v.indices), values=list(v.values), language=language)
+
+
+def _describe_analyzer(a: Analyzer) -> str:
+    return f"{a.language} ({a.tokenizer} tokenizer, {'stemmer' if a.stemmer else 'no stemmer'}, {'stopwords' if a.stopwords else 'no stopwords'})"

@@ -243,9 +243,18 @@ def branch_signals(
     content_language: str | None,
     languages: Mapping[str, frozenset[str] | None],
 ) -> dict[str, BranchSignals]:
-    """Each branch's signals for one query: empty sparse query vector, model languages vs the corpus
+    """Each branch's signals for one query: empty sparse query vector, model languages vs the content
     language, whether the branch is sparse, the clarity of its returned scores and its support by the
-    other branches' lists (a failed branch returned nothing, so it supports nothing)."""
+    other branches' lists (a failed branch returned nothing, so it supports nothing).
+
+    The content language is the query's own when a per-document-language BM25 branch analysed the
+    query in it (a German query in a mixed corpus looks for German documents), else the corpus's.
+    """
+    query_language = next(
+        (r.query_vector.language for r in per_branch.values() if isinstance(r.query_vector, SparseVector) and r.query_vector.language),
+        None,
+    )
+    content_language = query_language or content_language
     ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
     out = {}
     for n, r in per_branch.items():

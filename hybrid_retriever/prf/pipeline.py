@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -89,7 +89,8 @@ def _rewrite_sparse(fb: Feedback, cfg: PRFConfig) -> Vector:
         new = sparse.rocchio(q, docs, cfg.alpha, cfg.beta, cfg.fb_terms, fb.weights, fb.idf)
     else:
         new = sparse.rm3(q, docs, fb.weights, cfg.rm3_lambda, cfg.fb_terms, fb.idf)
-    return sparse.damp(q, new, fb.strength)
+    # The expanded query stays in the language the query was analysed in (per-document-language BM25).
+    return replace(sparse.damp(q, new, fb.strength), language=q.language)
 
 
 def qdrant_feedback(
