@@ -179,7 +179,12 @@ class BM25BranchConfig(_BranchBase):
     """
 
     kind: Literal["bm25"] = "bm25"
-    k1: float = Field(default=1.2, ge=0)
+    k1: Optional[float] = Field(
+        default=None,
+        ge=0,
+        description="Term-frequency saturation. None = 0.9 for a new index (chosen on the dev splits, "
+        "docs/languages.md); an existing index keeps the k1 it was built with (recorded in it).",
+    )
     b: float = Field(default=0.75, ge=0, le=1)
     avg_len: Optional[float] = Field(
         default=None,

@@ -28,6 +28,7 @@ import numpy as np
 import typer
 
 from hybrid_retriever.branches import BM25Branch, Branch, build_branch
+from hybrid_retriever.branches.bm25 import PREVIOUS_DEFAULT_K1
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import IndexCorruptError, IndexMismatchError, IndexPathError
 from hybrid_retriever.stores.base import PAYLOAD_METADATA, PAYLOAD_TEXT, StoredPoint
@@ -190,6 +191,10 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
         branch.choose_analyzer(texts)  # bm25.language auto: detected from the stored texts, as at first ingest
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
+        if branch.config.k1 is None and not _reproduces_k1(branch, texts, stored):
+            # k1 unset: the index may predate today's default and use the one of its time.
+            branch.set_k1(PREVIOUS_DEFAULT_K1)
+            how = f"k1 {PREVIOUS_DEFAULT_K1} (the default when the index was built); "
         if branch.per_language:
             # Each language's documents were written with that language's avg_len: recover them one by one.
             languages = branch.languages_of(texts)
@@ -198,11 +203,11 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
                                        [v for v, x in zip(stored, languages) if x == lang])
                 for lang in branch.languages if lang in languages
             })
-            how = "avg_len per language " + ", ".join(f"{lang} {v:.4g}" for lang, v in branch.avg_lens.items())
+            how += "avg_len per language " + ", ".join(f"{lang} {v:.4g}" for lang, v in branch.avg_lens.items())
             how += " recovered from stored vectors; "
         else:
             branch.restore({"avg_len": _recover_avg_len(branch, texts, stored)})
-            how = f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
+            how += f"avg_len {branch.avg_len:.4g} recovered from stored vectors; "
     fresh = branch.stored_vectors(branch.encode_documents(texts))
     for p, mine in zip(points, fresh):
         for name, vector in mine.items():
@@ -217,19 +222,29 @@ def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
     return how + f"{len(points)} stored documents re-encoded to their stored vectors"
 
 
-def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[Vector | None]) -> float:
-    """BM25's avg_len, solved from stored document weights ``w = tf·(k1+1) / (tf + k1·(1 − b + b·dl/avg_len))``.
+def _reproduces_k1(branch: BM25Branch, texts: Sequence[str], stored: Sequence[Vector | None]) -> bool:
+    """Whether the branch's k1 explains the stored weights: with the k1 they were written with, every
+    term of every document gives the same avg_len estimate; with another one the estimates spread
+    with term frequency and document length."""
+    if branch.config.b == 0 or branch.k1 == 0:
+        return True
+    # Per-document languages each have their own avg_len: their estimates agree within a language.
+    languages = branch.languages_of(texts)
+    for lang in set(languages):
+        estimates = _avg_len_estimates(branch, [t for t, x in zip(texts, languages) if x == lang],
+                                       [v for v, x in zip(stored, languages) if x == lang])
+        if len(estimates) > 1:
+            low, mid, high = np.quantile(estimates, [0.1, 0.5, 0.9])
+            if high - low > 1e-3 * mid:
+                return False
+    return True
 
-    Every term of every document gives one estimate; they agree when the configuration's
-    k1, b and tokeniser are the ones the index was built with (checked afterwards by
-    re-encoding). With ``b = 0`` or ``k1 = 0`` avg_len has no effect and is re-measured
-    from the texts instead.
-    """
-    k1, b = branch.config.k1, branch.config.b
-    if b == 0 or k1 == 0:
-        branch.fit(list(texts))
-        return float(branch.avg_len or 1.0)
-    estimates = []
+
+def _avg_len_estimates(branch: BM25Branch, texts: Sequence[str], stored: Sequence[Vector | None]) -> list[float]:
+    """One avg_len estimate per term of each stored document vector, solved from its weight
+    ``w = tf·(k1+1) / (tf + k1·(1 − b + b·dl/avg_len))``."""
+    k1, b = branch.k1, branch.config.b
+    out = []
     for text, vector in zip(texts, stored):
         if not isinstance(vector, SparseVector):
             continue
@@ -241,7 +256,21 @@ def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[
                 continue
             denominator = (t * (k1 + 1) / w - t) / k1 - 1 + b
             if denominator > 0:
-                estimates.append(dl * b / denominator)
+                out.append(dl * b / denominator)
+    return out
+
+
+def _recover_avg_len(branch: BM25Branch, texts: Sequence[str], stored: Sequence[Vector | None]) -> float:
+    """BM25's avg_len, the median of :func:`_avg_len_estimates`.
+
+    The estimates agree when the configuration's k1, b and tokeniser are the ones the
+    index was built with (checked afterwards by re-encoding). With ``b = 0`` or
+    ``k1 = 0`` avg_len has no effect and is re-measured from the texts instead.
+    """
+    if branch.config.b == 0 or branch.k1 == 0:
+        branch.fit(list(texts))
+        return float(branch.avg_len or 1.0)
+    estimates = _avg_len_estimates(branch, texts, stored)
     if not estimates:
         raise IndexCorruptError(f"no stored {branch.name!r} vector to recover BM25's avg_len from; set avg_len in the configuration")
     return float(statistics.median(estimates))

@@ -553,7 +553,10 @@ class HybridRetriever:
             for n in self.branches:
                 vecs, ms, _ = encoded[n]
                 err = failures.reasons.get(n)
-                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(_tie_sorted(answers[n][qi]), start=1)] if err is None else []
+                answer = _tie_sorted(answers[n][qi]) if err is None else []
+                if not self.branches[n].rescores_others:
+                    answer = answer[: depths[n]]  # asked for a few more: ties at the cut are settled by point id
+                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(answer, start=1)]
                 results[qi][n] = BranchResult(
                     branch=n, hits=hits, encode_ms=ms, search_ms=search_ms.get(n, 0.0), error=err,
                     query_vector=vecs[qi] if err is None else None,
@@ -647,6 +650,7 @@ class HybridRetriever:
             stage = b.first_stage(vector)
             if stage is not None:
                 prefetch = [SearchRequest(vector_name=stage.vector_name, vector=stage.vector, limit=stage.limit, filter=spec)]
+            limit += _tie_margin(limit)
         return SearchRequest(vector_name=n, vector=vector, limit=limit, filter=spec, prefetch=prefetch or None, **b.search_options())
 
     def _encode_queries(
@@ -848,6 +852,13 @@ def _timed(fn: Callable[[Sequence[SearchRequest]], list[ScoredIds]], requests: S
     t0 = time.perf_counter()
     answers = fn(requests)
     return answers, (time.perf_counter() - t0) * 1000
+
+
+def _tie_margin(depth: int) -> int:
+    """Extra hits asked of the store beyond ``depth``: which of several documents tied at the cut a
+    store returns is its own choice (Edge and qdrant-client differ); with a few more in hand, the
+    cut is made after sorting ties by point id, so every back-end keeps the same documents."""
+    return max(4, depth // 10)
 
 
 def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:

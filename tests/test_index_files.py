@@ -271,3 +271,45 @@ def test_a_corrupt_manifest_in_a_server_collection_is_an_index_corrupt_error(sma
         HybridRetriever(config, store=r.store)
     assert r.count() == len(small_docs)
     r.close()
+
+
+# --------------------------------------------------------------- BM25's k1 default
+
+def _config_with_k1(path: Path, k1: float | None) -> RetrieverConfig:
+    data = crash_config(str(path)).model_dump(mode="json")
+    data["branches"][0]["k1"] = k1
+    return RetrieverConfig.validate_data(data)
+
+
+def test_a_new_index_records_the_default_k1_and_an_older_one_keeps_its_own(tmp_path: Path) -> None:
+    from hybrid_retriever.branches.bm25 import DEFAULT_K1, PREVIOUS_DEFAULT_K1
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    build(new, n=60)
+    assert json.loads((new / MANIFEST_FILE).read_text())["branches"]["bm25"]["k1"] == DEFAULT_K1 == 0.9
+    # An index built when the default was Qdrant's 1.2 (its configuration and manifest say 1.2) ...
+    with HybridRetriever(_config_with_k1(old, PREVIOUS_DEFAULT_K1)) as r:
+        r.add_documents([Document(text=d["text"], id=d["id"]) for d in make_corpus(60)])
+        before = [[h.id for h in r.search(q, k=5)] for q in QUERIES]
+    # ... reopens with today's default configuration (k1 unset) and keeps 1.2: no mismatch, same answers.
+    with HybridRetriever(crash_config(str(old))) as r:
+        assert r.branches["bm25"].k1 == PREVIOUS_DEFAULT_K1
+        assert [[h.id for h in r.search(q, k=5)] for q in QUERIES] == before
+    # A k1 given explicitly is the caller's: another value than the index's is a mismatch.
+    with pytest.raises(IndexMismatchError, match="k1 is 1.2 in the index, 0.9 in the configuration"):
+        HybridRetriever(_config_with_k1(old, 0.9))
+
+
+@pytest.mark.parametrize("built_with", [None, 1.2])
+def test_repair_with_k1_unset_finds_the_k1_the_index_was_built_with(tmp_path: Path, built_with: float | None) -> None:
+    path = tmp_path / "index"
+    with HybridRetriever(_config_with_k1(path, built_with)) as r:
+        r.add_documents([Document(text=d["text"], id=d["id"]) for d in make_corpus(80)])
+        k1 = r.branches["bm25"].k1
+        before = [[(h.id, round(h.score, 4)) for h in r.search(q, k=5)] for q in QUERIES]
+    (path / MANIFEST_FILE).unlink()
+    report = repair_index(path, crash_config(str(path)))  # k1 unset
+    assert report.action == "rebuilt" and ("k1 1.2" in report.checks["bm25"]) == (built_with == 1.2)
+    assert json.loads((path / MANIFEST_FILE).read_text())["branches"]["bm25"]["k1"] == k1
+    with HybridRetriever.open(str(path)) as r:
+        assert [[(h.id, round(h.score, 4)) for h in r.search(q, k=5)] for q in QUERIES] == before

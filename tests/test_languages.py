@@ -213,9 +213,11 @@ def _direct_bm25(language: str, avg_len: float):
     """Qdrant's own BM25 for one language, configured here by hand: the reference for routed vectors."""
     import qdrant_edge as qe
 
+    from hybrid_retriever.branches.bm25 import DEFAULT_K1
+
     a = analyzer_for(language)
     return qe.Bm25(qe.Bm25Config(
-        k=1.2, b=0.75, avg_len=avg_len, language=None, lowercase=True, ascii_folding=False, min_token_len=None, max_token_len=None,
+        k=DEFAULT_K1, b=0.75, avg_len=avg_len, language=None, lowercase=True, ascii_folding=False, min_token_len=None, max_token_len=None,
         tokenizer=qe.TokenizerType.Multilingual if a.tokenizer == "multilingual" else qe.TokenizerType.Word,
         stemmer=qe.SnowballParams(getattr(qe.SnowballLanguage, language.capitalize())) if a.stemmer else qe.DisabledStemmer(),
         stopwords=qe.StopwordsSet(languages={getattr(qe.Language, language.capitalize())}),

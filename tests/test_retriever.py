@@ -194,7 +194,7 @@ def test_reopen_with_other_settings_is_an_index_mismatch(tmp_path, tiny_models, 
         (tiny_config(path, model_b), ["'dense'", "model", model_a, model_b]),
         # Another model is reported before it loads (by name and file hash), so its dimension is never read.
         (tiny_config(path, model_c), ["model", "weights_sha256", model_a, model_c]),
-        (tiny_config(path, model_a, k1=1.5), ["'bm25'", "k1 is 1.2 in the index, 1.5 in the configuration"]),
+        (tiny_config(path, model_a, k1=1.5), ["'bm25'", "k1 is 0.9 in the index, 1.5 in the configuration"]),
         (tiny_config(path, model_a, b=0.5), ["b is 0.75 in the index, 0.5 in the configuration"]),
         (tiny_config(path, model_a, language="german"), ["language is 'english' in the index, 'german' in the configuration"]),
         (tiny_config(path, model_a, stemmer=False), ["stemmer is True in the index, False in the configuration"]),

@@ -496,3 +496,19 @@ def test_server_side_rrf_needs_integer_k(scifact_pair):
     with fusion(r, method="rrf", rrf_k=2.5, server_side=True):
         with pytest.raises(ConfigError, match="integer rrf_k"):
             r.search("heart disease")
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_documents_tied_at_the_cut_are_kept_by_point_id_on_every_store(tmp_path, store):
+    """Six identical documents tie in BM25; at depth 5 every store keeps the five smallest point ids."""
+    store_cfg = {"kind": "edge", "path": str(tmp_path / "index")} if store == "edge" else {
+        "kind": "qdrant", "location": ":memory:", "collection": "ties"}
+    cfg = RetrieverConfig.validate_data({
+        "store": store_cfg, "branches": [{"kind": "bm25", "language": "english", "depth": 5}], "runtime": {"show_progress": False}})
+    ids = [f"twin-{i}" for i in range(6)]
+    with HybridRetriever(cfg) as r:
+        r.add_documents([Document("the lighthouse keeper", id=i) for i in ids] + [Document("an unrelated note", id="other")])
+        [per] = r.search_branches(["lighthouse"])
+    hits = per["bm25"].hits
+    assert len({h.score for h in hits}) == 1
+    assert [h.point_id for h in hits] == sorted(point_id(i) for i in ids)[:5]

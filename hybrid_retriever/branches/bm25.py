@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 #: avg_len used only to count tokens (b = 0 makes the weight independent of it).
 _COUNT_K = 1.0
+#: k1 of a new index when the configuration leaves it unset: the best of a k1 / b grid on the dev
+#: splits (scifact train, nfcorpus dev; benchmarks/results/multilingual.md). Indexes built before
+#: it was the default were built with Qdrant's 1.2, which they record.
+DEFAULT_K1 = 0.9
+#: k1 of indexes built when the library's default was Qdrant's (repair tries it for them).
+PREVIOUS_DEFAULT_K1 = 1.2
 
 
 class BM25Branch(Branch):
@@ -53,6 +59,8 @@ class BM25Branch(Branch):
         self.config = config
         self.name = config.branch_name
         self.avg_len: float | None = config.avg_len
+        #: Term-frequency saturation: configured, else the one the index records, else :data:`DEFAULT_K1`.
+        self.k1: float = config.k1 if config.k1 is not None else DEFAULT_K1
         self.detection: LanguageDetection | None = None
         self.analyzer: Analyzer | None = None
         self._model: qe.Bm25 | None = None
@@ -210,13 +218,13 @@ class BM25Branch(Branch):
                 avg_len = self.avg_lens.get(language)
                 if avg_len is None:
                     raise RuntimeError(f"BM25 avg_len of {language} is unknown: fit() or restore() must run first")
-                model = qe.Bm25(self._qdrant_config(self.config.k1, self.config.b, avg_len, self.per_language[language]))
+                model = qe.Bm25(self._qdrant_config(self.k1, self.config.b, avg_len, self.per_language[language]))
                 self._models[language] = model
             return model
         if self._model is None:
             if self.avg_len is None:
                 raise RuntimeError("BM25 avg_len is unknown: fit() or restore() must run first")
-            self._model = qe.Bm25(self._qdrant_config(k=self.config.k1, b=self.config.b, avg_len=self.avg_len))
+            self._model = qe.Bm25(self._qdrant_config(k=self.k1, b=self.config.b, avg_len=self.avg_len))
         return self._model
 
     # -- Branch interface -----------------------------------------------------------
@@ -285,7 +293,16 @@ class BM25Branch(Branch):
         self._models = {}
         self._model = None
 
+    def set_k1(self, k1: float) -> None:
+        """Take ``k1`` (an existing index's) when the configuration leaves it unset; a configured one stays."""
+        if self.config.k1 is None and k1 != self.k1:
+            self.k1 = float(k1)
+            self._model = None
+            self._models = {}
+
     def restore(self, stored: dict[str, Any]) -> None:
+        if stored.get("k1") is not None:
+            self.set_k1(stored["k1"])
         if self.avg_len is None and stored.get("avg_len"):
             self.avg_len = float(stored["avg_len"])
             self._model = None
@@ -339,7 +356,7 @@ class BM25Branch(Branch):
         a = self.analyzer
         return {
             "kind": "bm25",
-            "k1": c.k1,
+            "k1": self.k1,
             "b": c.b,
             "avg_len": self.avg_len,
             "language": a.language if a else c.language.lower(),
