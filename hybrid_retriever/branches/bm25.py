@@ -233,7 +233,10 @@ class BM25Branch(Branch):
     def vector_spec(self) -> VectorSpec:
         return VectorSpec(name=self.name, kind="sparse", idf=True)
 
-    def _counter_for(self, language: str | None) -> qe.Bm25:
+    def _counter_for(self, text: str, language: str | None) -> qe.Bm25:
+        """The counting model for ``text``: its language's with per-document analysis (detected when not given)."""
+        if language is None and self.per_language:
+            language = self.languages_of([text])[0]
         counter = self._counters.get(language) if language is not None else None
         counter = counter or self._counter
         if counter is None:
@@ -245,16 +248,12 @@ class BM25Branch(Branch):
 
         ``language``: with per-document analysis, the language to analyse it in (None: detected).
         """
-        if language is None and self.per_language:
-            language = self.languages_of([text])[0]
-        weights = self._counter_for(language).embed_document(text).values
+        weights = self._counter_for(text, language).embed_document(text).values
         return int(round(sum(w * _COUNT_K / (_COUNT_K + 1.0 - w) for w in weights)))
 
     def term_frequencies(self, text: str, language: str | None = None) -> dict[int, int]:
         """Token id -> how often it occurs in ``text``, in Qdrant's tokenisation (the ids of stored vectors)."""
-        if language is None and self.per_language:
-            language = self.languages_of([text])[0]
-        v = self._counter_for(language).embed_document(text)
+        v = self._counter_for(text, language).embed_document(text)
         return {int(i): int(round(w * _COUNT_K / (_COUNT_K + 1.0 - w))) for i, w in zip(v.indices, v.values)}
 
     def fit(self, texts: Sequence[str]) -> None:
