@@ -365,7 +365,8 @@ class FusionConfig(_Strict):
         ge=0,
         le=1,
         allow_inf_nan=False,
-        description="adaptive: weight multiplier of a branch whose model's languages exclude the corpus language.",
+        description="adaptive: weight multiplier of a branch whose model's languages exclude the content language "
+        "(the corpus language, or in a mixed-language corpus the query's own).",
     )
     clarity_weight: float = Field(
         default=0.0,
