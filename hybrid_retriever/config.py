@@ -30,10 +30,17 @@ from pydantic import (
     model_validator,
 )
 
+from hybrid_retriever.config_security import MARKER, marked_fields
 from hybrid_retriever.errors import ConfigError
 
 #: The sentence-transformers model used when none is named.
 DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Schema markers read by hybrid_retriever.config_security: a field that loads a model, one that
+# grants running a model's own code, and one whose name looks like either but loads nothing.
+LOADS_MODEL = {MARKER: "model"}
+GRANTS_CODE = {MARKER: "trust"}
+LOADS_NOTHING = {MARKER: "inert"}
 
 
 class _Strict(BaseModel):
@@ -56,7 +63,7 @@ class EdgeStoreConfig(_Strict):
     """Embedded Qdrant Edge shard on local disk (the default back-end)."""
 
     kind: Literal["edge"] = "edge"
-    path: str = Field(default="./hybrid-index", description="Directory holding the shard.")
+    path: str = Field(default="./hybrid-index", description="Directory holding the shard.", json_schema_extra=LOADS_NOTHING)
     optimize_after_add: int = Field(
         default=1000,
         ge=0,
@@ -73,9 +80,9 @@ class QdrantStoreConfig(_Strict):
     """
 
     kind: Literal["qdrant"] = "qdrant"
-    url: Optional[str] = None
-    location: Optional[str] = None
-    path: Optional[str] = None
+    url: Optional[str] = Field(default=None, json_schema_extra=LOADS_NOTHING)
+    location: Optional[str] = Field(default=None, json_schema_extra=LOADS_NOTHING)
+    path: Optional[str] = Field(default=None, json_schema_extra=LOADS_NOTHING)
     # A secret: masked in repr/str and written as null to YAML/JSON (see _secret_out), so a saved
     # config carries no key; the environment variable supplies it again on reload.
     api_key: Optional[SecretStr] = Field(
@@ -199,6 +206,7 @@ class BM25BranchConfig(_BranchBase):
     tokenizer: Literal["auto", "word", "multilingual"] = Field(
         default="auto",
         description="'auto': Qdrant's multilingual tokenizer for Chinese, Japanese, Korean and Thai, else words.",
+        json_schema_extra=LOADS_NOTHING,  # one of Qdrant's built-in tokenizers, never a file
     )
     language_per_document: Optional[bool] = Field(
         default=None,
@@ -231,7 +239,7 @@ class DenseBranchConfig(_BranchBase):
     """A sentence-transformers bi-encoder; cosine similarity of normalised embeddings."""
 
     kind: Literal["dense"] = "dense"
-    model: str = Field(default=DEFAULT_DENSE_MODEL, description="Hugging Face id or local path.")
+    model: str = Field(default=DEFAULT_DENSE_MODEL, description="Hugging Face id or local path.", json_schema_extra=LOADS_MODEL)
     device: Optional[str] = Field(default=None, description="None = CUDA when present, else CPU.")
     batch_size: int = Field(default=32, gt=0)
     query_prompt_name: Optional[str] = Field(
@@ -241,7 +249,9 @@ class DenseBranchConfig(_BranchBase):
         default=None, description="Prompt for documents; None = the model's 'document'/'passage' prompt if any."
     )
     max_seq_length: Optional[int] = Field(default=None, gt=0)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        default=False, description="Let the model run its own Python code (only the caller can grant it).", json_schema_extra=GRANTS_CODE
+    )
     languages: Optional[list[str]] = Field(
         default=None,
         description="Languages the model covers (ISO codes or names; ['multilingual'] = any); None = the model card's "
@@ -283,7 +293,9 @@ class MultiVectorBranchConfig(_BranchBase):
     """
 
     kind: Literal["multivector"] = "multivector"
-    model: Optional[str] = Field(default=None, description="Checkpoint folder or Hugging Face id; None = MiniLM tokens.")
+    model: Optional[str] = Field(
+        default=None, description="Checkpoint folder or Hugging Face id; None = MiniLM tokens.", json_schema_extra=LOADS_MODEL
+    )
     format: Literal["auto", "pylate", "stanford", "tokens"] = "auto"
     mode: Literal["full", "rescorer", "muvera"] = "rescorer"
     device: Optional[str] = Field(default=None, description="None = CUDA when present, else CPU.")
@@ -302,7 +314,9 @@ class MultiVectorBranchConfig(_BranchBase):
     hnsw_ef_construct: int = Field(default=100, gt=0, description="HNSW build beam (mode full).")
     share_backbone: bool = Field(default=True, description="One forward pass for this and a dense branch on the same model.")
     muvera: MuveraConfig = Field(default_factory=MuveraConfig)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        default=False, description="Let the model run its own Python code (only the caller can grant it).", json_schema_extra=GRANTS_CODE
+    )
 
     @property
     def model_name(self) -> str:
@@ -585,9 +599,11 @@ class RerankConfig(_Strict):
     """
 
     enabled: bool = False
-    model: Optional[str] = Field(default=None, description="Cross-encoder: Hugging Face id or local folder.")
+    model: Optional[str] = Field(default=None, description="Cross-encoder: Hugging Face id or local folder.", json_schema_extra=LOADS_MODEL)
     model_type: Optional[str] = Field(
-        default=None, description="None = cross-encoder; else a rerankers model type (flashrank, t5, colbert, ...)."
+        default=None,
+        description="None = cross-encoder; else a rerankers model type (flashrank, t5, colbert, ...).",
+        json_schema_extra=LOADS_NOTHING,  # a backend's name; the model it loads is `model`
     )
     depth: int = Field(default=50, gt=0, description="Fused candidates rescored per query (separate from k).")
     batch_size: int = Field(default=32, gt=0, description="Query-document pairs per forward pass.")
@@ -605,7 +621,9 @@ class RerankConfig(_Strict):
     )
     timeout: Optional[float] = Field(default=None, gt=0, description="Seconds the reranker may take per call; None = no limit.")
     on_error: Literal["fused", "raise"] = Field(default="fused", description="Reranker failure: keep the fused order, or raise.")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        default=False, description="Let the model run its own Python code (only the caller can grant it).", json_schema_extra=GRANTS_CODE
+    )
 
     @model_validator(mode="after")
     def _model_given(self) -> "RerankConfig":
@@ -752,14 +770,19 @@ class RetrieverConfig(_Strict):
 
 
 def _granted(config: RetrieverConfig, trust_remote_code: bool | None, source: str) -> RetrieverConfig:
-    """``config`` read from ``source``, unless it turns on trust_remote_code that the caller did not grant."""
+    """``config`` read from ``source``, unless it turns on trust_remote_code that the caller did not grant.
+
+    Every grant field in every section counts (found through the schema's markers, see
+    :mod:`hybrid_retriever.config_security`), so a section added later is covered too.
+    """
     from hybrid_retriever.errors import RemoteCodeError
     from hybrid_retriever.models.trust import how_to_grant, remote_code_allowed
 
-    asking = [b.branch_name for b in config.branches if getattr(b, "trust_remote_code", False)]
+    data = config.model_dump(mode="json")
+    asking = [f.dotted() for f in marked_fields(RetrieverConfig, data) if f.kind == "trust" and f.value is True]
     if asking and not remote_code_allowed(trust_remote_code):
         raise RemoteCodeError(
-            f"{source} sets trust_remote_code: true for branch(es) {asking}, which would run code shipped with the "
+            f"{source} sets trust_remote_code: true at {asking}, which would run code shipped with the "
             "model; a configuration file cannot grant that. Remove it, or, "
             + how_to_grant("RetrieverConfig.from_file(path)")
         )

@@ -33,7 +33,7 @@ from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import IndexCorruptError, IndexMismatchError, IndexPathError
 from hybrid_retriever.stores.base import PAYLOAD_METADATA, PAYLOAD_TEXT, StoredPoint
 from hybrid_retriever.stores.edge import MANIFEST_FILE, SHARD_DIR, EdgeStore, read_manifest_file
-from hybrid_retriever.stores.manifest import build_manifest, validate_manifest
+from hybrid_retriever.stores.manifest import DOCUMENTS_KEY, build_manifest, validate_manifest
 from hybrid_retriever.types import SparseVector, Vector
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class RepairReport:
     """What :func:`repair_index` found and did."""
 
     path: str
-    #: "rebuilt" (a new manifest was written), "set-aside" (a corrupt manifest of an index
+    #: "rebuilt" (a new manifest was written), "recounted" (store files lost documents: the
+    #: manifest now records what is left), "set-aside" (a corrupt manifest of an index
     #: without documents was renamed, so the next build starts afresh) or "none".
     action: str
     reason: str
@@ -64,7 +65,9 @@ class RepairReport:
     def summary(self) -> str:
         """A few lines for people."""
         if self.action == "none":
-            return f"{self.path}: nothing to repair ({self.reason})."
+            return "\n".join([f"{self.path}: nothing to repair ({self.reason})."] + [f"  {n}: {how}" for n, how in self.checks.items()])
+        if self.action == "recounted":
+            return "\n".join([f"{self.path}: recounted: {self.reason}."] + [f"  {n}: {how}" for n, how in self.checks.items()])
         if self.action == "set-aside":
             return f"{self.path}: {self.reason}; the corrupt manifest was kept as {self.set_aside}."
         lines = [f"{self.path}: rebuilt {MANIFEST_FILE} ({self.reason}); {self.documents} documents kept."]
@@ -94,10 +97,11 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
         reason = "it was missing"
         if manifest_file.is_file():
             try:
-                read_manifest_file(manifest_file)
-                return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound")
+                manifest = read_manifest_file(manifest_file)
             except IndexCorruptError as exc:
                 reason = f"it was corrupt: {exc}".split(". ")[0]
+            else:
+                return _check_shard(store, manifest, sample)
         count, fields, first = _survey(store, sample)
         if not count:
             if not manifest_file.is_file():
@@ -123,6 +127,57 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
     report = RepairReport(str(root), "rebuilt", reason, count, fields, checks, set_aside)
     log.info("%s", report.summary())
     return report
+
+
+def _check_shard(store: EdgeStore, manifest: dict[str, Any], sample: int) -> RepairReport:
+    """A sound manifest: check the shard against it (every payload readable, the count, each branch's vectors).
+
+    Unreadable payloads cannot be repaired here (:class:`IndexCorruptError`, nothing
+    changed). Fewer documents than the manifest records (lost store files) are recounted,
+    so the index opens again with what it still holds, and the report says how many were lost.
+    """
+    root = store.path
+    try:
+        count, _, first = _survey(store, sample)
+        points = _with_vectors(store, first)
+    except IndexCorruptError as exc:
+        raise IndexCorruptError(
+            f"the stored documents at {root} cannot all be read back ({str(exc).split('; run')[0]}); they cannot be "
+            "recovered from this folder: re-index the source into a new folder, or restore it from a backup. "
+            "Nothing was changed"
+        ) from None
+    checks = {"payloads": f"all {count} stored documents readable"}
+    dense, _ = _shard_vectors(root)
+    for name in sorted(dense):
+        lacking = [p.point_id for p in points if name not in p.vectors]
+        if lacking:
+            raise IndexCorruptError(
+                f"stored document {lacking[0]} at {root} has no {name!r} vector (checked {len(points)}); the store files "
+                "are damaged: re-index the source into a new folder, or restore it from a backup. Nothing was changed"
+            )
+    checks["vectors"] = f"{len(points)} sampled documents hold every dense vector ({', '.join(sorted(dense)) or 'none'})"
+    recorded = manifest.get(DOCUMENTS_KEY)
+    if isinstance(recorded, list) and not recorded[0] <= count <= recorded[1]:
+        store.write_manifest(manifest)  # the store records the count it holds now
+        lost = recorded[0] - count
+        what = f"{lost} documents were lost" if lost > 0 else f"{-lost} more documents than recorded are stored"
+        return RepairReport(
+            str(root), "recounted",
+            f"{MANIFEST_FILE} records {recorded[0]} documents, the store files hold {count} readable ones: {what}; "
+            "re-index the source to bring them back (index --skip-unchanged re-encodes only what is missing)",
+            count, list(manifest.get("metadata_fields", [])), checks,
+        )
+    checks["count"] = f"{count} documents, as {MANIFEST_FILE} records" if isinstance(recorded, list) else f"{count} documents"
+    return RepairReport(str(root), "none", f"{MANIFEST_FILE} is sound and the shard matches it", count, checks=checks)
+
+
+def _shard_vectors(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shard's own dense and sparse vector settings by name, from its configuration file."""
+    try:
+        shard_cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text(encoding="utf-8"))
+        return dict(shard_cfg.get("vectors") or {}), dict(shard_cfg.get("sparse_vectors") or {})
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise IndexCorruptError(f"cannot read the shard's own configuration {root / SHARD_DIR / 'edge_config.json'}: {exc}") from None
 
 
 def _set_aside(manifest_file: Path) -> str:
@@ -161,11 +216,7 @@ def _with_vectors(store: EdgeStore, points: Sequence[StoredPoint]) -> list[Store
 
 def _check_vector_names(root: Path, branches: Sequence[Branch]) -> None:
     """The configuration's vectors against those the shard was created with (names, kinds, sizes)."""
-    try:
-        shard_cfg = json.loads((root / SHARD_DIR / "edge_config.json").read_text(encoding="utf-8"))
-        dense, sparse = dict(shard_cfg.get("vectors") or {}), dict(shard_cfg.get("sparse_vectors") or {})
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise IndexCorruptError(f"cannot read the shard's own configuration {root / SHARD_DIR / 'edge_config.json'}: {exc}") from None
+    dense, sparse = _shard_vectors(root)
     specs = [s for b in branches for s in b.vector_specs]
     problems = []
     want_dense = {s.name: s.size for s in specs if s.kind != "sparse"}

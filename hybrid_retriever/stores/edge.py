@@ -10,11 +10,15 @@ random points). The shard is created before the manifest is written and no docum
 written before the manifest, so a kill in between leaves an empty shard without a
 manifest, which the next :meth:`create` replaces. Documents without a manifest (it was
 deleted or damaged) are refused with the way out: ``hybrid-retriever repair``. The shard's
-WAL lock keeps a folder to one process at a time (:class:`IndexLockedError`).
+WAL lock keeps a folder to one process at a time, but refuses a second opener only after
+that opener changed the live shard; so the library's own folder lock
+(:mod:`hybrid_retriever.stores.folder_lock`) is taken first, and a refused open
+(:class:`IndexLockedError`) reads and changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +26,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 import qdrant_edge as qe
@@ -31,13 +35,45 @@ from hybrid_retriever.branches.base import VectorSpec
 from hybrid_retriever.errors import IndexCorruptError, IndexLockedError, IndexPathError, InvalidInputError
 from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_edge_filter
-from hybrid_retriever.stores.manifest import validate_manifest
+from hybrid_retriever.stores.folder_lock import FolderLock
+from hybrid_retriever.stores.manifest import DOCUMENTS_KEY, validate_manifest
 from hybrid_retriever.types import SparseVector, Vector
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 MANIFEST_FILE = "manifest.json"
 SHARD_DIR = "shard"
+
+def _damaged(path: Path, exc: Exception) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"the index data at {path / SHARD_DIR} is damaged ({str(exc)[:200]}); run `hybrid-retriever repair --index "
+        f"{path}` to see which documents can still be read, then re-index the source or restore the folder from a backup"
+    )
+
+
+def _reads_store(method: F) -> F:
+    """Qdrant Edge reports an unreadable store file as a bare ``Exception``: make it the library's error."""
+
+    @functools.wraps(method)
+    def wrapper(self: "EdgeStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if type(exc) is Exception and str(exc).startswith("Service runtime error"):
+                raise _damaged(self.path, exc) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+#: What a refused second opener can do instead (the end of IndexLockedError's message).
+SHARING = (
+    ", or share the index: serve it over HTTP with `hybrid-retriever serve` and send queries there "
+    "(hybrid-retriever query --server URL), or keep the documents in a Qdrant server (store kind 'qdrant'), "
+    "which many processes can use at once"
+)
 
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}
 
@@ -62,6 +98,20 @@ class EdgeStore(Store):
         self._leftover = False
         self._leftover_error: str | None = None
         self._write_lock = threading.Lock()
+        self._lock: FolderLock | None = None
+        #: How many documents the manifest says the shard holds (least, most); None = not recorded.
+        self._documents: tuple[int, int] | None = None
+        self._manifest: dict[str, Any] | None = None  # the last one written, rewritten with each new count
+        if self.path.is_dir():
+            # Before anything reads the shard: a second opener must change nothing.
+            self._lock = FolderLock.acquire(self.path, "index", SHARING)
+        try:
+            self._open(check)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, check: bool) -> None:
         shard_dir, manifest_file = self.path / SHARD_DIR, self.path / MANIFEST_FILE
         if not shard_dir.is_dir():
             if check and manifest_file.is_file():
@@ -88,11 +138,19 @@ class EdgeStore(Store):
             self._leftover = True
             return
         self._shard = shard
-        try:
-            self.read_manifest()
-        except IndexCorruptError:
-            self.close()
-            raise
+        manifest = self.read_manifest()
+        self._documents = _recorded_documents(manifest)
+        if self._documents is not None:
+            n = self.count()
+            least, most = self._documents
+            if not least <= n <= most:
+                raise IndexCorruptError(
+                    f"the index at {self.path} should hold {least if least == most else f'{least} to {most}'} documents "
+                    f"(its {MANIFEST_FILE} records them), but its store files give {n}: they are damaged or were "
+                    f"replaced. Run `hybrid-retriever repair --index {self.path}` to check the shard and keep what is "
+                    "readable, then re-index the source, or restore the folder from a backup"
+                )
+            self._documents = (n, n)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -120,6 +178,8 @@ class EdgeStore(Store):
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IndexPathError(f"cannot create index folder {self.path}: {exc}") from None
+        if self._lock is None:
+            self._lock = FolderLock.acquire(self.path, "index", SHARING)
         self._clear_leftover()
         try:
             self._shard = qe.EdgeShard.create(
@@ -154,9 +214,21 @@ class EdgeStore(Store):
         f = self.path / MANIFEST_FILE
         if self._shard is None or not f.is_file():
             return None
-        return read_manifest_file(f)
+        manifest = read_manifest_file(f)
+        self._manifest = dict(manifest)
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        manifest = dict(manifest)
+        if self._documents is None and self._shard is not None:
+            n = self.count()
+            self._documents = (n, n)
+        if self._documents is not None:
+            manifest[DOCUMENTS_KEY] = list(self._documents)  # the store's own count wins over a caller's stale copy
+        self._manifest = manifest
+        self._write_manifest_file(manifest)
+
+    def _write_manifest_file(self, manifest: dict[str, Any]) -> None:
         # Write, fsync, then rename: neither a crash nor a power cut leaves a half-written manifest.
         tmp = self.path / (MANIFEST_FILE + ".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
@@ -167,11 +239,16 @@ class EdgeStore(Store):
         _fsync_dir(self.path)
 
     def close(self) -> None:
-        if self._shard is not None:
-            with self._write_lock:
-                self._shard.flush()
-                self._shard.close()
-                self._shard = None
+        try:
+            if self._shard is not None:
+                with self._write_lock:
+                    self._shard.flush()
+                    self._shard.close()
+                    self._shard = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -187,13 +264,27 @@ class EdgeStore(Store):
             for p in points
         ]
         with self._write_lock:
-            self.shard.update(qe.UpdateOperation.upsert_points(edge_points))
-            self.shard.flush()
+            self._counted(0, len(edge_points), lambda: self.shard.update(qe.UpdateOperation.upsert_points(edge_points)))
 
     def delete(self, point_ids: Sequence[str]) -> None:
         with self._write_lock:
-            self.shard.update(qe.UpdateOperation.delete_points(list(point_ids)))
+            self._counted(len(point_ids), 0, lambda: self.shard.update(qe.UpdateOperation.delete_points(list(point_ids))))
+
+    def _counted(self, fewer: int, more: int, write: Callable[[], Any]) -> None:
+        """Run ``write`` with the manifest's document count bracketing it: [n - fewer, n + more] while it runs, exact after."""
+        if self._manifest is None:  # no manifest yet (none is written before it): nothing to keep in step
+            write()
             self.shard.flush()
+            return
+        n = self.count()
+        self._documents = (max(n - fewer, 0), n + more)
+        self._write_manifest_file({**self._manifest, DOCUMENTS_KEY: list(self._documents)})
+        write()
+        self.shard.flush()
+        n = self.count()
+        self._documents = (n, n)
+        self._write_manifest_file({**self._manifest, DOCUMENTS_KEY: [n, n]})
+        self._manifest[DOCUMENTS_KEY] = [n, n]
 
     def optimize(self) -> None:
         with self._write_lock:
@@ -201,6 +292,7 @@ class EdgeStore(Store):
 
     # -- reads ----------------------------------------------------------------------
 
+    @_reads_store
     def retrieve(self, point_ids: Sequence[str], with_vectors: Sequence[str] | bool = False) -> list[StoredPoint]:
         if not point_ids:
             return []
@@ -208,6 +300,7 @@ class EdgeStore(Store):
         records = self.shard.retrieve(list(point_ids), with_payload=True, with_vector=wv)
         return [_to_point(r) for r in records]
 
+    @_reads_store
     def count(self, filter: FilterSpec | None = None) -> int:
         if self._shard is None:
             return 0
@@ -223,12 +316,14 @@ class EdgeStore(Store):
             with_payload=False,
         )
 
+    @_reads_store
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
         if not requests:
             return []
         answers = self.shard.query_batch(qe.QueryBatchRequest([self._request(r) for r in requests]))
         return [[(str(p.id), float(p.score)) for p in answer] for answer in answers]
 
+    @_reads_store
     def fused_search(
         self,
         requests: Sequence[SearchRequest],
@@ -249,6 +344,7 @@ class EdgeStore(Store):
         answer = self.shard.query(qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, with_payload=False))
         return [(str(p.id), float(p.score)) for p in answer]
 
+    @_reads_store
     def scroll(
         self, limit: int, offset: str | None = None, filter: FilterSpec | None = None
     ) -> tuple[list[StoredPoint], str | None]:
@@ -264,6 +360,12 @@ class EdgeStore(Store):
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
 
+def _recorded_documents(manifest: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The manifest's [least, most] document count (validated with the manifest), or None if it records none."""
+    value = (manifest or {}).get(DOCUMENTS_KEY)
+    return (int(value[0]), int(value[1])) if isinstance(value, list) and len(value) == 2 else None
+
+
 def load_shard(path: Path) -> qe.EdgeShard:
     """Open the Edge shard of the index folder ``path``; a held lock or unreadable files are the library's errors."""
     shard_dir = path / SHARD_DIR
@@ -272,11 +374,8 @@ def load_shard(path: Path) -> qe.EdgeShard:
     except Exception as exc:
         if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
             raise IndexLockedError(
-                f"the index at {path} is already open in another retriever, in this or another process "
-                f"(it holds the lock on {shard_dir / 'wal'}); an Edge index is used by one process at a time. "
-                "Close the other one first, or share the index: serve it over HTTP with `hybrid-retriever serve` "
-                "and send queries there (hybrid-retriever query --server URL), or keep the documents in a Qdrant server (store kind 'qdrant'), "
-                "which many processes can use at once"
+                f"the index at {path} is already open in another program (it holds the lock on {shard_dir / 'wal'}); "
+                f"an Edge index is used by one process at a time. Close the other one first{SHARING}"
             ) from None
         raise IndexCorruptError(
             f"cannot open the index data at {shard_dir}: {exc}; if the folder was copied while in use, copy it again "
@@ -302,6 +401,8 @@ def read_manifest_file(f: Path) -> dict[str, Any]:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"the index manifest {f} is not valid JSON ({exc}). {fix}") from None
+    except RecursionError:
+        raise IndexCorruptError(f"the index manifest {f} is nested too deeply to be a manifest. {fix}") from None
     except OSError as exc:
         raise IndexPathError(f"cannot read the index manifest {f}: {exc}") from None
     return validate_manifest(data, str(f), fix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hybrid_retriever.errors import IndexCorruptError
@@ -16,6 +17,17 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
     "branches": (dict,),
     "metadata_fields": (list,),
     "config": (dict,),
+}
+
+#: The key where a single-writer store records how many documents it holds: [least, most]
+#: (a range while a write is in flight; see EdgeStore). Absent in indexes written before it.
+DOCUMENTS_KEY = "documents"
+
+#: BM25 statistics a manifest records, with what a sound value is (NaN, infinity, 0 lengths are not).
+_BM25_NUMBERS: dict[str, tuple[str, Any]] = {
+    "k1": ("a finite number >= 0", lambda v: v >= 0),
+    "b": ("a number from 0 to 1", lambda v: 0 <= v <= 1),
+    "avg_len": ("a finite number > 0", lambda v: v > 0),
 }
 
 #: Branch settings that may differ on reopen without changing stored vectors.
@@ -104,6 +116,29 @@ def _structure_problems(data: Any) -> list[str]:
         problems.append("'metadata_fields' holds non-strings")
     if not isinstance(data["config"].get("branches"), list):
         problems.append("'config' has no 'branches' list")
+    for name, branch in data["branches"].items():
+        if isinstance(branch, dict) and branch.get("kind") == "bm25":
+            problems += _bm25_problems(f"branch {name!r}", branch)
+            languages = branch.get("per_document_languages")
+            for lang, stats in languages.items() if isinstance(languages, dict) else ():
+                problems += _bm25_problems(f"branch {name!r} language {lang!r}", stats if isinstance(stats, dict) else {})
+    docs = data.get(DOCUMENTS_KEY)
+    if docs is not None and not (
+        isinstance(docs, list) and len(docs) == 2 and all(type(v) is int and v >= 0 for v in docs) and docs[0] <= docs[1]
+    ):
+        problems.append(f"{DOCUMENTS_KEY!r} is {docs!r}, expected [least, most] document counts")
+    return problems
+
+
+def _bm25_problems(where: str, stats: dict[str, Any]) -> list[str]:
+    """BM25 statistics that would make every score NaN, infinite or zero."""
+    problems = []
+    for key, (sound, ok) in _BM25_NUMBERS.items():
+        v = stats.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+            problems.append(f"{where}: {key} is {v!r}, expected {sound}")
     return problems
 
 

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from hybrid_retriever.config import QdrantStoreConfig
 from hybrid_retriever.errors import ConfigError, StoreUnavailableError
 from hybrid_retriever.stores.base import PAYLOAD_ID, RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_client_filter
+from hybrid_retriever.stores.folder_lock import FolderLock
 from hybrid_retriever.stores.manifest import validate_manifest
 from hybrid_retriever.types import SparseVector, Vector
 
@@ -54,6 +56,17 @@ class QdrantStore(Store):
         self.config = config
         self.collection = config.collection
         self.location = _describe_location(config)
+        self._folder_lock: FolderLock | None = None
+        if client is None and config.path:
+            # qdrant-client's local mode reads the whole folder before its own lock refuses a second
+            # opener: take the library's folder lock first, so a refused open reads nothing.
+            try:
+                Path(config.path).expanduser().mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the Qdrant local folder {config.path}: {exc}; check store.path") from None
+            self._folder_lock = FolderLock.acquire(
+                Path(config.path).expanduser(), "Qdrant local-mode folder", ", or run a Qdrant server (store.url) for several processes"
+            )
         if client is None:
             try:
                 client = QdrantClient(
@@ -67,7 +80,11 @@ class QdrantStore(Store):
                     timeout=max(1, math.ceil(config.timeout)),
                 )
             except (ValueError, TypeError) as exc:
+                self._release_folder()
                 raise ConfigError(f"cannot reach a Qdrant store at {self.location}: {exc}; check store.url") from exc
+            except BaseException:
+                self._release_folder()
+                raise
         self.client = client
         self._is_local = self.client._client.__class__.__name__.startswith("QdrantLocal")
         # qdrant-client's local mode raises under concurrent writes and searches: one call at a time.
@@ -229,11 +246,19 @@ class QdrantStore(Store):
         self._write("update_collection", lambda: self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest}))
 
     def close(self) -> None:
-        if self._local_lock is None:
-            self.client.close()
-            return
-        with self._local_lock:
-            self.client.close()
+        try:
+            if self._local_lock is None:
+                self.client.close()
+                return
+            with self._local_lock:
+                self.client.close()
+        finally:
+            self._release_folder()
+
+    def _release_folder(self) -> None:
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+            self._folder_lock = None
 
     # -- writes ---------------------------------------------------------------------
 
