@@ -26,6 +26,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hybrid_retriever import __version__
@@ -67,6 +68,16 @@ log = logging.getLogger("hybrid_retriever_server")
 RetrieverSource = Union[HybridRetriever, RetrieverConfig, Callable[[], HybridRetriever]]
 
 _ERRORS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_request"}
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path`` with line breaks too, so an id holding one reaches the route and gets the
+    library's clear 400 (ids may not hold control characters) rather than a bare 404."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("any", _AnyPath())
 
 
 class ApiError(Exception):
@@ -210,7 +221,7 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         deleted, count = await writes.run("delete", delete)
         return DeletedDocuments(deleted=deleted, count=count)
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
+    @app.get("/documents/{doc_id:any}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
     async def get_document(doc_id: str, request: Request) -> DocumentOut:
         """One stored document by id."""
         found = await run_in_threadpool(retriever_of(request).get, [doc_id])
