@@ -395,7 +395,8 @@ def test_allowed_hosts_and_the_key_decide_which_hosts_are_served(keyed_server: d
         with TestClient(create_app(r, ServerSettings(api_key=KEY, allowed_hosts=["retriever.example"]))) as client:
             assert client.get("/config", headers={"X-API-Key": KEY, "Host": "evil.example"}).status_code == 400
             assert client.get("/config", headers={"X-API-Key": KEY, "Host": "retriever.example"}).status_code == 200
-    assert [host_name(h) for h in ("[::1]:80", "LocalHost.:80", "a.b", "::1", "[fe80::1]")] == ["::1", "localhost", "a.b", "::1", "fe80::1"]
+    assert [host_name(h) for h in ("[::1]:80", "LocalHost.:80", "a.b", "::1", "[fe80::1]", "127.0.0.1:80@evil.example")] == [
+        "::1", "localhost", "a.b", "::1", "fe80::1", ""]
 
 
 # ---------------------------------------------------------------- uncertain writes

@@ -45,7 +45,9 @@ def host_name(value: str) -> str:
         end = v.find("]")
         return v[1:end] if end > 0 else v
     if v.count(":") == 1:  # name:port (an IPv6 literal without brackets has several colons)
-        v = v.split(":", 1)[0]
+        v, port = v.split(":", 1)
+        if not port.isdigit():
+            return ""  # not a host[:port] at all (e.g. "127.0.0.1:80@evil.example"): matches nothing
     return v.rstrip(".")
 
 
