@@ -69,6 +69,6 @@ def check_weights(weights: Mapping[str, float]) -> None:
     (``1e308 + 1e308`` is infinity, and every score would come out 0)."""
     for name, w in weights.items():
         if not (w >= 0 and math.isfinite(w)):
-            raise ValueError(f"weight of branch {name!r} must be a finite number >= 0, got {w}")
+            raise ValueError(f"weight of branch {name!r} must be a finite, non-negative number, got {w}")
     if not math.isfinite(sum(weights.values())):
         raise ValueError("the branch weights sum to more than the largest float; scale them down (only their ratios matter)")
