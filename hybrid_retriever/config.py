@@ -12,6 +12,7 @@ round-trips to YAML and JSON unchanged::
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -656,8 +657,11 @@ class RetrieverConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"branch names must be unique; repeated: {dupes} (set 'name' on each)")
-        if sum(b.weight for b in branches) <= 0:
+        total = sum(b.weight for b in branches)
+        if total <= 0:
             raise ValueError("branch weights are all zero; give at least one branch a positive weight")
+        if not math.isfinite(total):  # each is finite, but e.g. 1e308 + 1e308 overflows and every score would be 0
+            raise ValueError("branch weights sum to more than the largest float; scale them down (only their ratios matter)")
         return branches
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from typing import Any, Mapping
 
 from hybrid_retriever.errors import InvalidInputError
@@ -51,6 +52,27 @@ def check_text(value: str, what: str) -> str:
         raise InvalidInputError(
             f"{what} is not valid Unicode: a lone surrogate {value[at]!r} at position {at}; "
             "fix the text, e.g. decode its source bytes with errors='replace'"
+        )
+    return value
+
+
+#: Characters an id may not hold: C0 and C1 controls, DEL, and Unicode's line and paragraph separators.
+_ID_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_id(value: str, what: str) -> str:
+    """``value`` if it can name a document: valid Unicode without control characters or line breaks.
+
+    An id travels in URLs (``GET /documents/{id}``), logs and terminals, where a newline or an
+    escape character would be lost, split a log line or drive the terminal; such an id is refused
+    on every path (add, get, delete) rather than stored and then unreachable.
+    """
+    check_text(value, what)
+    bad = _ID_CONTROL.search(value)
+    if bad is not None:
+        raise InvalidInputError(
+            f"{what} contains the control character {bad.group()!r} at position {bad.start()}; ids may not hold "
+            "control characters or line breaks: remove or replace them (e.g. with '-')"
         )
     return value
 

@@ -38,7 +38,7 @@ from hybrid_retriever.errors import (
 )
 from hybrid_retriever.models.resolve import model_reference
 from hybrid_retriever.models.trust import how_to_grant
-from hybrid_retriever.payload import check_text, storable_metadata
+from hybrid_retriever.payload import check_id, check_text, storable_metadata
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.fusion.adaptive import branch_signals, no_query_tokens
 from hybrid_retriever.fusion.results import fuse_results
@@ -896,7 +896,7 @@ def _validate_ids(ids: Sequence[str]) -> list[str]:
     for i in out:
         if not isinstance(i, str) or not i:
             raise InvalidInputError(f"document ids must be non-empty strings, got {i!r}")
-        check_text(i, f"document id {i!r}")
+        check_id(i, f"document id {i!r}")
     return out
 
 
@@ -914,7 +914,7 @@ def _validate_documents(docs: Sequence[Document]) -> None:
         if d.id is not None:
             if not isinstance(d.id, str) or not d.id:
                 raise InvalidInputError(f"document #{n} has id {d.id!r}; ids must be non-empty strings")
-            check_text(d.id, f"document #{n}'s id")
+            check_id(d.id, f"document #{n}'s id")
             if d.id in seen:
                 raise InvalidInputError(f"duplicate document id {d.id!r} in one batch; ids must be unique")
             seen.add(d.id)

@@ -7,10 +7,12 @@ issue 11 asks: pinned images, ports, healthchecks, depends_on conditions, the cl
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jsonschema
 import pytest
@@ -18,6 +20,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from hybrid_retriever.config import QdrantStoreConfig
+from hybrid_retriever.errors import StoreUnavailableError
+from hybrid_retriever.stores import QdrantStore
 from hybrid_retriever_server.cli import _config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +65,10 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
 def test_default_stack_qdrant_and_retriever(compose: dict[str, Any]) -> None:
     qdrant, retriever = compose["services"]["qdrant"], compose["services"]["retriever"]
     assert "profiles" not in qdrant and "profiles" not in retriever  # started by a plain `docker compose up`
-    assert "6333:6333" in qdrant["ports"] and qdrant["volumes"] == ["qdrant-storage:/qdrant/storage"]
+    assert "${QDRANT_PUBLISH_ADDRESS:-127.0.0.1}:6333:6333" in qdrant["ports"] and qdrant["volumes"] == ["qdrant-storage:/qdrant/storage"]
     assert "/readyz" in " ".join(qdrant["healthcheck"]["test"])
     assert retriever["depends_on"] == {"qdrant": {"condition": "service_healthy"}}
-    assert retriever["ports"] == ["8000:8000"]
+    assert retriever["ports"] == ["${HYBRID_RETRIEVER_PUBLISH_ADDRESS:-127.0.0.1}:8000:8000"]
     assert "/ready" in " ".join(retriever["healthcheck"]["test"])
     env = retriever["environment"]
     assert env["HYBRID_RETRIEVER_QDRANT_URL"] == "http://qdrant:6333"
@@ -92,7 +96,7 @@ def test_cluster_profile_has_three_nodes_and_one_bootstrap_peer(compose: dict[st
     client = services["retriever-cluster"]
     assert client["depends_on"] == {n: {"condition": "service_healthy"} for n in CLUSTER_NODES}
     assert client["environment"]["HYBRID_RETRIEVER_QDRANT_URL"] == "http://qdrant-node1:6333"
-    assert client["ports"] == ["8001:8000"]  # beside the default retriever
+    assert client["ports"] == ["${HYBRID_RETRIEVER_PUBLISH_ADDRESS:-127.0.0.1}:8001:8000"]  # beside the default retriever
 
 
 @pytest.mark.parametrize("service, file", [("retriever", "retriever.yaml"), ("retriever-cluster", "cluster.yaml")])
@@ -133,3 +137,127 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "benchmarks", "tests"} <= set(ignored)
     assert "hybrid_retriever" not in ignored and "adapters" not in ignored
+
+
+# ------------------------------------------- closed by default (issue 19, section 6)
+
+QDRANT_SERVICES = ["qdrant", *CLUSTER_NODES]
+RETRIEVERS = ["retriever", "retriever-cluster"]
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """``value`` with compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` filled from ``env``
+    (as `docker compose` does); a missing required variable raises ValueError with its message."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def fill(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == "-" else ""
+
+    return _VARIABLE.sub(fill, value)
+
+
+def published(compose: dict[str, Any], env: Mapping[str, str]) -> dict[str, list[tuple[str, str, str]]]:
+    """Each service's published ports as (host address, host port, container port), as compose reads them."""
+    out = {}
+    for name, service in interpolate(compose["services"], env).items():
+        ports = []
+        for p in service.get("ports", []):
+            parts = str(p).split(":")
+            assert len(parts) == 3, f"{name} publishes {p!r} without a host address: that is every interface"
+            ports.append((parts[0], parts[1], parts[2]))
+        out[name] = ports
+    return out
+
+
+def test_every_port_is_published_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    ports = published(compose, {"QDRANT_API_KEY": "k"})
+    assert {n for n, p in ports.items() if p} == {"qdrant", "retriever", "qdrant-node1", "retriever-cluster"}
+    assert all(addr == "127.0.0.1" for p in ports.values() for addr, _, _ in p), ports
+    assert ("127.0.0.1", "6334", "6334") in ports["qdrant"] and ("127.0.0.1", "8000", "8000") in ports["retriever"]
+    # The check can fail: the old file's "8000:8000" (every interface) is refused.
+    old = json.loads(json.dumps(compose))
+    old["services"]["retriever"]["ports"] = ["8000:8000"]
+    with pytest.raises(AssertionError, match="every interface"):
+        published(old, {"QDRANT_API_KEY": "k"})
+
+
+def test_exposing_on_purpose_opens_only_what_is_named(compose: dict[str, Any]) -> None:
+    ports = published(compose, {"QDRANT_API_KEY": "k", "HYBRID_RETRIEVER_PUBLISH_ADDRESS": "0.0.0.0"})
+    assert all(addr == "0.0.0.0" for n in RETRIEVERS for addr, _, _ in ports[n])
+    assert all(addr == "127.0.0.1" for n in QDRANT_SERVICES for addr, _, _ in ports[n])  # Qdrant stays closed
+    qdrant_too = published(compose, {"QDRANT_API_KEY": "k", "QDRANT_PUBLISH_ADDRESS": "10.0.0.5"})
+    assert qdrant_too["qdrant"][0][0] == "10.0.0.5" and qdrant_too["retriever"][0][0] == "127.0.0.1"
+
+
+def test_qdrant_requires_the_key_and_every_retriever_gets_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in QDRANT_SERVICES:
+        assert services[name]["environment"]["QDRANT__SERVICE__API_KEY"].startswith("${QDRANT_API_KEY:?"), name
+    for name in RETRIEVERS:
+        assert services[name]["environment"]["QDRANT_API_KEY"].startswith("${QDRANT_API_KEY:?"), name
+        assert services[name]["environment"]["HYBRID_RETRIEVER_ALLOWED_HOSTS"] == "${HYBRID_RETRIEVER_ALLOWED_HOSTS:-}"
+    # Without the key the stack does not start (compose stops at the first missing required variable).
+    with pytest.raises(ValueError, match="QDRANT_API_KEY"):
+        interpolate(services, {})
+    filled = interpolate(services, {"QDRANT_API_KEY": "s3cret"})
+    assert {filled[n]["environment"]["QDRANT__SERVICE__API_KEY"] for n in QDRANT_SERVICES} == {"s3cret"}
+    assert {filled[n]["environment"]["QDRANT_API_KEY"] for n in RETRIEVERS} == {"s3cret"}
+    # Qdrant answers /readyz without a key, so the healthchecks still work (its API-key whitelist).
+    assert all("/readyz" in " ".join(services[n]["healthcheck"]["test"]) for n in QDRANT_SERVICES)
+    assert ".env" in (ROOT / ".gitignore").read_text().split() and ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+class _Gate(http.server.BaseHTTPRequestHandler):
+    """A Qdrant-like API-key gate on loopback: records each request's api-key header, answers 401."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/":  # qdrant-client's background version probe
+            self.server.keys.append(self.headers.get("api-key"))  # type: ignore[attr-defined]
+        body = b'{"status": {"error": "Must provide an API key or an Authorization bearer token"}}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # qdrant-client: an API key over plain http, and its version probe
+@pytest.mark.parametrize("file", ["retriever.yaml", "cluster.yaml"])
+def test_the_retrievers_store_sends_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch, file: str) -> None:
+    gate = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gate)
+    gate.keys = []  # type: ignore[attr-defined]
+    threading.Thread(target=gate.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{gate.server_address[1]}"
+    try:
+        for key in ("s3cret", None):  # the key the compose file passes; then, as a control, none
+            if key is None:
+                monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+            else:
+                monkeypatch.setenv("QDRANT_API_KEY", key)
+            gate.keys.clear()  # type: ignore[attr-defined]
+            cfg = _config(None, url, None, ROOT / "deploy" / file)  # what `serve` builds in the container
+            assert isinstance(cfg.store, QdrantStoreConfig) and cfg.store.api_key_env == "QDRANT_API_KEY"
+            with pytest.raises(StoreUnavailableError):
+                QdrantStore(cfg.store.model_copy(update={"retries": 0})).count()
+            assert gate.keys and set(gate.keys) == {key}, gate.keys  # type: ignore[attr-defined]
+    finally:
+        gate.shutdown()
+        gate.server_close()
+

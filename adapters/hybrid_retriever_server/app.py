@@ -26,8 +26,8 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hybrid_retriever import __version__
 from hybrid_retriever.config import FusionConfig, QdrantStoreConfig, RetrieverConfig
@@ -57,7 +57,9 @@ from hybrid_retriever_server.models import (
     SearchResult,
     SearchOptions,
 )
+from hybrid_retriever_server.guard import RequestGuard
 from hybrid_retriever_server.settings import ServerSettings
+from hybrid_retriever_server.writes import WriteHealth, WriteOutcomeUnknown, outcome_unknown_response
 
 log = logging.getLogger("hybrid_retriever_server")
 
@@ -66,6 +68,16 @@ log = logging.getLogger("hybrid_retriever_server")
 RetrieverSource = Union[HybridRetriever, RetrieverConfig, Callable[[], HybridRetriever]]
 
 _ERRORS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_request"}
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path`` with line breaks too, so an id holding one reaches the route and gets the
+    library's clear 400 (ids may not hold control characters) rather than a bare 404."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("any", _AnyPath())
 
 
 class ApiError(Exception):
@@ -78,46 +90,6 @@ class ApiError(Exception):
 
 def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """Refuses request bodies over ``max_bytes`` with 413: by Content-Length, and by counting a body
-    sent without one (read in full, at most ``max_bytes``, before the endpoint sees it)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = _error(413, "too_large", f"the request body is over the limit of {self.max_bytes} bytes; send smaller batches")
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
-            await self.app(scope, receive, send)  # the server stops reading at Content-Length
-            return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        replay = iter(messages)
-
-        async def replayed() -> Message:
-            return next(replay, None) or await receive()
-
-        await self.app(scope, replayed, send)
 
 
 def create_app(source: RetrieverSource, settings: ServerSettings | None = None) -> FastAPI:
@@ -154,7 +126,8 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         redoc_url=None,  # ReDoc's bundle fetches its logo from its CDN, so it is left out (offline: /docs only)
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    writes = app.state.writes = WriteHealth()
+    app.add_middleware(RequestGuard, settings=settings)  # host, framing, key and size: before any body is read
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -196,6 +169,9 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         except Exception as exc:  # the store is unreachable: not ready, and no traceback to the client
             log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
             return JSONResponse(Ready(ready=False, detail="the store did not answer; see the server log", **body).model_dump(), 503)
+        if not await writes.probe(r):  # a write failed and the store still cannot write
+            return JSONResponse(Ready(ready=False, documents=count, detail="the store cannot write (a write failed); "
+                                      "see the server log", **body).model_dump(), 503)
         return Ready(ready=True, documents=count, **body)
 
     @app.get("/config", tags=["service"], dependencies=guarded)
@@ -228,7 +204,7 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
             added = r.add_texts(texts, metas, ids, show_progress=False)
             return added, r.count()
 
-        added, count = await run_in_threadpool(add)
+        added, count = await writes.run("add", add)
         return AddedDocuments(ids=added, count=count)
 
     @app.delete("/documents", response_model=DeletedDocuments, tags=["documents"], dependencies=guarded)
@@ -242,10 +218,10 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
             r.delete(body.ids)
             return stored, r.count()
 
-        deleted, count = await run_in_threadpool(delete)
+        deleted, count = await writes.run("delete", delete)
         return DeletedDocuments(deleted=deleted, count=count)
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
+    @app.get("/documents/{doc_id:any}", response_model=DocumentOut, tags=["documents"], dependencies=guarded)
     async def get_document(doc_id: str, request: Request) -> DocumentOut:
         """One stored document by id."""
         found = await run_in_threadpool(retriever_of(request).get, [doc_id])
@@ -411,6 +387,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         problems = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         return _error(422, "invalid_request", problems)
 
+    @app.exception_handler(WriteOutcomeUnknown)
+    async def write_outcome_unknown(request: Request, exc: WriteOutcomeUnknown) -> JSONResponse:
+        return outcome_unknown_response(exc)
+
     @app.exception_handler(HybridRetrieverError)
     async def library_error(request: Request, exc: HybridRetrieverError) -> JSONResponse:
         status, code = _library_status(exc)
@@ -436,4 +416,4 @@ def _library_status(exc: HybridRetrieverError) -> tuple[int, str]:
     return 400, "error"
 
 
-__all__ = ["ApiError", "BodyLimit", "RetrieverSource", "create_app"]
+__all__ = ["ApiError", "RetrieverSource", "create_app"]

@@ -1,7 +1,8 @@
 """Settings of the HTTP service itself (auth, limits, CORS); the retriever keeps its own RetrieverConfig.
 
 Every field can be set from the environment with the ``HYBRID_RETRIEVER_`` prefix, e.g.
-``HYBRID_RETRIEVER_API_KEY`` or ``HYBRID_RETRIEVER_CORS_ORIGINS='["http://localhost:3000"]'``
+``HYBRID_RETRIEVER_API_KEY``, ``HYBRID_RETRIEVER_ALLOWED_HOSTS=retriever.example.com`` or
+``HYBRID_RETRIEVER_CORS_ORIGINS='["http://localhost:3000"]'``
 (lists as JSON), which is how docker-compose configures it.
 """
 
@@ -19,7 +20,7 @@ ENV_PREFIX = "HYBRID_RETRIEVER_"
 
 
 class ServerSettings(BaseModel):
-    """Auth, request limits and CORS of the service. The API key is a secret: never logged or shown."""
+    """Auth, allowed hosts, request limits and CORS of the service. The API key is a secret: never logged or shown."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,6 +29,11 @@ class ServerSettings(BaseModel):
     )
     api_key_header: str = Field(default="X-API-Key", min_length=1)
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (the Host header) the service answers to besides localhost, 127.0.0.1, [::1] and the address "
+        "it listens on; '*' = any. Empty (the default): those only without an API key (DNS rebinding protection), any with one.",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     max_batch: int = Field(default=256, gt=0, description="Documents per POST /documents (and ids per DELETE).")
     max_queries: int = Field(default=64, gt=0, description="Queries per POST /search/batch.")

@@ -24,7 +24,7 @@ import math
 from typing import Mapping
 
 from hybrid_retriever.fusion.normalize import fit_normalizer, rank_score
-from hybrid_retriever.fusion.types import BranchList, FusedItem, sort_fused
+from hybrid_retriever.fusion.types import BranchList, FusedItem, check_weights, sort_fused
 
 #: How completed scores are normalised (see the module docstring).
 COMPLETED = ("clamp", "union", "raw")
@@ -45,9 +45,7 @@ def interpolate(
     >>> [(f.id, f.score) for f in fused]
     [('x', 0.5), ('y', 0.5)]
     """
-    for name, w in weights.items():
-        if w < 0 or math.isnan(w):
-            raise ValueError(f"weight of branch {name!r} must be a non-negative number, got {w}")
+    check_weights(weights)
     if completed not in COMPLETED:
         raise ValueError(f"unknown completed-score normalisation {completed!r}; choose one of {list(COMPLETED)}")
     ranks = {name: bl.ranks() for name, bl in lists.items()}

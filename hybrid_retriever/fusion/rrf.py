@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from hybrid_retriever.fusion.types import BranchList, FusedItem, sort_fused
+from hybrid_retriever.fusion.types import BranchList, FusedItem, check_weights, sort_fused
 
 
 def weighted_rrf(lists: Mapping[str, BranchList], weights: Mapping[str, float], k: float = 60.0) -> list[FusedItem]:
@@ -26,6 +26,7 @@ def weighted_rrf(lists: Mapping[str, BranchList], weights: Mapping[str, float], 
     """
     if k <= 0:
         raise ValueError(f"RRF constant k must be positive, got {k}")
+    check_weights(weights)
     ranks = {name: bl.ranks() for name, bl in lists.items()}
     ids = {i for r in ranks.values() for i in r}
     items = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 
 @dataclass
@@ -61,3 +62,13 @@ def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list
             if rank < best.get(item_id, none):
                 best[item_id] = rank
     return sorted(items, key=lambda it: (-it.score, best.get(it.id, none), it.id))
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    """Refuse a branch weight that is negative, NaN or infinite, or weights whose sum overflows
+    (``1e308 + 1e308`` is infinity, and every score would come out 0)."""
+    for name, w in weights.items():
+        if not (w >= 0 and math.isfinite(w)):
+            raise ValueError(f"weight of branch {name!r} must be a finite, non-negative number, got {w}")
+    if not math.isfinite(sum(weights.values())):
+        raise ValueError("the branch weights sum to more than the largest float; scale them down (only their ratios matter)")
