@@ -727,6 +727,8 @@ class RetrieverConfig(_Strict):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"configuration is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ConfigError("configuration is nested too deeply to be a configuration") from None
         return _granted(cls.validate_data(data), trust_remote_code, "the configuration")
 
     def to_yaml(self) -> str:
@@ -739,6 +741,8 @@ class RetrieverConfig(_Strict):
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"configuration is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("configuration is nested too deeply to be a configuration") from None
         if not isinstance(data, dict):
             raise ConfigError("configuration must be a mapping at its top level")
         return _granted(cls.validate_data(data), trust_remote_code, "the configuration")

@@ -247,7 +247,7 @@ def test_a_second_process_gets_a_lock_error_naming_the_alternatives(tmp_path: Pa
             with pytest.raises(IndexLockedError) as err:
                 opening()
             message = str(err.value)
-            assert str(path / SHARD_DIR / "wal") in message, message
+            assert str(path / ".hybrid-retriever.lock") in message, message  # the library's lock, taken before the shard
             assert "hybrid-retriever serve" in message and "Qdrant server" in message
             assert isinstance(err.value, IndexPathError)
         assert_one_line_error(run("query", "kalo", "--index", path), "already open", "lock")

@@ -43,7 +43,11 @@ def reranked_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def test_query_json_and_explain_show_the_reranker(reranked_index: tuple[Path, Path]) -> None:
     root, model = reranked_index
     q = "vector database"
-    result = run("query", q, "--index", root / "index", "--k", 3, "--json")
+    # The index does not switch its rerank stage on for a later query: the caller's --config does.
+    plain = run("query", q, "--index", root / "index", "--k", 3, "--json")
+    assert plain.exit_code == 0, plain.output
+    assert all(h.get("rerank") is None for h in json.loads(plain.stdout))
+    result = run("query", q, "--index", root / "index", "--config", root / "cfg.yaml", "--k", 3, "--json")
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     raws = [h["rerank"]["raw"] for h in hits]
@@ -51,7 +55,7 @@ def test_query_json_and_explain_show_the_reranker(reranked_index: tuple[Path, Pa
     texts = [h["text"] for h in hits]
     assert raws == pytest.approx(direct_logits(model, q, texts), abs=1e-4)
     assert all(h["rerank"]["fused_rank"] >= 1 and h["provenance"]["bm25"] for h in hits)
-    explained = run("query", q, "--index", root / "index", "--k", 3, "--explain")
+    explained = run("query", q, "--index", root / "index", "--config", root / "cfg.yaml", "--k", 3, "--explain")
     assert explained.exit_code == 0, explained.output
     assert "rerank" in explained.stdout and "fused#" in explained.stdout and "depth 5, order reranker" in explained.stdout
 

@@ -426,3 +426,19 @@ def test_deeply_nested_manifest_is_the_librarys_error(built: Path) -> None:
     assert proc.returncode == 0 and "rebuilt" in proc.stdout  # repair set the nested one aside and rebuilt it
     with HybridRetriever.open(str(built)) as r:
         assert r.count() == 200
+
+
+def test_planted_symlinks_in_an_index_folder_write_nothing_outside_it(built: Path, tmp_path: Path) -> None:
+    """A folder someone sent, with `manifest.json.tmp` and the lock file pointing at the user's files."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (built / "manifest.json.tmp").symlink_to(victim)
+    with HybridRetriever.open(str(built)) as r:
+        r.add_texts(["a new document"], ids=["new"])  # rewrites the manifest
+    assert victim.read_text() == "precious"
+    lock = built / ".hybrid-retriever.lock"
+    lock.unlink()
+    lock.symlink_to(tmp_path / "not-there")
+    with pytest.raises(IndexPathError, match="symbolic link"):
+        HybridRetriever.open(str(built))
+    assert not (tmp_path / "not-there").exists()

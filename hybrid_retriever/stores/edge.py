@@ -231,7 +231,11 @@ class EdgeStore(Store):
     def _write_manifest_file(self, manifest: dict[str, Any]) -> None:
         # Write, fsync, then rename: neither a crash nor a power cut leaves a half-written manifest.
         tmp = self.path / (MANIFEST_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
+        # A leftover (or planted) tmp file, a symlink included, is removed rather than written through:
+        # a folder someone sent must not make this process overwrite a file outside it.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "w", encoding="utf-8") as out:
             out.write(json.dumps(manifest, indent=2, sort_keys=True))
             out.flush()
             os.fsync(out.fileno())

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from hybrid_retriever.errors import IndexLockedError
+from hybrid_retriever.errors import IndexLockedError, IndexPathError
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,19 @@ class FolderLock:
         path = Path(folder) / LOCK_FILE
         if fcntl is None:
             return cls(None, path)
+        flags = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)  # never through a planted symlink
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IndexPathError(
+                    f"{path} is a symbolic link; the lock file of an index folder must be a plain file: delete it "
+                    "(it holds nothing) and open the index again"
+                ) from None
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
             try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(path, os.O_RDONLY | flags)
             except OSError:
                 log.debug("cannot create %s (%s): the folder is read-only, opened without the library's lock", path, exc)
                 return cls(None, path)
