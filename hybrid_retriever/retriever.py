@@ -467,6 +467,20 @@ class HybridRetriever:
                 break
 
     @property
+    def sources(self) -> list[str] | None:
+        """The sources recorded as having filled the index (see :mod:`hybrid_retriever.sync`); None
+        when none were recorded (a new index, or one built before sources were recorded)."""
+        recorded = (self._manifest or {}).get("sources")
+        return [str(s) for s in recorded] if isinstance(recorded, list) else None
+
+    def record_sources(self, sources: list[str]) -> None:
+        """Record the sources that filled the index in its manifest (an index with no documents records nothing)."""
+        with self._write_lock:
+            if self._manifest is not None and self._manifest.get("sources") != sources:
+                self._manifest["sources"] = list(sources)
+                self.store.write_manifest(self._manifest)
+
+    @property
     def metadata_fields(self) -> list[str]:
         """Metadata fields seen in stored documents (the fields filters may name)."""
         return list(self._manifest["metadata_fields"]) if self._manifest else []

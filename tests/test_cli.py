@@ -194,7 +194,7 @@ def test_index_with_config_file_adds_to_an_existing_index(tmp_path: Path) -> Non
     result = run("index", texts, "--index", index)  # no --config: reopens with the stored one
     assert result.exit_code == 0, result.output
     # Files are chunked by default; without a dense model the chunk size counts characters.
-    assert "Indexed 2 chunks" in result.stdout and "at most 1000 characters" in result.stdout and "holds 7 documents" in result.stdout
+    assert "Indexed 2 chunks" in result.stdout and "at most 1000 characters" in result.stdout and "holds 7 entries" in result.stdout
 
     result = run("query", "espresso coffee", "--index", index, "--json")
     hits = json.loads(result.stdout)

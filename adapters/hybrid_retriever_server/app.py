@@ -57,6 +57,7 @@ from hybrid_retriever_server.models import (
     SearchResult,
     SearchOptions,
 )
+from hybrid_retriever_server.indexing import router as indexing_router
 from hybrid_retriever_server.settings import ServerSettings
 
 log = logging.getLogger("hybrid_retriever_server")
@@ -278,6 +279,9 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         t0 = time.perf_counter()
         results = await run_in_threadpool(partial(view.search_batch, rerank=rerank), body.queries, body.k, body.filter)
         return SearchBatchResult(results=[[HitOut.of(h) for h in hits] for hits in results], **_info(view, t0, rerank))
+
+    # `hybrid-retriever index SOURCE --server URL`: chunked, skip-unchanged indexing and sync (indexing.py)
+    app.include_router(indexing_router, dependencies=guarded)
 
     # ------------------------------------------------------------- API docs, offline
 

@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any, Sequence
 
 from hybrid_retriever.errors import InvalidInputError, StoreUnavailableError
-from hybrid_retriever.types import BranchScore, Hit, RerankScore
+from hybrid_retriever.types import BranchScore, Document, Hit, RerankScore
 
 #: The API key the client sends when none is passed.
 API_KEY_ENV = "HYBRID_RETRIEVER_API_KEY"
@@ -57,6 +57,27 @@ class ServiceClient:
         server = answer.get("server") or {}
         return {"config": answer.get("retriever") or {}, "rerank_available": bool(answer.get("rerank_available")),
                 "max_k": int(server.get("max_k", 100)), "max_queries": int(server.get("max_queries", 64))}
+
+    def limits(self) -> dict[str, int]:
+        """The service's limits on one request: documents (``max_batch``), body bytes and characters per document."""
+        answer = request_json(self.url + "/config", None, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+        server = answer.get("server") or {}
+        return {"max_batch": int(server.get("max_batch", 256)), "max_body_bytes": int(server.get("max_body_bytes", 4 << 20)),
+                "max_text_chars": int(server.get("max_text_chars", 100_000))}
+
+    def index_documents(
+        self, documents: Sequence[Document], *, chunking: dict[str, Any] | None, reindex: bool = False, source: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /index/documents``: the server chunks (``chunking``: size, overlap, unit), skips unchanged and stores
+        whole documents; answers ``ids``, ``written``, ``replaced``, ``skipped``, ``stale_removed`` and ``count``."""
+        body = {"documents": [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in documents],
+                "chunking": chunking, "reindex": reindex, "source": source}
+        return post_json(self.url + "/index/documents", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+
+    def sync_source(self, source: str, ids: Sequence[str], sync: bool | None) -> dict[str, Any]:
+        """``POST /index/sync``: remove stored documents ``source`` (now holding ``ids``) no longer has; ``removed``, ``note``, ``count``."""
+        body = {"source": source, "ids": list(ids), "sync": sync}
+        return post_json(self.url + "/index/sync", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
 
     def search_batch(self, queries: Sequence[str], k: int, *, rerank: bool) -> list[list[Hit]]:
         """``POST /search/batch``: each query's ``k`` best hits, reranked when ``rerank``."""
