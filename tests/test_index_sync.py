@@ -18,6 +18,7 @@ from hybrid_retriever.sync import UNRECORDED, decide, source_key
 from tests.test_server_browser import serving
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 BM25 = {"branches": [{"kind": "bm25"}]}
 LATIN = "Crème brûlée is a French dessert: a rich custard with caramelised sugar."
 
@@ -189,7 +190,31 @@ def test_index_through_the_service_chunks_like_a_local_index_and_syncs(tmp_path:
         assert f"0 new, 0 changed, {n - 1} unchanged (skipped), 1 removed (no longer in the source)" in again.stdout
         hits = json.loads(invoke("query", "Paragraph 7 about rivers", "--server", url, "--api-key", "k3y", "--json").stdout)
         assert hits and hits[0]["metadata"]["source"] == "long.md"
+        readme_docker_path(url, "k3y", folder)
     with HybridRetriever.open(str(local)) as a, HybridRetriever.open(str(served)) as b:
         mine = {d.id: (d.text, d.metadata) for d in a.documents() if d.metadata["source"] != "sub/deserts.txt"}
         theirs = {d.id: (d.text, d.metadata) for d in b.documents()}
         assert theirs == mine and len(theirs) > 5
+
+
+def readme_docker_path(url: str, key: str, folder: Path) -> None:
+    """The README's steps from `docker compose up` to a searched folder, each that can run here, against `url`
+    (the compose file itself is checked in tests/test_docker.py; there is no Docker engine here)."""
+    import re
+    import shlex
+    import urllib.request
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"From a fresh clone to a searched folder.*?```bash\n(.*?)```", text, re.S).group(1)
+    lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0].startswith("docker compose up")
+    commands = [shlex.split(line) for line in lines[1:]]
+    assert [c[:2] for c in commands] == [["hybrid-retriever", "index"], ["hybrid-retriever", "query"]]
+    for c in commands:
+        args = [url if a == "http://localhost:8000" else str(folder) if a == "./my-docs" else a for a in c[1:]]
+        result = invoke(*args, "--api-key", key, *(["--no-progress"] if c[1] == "index" else []))
+        assert result.exit_code == 0, (c, result.output)
+    page = re.search(r"# the demo page: (\S+)", block).group(1)
+    assert page == "http://localhost:8000/"
+    with urllib.request.urlopen(url + "/", timeout=10) as res:  # noqa: S310 (loopback)
+        assert res.status == 200 and b"hybrid-retriever" in res.read()
