@@ -222,6 +222,9 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
         return
     if explain:
         console.print(explain_table(hits, branches, title=title))
+        for h in hits:
+            if h.group is not None:
+                console.print(f"{h.rank:>2}. {_describe_group(h)}", style="dim", markup=False, soft_wrap=True)
         return
     if title:
         console.print(title, style="bold", markup=False)
@@ -230,8 +233,20 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
         line = Text(f"{h.rank:>2}. ")
         line.append(_fmt(h.score), style="bold")
         line.append(f"  {h.id}", style="cyan")
+        if h.group is not None:
+            line.append(f"  {_describe_group(h)}", style="dim")
         console.print(line, soft_wrap=True)
         console.print(Text("    " + _snippet(h.text, width)), soft_wrap=True)
+
+
+def _describe_group(h: Hit) -> str:
+    """``source: a.md, 3 chunks matched (ranks 1, 4, 9 of 50)`` for a grouped hit."""
+    g = h.group
+    if g is None:
+        return ""
+    ranks = ", ".join(str(r) for r in g.ranks[:8]) + (", ..." if len(g.ranks) > 8 else "")
+    noun = "entry" if g.matched == 1 else "entries"
+    return f"{g.field}: {g.key}, {g.matched} {noun} matched (ranks {ranks} of the top {g.depth})"
 
 
 def _describe_fusion(r: HybridRetriever) -> str:
@@ -651,20 +666,36 @@ def query(
         None, "--server", help="Search through a running `hybrid-retriever serve` at this URL (e.g. an index it holds)."
     ),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="With --server: the service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
+    group_by: Optional[str] = typer.Option(
+        None, "--group-by", "-g", help="One hit per value of this metadata field, e.g. 'source' (one per file): its best chunk, "
+        "with how many of its chunks matched and their ranks.",
+    ),
+    budget: Optional[int] = typer.Option(
+        None, "--passages", min=1, help="Print passages for RAG instead: the best hits within N tokens, adjacent chunks of "
+        "a file joined in reading order.",
+    ),
 ) -> None:
     """Search the index at --index (or the one served at --server) for TEXT."""
     spec = parse_filter_option(filter)
+    if index_path is not None and server is not None:
+        raise InvalidInputError("give --index PATH or --server URL, not both: --server searches the index the service holds")
     if (index_path is None) == (server is None):
         raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
+    if budget is not None and (group_by is not None or server is not None):
+        raise InvalidInputError("--passages works on an --index, without --group-by (passages already join a file's chunks)")
     if server is not None:
-        hits = contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec, api_key=api_key)
+        remote = contributed("hybrid_retriever.remote", "search", "server")
+        hits = remote(server, text, k=k, filter=spec, api_key=api_key, **({"group_by": group_by} if group_by else {}))
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
         print_hits(hits, list(hits[0].provenance) if hits else [], explain=explain)
         return
     with open_index_with(index_path, config_file) as r:
-        hits = r.search(text, k=k, filter=spec)
+        if budget is not None:
+            _print_passages(r.search_passages(text, budget, k=k, filter=spec), as_json)
+            return
+        hits = r.search(text, k=k, filter=spec, group_by=group_by)
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
@@ -678,6 +709,20 @@ def query(
                               + (f" (weight {rc.weight:g})" if rc.order == "interpolation" else ""), style="dim",
                               markup=False, soft_wrap=True)
                 console.print(RERANK_LEGEND, style="dim")
+
+
+def _print_passages(passages: Sequence[Any], as_json: bool) -> None:
+    """Passages (hybrid_retriever.grouping.Passage) as JSON or for people."""
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in passages], indent=2, ensure_ascii=False))
+        return
+    if not passages:
+        console.print("no results")
+    for n, p in enumerate(passages, start=1):
+        console.print(Text(f"{n:>2}. ") + Text(p.source, style="cyan") + Text(
+            f"  chunks {', '.join(p.ids)}; best rank {p.rank}, score {_fmt(p.score)}; {p.tokens} tokens", style="dim"), soft_wrap=True)
+        console.print(Text(p.text), soft_wrap=True)
+        console.print()
 
 
 @dataclass(frozen=True)

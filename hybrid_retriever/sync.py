@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from hybrid_retriever.chunking import CHUNK_ID_SEPARATOR
+from hybrid_retriever.chunking import parent_id
 from hybrid_retriever.types import Document
 
 #: What an index built before sources were recorded (and not empty) counts as its source.
@@ -40,17 +40,6 @@ UNRECORDED = "(unrecorded)"
 def source_key(path: str | Path) -> str:
     """How a source is recorded: its absolute, resolved path."""
     return str(Path(path).expanduser().resolve())
-
-
-def parent_id(doc: Document) -> str | None:
-    """The id of the document ``doc`` was cut from (a chunk ``a.md#3`` -> ``a.md``), else its own id."""
-    if doc.id is None:
-        return None
-    n = doc.metadata.get("chunk")
-    suffix = f"{CHUNK_ID_SEPARATOR}{n}"
-    if isinstance(n, int) and doc.id.endswith(suffix):
-        return doc.id[: -len(suffix)]
-    return doc.id
 
 
 class SeenIds:

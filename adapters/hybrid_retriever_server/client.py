@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any, Sequence
 
 from hybrid_retriever.errors import InvalidInputError, StoreUnavailableError
-from hybrid_retriever.types import BranchScore, Document, Hit, RerankScore
+from hybrid_retriever.types import BranchScore, Document, Hit, HitGroup, RerankScore
 
 #: The API key the client sends when none is passed.
 API_KEY_ENV = "HYBRID_RETRIEVER_API_KEY"
@@ -29,13 +29,17 @@ def search(
     api_key: str | None = None,
     api_key_header: str = "X-API-Key",
     timeout: float = 60.0,
+    group_by: str | None = None,
 ) -> list[Hit]:
-    """``POST {server}/search``: the hits, with every branch's provenance, as the library's own :class:`Hit`."""
+    """``POST {server}/search``: the hits, with every branch's provenance, as the library's own :class:`Hit`
+    (with ``group_by``, one per group, as :meth:`HybridRetriever.search` does)."""
     body: dict[str, Any] = {"query": query}
     if k is not None:
         body["k"] = k
     if filter is not None:
         body["filter"] = filter
+    if group_by is not None:
+        body["group_by"] = group_by
     answer = post_json(server.rstrip("/") + "/search", body, api_key=api_key, api_key_header=api_key_header, timeout=timeout)
     return [hit_from_json(h) for h in answer["hits"]]
 
@@ -133,6 +137,7 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
             for n, s in (h.get("provenance") or {}).items()
         },
         rerank=_rerank_from_json(h["rerank"]) if h.get("rerank") else None,
+        group=HitGroup(**h["group"]) if h.get("group") else None,
     )
 
 

@@ -75,6 +75,11 @@ class SearchOptions(_Body):
         "(rerank when its configuration has a rerank stage); false = the fused order; true on a server "
         "without a rerank stage is an error (400).",
     )
+    group_by: Optional[str] = Field(
+        default=None, min_length=1, max_length=256,
+        description="One hit per value of this metadata field (e.g. 'source': one per file), its best chunk first, with "
+        "how many of the group's chunks matched and their ranks in 'group'.",
+    )
 
 
 class SearchBody(SearchOptions):
@@ -118,6 +123,17 @@ class RerankScoreOut(BaseModel):
                    model=s.model, error=s.error)
 
 
+class GroupOut(BaseModel):
+    """A grouped hit's group: it is the group's best chunk."""
+
+    field: str
+    key: str = Field(description="The group's value of the field, e.g. the file.")
+    matched: int = Field(description="How many of the group's entries were among the fused hits searched (depth).")
+    ranks: list[int] = Field(description="Their ranks in the ungrouped fused list, best first.")
+    ids: list[str]
+    depth: int = Field(description="How many fused hits were grouped.")
+
+
 class HitOut(BaseModel):
     id: str
     text: str
@@ -126,6 +142,7 @@ class HitOut(BaseModel):
     rank: int
     provenance: dict[str, BranchScoreOut] = Field(description="Each branch's raw and normalised score and own rank.")
     rerank: Optional[RerankScoreOut] = Field(default=None, description="The rerank stage's score and rank; None when not reranked.")
+    group: Optional[GroupOut] = Field(default=None, description="With group_by: the group this hit stands for.")
 
     @classmethod
     def of(cls, h: Hit) -> "HitOut":
@@ -133,6 +150,7 @@ class HitOut(BaseModel):
             id=h.id, text=h.text, metadata=h.metadata, score=h.score, rank=h.rank,
             provenance={n: BranchScoreOut.of(s) for n, s in h.provenance.items()},
             rerank=RerankScoreOut.of(h.rerank) if h.rerank is not None else None,
+            group=GroupOut(**h.group.as_dict()) if h.group is not None else None,
         )
 
 
