@@ -153,3 +153,37 @@ def test_langchain_retriever_groups_and_returns_passages(index: Path) -> None:
         expected = r.search_passages("river delta", 60, k=10)
         assert [d.page_content for d in docs] == [p.text for p in expected]
         assert docs[0].metadata["hybrid"]["passage"]["ids"] == expected[0].ids and "chunk" not in docs[0].metadata
+
+
+# ------------------------------------------------------------- eval by source
+
+
+def test_eval_with_judgements_naming_files_counts_each_files_best_chunk(index: Path, tmp_path: Path) -> None:
+    """Judgements name files (what a user writes); the index holds chunks: a file counts at its best chunk's
+    place, exactly where `query --group-by source` puts it; a judged id matching nothing stored is a loud warning."""
+    queries = {"q1": ("river delta sediment", "rivers.md"), "q2": ("glacier valley", "rivers.md"), "q3": ("sand dunes wind", "deserts.txt")}
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps({"id": q, "text": t, "relevant": [f]}) + "\n" for q, (t, f) in queries.items()), encoding="utf-8")
+    expected = []
+    with HybridRetriever.open(str(index)) as r:
+        for text, f in queries.values():
+            ranks = [h.rank for h in r.search(text, k=10, group_by="source") if h.metadata["source"] == f]
+            expected.append(1 / ranks[0] if ranks else 0.0)
+    assert 0 < sum(expected) < 3 and expected[1] < 1  # glacier valley: glaciers.md first, rivers.md below it
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", str(judged), "--index", str(index), "--metrics", "mrr@10,ndcg@10", "--out", str(out),
+                                 "--no-plots", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text())
+    assert report["systems"]["fused"]["metrics"]["mrr@10"] == pytest.approx(sum(expected) / 3)
+    assert any("scored by source" in w for w in report["warnings"]) and report["data"]["unknown_docs"] == 0
+    # A judged id that matches nothing: counted, in the report and on the console.
+    judged.write_text(judged.read_text() + json.dumps({"id": "q4", "text": "river", "relevant": ["rivers.txt"]}) + "\n",
+                      encoding="utf-8")
+    loud = runner.invoke(app, ["eval", str(judged), "--index", str(index), "--metrics", "mrr@10", "--out", str(out),
+                               "--no-plots", "--no-progress"])
+    assert loud.exit_code == 0, loud.output
+    assert "WARNING: 1 judged document id(s) match nothing" in loud.stderr and "'rivers.txt'" in loud.stderr
+    again = json.loads((out / "eval.json").read_text())
+    assert again["data"]["unknown_docs"] == 1 and any("match nothing" in w for w in again["warnings"])
+    assert "match nothing" in (out / "eval.md").read_text()
