@@ -312,3 +312,12 @@ def test_query_with_a_config_file_of_other_branches_exits_2(small_index: Path, t
     RetrieverConfig.model_validate({"branches": [{"kind": "bm25", "k1": 2.0}, {"kind": "dense"}]}).save(cfg_file)
     result = run("query", "cats", "--index", small_index, "--config", cfg_file)
     assert_one_line_error(result, "k1")
+
+
+def test_readme_explain_sample_is_a_real_run(tmp_path: Path) -> None:
+    """The README's `query --explain` sample is generated (scripts/explain_sample.py) and current."""
+    sample = _load_script("explain_sample")
+    text = README.read_text(encoding="utf-8")
+    block = sample.render(tmp_path / "demo-index")
+    assert sample.update(text, block) == text, "README.md's --explain sample is stale: run python scripts/explain_sample.py"
+    assert "dbsf" in block and "can exceed 1" in text

@@ -63,11 +63,16 @@ class FusionOverride(_Body):
 
 
 class SearchOptions(_Body):
-    k: Optional[int] = Field(default=None, gt=0, description="Results per query; default: the server's runtime.k.")
-    filter: Optional[dict[str, Any]] = Field(default=None, description='Metadata filter, e.g. {"year": {"gte": 2000}}.')
-    fusion: Optional[FusionOverride] = None
+    k: Optional[int] = Field(default=None, gt=0, description="Results per query; default: the server's runtime.k.", examples=[5])
+    filter: Optional[dict[str, Any]] = Field(
+        default=None, description='Metadata filter, e.g. {"year": {"gte": 2000}}.', examples=[{"year": {"gte": 2000}}]
+    )
+    fusion: Optional[FusionOverride] = Field(default=None, examples=[{"method": "rrf"}, {"method": "interpolation", "normalization": "dbsf"}])
     weights: Optional[dict[str, float]] = Field(
-        default=None, description="Branch weights for this request (>= 0, not all 0); a weight of 0 turns a branch's vote off."
+        default=None,
+        description="Branch weights by branch name (see GET /config) for this request (>= 0, not all 0); a weight of 0 "
+        "turns a branch's vote off.",
+        examples=[{"bm25": 0.3, "dense": 0.7}],
     )
     rerank: Optional[bool] = Field(
         default=None,
@@ -82,12 +87,22 @@ class SearchOptions(_Body):
     )
 
 
+#: The request bodies /docs ("Try it out") starts from: valid on any server (no branch names, no
+#: metadata fields), so the first click answers; the fields' own examples show weights, filters and fusion.
+SEARCH_EXAMPLE: dict[str, Any] = {"query": "which amphibian can regenerate a missing leg", "k": 5}
+SEARCH_BATCH_EXAMPLE: dict[str, Any] = {"queries": ["who was Peruggia", "first powered flight"], "k": 3}
+
+
 class SearchBody(SearchOptions):
-    query: str = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEARCH_EXAMPLE]})
+
+    query: str = Field(min_length=1, examples=[SEARCH_EXAMPLE["query"]])
 
 
 class SearchBatchBody(SearchOptions):
-    queries: list[str] = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEARCH_BATCH_EXAMPLE]})
+
+    queries: list[str] = Field(min_length=1, examples=[SEARCH_BATCH_EXAMPLE["queries"]])
 
 
 class BranchScoreOut(BaseModel):
