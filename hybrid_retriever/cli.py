@@ -1,7 +1,9 @@
 """The ``hybrid-retriever`` command line: a thin layer over the public API.
 
-    hybrid-retriever index SOURCE --index PATH [--config FILE] [--batch-size N] [--chunk-size N] [--reindex]
+    hybrid-retriever index SOURCE (--index PATH | --qdrant-url URL | --server URL) [--config FILE] [--batch-size N]
+                                  [--chunk-size N] [--reindex] [--sync | --no-sync] [--strict]
     hybrid-retriever query TEXT (--index PATH | --server URL) [--k N] [--filter JSON] [--explain | --json]
+                                [--group-by FIELD | --passages TOKENS]
     hybrid-retriever serve [--index PATH | --qdrant-url URL]      (with the [server] extra)
     hybrid-retriever demo [--index PATH]
     hybrid-retriever config [--json]

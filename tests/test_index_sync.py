@@ -192,6 +192,7 @@ def test_index_through_the_service_chunks_like_a_local_index_and_syncs(tmp_path:
         hits = json.loads(invoke("query", "Paragraph 7 about rivers", "--server", url, "--api-key", "k3y", "--json").stdout)
         assert hits and hits[0]["metadata"]["source"] == "long.md"
         readme_docker_path(url, "k3y", folder)
+        eval_through_the_service_by_source(url, "k3y", tmp_path)
     with HybridRetriever.open(str(local)) as a, HybridRetriever.open(str(served)) as b:
         mine = {d.id: (d.text, d.metadata) for d in a.documents() if d.metadata["source"] != "sub/deserts.txt"}
         theirs = {d.id: (d.text, d.metadata) for d in b.documents()}
@@ -219,3 +220,26 @@ def readme_docker_path(url: str, key: str, folder: Path) -> None:
     assert page == "http://localhost:8000/"
     with urllib.request.urlopen(url + "/", timeout=10) as res:  # noqa: S310 (loopback)
         assert res.status == 200 and b"hybrid-retriever" in res.read()
+
+
+def eval_through_the_service_by_source(url: str, key: str, root: Path) -> None:
+    """`eval --server` with judgements naming files: scored at each file's best chunk, as `query --server --group-by`
+    ranks it; a judged id matching nothing the service holds is counted and warned about on the console."""
+    queries = {"q1": ("Paragraph 7 about rivers and the sea", "long.md"), "q2": ("glaciers mountains", "glaciers.txt")}
+    judged = root / "judged.jsonl"
+    rows = [{"id": q, "text": t, "relevant": [f]} for q, (t, f) in queries.items()]
+    rows.append({"id": "q3", "text": "rivers", "relevant": ["no-such-file.md"]})
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    expected = []
+    for text, f in queries.values():
+        hits = json.loads(invoke("query", text, "--server", url, "--api-key", key, "--group-by", "source", "-k", "10", "--json").stdout)
+        ranks = [h["rank"] for h in hits if h["metadata"]["source"] == f]
+        expected.append(1 / ranks[0] if ranks else 0.0)
+    assert sum(expected) > 0
+    out = root / "eval-served"
+    result = invoke("eval", judged, "--server", url, "--api-key", key, "--metrics", "mrr@10", "--out", out, "--no-plots", "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text())
+    assert report["systems"]["fused"]["metrics"]["mrr@10"] == pytest.approx(sum(expected) / 3)
+    assert report["data"]["unknown_docs"] == 1 and "WARNING: 1 judged document id(s) match nothing" in result.stderr
+    assert any("scored by source" in w for w in report["warnings"])

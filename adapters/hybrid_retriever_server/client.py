@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
@@ -82,6 +83,20 @@ class ServiceClient:
         """``POST /index/sync``: remove stored documents ``source`` (now holding ``ids``) no longer has; ``removed``, ``note``, ``count``."""
         body = {"source": source, "ids": list(ids), "sync": sync}
         return post_json(self.url + "/index/sync", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+
+    def stored(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the served index holds (``GET /documents/{id}`` each; a 404 means not stored)."""
+        found = set()
+        for i in ids:
+            try:
+                request_json(f"{self.url}/documents/{urllib.parse.quote(i, safe='')}", None, api_key=self._key,
+                             api_key_header=self._header, timeout=self._timeout)
+            except InvalidInputError as exc:
+                if " answered 404:" in str(exc):
+                    continue
+                raise
+            found.add(i)
+        return found
 
     def search_batch(self, queries: Sequence[str], k: int, *, rerank: bool) -> list[list[Hit]]:
         """``POST /search/batch``: each query's ``k`` best hits, reranked when ``rerank``."""

@@ -148,6 +148,9 @@ def eval_command(
     if server is not None:
         service = contributed("hybrid_retriever.remote", "connect", "server")(server, api_key=api_key)
         result = evaluate_served(service, judged, metrics, batch_size=batch_size, progress=progress, test=test)
+        for w in result.warnings:
+            if "match nothing" in w:
+                err_console.print(f"WARNING: {w}", style="bold yellow", markup=False, soft_wrap=True)
     else:
         assert index is not None
         others = {p.stem: RetrieverConfig.from_file(p) for p in compare}
