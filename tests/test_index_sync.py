@@ -243,3 +243,44 @@ def eval_through_the_service_by_source(url: str, key: str, root: Path) -> None:
     assert report["systems"]["fused"]["metrics"]["mrr@10"] == pytest.approx(sum(expected) / 3)
     assert report["data"]["unknown_docs"] == 1 and "WARNING: 1 judged document id(s) match nothing" in result.stderr
     assert any("scored by source" in w for w in report["warnings"])
+
+
+def test_ctrl_c_into_a_qdrant_collection_keeps_what_was_written_and_a_rerun_goes_on(tmp_path: Path) -> None:
+    """A real SIGINT to `index --config` with a qdrant store (local mode on disk), as for an Edge folder."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "corpus.jsonl"
+    words = "rivers glaciers deserts forests volcanoes oceans".split()
+    n = 400
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": f"Document {i} is about {words[i % 6]} and what lives there. " * 5})
+                              + "\n" for i in range(n)), encoding="utf-8")
+    store = {"kind": "qdrant", "path": str(tmp_path / "qdrant"), "collection": "stop"}
+    cfg = tmp_path / "qdrant.yaml"
+    cfg.write_text(yaml.safe_dump({"store": store}), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "hybrid_retriever.cli", "index", str(source), "--config", str(cfg), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "qdrant" / "collection" / "stop").exists():  # the first batch is being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    written = int(re.search(r"stopped: (\d+) documents written", err).group(1))
+    assert 0 < written < n and "collection 'stop'" in err
+    with HybridRetriever(RetrieverConfig.from_file(cfg)) as r:
+        assert r.count() == written
+    again = invoke("index", source, "--config", cfg, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert f"{n - written} new, 0 changed, {written} unchanged (skipped)" in again.stdout
