@@ -27,9 +27,11 @@ test: venv
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-# Regenerate README.md's configuration reference from RetrieverConfig (a test checks it is current).
+# Regenerate README.md's configuration reference from RetrieverConfig and its --explain sample from a
+# real run (tests check both are current).
 reference: venv
 	$(BIN)/python scripts/config_reference.py
+	$(BIN)/python scripts/explain_sample.py
 
 clean:
 	rm -rf $(VENV) .demo-index .pytest_cache

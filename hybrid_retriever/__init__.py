@@ -30,7 +30,7 @@ from hybrid_retriever.errors import (  # noqa: E402
     StoreUnavailableError,
 )
 from hybrid_retriever.retriever import HybridRetriever, point_id  # noqa: E402
-from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit  # noqa: E402
+from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, HitGroup  # noqa: E402
 
 __all__ = [
     "BM25BranchConfig",
@@ -44,6 +44,7 @@ __all__ = [
     "FilterError",
     "FusionConfig",
     "Hit",
+    "HitGroup",
     "HybridRetriever",
     "HybridRetrieverError",
     "IndexCorruptError",

@@ -60,6 +60,20 @@ def chunk_id(doc_id: str, n: int) -> str:
     return f"{doc_id}{CHUNK_ID_SEPARATOR}{n}"
 
 
+def parent_id(doc: Any) -> str | None:
+    """The id of the document a chunk was cut from (``a.md#3`` -> ``a.md``), else the document's own id.
+
+    ``doc`` is a :class:`~hybrid_retriever.types.Document` or a hit: anything with ``id`` and ``metadata``.
+    """
+    if doc.id is None:
+        return None
+    n = doc.metadata.get("chunk")
+    suffix = f"{CHUNK_ID_SEPARATOR}{n}"
+    if isinstance(n, int) and not isinstance(n, bool) and doc.id.endswith(suffix):
+        return str(doc.id[: -len(suffix)])
+    return str(doc.id)
+
+
 @dataclass(frozen=True)
 class ModelWindow:
     """What a model can see: its tokenizer and how many tokens of a text it embeds.

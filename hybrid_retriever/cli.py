@@ -1,7 +1,9 @@
 """The ``hybrid-retriever`` command line: a thin layer over the public API.
 
-    hybrid-retriever index SOURCE --index PATH [--config FILE] [--batch-size N] [--chunk-size N] [--reindex]
+    hybrid-retriever index SOURCE (--index PATH | --qdrant-url URL | --server URL) [--config FILE] [--batch-size N]
+                                  [--chunk-size N] [--reindex] [--sync | --no-sync] [--strict]
     hybrid-retriever query TEXT (--index PATH | --server URL) [--k N] [--filter JSON] [--explain | --json]
+                                [--group-by FIELD | --passages TOKENS]
     hybrid-retriever serve [--index PATH | --qdrant-url URL]      (with the [server] extra)
     hybrid-retriever demo [--index PATH]
     hybrid-retriever config [--json]
@@ -34,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 # Before sentence-transformers/transformers are imported (lazily, at model load): no
 # per-shard "Loading weights" bars, no tokenizer fork warnings.
@@ -46,10 +48,11 @@ import typer  # noqa: E402
 from rich import box  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from hybrid_retriever.version import __version__  # noqa: E402
-from hybrid_retriever.config import RetrieverConfig  # noqa: E402
+from hybrid_retriever.config import QdrantStoreConfig, RetrieverConfig  # noqa: E402
 from hybrid_retriever.errors import HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
 from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
@@ -62,7 +65,8 @@ from hybrid_retriever.chunking import (  # noqa: E402
     stale_chunk_ids,
 )
 from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
-from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
+from hybrid_retriever.sources import SourceReport, count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
+from hybrid_retriever.sync import UNRECORDED, SeenIds, decide, source_key, stored_outside  # noqa: E402
 from hybrid_retriever.types import Hit  # noqa: E402
 from hybrid_retriever.cli_common import (  # noqa: E402
     config_for_new_index,
@@ -220,6 +224,9 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
         return
     if explain:
         console.print(explain_table(hits, branches, title=title))
+        for h in hits:
+            if h.group is not None:
+                console.print(f"{h.rank:>2}. {_describe_group(h)}", style="dim", markup=False, soft_wrap=True)
         return
     if title:
         console.print(title, style="bold", markup=False)
@@ -228,8 +235,20 @@ def print_hits(hits: Sequence[Hit], branches: Sequence[str], *, explain: bool = 
         line = Text(f"{h.rank:>2}. ")
         line.append(_fmt(h.score), style="bold")
         line.append(f"  {h.id}", style="cyan")
+        if h.group is not None:
+            line.append(f"  {_describe_group(h)}", style="dim")
         console.print(line, soft_wrap=True)
         console.print(Text("    " + _snippet(h.text, width)), soft_wrap=True)
+
+
+def _describe_group(h: Hit) -> str:
+    """``source: a.md, 3 chunks matched (ranks 1, 4, 9 of 50)`` for a grouped hit."""
+    g = h.group
+    if g is None:
+        return ""
+    ranks = ", ".join(str(r) for r in g.ranks[:8]) + (", ..." if len(g.ranks) > 8 else "")
+    noun = "entry" if g.matched == 1 else "entries"
+    return f"{g.field}: {g.key}, {g.matched} {noun} matched (ranks {ranks} of the top {g.depth})"
 
 
 def _describe_fusion(r: HybridRetriever) -> str:
@@ -245,9 +264,18 @@ def _describe_fusion(r: HybridRetriever) -> str:
 @app.command()
 def index(
     source: Path = typer.Argument(..., help="A .jsonl file, a BEIR folder (with corpus.jsonl) or a folder of .txt/.md files."),
-    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of the index (created if missing, added to if present)."),
+    index_path: Optional[Path] = typer.Option(None, "--index", "-i", help="Folder of an Edge index (created if missing, added to if present)."),
+    qdrant_url: Optional[str] = typer.Option(
+        None, "--qdrant-url", help="Index into a collection on this Qdrant server instead (e.g. the docker stack's http://localhost:6333)."
+    ),
+    collection: Optional[str] = typer.Option(None, "--collection", help="With a Qdrant store: the collection (default: the config's)."),
+    server: Optional[str] = typer.Option(
+        None, "--server", help="Index through a running `hybrid-retriever serve` at this URL (it chunks and encodes)."
+    ),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="With --server: the service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
     config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="RetrieverConfig as .yaml/.yml or .json (see `hybrid-retriever config`); default: the defaults."
+        None, "--config", "-c", help="RetrieverConfig as .yaml/.yml or .json (see `hybrid-retriever config`); default: the defaults. "
+        "A config whose store is a Qdrant server (store.kind: qdrant) indexes into it."
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Most documents encoded and written per batch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -262,31 +290,124 @@ def index(
     chunk_unit: str = typer.Option("tokens", "--chunk-unit", help="What --chunk-size counts: 'tokens' (of the dense model) or 'characters'."),
     follow_links: bool = typer.Option(False, "--follow-links", help="Also index linked files whose target is outside the folder."),
     reindex: bool = typer.Option(False, "--reindex", help="Encode every document again, even those stored unchanged."),
+    sync: Optional[bool] = typer.Option(
+        None, "--sync/--no-sync",
+        help="Remove stored documents SOURCE no longer holds (deleted files). Default: when SOURCE is the only source "
+        "the index was filled from; --sync: always (the index mirrors SOURCE); --no-sync: never.",
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Stop at a file that cannot be read, instead of skipping it with a warning."),
 ) -> None:
-    """Index the documents of SOURCE into the index at --index.
+    """Index the documents of SOURCE into an Edge index (--index), a Qdrant server (--qdrant-url or a
+    --config with a qdrant store) or a running service (--server).
 
     A new index is built with --config (or the default configuration); an existing
     one is added to: documents stored with the same id and identical text, metadata
     and settings are skipped, changed ones are encoded again (--reindex: all of them).
     With --config on an existing index, the configuration must match the one it was
-    built with. Ctrl-C stops after the current batch (a few seconds) and keeps what was
-    written; running the same command again goes on from there.
+    built with. Files that are not UTF-8 are read with their detected encoding; files that
+    cannot be read are skipped and counted (--strict: stop). After a complete run, documents
+    SOURCE no longer holds are removed (see --sync). Ctrl-C stops after the current batch
+    (a few seconds) and keeps what was written; running the same command again goes on from there.
     """
     if chunk_unit not in ("tokens", "characters"):
         raise InvalidInputError(f"--chunk-unit must be 'tokens' or 'characters', got {chunk_unit!r}")
+    given = [name for name, v in (("--index", index_path), ("--qdrant-url", qdrant_url), ("--server", server)) if v is not None]
+    if len(given) > 1:
+        raise InvalidInputError(f"give one of --index, --qdrant-url and --server, not both {' and '.join(given)}")
     read_documents(source, follow_links=follow_links)  # checks the source now, before a model loads
+    options = IndexOptions(batch_size, progress, chunk_size, chunk_overlap, chunk_unit, follow_links, reindex, sync, strict)
+    if server is not None:
+        if config is not None or collection is not None:
+            raise InvalidInputError("with --server the service's own configuration is used: leave out --config and --collection")
+        connect = contributed("hybrid_retriever.remote", "connect", "server")
+        index_through_server(connect(server, api_key=api_key), source, options)
+        return
+    retriever, where = _index_target(index_path, qdrant_url, collection, config)
+    _index_into(retriever, where, source, options)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """The ``index`` command's options about reading, chunking, skipping and syncing."""
+
+    batch_size: int | None = None
+    progress: bool = True
+    chunk_size: int | None = None
+    chunk_overlap: int = 0
+    chunk_unit: str = "tokens"
+    follow_links: bool = False
+    reindex: bool = False
+    sync: bool | None = None
+    strict: bool = False
+
+
+def _index_target(index_path: Path | None, qdrant_url: str | None, collection: str | None, config: Path | None) -> tuple[HybridRetriever, str]:
+    """The retriever to index into and how to name it: an Edge folder, or a Qdrant collection."""
+    cfg = RetrieverConfig.from_file(config) if config is not None else None
+    qdrant = qdrant_url is not None or collection is not None or (
+        index_path is None and cfg is not None and isinstance(cfg.store, QdrantStoreConfig)
+    )
+    if not qdrant:
+        if index_path is None:
+            raise InvalidInputError(
+                "give --index PATH (an Edge index folder), --qdrant-url URL (a Qdrant server), a --config whose store "
+                "is a Qdrant server, or --server URL (a running `hybrid-retriever serve`)"
+            )
+        if config is None and index_exists(index_path):
+            return open_index(index_path), f"the index at {index_path}"
+        return HybridRetriever(config_for_new_index(index_path, config)), f"the index at {index_path}"
+    if index_path is not None:
+        raise InvalidInputError("--index is an Edge folder; with a Qdrant store leave it out")
+    return open_qdrant_target(cfg, qdrant_url, collection, config)
+
+
+def open_qdrant_target(
+    cfg: RetrieverConfig | None, url: str | None, collection: str | None, config: Path | None
+) -> tuple[HybridRetriever, str]:
+    """A retriever on a Qdrant collection: ``cfg``'s settings, or (no config file) those the collection was
+    built with, or the defaults for a new one; ``url``/``collection`` replace the config's."""
+    from hybrid_retriever.stores import QdrantStore
+    from hybrid_retriever.stores.stored_config import stored_config
+
+    base = cfg if cfg is not None else RetrieverConfig()
+    store = base.store.model_dump(mode="json") if isinstance(base.store, QdrantStoreConfig) else {"kind": "qdrant"}
+    if isinstance(base.store, QdrantStoreConfig) and base.store.api_key is not None:
+        store["api_key"] = base.store.api_key.get_secret_value()
+    if url is not None:
+        store.update(url=url, location=None, path=None)
+    if collection is not None:
+        store["collection"] = collection
+    if not (store.get("url") or store.get("location") or store.get("path")):
+        raise InvalidInputError(f"{config} names a qdrant store without url, location or path; add one or pass --qdrant-url URL")
+    store_cfg = QdrantStoreConfig.model_validate(store)
+    data = base.model_dump(mode="json")
+    if cfg is None:  # reopen with what the collection was built with, as --index does for a folder
+        probe = QdrantStore(store_cfg)
+        try:
+            manifest = probe.read_manifest()
+            where = probe.location
+        finally:
+            probe.close()
+        if manifest is not None:
+            data = stored_config(manifest, Path(str(where)))
+    data["store"] = store
+    retriever = HybridRetriever(RetrieverConfig.validate_data(data))
+    return retriever, f"collection {store_cfg.collection!r} at {retriever.store.location}"
+
+
+def _index_into(retriever: HybridRetriever, where: str, source: Path, o: IndexOptions) -> None:
+    """The ``index`` command on a retriever opened here (an Edge folder or a Qdrant collection)."""
     kind = source_kind(source)
     report = IngestReport()
+    read = SourceReport()
+    seen = SeenIds()
     t_start = time.perf_counter()
     try:
-        if config is None and index_exists(index_path):
-            retriever = open_index(index_path)
-        else:
-            retriever = HybridRetriever(config_for_new_index(index_path, config))
         with retriever as r:
-            chunker, check = _chunking_for(r, kind, chunk_size, chunk_overlap, chunk_unit)
-            docs = read_documents(source, chunker=chunker, follow_links=follow_links)
-            total = _count_chunks(source, chunker, follow_links) if chunker is not None else count_documents(source, follow_links=follow_links)
+            recorded = r.sources if r.sources is not None else ([UNRECORDED] if r.count() else [])
+            chunker, check = _chunking_for(r, kind, o.chunk_size, o.chunk_overlap, o.chunk_unit)
+            docs = seen(read_documents(source, chunker=chunker, follow_links=o.follow_links, strict=o.strict, report=read))
+            total = _count_chunks(source, chunker, o.follow_links) if chunker is not None else count_documents(source, follow_links=o.follow_links)
             if check is not None:
                 docs = check(docs)
             counts = ChunkCounts()
@@ -294,7 +415,7 @@ def index(
             with _stop_on_interrupt(report):
                 ids = r.add_documents(
                     counts(docs) if chunker is not None else docs,
-                    batch_size=batch_size, show_progress=progress, skip_unchanged=not reindex, report=report, total=total,
+                    batch_size=o.batch_size, show_progress=o.progress, skip_unchanged=not o.reindex, report=report, total=total,
                     batch_seconds=BATCH_SECONDS,
                 )
             elapsed = time.perf_counter() - t0
@@ -303,6 +424,7 @@ def index(
             stale = stale_chunk_ids(counts.counts, r.get) if counts.counts and not report.stopped else []
             if stale:  # a file that shrank (fewer chunks now) or was indexed whole before
                 r.delete(stale)
+            removed, note = ([], None) if report.stopped else _sync(r, source, seen.ids | {n for n, _ in read.unreadable}, recorded, o.sync)
             stored = r.count()
             analyzers = [f"BM25 branch {n!r}: {b.describe()}" for n, b in r.branches.items() if hasattr(b, "describe")]
     except KeyboardInterrupt:  # a second Ctrl-C, or one before indexing began
@@ -310,41 +432,155 @@ def index(
             f"interrupted; {report.written} documents written. Run the same command again to go on.", markup=False, soft_wrap=True
         )
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    unit = "chunks" if chunker is not None else "documents"
     if report.stopped:
         err_console.print(
-            f"stopped: {report.written} documents written ({report.skipped} unchanged skipped); the index at {index_path} "
-            f"holds {stored} documents. Run the same command again to go on: what is stored is skipped.",
+            f"stopped: {report.written} {unit} written ({report.skipped} unchanged skipped); {where} "
+            f"holds {stored} {_held(chunker is not None)}. Run the same command again to go on: what is stored is skipped.",
             markup=False,
             soft_wrap=True,
         )
         raise typer.Exit(code=EXIT_INTERRUPTED)
-    unit = "chunks" if chunker is not None else "documents"
     what = f"{len(ids)} {unit} from {source}" + (f" (at most {chunker.describe()})" if chunker is not None else "")
-    summary = f"{report.written} encoded again (--reindex)" if reindex else (
+    summary = f"{report.written} encoded again (--reindex)" if o.reindex else (
         f"{report.new} new, {report.replaced} changed, {report.skipped} unchanged (skipped)"
     )
     if stale:
         summary += f", {len(stale)} stale chunks removed"
+    if removed:
+        summary += f", {len(removed)} removed (no longer in the source)"
+    if read.unreadable:
+        summary += f", {len(read.unreadable)} unreadable file{'s' if len(read.unreadable) != 1 else ''} skipped"
     console.print(
-        f"Indexed {what}: {summary} in {time.perf_counter() - t_start:.1f} s{_rate(report.written, elapsed)}; "
-        f"the index at {index_path} holds {stored} documents.",
+        f"Indexed {what}: {summary} in {time.perf_counter() - t_start:.1f} s{_rate(report.written, elapsed, unit)}; "
+        f"{where} holds {stored} {_held(chunker is not None)}.",
         markup=False,
         soft_wrap=True,
     )
+    if note:
+        err_console.print(f"note: {note}", markup=False, soft_wrap=True)
     for line in analyzers:  # which language BM25 analyses the corpus as (bm25.language auto detects it)
         console.print(line, markup=False, soft_wrap=True)
+
+
+def index_through_server(client: Any, source: Path, o: IndexOptions) -> None:
+    """``index SOURCE --server URL``: whole documents go to the service in batches; it chunks, encodes and stores them."""
+    kind = source_kind(source)
+    wanted = o.chunk_size != 0 and (o.chunk_size is not None or kind == "text")
+    chunking = {"size": o.chunk_size, "overlap": o.chunk_overlap, "unit": o.chunk_unit} if wanted else None
+    limits = client.limits()
+    report, read, seen = IngestReport(), SourceReport(), SeenIds()
+    stale = handled = 0
+    stored = None
+    t_start = time.perf_counter()
+    docs = seen(read_documents(source, follow_links=o.follow_links, strict=o.strict, report=read))
+    key = source_key(source)
+    bar = tqdm(total=count_documents(source, follow_links=o.follow_links), desc="indexing", unit="doc", disable=not o.progress, mininterval=1.0)
+    try:
+        with _stop_on_interrupt(report):
+            for batch in _request_batches(docs, limits):
+                answer = client.index_documents(batch, chunking=chunking, reindex=o.reindex, source=key)
+                report.written += answer["written"]
+                report.replaced += answer["replaced"]
+                report.skipped += answer["skipped"]
+                stale += answer["stale_removed"]
+                handled += len(answer["ids"])
+                stored = answer["count"]
+                bar.update(len(batch))
+                if report.stop_requested:
+                    report.stopped = True
+                    break
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; {report.written} written. Run the same command again to go on.", markup=False, soft_wrap=True)
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    finally:
+        bar.close()
+    unit = "chunks" if chunking is not None else "documents"
+    where = f"the index served at {client.url}"
+    if report.stopped:
+        err_console.print(
+            f"stopped: {report.written} {unit} written ({report.skipped} unchanged skipped); {where} holds {stored} "
+            f"{_held(chunking is not None)}. Run the same command again to go on: what is stored is skipped.",
+            markup=False, soft_wrap=True,
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    synced = client.sync_source(key, sorted(seen.ids | {n for n, _ in read.unreadable}), o.sync)
+    summary = f"{report.written} encoded again (--reindex)" if o.reindex else (
+        f"{report.new} new, {report.replaced} changed, {report.skipped} unchanged (skipped)"
+    )
+    if stale:
+        summary += f", {stale} stale chunks removed"
+    if synced["removed"]:
+        summary += f", {synced['removed']} removed (no longer in the source)"
+    if read.unreadable:
+        summary += f", {len(read.unreadable)} unreadable file{'s' if len(read.unreadable) != 1 else ''} skipped"
+    how = ""
+    if chunking is not None:
+        how = f" (chunked by the service: at most {o.chunk_size} {o.chunk_unit}, overlap {o.chunk_overlap})" if o.chunk_size else (
+            " (chunked by the service to its dense model's window)")
+    console.print(
+        f"Indexed {handled} {unit} from {source}{how}: {summary} in {time.perf_counter() - t_start:.1f} s; "
+        f"{where} holds {synced['count']} {_held(chunking is not None)}.",
+        markup=False, soft_wrap=True,
+    )
+    if synced.get("note"):
+        err_console.print(f"note: {synced['note']}", markup=False, soft_wrap=True)
+
+
+def _request_batches(docs: Iterable[Any], limits: dict[str, int]) -> Iterator[list[Any]]:
+    """Batches of documents within the service's limits: documents per request, and about half its body limit
+    (JSON escaping can double a text's bytes); a document over the text limit is an error naming it."""
+    budget = max(limits["max_body_bytes"] // 2, 1)
+    batch: list[Any] = []
+    size = 0
+    for d in docs:
+        if len(d.text) > limits["max_text_chars"]:
+            raise InvalidInputError(
+                f"document {d.id!r} has {len(d.text)} characters, over the service's limit of {limits['max_text_chars']}; "
+                "raise HYBRID_RETRIEVER_MAX_TEXT_CHARS on the server, or index it locally"
+            )
+        n = len(d.text.encode("utf-8")) + 200
+        if batch and (len(batch) >= limits["max_batch"] or size + n > budget):
+            yield batch
+            batch, size = [], 0
+        batch.append(d)
+        size += n
+    if batch:
+        yield batch
+
+
+def _held(chunked: bool) -> str:
+    """What an index's count counts: every stored entry is one searchable document or chunk."""
+    return "entries (chunks or whole documents)" if chunked else "documents"
+
+
+def _sync(r: HybridRetriever, source: Path, seen: set[str], recorded: list[str], mode: bool | None) -> tuple[list[str], str | None]:
+    """After a complete run: remove what the source no longer holds (see :mod:`hybrid_retriever.sync`); the ids removed and a note."""
+    key = source_key(source)
+    outside = stored_outside(r.documents(), seen) if mode is not False else []
+    decision = decide(mode, recorded, key, len(outside))
+    removed = outside if decision.remove else []
+    if removed:
+        r.delete(removed)
+    r.record_sources(decision.sources)
+    return removed, decision.note
 
 
 #: Exit code after Ctrl-C (128 + SIGINT), what shells report for an interrupted command.
 EXIT_INTERRUPTED = 130
 
 
-def _rate(n: int, seconds: float) -> str:
-    """`` (12.3 docs/s)`` for the documents encoded, or nothing when too few to measure."""
-    if n < 1 or seconds < 0.05:
+#: Fewest documents encoded for the summary to show a rate (a few include the model's loading).
+RATE_MIN_DOCS = 20
+
+
+def _rate(n: int, seconds: float, unit: str = "documents") -> str:
+    """`` (12.3 docs/s)`` for the documents (or chunks) encoded, or nothing when too few to measure."""
+    if n < RATE_MIN_DOCS or seconds < 0.05:
         return ""
     rate = n / seconds
-    return f" (encoded {rate:.1f} docs/s)" if rate < 100 else f" (encoded {rate:.0f} docs/s)"
+    what = "chunks/s" if unit == "chunks" else "docs/s"
+    return f" (encoded {rate:.1f} {what})" if rate < 100 else f" (encoded {rate:.0f} {what})"
 
 
 def _dense_window(r: HybridRetriever) -> "ModelWindow | None":
@@ -432,20 +668,36 @@ def query(
         None, "--server", help="Search through a running `hybrid-retriever serve` at this URL (e.g. an index it holds)."
     ),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="With --server: the service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
+    group_by: Optional[str] = typer.Option(
+        None, "--group-by", "-g", help="One hit per value of this metadata field, e.g. 'source' (one per file): its best chunk, "
+        "with how many of its chunks matched and their ranks.",
+    ),
+    budget: Optional[int] = typer.Option(
+        None, "--passages", min=1, help="Print passages for RAG instead: the best hits within N tokens, adjacent chunks of "
+        "a file joined in reading order.",
+    ),
 ) -> None:
     """Search the index at --index (or the one served at --server) for TEXT."""
     spec = parse_filter_option(filter)
+    if index_path is not None and server is not None:
+        raise InvalidInputError("give --index PATH or --server URL, not both: --server searches the index the service holds")
     if (index_path is None) == (server is None):
         raise InvalidInputError("give --index PATH (an index folder) or --server URL (a running `hybrid-retriever serve`)")
+    if budget is not None and (group_by is not None or server is not None):
+        raise InvalidInputError("--passages works on an --index, without --group-by (passages already join a file's chunks)")
     if server is not None:
-        hits = contributed("hybrid_retriever.remote", "search", "server")(server, text, k=k, filter=spec, api_key=api_key)
+        remote = contributed("hybrid_retriever.remote", "search", "server")
+        hits = remote(server, text, k=k, filter=spec, api_key=api_key, **({"group_by": group_by} if group_by else {}))
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
         print_hits(hits, list(hits[0].provenance) if hits else [], explain=explain)
         return
     with open_index_with(index_path, config_file) as r:
-        hits = r.search(text, k=k, filter=spec)
+        if budget is not None:
+            _print_passages(r.search_passages(text, budget, k=k, filter=spec), as_json)
+            return
+        hits = r.search(text, k=k, filter=spec, group_by=group_by)
         if as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits], indent=2, ensure_ascii=False))
             return
@@ -459,6 +711,20 @@ def query(
                               + (f" (weight {rc.weight:g})" if rc.order == "interpolation" else ""), style="dim",
                               markup=False, soft_wrap=True)
                 console.print(RERANK_LEGEND, style="dim")
+
+
+def _print_passages(passages: Sequence[Any], as_json: bool) -> None:
+    """Passages (hybrid_retriever.grouping.Passage) as JSON or for people."""
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in passages], indent=2, ensure_ascii=False))
+        return
+    if not passages:
+        console.print("no results")
+    for n, p in enumerate(passages, start=1):
+        console.print(Text(f"{n:>2}. ") + Text(p.source, style="cyan") + Text(
+            f"  chunks {', '.join(p.ids)}; best rank {p.rank}, score {_fmt(p.score)}; {p.tokens} tokens", style="dim"), soft_wrap=True)
+        console.print(Text(p.text), soft_wrap=True)
+        console.print()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from rich.console import Console
 from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.retriever import HybridRetriever
-from hybrid_retriever.stores.edge import MANIFEST_FILE
+from hybrid_retriever.stores.edge import MANIFEST_FILE, SHARD_DIR
 
 #: Exit code for errors the library reports (bad input, bad config, missing index, ...).
 EXIT_ERROR = 2
@@ -47,10 +47,20 @@ def index_exists(path: str | Path) -> bool:
     return (Path(path).expanduser() / MANIFEST_FILE).is_file()
 
 
+def _no_index(path: str | Path) -> None:
+    """Raise the error for a folder without a manifest: ``repair`` where index data is there, else build one."""
+    if (Path(path).expanduser() / SHARD_DIR).is_dir():
+        HybridRetriever.open(str(path)).close()  # raises the store's error: documents but no manifest, run repair
+        raise InvalidInputError(
+            f"the index at {path} has data but no manifest.json; run `hybrid-retriever repair --index {path}`"
+        )
+    raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
+
+
 def open_index(path: str | Path, **overrides: Any) -> HybridRetriever:
     """Reopen the index at ``path`` with the settings it was built with (see :meth:`HybridRetriever.open`)."""
     if not index_exists(path):
-        raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
+        _no_index(path)
     return HybridRetriever.open(str(path), **overrides)
 
 
@@ -63,7 +73,7 @@ def open_index_with(path: str | Path, config_file: Path | None) -> HybridRetriev
     if config_file is None:
         return open_index(path)
     if not index_exists(path):
-        raise InvalidInputError(f"no index at {path}; build one first: hybrid-retriever index SOURCE --index {path}")
+        _no_index(path)
     data = RetrieverConfig.from_file(config_file).model_dump(mode="json")
     data["store"] = {"kind": "edge", "path": str(path)}
     return HybridRetriever(RetrieverConfig.validate_data(data))

@@ -467,15 +467,60 @@ class HybridRetriever:
                 break
 
     @property
+    def sources(self) -> list[str] | None:
+        """The sources recorded as having filled the index (see :mod:`hybrid_retriever.sync`); None
+        when none were recorded (a new index, or one built before sources were recorded)."""
+        recorded = (self._manifest or {}).get("sources")
+        return [str(s) for s in recorded] if isinstance(recorded, list) else None
+
+    def record_sources(self, sources: list[str]) -> None:
+        """Record the sources that filled the index in its manifest (an index with no documents records nothing)."""
+        with self._write_lock:
+            if self._manifest is not None and self._manifest.get("sources") != sources:
+                self._manifest["sources"] = list(sources)
+                self.store.write_manifest(self._manifest)
+
+    @property
     def metadata_fields(self) -> list[str]:
         """Metadata fields seen in stored documents (the fields filters may name)."""
         return list(self._manifest["metadata_fields"]) if self._manifest else []
 
     # ------------------------------------------------------------------- search
 
-    def search(self, query: str, k: int | None = None, filter: Any = None) -> list[Hit]:
-        """The ``k`` best documents for ``query``, each with every branch's score and rank."""
-        return self.search_batch([query], k=k, filter=filter)[0]
+    def search(self, query: str, k: int | None = None, filter: Any = None, *, group_by: str | None = None) -> list[Hit]:
+        """The ``k`` best documents for ``query``, each with every branch's score and rank.
+
+        With ``group_by`` (a metadata field, e.g. ``"source"``): the ``k`` best groups, one hit
+        each (its best chunk), with how many of its chunks matched and their ranks in ``hit.group``
+        (see :mod:`hybrid_retriever.grouping`).
+        """
+        if group_by is None:
+            return self.search_batch([query], k=k, filter=filter)[0]
+        from hybrid_retriever.grouping import group_depth, group_hits
+
+        k = self._k(k)
+        return group_hits(self.search_batch([query], k=group_depth(k), filter=filter)[0], k, group_by)
+
+    def search_passages(self, query: str, budget: int, k: int | None = None, filter: Any = None) -> list[Any]:
+        """Passages for RAG: the best hits that fit ``budget`` tokens (of the dense model's tokenizer, else
+        words), adjacent chunks of one source joined in reading order (see :func:`hybrid_retriever.grouping.merge_passages`).
+
+        ``k`` hits are searched (default: the index's ``runtime.k``).
+        """
+        from hybrid_retriever.grouping import merge_passages, word_count
+
+        hits = self.search(query, k=k, filter=filter)
+        return merge_passages(hits, budget, self.token_counter() or word_count)
+
+    def token_counter(self) -> Callable[[str], int] | None:
+        """Tokens of a text by the dense model's tokenizer (None without a dense branch)."""
+        from hybrid_retriever.branches import DenseBranch
+        from hybrid_retriever.chunking import ModelWindow
+
+        if getattr(self, "_counter", None) is None:
+            dense = next((b for b in self.branches.values() if isinstance(b, DenseBranch)), None)
+            self._counter = ModelWindow.of(dense.model).count if dense is not None else None
+        return self._counter
 
     def search_batch(
         self, queries: Sequence[str], k: int | None = None, filter: Any = None, *, rerank: bool = True

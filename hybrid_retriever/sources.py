@@ -17,6 +17,11 @@ Formats
   loaders (:mod:`hybrid_retriever.evaluation.datasets`) read corpora with this same reader.
 * **Folder of text files**: every ``.txt`` and ``.md`` file below it (hidden files and
   folders skipped), id and ``metadata["source"]`` = the path relative to the folder.
+  A file that is not UTF-8 is decoded with the encoding ``charset-normalizer`` detects
+  (e.g. a Latin-1 file), with one warning naming the files and encodings. A file that still
+  cannot be read (binary, unreadable bytes, no permission) is skipped with a warning and
+  listed in ``report.unreadable`` (a :class:`SourceReport`); with ``strict=True`` it is an
+  error instead.
   Symbolic links are not followed out of the folder (a linked file whose target lies
   outside is skipped with a warning) unless ``follow_links=True``; linked folders are
   never entered.
@@ -25,14 +30,15 @@ Long documents can be split into chunks as they are read: pass a
 :class:`~hybrid_retriever.chunking.Chunker` as ``chunker`` (see that module).
 
 Rows or files whose text is empty are skipped and counted in one logged warning;
-malformed input (bad JSON, a row without ``text``, undecodable bytes, an id used on two
-lines) raises :class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line(s).
+malformed input (bad JSON, a row without ``text``, a JSONL file that is not UTF-8, an id used
+on two lines) raises :class:`~hybrid_retriever.errors.InvalidInputError` naming the file and line(s).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -54,15 +60,36 @@ BEIR_CORPUS = "corpus.jsonl"
 _SUPPORTED = "a .jsonl file, a BEIR folder (with corpus.jsonl) or a folder of .txt/.md files"
 
 
-def read_documents(path: str | Path, *, chunker: "Chunker | None" = None, follow_links: bool = False) -> Iterator[Document]:
+@dataclass
+class SourceReport:
+    """What reading a folder of text files met: files decoded with a detected encoding, and files skipped.
+
+    ``decoded``: ``(file, encoding)`` for each file that was not UTF-8 and was read with the
+    encoding charset-normalizer detected; ``unreadable``: ``(file, reason)`` for each file
+    skipped because it could not be read (paths relative to the folder).
+    """
+
+    decoded: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_documents(
+    path: str | Path,
+    *,
+    chunker: "Chunker | None" = None,
+    follow_links: bool = False,
+    strict: bool = False,
+    report: SourceReport | None = None,
+) -> Iterator[Document]:
     """Stream the documents of ``path``, choosing the reader from what the path is.
 
     A file ending in ``.jsonl``/``.ndjson`` is read with :func:`read_jsonl`; a folder
     holding ``corpus.jsonl`` with :func:`read_beir`; any other folder with
-    :func:`read_text_dir` (``follow_links`` as there). With ``chunker``, each document
-    is split into chunks as it is read. The path is checked now; the documents are read lazily.
+    :func:`read_text_dir` (``follow_links``, ``strict`` and ``report`` as there). With
+    ``chunker``, each document is split into chunks as it is read. The path is checked
+    now; the documents are read lazily.
     """
-    docs = _reader(Path(path).expanduser(), follow_links)
+    docs = _reader(Path(path).expanduser(), follow_links, strict, report)
     return chunker.chunk(docs) if chunker is not None else docs
 
 
@@ -89,11 +116,13 @@ def count_documents(path: str | Path, *, follow_links: bool = False) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _reader(p: Path, follow_links: bool) -> Iterator[Document]:
+def _reader(p: Path, follow_links: bool, strict: bool = False, report: SourceReport | None = None) -> Iterator[Document]:
     if not p.exists():
         raise InvalidInputError(f"source {p} does not exist; give {_SUPPORTED}")
     if p.is_dir():
-        return read_beir(p) if (p / BEIR_CORPUS).is_file() else read_text_dir(p, follow_links=follow_links)
+        if (p / BEIR_CORPUS).is_file():
+            return read_beir(p)
+        return read_text_dir(p, follow_links=follow_links, strict=strict, report=report)
     if p.suffix.lower() in JSONL_SUFFIXES:
         return read_jsonl(p)
     raise InvalidInputError(f"cannot read source {p}: unsupported file type {p.suffix or '(none)'!r}; give {_SUPPORTED}")
@@ -126,16 +155,26 @@ def read_corpus_rows(path: str | Path, *, empty: list[str] | None = None) -> Ite
     return _read_rows(p, beir=True, empty_ids=empty)
 
 
-def read_text_dir(folder: str | Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES, *, follow_links: bool = False) -> Iterator[Document]:
+def read_text_dir(
+    folder: str | Path,
+    suffixes: tuple[str, ...] = TEXT_SUFFIXES,
+    *,
+    follow_links: bool = False,
+    strict: bool = False,
+    report: SourceReport | None = None,
+) -> Iterator[Document]:
     """Stream every file with one of ``suffixes`` below ``folder``, in sorted path order.
 
     A symbolic link to a file outside ``folder`` is skipped (with a warning) unless
-    ``follow_links``: a folder's own files are what gets indexed.
+    ``follow_links``: a folder's own files are what gets indexed. A file that is not UTF-8
+    is read with its detected encoding; one that cannot be read at all is skipped with a
+    warning and recorded in ``report`` (:class:`SourceReport`), or with ``strict`` raises
+    :class:`~hybrid_retriever.errors.InvalidInputError`.
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise InvalidInputError(f"{root} is not a folder; give a folder of {'/'.join(suffixes)} files")
-    return _read_text_files(root, tuple(s.lower() for s in suffixes), follow_links)
+    return _read_text_files(root, tuple(s.lower() for s in suffixes), follow_links, strict, report if report is not None else SourceReport())
 
 
 # ----------------------------------------------------------------------- internals
@@ -238,19 +277,56 @@ def _text_files(root: Path, suffixes: tuple[str, ...], *, follow_links: bool, ou
         yield file
 
 
-def _read_text_files(root: Path, suffixes: tuple[str, ...], follow_links: bool) -> Iterator[Document]:
+#: Encodings preferred among equally good detections (charset-normalizer's names).
+_PREFERRED_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """The text of a file's bytes and the encoding used: UTF-8 (a BOM dropped), else the one
+    charset-normalizer detects. Raises :class:`UnicodeError` where no encoding fits (binary data)."""
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if b"\x00" in data:  # NUL bytes: binary, or UTF-16/32 without a BOM (detection guesses those poorly)
+            if not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise UnicodeError(f"binary data (a NUL byte; {exc.reason} at byte {exc.start})") from None
+        from charset_normalizer import from_bytes
+
+        matches = from_bytes(data)
+        best = matches.best()
+        if best is None:
+            raise UnicodeError(f"not UTF-8 ({exc.reason} at byte {exc.start}) and no encoding was detected") from None
+        # A short text often fits several single-byte encodings equally well (same chaos and
+        # coherence): among those, Windows-1252 (Western European, the usual non-UTF-8 text) wins.
+        tied = {m.encoding: m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+        chosen = next((tied[e] for e in _PREFERRED_ENCODINGS if e in tied), best)
+        return str(chosen), chosen.encoding
+
+
+def _read_text_files(
+    root: Path, suffixes: tuple[str, ...], follow_links: bool, strict: bool, report: SourceReport
+) -> Iterator[Document]:
     found = 0
     empty: list[str] = []
     outside: list[str] = []
+    decoded_before, unreadable_before = len(report.decoded), len(report.unreadable)
     try:
         for file in _text_files(root, suffixes, follow_links=follow_links, outside=outside):
             rel = file.relative_to(root)
             found += 1
-            try:
-                text = file.read_text(encoding="utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise InvalidInputError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8") from None
             name = rel.as_posix()
+            try:
+                text, encoding = decode_text(file.read_bytes())
+            except (OSError, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                if strict:
+                    raise InvalidInputError(
+                        f"{file} cannot be read ({reason}); fix or remove the file, or index without --strict to skip it"
+                    ) from None
+                report.unreadable.append((name, reason))
+                continue
+            if encoding != "utf-8":
+                report.decoded.append((name, encoding))
             if not text.strip():
                 empty.append(name)
                 continue
@@ -259,12 +335,25 @@ def _read_text_files(root: Path, suffixes: tuple[str, ...], follow_links: bool) 
             raise InvalidInputError(f"{root} holds no {'/'.join(suffixes)} files (and no {BEIR_CORPUS}); give {_SUPPORTED}")
     finally:
         _warn_skipped(root, "file", empty)
+        _warn_encodings(root, report.decoded[decoded_before:], report.unreadable[unreadable_before:])
         if outside:
             shown = ", ".join(outside[:10]) + (", ..." if len(outside) > 10 else "")
             log.warning(
                 "skipped %d linked file(s) in %s whose target is outside the folder (%s); "
                 "pass follow_links=True (CLI: --follow-links) to index them", len(outside), root, shown,
             )
+
+
+def _warn_encodings(root: Path, decoded: list[tuple[str, str]], unreadable: list[tuple[str, str]]) -> None:
+    if decoded:
+        shown = ", ".join(f"{n} ({e})" for n, e in decoded[:10]) + (", ..." if len(decoded) > 10 else "")
+        log.warning("read %d file(s) in %s that are not UTF-8 with their detected encoding: %s", len(decoded), root, shown)
+    if unreadable:
+        shown = "; ".join(f"{n}: {why}" for n, why in unreadable[:10]) + ("; ..." if len(unreadable) > 10 else "")
+        log.warning(
+            "skipped %d file(s) in %s that cannot be read (%s); fix or remove them (--strict stops at such a file)",
+            len(unreadable), root, shown,
+        )
 
 
 def _warn_skipped(source: Path, unit: str, where: list[Any]) -> None:

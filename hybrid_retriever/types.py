@@ -148,6 +148,27 @@ class RerankScore:
 
 
 @dataclass
+class HitGroup:
+    """A grouped hit's group (see :mod:`hybrid_retriever.grouping`): the hit is the group's best chunk.
+
+    ``key``: the group's value of ``field`` (e.g. the source file); ``matched``: how many of
+    its entries were among the ``depth`` fused hits searched; ``ranks`` and ``ids``: theirs,
+    best first (ranks in the ungrouped list).
+    """
+
+    field: str
+    key: str
+    matched: int
+    ranks: list[int]
+    ids: list[str]
+    depth: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "key": self.key, "matched": self.matched, "ranks": list(self.ranks),
+                "ids": list(self.ids), "depth": self.depth}
+
+
+@dataclass
 class Hit:
     """One fused result: the stored document, its fused score and every branch's view of it."""
 
@@ -161,6 +182,8 @@ class Hit:
     prf: Any = None
     #: The rerank stage's view of this hit (``score``/``rank`` are then the final ones); ``None`` without reranking.
     rerank: RerankScore | None = None
+    #: With grouping (``search(..., group_by=...)``): the group this hit represents; ``None`` otherwise.
+    group: HitGroup | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -175,4 +198,6 @@ class Hit:
             out["prf"] = self.prf.as_dict()
         if self.rerank is not None:
             out["rerank"] = self.rerank.as_dict()
+        if self.group is not None:
+            out["group"] = self.group.as_dict()
         return out

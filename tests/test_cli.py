@@ -194,7 +194,7 @@ def test_index_with_config_file_adds_to_an_existing_index(tmp_path: Path) -> Non
     result = run("index", texts, "--index", index)  # no --config: reopens with the stored one
     assert result.exit_code == 0, result.output
     # Files are chunked by default; without a dense model the chunk size counts characters.
-    assert "Indexed 2 chunks" in result.stdout and "at most 1000 characters" in result.stdout and "holds 7 documents" in result.stdout
+    assert "Indexed 2 chunks" in result.stdout and "at most 1000 characters" in result.stdout and "holds 7 entries" in result.stdout
 
     result = run("query", "espresso coffee", "--index", index, "--json")
     hits = json.loads(result.stdout)
@@ -312,3 +312,12 @@ def test_query_with_a_config_file_of_other_branches_exits_2(small_index: Path, t
     RetrieverConfig.model_validate({"branches": [{"kind": "bm25", "k1": 2.0}, {"kind": "dense"}]}).save(cfg_file)
     result = run("query", "cats", "--index", small_index, "--config", cfg_file)
     assert_one_line_error(result, "k1")
+
+
+def test_readme_explain_sample_is_a_real_run(tmp_path: Path) -> None:
+    """The README's `query --explain` sample is generated (scripts/explain_sample.py) and current."""
+    sample = _load_script("explain_sample")
+    text = README.read_text(encoding="utf-8")
+    block = sample.render(tmp_path / "demo-index")
+    assert sample.update(text, block) == text, "README.md's --explain sample is stale: run python scripts/explain_sample.py"
+    assert "dbsf" in block and "can exceed 1" in text

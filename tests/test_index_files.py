@@ -144,6 +144,9 @@ def test_missing_manifest_with_data_is_refused_then_repaired_by_the_cli(tmp_path
     corpus.write_text(json.dumps({"_id": "new", "text": "one more document"}) + "\n")
     config = write_config(tmp_path / "built-with.yaml", crash_config(str(path)))
     assert_one_line_error(run("index", corpus, "--index", path, "--config", config), "300 documents", "hybrid-retriever repair")
+    # `query` (and `index` without --config) name repair too, not "build one first".
+    assert_one_line_error(run("query", "anything", "--index", path), "300 documents", "hybrid-retriever repair")
+    assert_one_line_error(run("index", corpus, "--index", path), "300 documents", "hybrid-retriever repair")
     result = run("repair", "--index", path, "--config", config)
     assert result.exit_code == 0, result.output
     assert "rebuilt manifest.json (it was missing); 300 documents kept" in result.stdout

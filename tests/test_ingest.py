@@ -214,7 +214,7 @@ def test_index_twice_skips_unchanged_and_reencodes_changed(tmp_path: Path) -> No
     (folder / "c.txt").write_text("Deserts receive little rain.", encoding="utf-8")
     second = runner.invoke(app, ["index", str(folder), "--index", str(index), "--no-progress"])
     assert second.exit_code == 0, second.output
-    assert "1 new, 1 changed, 1 unchanged (skipped)" in second.stdout and "holds 3 documents" in second.stdout
+    assert "1 new, 1 changed, 1 unchanged (skipped)" in second.stdout and "holds 3 entries" in second.stdout
     forced = runner.invoke(app, ["index", str(folder), "--index", str(index), "--no-progress", "--reindex"])
     assert forced.exit_code == 0 and "3 encoded again (--reindex)" in forced.stdout
 

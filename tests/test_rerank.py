@@ -262,3 +262,20 @@ def test_config_section_defaults_and_checks(tiny_model: Path) -> None:
     assert resolve_dtype("float16", "cpu") == torch.float16
     if not torch.cuda.is_available():
         assert resolve_device("auto") == "cpu"
+
+
+def test_a_missing_cross_encoder_is_warned_about_once_per_process_with_the_fix(tmp_path: Path, caplog) -> None:
+    """The fallback stays; the first failure is a WARNING naming the fix, later ones of the same kind are DEBUG."""
+    from hybrid_retriever.config import RerankConfig
+    from hybrid_retriever.rerank.stage import Reranker
+    from hybrid_retriever.types import Hit
+
+    stage = Reranker(RerankConfig(enabled=True, model=str(tmp_path / "no-such-cross-encoder")))
+    hits = [Hit("a", "text a", {}, 0.9, 1, {}), Hit("b", "text b", {}, 0.5, 2, {})]
+    with caplog.at_level("DEBUG", logger="hybrid_retriever.rerank"):
+        for _ in range(3):
+            out = stage.rerank(["q"], [hits], 2)[0]
+            assert [h.id for h in out] == ["a", "b"] and out[0].rerank.error
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "no-such-cross-encoder" in r.getMessage()]
+    assert len(warned) == 1 and "Fix:" in warned[0].getMessage() and "rerank.model" in warned[0].getMessage()
+    assert sum(r.levelname == "DEBUG" and "no-such-cross-encoder" in r.getMessage() for r in caplog.records) == 2

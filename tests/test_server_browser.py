@@ -153,6 +153,14 @@ def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) 
     shots = Path(os.environ.get("HR_SCREENSHOT_DIR", tmp_path))
     with headless_page(viewport={"width": 1400, "height": 900}) as page:
         page.goto(server["url"] + "/")
+        # Before the key: /config is refused, the page says so and sends no fusion or weights of its own.
+        page.wait_for_selector("body[data-config=missing]")
+        assert "Enter the API key" in page.inner_text("#summary")
+        with page.expect_request(lambda req: req.url.endswith("/search")) as sent:
+            page.fill("#query", paraphrase.text)
+            page.press("#query", "Enter")
+        body = json.loads(sent.value.post_data or "{}")
+        assert "fusion" not in body and "weights" not in body, body
         page.fill("#api-key", KEY)
         page.dispatch_event("#api-key", "change")
         page.wait_for_selector("body[data-config=loaded]")  # weights and fusion come from /config (needs the key)
@@ -184,6 +192,14 @@ def test_demo_page_in_headless_chromium(server: dict[str, Any], tmp_path: Path) 
         assert top == dense_only["hits"][0]["id"] != rare.expected
         assert "off" in (page.locator("#results-body tr td.branch-bm25").first.get_attribute("class") or "")
         page.check("#use-bm25")
+
+        # One hit per source: each row names how many of its entries matched (the demo corpus has no
+        # chunks, so each document is its own group of one).
+        page.check("#group")
+        page.wait_for_function("document.querySelector('#results-body tr .group') !== null")
+        assert "1 of its chunks matched (ranks " in page.locator("#results-body tr .group").first.inner_text()
+        assert page.inner_text("#summary").split()[1] == "sources"
+        page.uncheck("#group")
 
         # Add a document from the page and find it.
         page.fill("#doc-id", "e2e-new")

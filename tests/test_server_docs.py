@@ -42,3 +42,20 @@ def test_swagger_ui_reads_openapi_3_1(make_retriever: Callable[..., HybridRetrie
         assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
         bundle = client.get("/docs-assets/swagger-ui-bundle.js").text
     assert "isOAS31" in bundle
+
+
+def test_search_schemas_carry_examples_that_work_on_the_first_click(make_retriever: Callable[..., HybridRetriever]) -> None:
+    """/docs "Try it out" starts from the schema's example: it must be a valid request (no additionalProp1 weights)."""
+    r = make_retriever("edge")
+    r.add_texts(["The axolotl regrows a missing leg.", "Vincenzo Peruggia stole the Mona Lisa."], ids=["a", "b"])
+    with TestClient(create_app(r)) as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        for name, path in (("SearchBody", "/search"), ("SearchBatchBody", "/search/batch")):
+            (example,) = schemas[name]["examples"]
+            res = client.post(path, json=example)
+            assert res.status_code == 200, (name, res.text)
+        weights = schemas["SearchBody"]["properties"]["weights"]["examples"][0]
+        assert set(weights) == set(r.config.branch_names)  # the default branches' names, not additionalProp1
+        body = {**schemas["SearchBody"]["examples"][0], "weights": weights,
+                "fusion": schemas["SearchBody"]["properties"]["fusion"]["examples"][1]}
+        assert client.post("/search", json=body).status_code == 200

@@ -12,7 +12,7 @@ import pytest
 
 from hybrid_retriever import Document, InvalidInputError
 from hybrid_retriever.cli import demo_corpus_path
-from hybrid_retriever.sources import read_beir, read_documents, read_jsonl, read_text_dir
+from hybrid_retriever.sources import SourceReport, decode_text, read_beir, read_documents, read_jsonl, read_text_dir
 
 from conftest import load_beir_slice
 
@@ -208,9 +208,37 @@ def test_text_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.csv").write_text("a,b", encoding="utf-8")
     with pytest.raises(InvalidInputError, match=r"holds no \.txt/\.md files"):
         list(read_text_dir(tmp_path))
-    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(InvalidInputError, match=r"bad\.txt is not UTF-8"):
-        list(read_text_dir(tmp_path))
+    (tmp_path / "bad.txt").write_bytes(b"\x00\x01bad\xff")
+    with pytest.raises(InvalidInputError, match=r"bad\.txt cannot be read \(binary data"):
+        list(read_text_dir(tmp_path, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "encoding"),
+    [
+        ("Grüße aus Köln".encode("utf-8"), "Grüße aus Köln", "utf-8"),
+        (b"\xef\xbb\xbfwith a BOM", "with a BOM", "utf-8"),
+        ("Café crème brûlée, naïve façade.".encode("latin-1"), "Café crème brûlée, naïve façade.", "cp1252"),
+        ("El niño está en España, ¿qué pasó?".encode("cp1252"), "El niño está en España, ¿qué pasó?", "cp1252"),
+        ("Привет, как дела? Это обычный русский текст.".encode("cp1251"), "Привет, как дела? Это обычный русский текст.", "cp1251"),
+        ("hello wörld".encode("utf-16"), "hello wörld", "utf_16"),
+    ],
+)
+def test_decode_text_detects_the_encoding_where_utf8_fails(data: bytes, text: str, encoding: str) -> None:
+    assert decode_text(data) == (text, encoding)
+
+
+def test_unreadable_files_are_skipped_reported_and_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "ok.txt").write_text("Fine.", encoding="utf-8")
+    (tmp_path / "latin.txt").write_bytes("Crème brûlée.".encode("latin-1"))
+    (tmp_path / "blob.md").write_bytes(bytes(range(256)))
+    report = SourceReport()
+    with caplog.at_level(logging.WARNING, logger="hybrid_retriever.sources"):
+        docs = list(read_documents(tmp_path, report=report))
+    assert [(d.id, d.text) for d in docs] == [("latin.txt", "Crème brûlée."), ("ok.txt", "Fine.")]
+    assert report.decoded == [("latin.txt", "cp1252")] and [n for n, _ in report.unreadable] == ["blob.md"]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipped 1 file(s)" in messages and "blob.md: binary data" in messages and "latin.txt (cp1252)" in messages
 
 
 # ------------------------------------------------------------------ dispatching

@@ -1,6 +1,9 @@
 """``HybridRerankCompressor``: the core rerank stage as a LangChain document compressor.
 
-It composes with any retriever through ``ContextualCompressionRetriever``::
+Install ``pip install "hybrid-retriever[langchain,rerank]"``. It composes with any retriever
+through ``ContextualCompressionRetriever``, which is in the separate ``langchain-classic``
+package (``pip install langchain-classic``; no extra of this project installs it), or is
+called directly: ``compressor.compress_documents(docs, query)``::
 
     from langchain_classic.retrievers import ContextualCompressionRetriever
     from hybrid_retriever_langchain import HybridRerankCompressor

@@ -46,7 +46,30 @@ def provenance(hit: Hit, fusion: str | None = None) -> dict[str, Any]:
     rerank = getattr(hit, "rerank", None)  # the rerank stage, when the index reranks
     if rerank is not None:
         out["rerank"] = rerank.as_dict()
+    group = getattr(hit, "group", None)  # grouping (group_by): the group this hit stands for
+    if group is not None:
+        out["group"] = group.as_dict()
     return out
+
+
+#: Chunk metadata that describes one chunk, not a passage of several.
+_CHUNK_KEYS = ("chunk", "char_start", "char_end")
+
+
+def passage_to_document(passage: Any, provenance_key: str = DEFAULT_PROVENANCE_KEY) -> LCDocument:
+    """A passage (adjacent chunks joined, ``hybrid_retriever.grouping.Passage``) as a LangChain ``Document``.
+
+    ``id`` is the first chunk's id; metadata is the first chunk's stored metadata with the
+    passage's span (``char_start``/``char_end``) and ``metadata[provenance_key]`` = the best
+    hit's provenance plus ``"passage": {"ids", "ranks", "tokens"}``.
+    """
+    best = min(passage.hits, key=lambda h: h.rank)
+    metadata = {k: v for k, v in passage.hits[0].metadata.items() if k not in _CHUNK_KEYS}
+    if passage.char_start is not None:
+        metadata["char_start"], metadata["char_end"] = passage.char_start, passage.char_end
+    metadata[provenance_key] = {**provenance(best), "passage": {"ids": list(passage.ids), "ranks": [h.rank for h in passage.hits],
+                                                                "tokens": passage.tokens}}
+    return LCDocument(page_content=passage.text, metadata=metadata, id=passage.ids[0])
 
 
 def hit_to_document(hit: Hit, provenance_key: str = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:

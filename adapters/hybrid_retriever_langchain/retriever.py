@@ -29,9 +29,10 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import Field
 
 from hybrid_retriever.config import RetrieverConfig
+from hybrid_retriever.grouping import group_depth, group_hits, merge_passages, word_count
 from hybrid_retriever.retriever import HybridRetriever
 from hybrid_retriever_langchain._core import dense_model, make_core
-from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document
+from hybrid_retriever_langchain.documents import DEFAULT_PROVENANCE_KEY, hit_to_document, passage_to_document
 
 #: Keyword arguments a call (``invoke``, ``batch``, ...) may pass through to the search.
 SEARCH_KWARGS = ("k", "filter")
@@ -65,6 +66,12 @@ class HybridSearchRetriever(BaseRetriever):
     """Default metadata filter, e.g. ``{"source": "wiki", "year": {"gte": 2020}}``."""
     provenance_key: str = DEFAULT_PROVENANCE_KEY
     """Metadata key of the provenance in returned documents."""
+    group_by: str | None = None
+    """One document per value of this metadata field (e.g. ``"source"``: one per file), its best chunk, with
+    ``metadata[provenance_key]["group"]`` = how many of its chunks matched and their ranks."""
+    passage_budget: int | None = Field(default=None, gt=0)
+    """Return passages instead of chunks: the best hits within this many tokens (the dense model's), adjacent
+    chunks of a file joined in reading order (``hybrid_retriever.grouping.merge_passages``)."""
 
     # ----------------------------------------------------------------- construction
 
@@ -112,17 +119,31 @@ class HybridSearchRetriever(BaseRetriever):
         method = self.retriever.config.fusion.method
         return [hit_to_document(h, self.provenance_key, method) for h in hits]
 
+    def _run(self, queries: list[str], k: int | None, filter: Any) -> list[list[Document]]:
+        """One ``search_batch`` call, then grouping or passages when the retriever is set up for them."""
+        if self.group_by is None:
+            results = self.retriever.search_batch(queries, k=k, filter=filter)
+        else:
+            wanted = k or self.retriever.config.runtime.k
+            deep = self.retriever.search_batch(queries, k=group_depth(wanted), filter=filter)
+            results = [group_hits(hits, wanted, self.group_by) for hits in deep]
+        if self.passage_budget is None:
+            return [self._to_documents(hits) for hits in results]
+        count = self.retriever.token_counter() or word_count
+        return [[passage_to_document(p, self.provenance_key) for p in merge_passages(hits, self.passage_budget, count)]
+                for hits in results]
+
     def _search_many(self, queries: list[str], k: int | None, filter: Any) -> list[Outcome]:
         """One ``search_batch`` call; if it fails, each query alone, so each error lands on its own query."""
         try:
-            return [self._to_documents(hits) for hits in self.retriever.search_batch(queries, k=k, filter=filter)]
+            return list(self._run(queries, k, filter))
         except Exception as exc:
             if len(queries) == 1:
                 return [exc]
         out: list[Outcome] = []
         for q in queries:
             try:
-                out.append(self._to_documents(self.retriever.search(q, k=k, filter=filter)))
+                out.append(self._run([q], k, filter)[0])
             except Exception as exc:
                 out.append(exc)
         return out
@@ -131,14 +152,13 @@ class HybridSearchRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         k, filter = self._search_args(kwargs)
-        return self._to_documents(self.retriever.search(query, k=k, filter=filter))
+        return self._run([query], k, filter)[0]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         k, filter = self._search_args(kwargs)
-        hits = await asyncio.to_thread(self.retriever.search, query, k, filter)
-        return self._to_documents(hits)
+        return (await asyncio.to_thread(self._run, [query], k, filter))[0]
 
     # ----------------------------------------------------------------------- batches
 

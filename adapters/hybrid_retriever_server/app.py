@@ -40,6 +40,7 @@ from hybrid_retriever.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
+from hybrid_retriever.grouping import group_depth, group_hits
 from hybrid_retriever.retriever import HybridRetriever
 from hybrid_retriever_server.models import (
     AddDocuments,
@@ -58,6 +59,7 @@ from hybrid_retriever_server.models import (
     SearchOptions,
 )
 from hybrid_retriever_server.guard import RequestGuard
+from hybrid_retriever_server.indexing import router as indexing_router
 from hybrid_retriever_server.settings import ServerSettings
 from hybrid_retriever_server.writes import WriteHealth, WriteOutcomeUnknown, outcome_unknown_response
 
@@ -240,7 +242,10 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         _check_query(body.query, settings)
         t0 = time.perf_counter()
         # Search, fusion and the cross-encoder all run in a worker thread, never on the event loop.
-        hits = (await run_in_threadpool(partial(view.search_batch, rerank=rerank), [body.query], body.k, body.filter))[0]
+        k = group_depth(body.k or r.config.runtime.k) if body.group_by else body.k
+        hits = (await run_in_threadpool(partial(view.search_batch, rerank=rerank), [body.query], k, body.filter))[0]
+        if body.group_by:
+            hits = group_hits(hits, body.k or r.config.runtime.k, body.group_by)
         return SearchResult(hits=[HitOut.of(h) for h in hits], **_info(view, t0, rerank))
 
     @app.post("/search/batch", response_model=SearchBatchResult, tags=["search"], dependencies=guarded)
@@ -252,8 +257,14 @@ def create_app(source: RetrieverSource, settings: ServerSettings | None = None) 
         for q in body.queries:
             _check_query(q, settings)
         t0 = time.perf_counter()
-        results = await run_in_threadpool(partial(view.search_batch, rerank=rerank), body.queries, body.k, body.filter)
+        k = group_depth(body.k or r.config.runtime.k) if body.group_by else body.k
+        results = await run_in_threadpool(partial(view.search_batch, rerank=rerank), body.queries, k, body.filter)
+        if body.group_by:
+            results = [group_hits(hits, body.k or r.config.runtime.k, body.group_by) for hits in results]
         return SearchBatchResult(results=[[HitOut.of(h) for h in hits] for hits in results], **_info(view, t0, rerank))
+
+    # `hybrid-retriever index SOURCE --server URL`: chunked, skip-unchanged indexing and sync (indexing.py)
+    app.include_router(indexing_router, dependencies=guarded)
 
     # ------------------------------------------------------------- API docs, offline
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
 from hybrid_retriever.errors import InvalidInputError, StoreUnavailableError
-from hybrid_retriever.types import BranchScore, Hit, RerankScore
+from hybrid_retriever.types import BranchScore, Document, Hit, HitGroup, RerankScore
 
 #: The API key the client sends when none is passed.
 API_KEY_ENV = "HYBRID_RETRIEVER_API_KEY"
@@ -29,13 +30,17 @@ def search(
     api_key: str | None = None,
     api_key_header: str = "X-API-Key",
     timeout: float = 60.0,
+    group_by: str | None = None,
 ) -> list[Hit]:
-    """``POST {server}/search``: the hits, with every branch's provenance, as the library's own :class:`Hit`."""
+    """``POST {server}/search``: the hits, with every branch's provenance, as the library's own :class:`Hit`
+    (with ``group_by``, one per group, as :meth:`HybridRetriever.search` does)."""
     body: dict[str, Any] = {"query": query}
     if k is not None:
         body["k"] = k
     if filter is not None:
         body["filter"] = filter
+    if group_by is not None:
+        body["group_by"] = group_by
     answer = post_json(server.rstrip("/") + "/search", body, api_key=api_key, api_key_header=api_key_header, timeout=timeout)
     return [hit_from_json(h) for h in answer["hits"]]
 
@@ -57,6 +62,41 @@ class ServiceClient:
         server = answer.get("server") or {}
         return {"config": answer.get("retriever") or {}, "rerank_available": bool(answer.get("rerank_available")),
                 "max_k": int(server.get("max_k", 100)), "max_queries": int(server.get("max_queries", 64))}
+
+    def limits(self) -> dict[str, int]:
+        """The service's limits on one request: documents (``max_batch``), body bytes and characters per document."""
+        answer = request_json(self.url + "/config", None, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+        server = answer.get("server") or {}
+        return {"max_batch": int(server.get("max_batch", 256)), "max_body_bytes": int(server.get("max_body_bytes", 4 << 20)),
+                "max_text_chars": int(server.get("max_text_chars", 100_000))}
+
+    def index_documents(
+        self, documents: Sequence[Document], *, chunking: dict[str, Any] | None, reindex: bool = False, source: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /index/documents``: the server chunks (``chunking``: size, overlap, unit), skips unchanged and stores
+        whole documents; answers ``ids``, ``written``, ``replaced``, ``skipped``, ``stale_removed`` and ``count``."""
+        body = {"documents": [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in documents],
+                "chunking": chunking, "reindex": reindex, "source": source}
+        return post_json(self.url + "/index/documents", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+
+    def sync_source(self, source: str, ids: Sequence[str], sync: bool | None) -> dict[str, Any]:
+        """``POST /index/sync``: remove stored documents ``source`` (now holding ``ids``) no longer has; ``removed``, ``note``, ``count``."""
+        body = {"source": source, "ids": list(ids), "sync": sync}
+        return post_json(self.url + "/index/sync", body, api_key=self._key, api_key_header=self._header, timeout=self._timeout)
+
+    def stored(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the served index holds (``GET /documents/{id}`` each; a 404 means not stored)."""
+        found = set()
+        for i in ids:
+            try:
+                request_json(f"{self.url}/documents/{urllib.parse.quote(i, safe='')}", None, api_key=self._key,
+                             api_key_header=self._header, timeout=self._timeout)
+            except InvalidInputError as exc:
+                if " answered 404:" in str(exc):
+                    continue
+                raise
+            found.add(i)
+        return found
 
     def search_batch(self, queries: Sequence[str], k: int, *, rerank: bool) -> list[list[Hit]]:
         """``POST /search/batch``: each query's ``k`` best hits, reranked when ``rerank``."""
@@ -112,6 +152,7 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
             for n, s in (h.get("provenance") or {}).items()
         },
         rerank=_rerank_from_json(h["rerank"]) if h.get("rerank") else None,
+        group=HitGroup(**h["group"]) if h.get("group") else None,
     )
 
 

@@ -63,11 +63,16 @@ class FusionOverride(_Body):
 
 
 class SearchOptions(_Body):
-    k: Optional[int] = Field(default=None, gt=0, description="Results per query; default: the server's runtime.k.")
-    filter: Optional[dict[str, Any]] = Field(default=None, description='Metadata filter, e.g. {"year": {"gte": 2000}}.')
-    fusion: Optional[FusionOverride] = None
+    k: Optional[int] = Field(default=None, gt=0, description="Results per query; default: the server's runtime.k.", examples=[5])
+    filter: Optional[dict[str, Any]] = Field(
+        default=None, description='Metadata filter, e.g. {"year": {"gte": 2000}}.', examples=[{"year": {"gte": 2000}}]
+    )
+    fusion: Optional[FusionOverride] = Field(default=None, examples=[{"method": "rrf"}, {"method": "interpolation", "normalization": "dbsf"}])
     weights: Optional[dict[str, float]] = Field(
-        default=None, description="Branch weights for this request (>= 0, not all 0); a weight of 0 turns a branch's vote off."
+        default=None,
+        description="Branch weights by branch name (see GET /config) for this request (>= 0, not all 0); a weight of 0 "
+        "turns a branch's vote off.",
+        examples=[{"bm25": 0.3, "dense": 0.7}],
     )
     rerank: Optional[bool] = Field(
         default=None,
@@ -75,14 +80,29 @@ class SearchOptions(_Body):
         "(rerank when its configuration has a rerank stage); false = the fused order; true on a server "
         "without a rerank stage is an error (400).",
     )
+    group_by: Optional[str] = Field(
+        default=None, min_length=1, max_length=256,
+        description="One hit per value of this metadata field (e.g. 'source': one per file), its best chunk first, with "
+        "how many of the group's chunks matched and their ranks in 'group'.",
+    )
+
+
+#: The request bodies /docs ("Try it out") starts from: valid on any server (no branch names, no
+#: metadata fields), so the first click answers; the fields' own examples show weights, filters and fusion.
+SEARCH_EXAMPLE: dict[str, Any] = {"query": "which amphibian can regenerate a missing leg", "k": 5}
+SEARCH_BATCH_EXAMPLE: dict[str, Any] = {"queries": ["who was Peruggia", "first powered flight"], "k": 3}
 
 
 class SearchBody(SearchOptions):
-    query: str = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEARCH_EXAMPLE]})
+
+    query: str = Field(min_length=1, examples=[SEARCH_EXAMPLE["query"]])
 
 
 class SearchBatchBody(SearchOptions):
-    queries: list[str] = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEARCH_BATCH_EXAMPLE]})
+
+    queries: list[str] = Field(min_length=1, examples=[SEARCH_BATCH_EXAMPLE["queries"]])
 
 
 class BranchScoreOut(BaseModel):
@@ -118,6 +138,17 @@ class RerankScoreOut(BaseModel):
                    model=s.model, error=s.error)
 
 
+class GroupOut(BaseModel):
+    """A grouped hit's group: it is the group's best chunk."""
+
+    field: str
+    key: str = Field(description="The group's value of the field, e.g. the file.")
+    matched: int = Field(description="How many of the group's entries were among the fused hits searched (depth).")
+    ranks: list[int] = Field(description="Their ranks in the ungrouped fused list, best first.")
+    ids: list[str]
+    depth: int = Field(description="How many fused hits were grouped.")
+
+
 class HitOut(BaseModel):
     id: str
     text: str
@@ -126,6 +157,7 @@ class HitOut(BaseModel):
     rank: int
     provenance: dict[str, BranchScoreOut] = Field(description="Each branch's raw and normalised score and own rank.")
     rerank: Optional[RerankScoreOut] = Field(default=None, description="The rerank stage's score and rank; None when not reranked.")
+    group: Optional[GroupOut] = Field(default=None, description="With group_by: the group this hit stands for.")
 
     @classmethod
     def of(cls, h: Hit) -> "HitOut":
@@ -133,6 +165,7 @@ class HitOut(BaseModel):
             id=h.id, text=h.text, metadata=h.metadata, score=h.score, rank=h.rank,
             provenance={n: BranchScoreOut.of(s) for n, s in h.provenance.items()},
             rerank=RerankScoreOut.of(h.rerank) if h.rerank is not None else None,
+            group=GroupOut(**h.group.as_dict()) if h.group is not None else None,
         )
 
 

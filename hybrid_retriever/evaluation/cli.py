@@ -127,14 +127,14 @@ def eval_command(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="The service's API key (default: $HYBRID_RETRIEVER_API_KEY)."),
 ) -> None:
     """Evaluate every branch and the fusion on judged queries: metrics, candidate recall, latency, significance."""
-    from hybrid_retriever.cli_common import console, contributed
+    from hybrid_retriever.cli_common import console, contributed, err_console
     from hybrid_retriever.evaluation.report import (
         eval_markdown,
         plot_metric_vs_depth,
         plot_per_query_difference,
         write_json,
     )
-    from hybrid_retriever.evaluation.runner import evaluate
+    from hybrid_retriever.evaluation.runner import evaluate, source_judgements, unmatched_warning
     from hybrid_retriever.evaluation.served import evaluate_served
 
     if (index is None) == (server is None):
@@ -148,6 +148,9 @@ def eval_command(
     if server is not None:
         service = contributed("hybrid_retriever.remote", "connect", "server")(server, api_key=api_key)
         result = evaluate_served(service, judged, metrics, batch_size=batch_size, progress=progress, test=test)
+        for w in result.warnings:
+            if "match nothing" in w:
+                err_console.print(f"WARNING: {w}", style="bold yellow", markup=False, soft_wrap=True)
     else:
         assert index is not None
         others = {p.stem: RetrieverConfig.from_file(p) for p in compare}
@@ -156,8 +159,19 @@ def eval_command(
         with retriever as r:
             if judged.corpus is not None and not built:
                 judged.warnings.extend(check_corpus_matches(r, judged.corpus, index))
+            id_map, unmatched = source_judgements(r, judged)
+            if id_map:
+                judged.warnings.append(
+                    "judgements name sources (files) of a chunked index: each ranked list is scored by source, a source "
+                    "counting at the rank of its best chunk (as `query --group-by source` shows it)"
+                )
+            if unmatched:
+                judged.unknown_docs += len(unmatched)
+                warning = unmatched_warning(unmatched, f"the index at {index}")
+                judged.warnings.append(warning)
+                err_console.print(f"WARNING: {warning}", style="bold yellow", markup=False, soft_wrap=True)
             result = evaluate(r, judged, metrics, compare_configs=others, batch_size=batch_size, cache_dir=cache,
-                              progress=progress, test=test)
+                              progress=progress, test=test, id_map=id_map)
     md = eval_markdown(result)
     typer.echo(md)
     if out is not None:

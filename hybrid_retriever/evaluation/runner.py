@@ -117,6 +117,57 @@ class EvalResult:
         }
 
 
+def to_sources(ids: Sequence[str], id_map: Mapping[str, str]) -> list[str]:
+    """``ids`` mapped through ``id_map`` (ids not in it stay), each result kept at its first (best) place."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i in ids:
+        m = id_map.get(i, i)
+        if m not in seen:
+            seen.add(m)
+            out.append(m)
+    return out
+
+
+def source_judgements(retriever: Any, judged: JudgedQueries) -> tuple[dict[str, str] | None, list[str]]:
+    """How the judged ids meet the index: an id map when judgements name sources (files) whose chunks are
+    stored, and the judged ids that match nothing stored (neither an entry's id nor its source).
+
+    The map (point id of an entry -> point id of its source) covers every stored chunk whose own id
+    is not judged, so every source (judged or not) takes one place in a list; it is None when no
+    judgement names a source.
+    """
+    from hybrid_retriever.chunking import parent_id
+
+    judged_ids = sorted({d for rel in judged.qrels.values() for d in rel})
+    stored: set[str] = set()
+    for s in range(0, len(judged_ids), 1000):
+        stored.update(str(d.id) for d in retriever.get(judged_ids[s : s + 1000]))
+    rest = [d for d in judged_ids if d not in stored]
+    if not rest:
+        return None, []
+    id_map: dict[str, str] = {}
+    for d in retriever.documents():
+        p = parent_id(d)
+        if p is not None and p != d.id and d.id not in stored:  # a chunk, not itself judged
+            id_map[point_id(str(d.id))] = point_id(p)
+    sources = set(id_map.values())
+    by_source = [d for d in rest if point_id(d) in sources]
+    unmatched = [d for d in rest if point_id(d) not in sources]
+    return (id_map if by_source else None), unmatched
+
+
+def unmatched_warning(unmatched: Sequence[str], where: str) -> str:
+    """The warning for judged ids that match nothing stored."""
+    shown = ", ".join(repr(u) for u in unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+    return (
+        f"{len(unmatched)} judged document id(s) match nothing in {where} (neither a stored id nor the source of stored "
+        f"chunks): {shown}. They count as relevant documents never retrieved, so every score is a lower bound (0 when "
+        "no judged id matches). Judged ids must be the index's ids (see `query --json`) or its files' paths as stored "
+        "in metadata 'source' (e.g. 'guides/setup.md')"
+    )
+
+
 def _score_lists(lists: Sequence[Sequence[str]], rel_rows: Sequence[Mapping[str, int]], metrics: Sequence[Metric],
                  stats: QrelsStats, k_max: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     gains, judged = gains_matrix(lists, rel_rows, k_max)
@@ -181,12 +232,16 @@ def evaluate(
     progress: bool = True,
     test: str = "randomization",
     filter: Any = None,
+    id_map: Mapping[str, str] | None = None,
 ) -> EvalResult:
     """Evaluate ``retriever`` (its branches and its fusion) on ``judged``.
 
     ``compare_configs`` are other configurations of the same branches (name -> config)
     fused from the same runs and tested against the retriever's own fusion.
-    ``batch_size=1`` searches query by query so latencies are per query.
+    ``batch_size=1`` searches query by query so latencies are per query. ``id_map``
+    (point id -> point id, see :func:`source_judgements`) scores ranked entries as the
+    documents they were cut from: every list is mapped and keeps each source's first
+    (best) entry, as grouping does, so a judgement naming a file counts its best chunk.
     """
     t0 = time.perf_counter()
     ms = parse_metrics(metrics)
@@ -210,6 +265,7 @@ def evaluate(
     rows_doc = [judged.qrels[q] for q in qids]
     rel_rows = [{point_id(d): g for d, g in r.items()} for r in rows_doc]
     cached = [runs[q] for q in qids]
+    by_source = (lambda ids: to_sources(ids, id_map)) if id_map else (lambda ids: ids)
     own_depth = {b: config.branch(b).depth for b in names}
     k_max = max(max(m.k for m in ms), max(depth.values()), max(k for k in CURVE_KS if k <= max(depth.values())))
     stats = QrelsStats.build(rows_doc, k_max)
@@ -219,7 +275,7 @@ def evaluate(
         lists = []
         for i, qr in enumerate(cached):
             br = qr.branches[b]
-            ids = br.ids[: own_depth[b]] if br.error is None else []
+            ids = by_source(br.ids[: own_depth[b]]) if br.error is None else []
             lists.append(ids)
             union_lists[i].update(ids)
         per_query, gains, _ = _score_lists(lists, rel_rows, ms, stats, k_max)
@@ -241,7 +297,7 @@ def evaluate(
             t = time.perf_counter()
             items = fuse_reference(qr, cfg)
             times.append(qr.wall_ms + (time.perf_counter() - t) * 1000)
-            lists.append([it.id for it in items])
+            lists.append(by_source([it.id for it in items]))
         per_query, gains, _ = _score_lists(lists, rel_rows, ms, stats, k_max)
         return SystemResult(name=name, kind="fused", per_query=per_query, latency_ms=_latency(times),
                             curves=_curves(gains, stats, max(len(x) for x in lists) if lists else 1))
@@ -252,6 +308,7 @@ def evaluate(
     if getattr(retriever, "reranker", None) is not None:
         # The rerank stage on the fused lists: reranker scores cached beside the runs.
         lists, times = reranked_lists(retriever, judged.queries, cached, config, cache_dir=cache_dir, progress=progress)
+        lists = [by_source(ids) for ids in lists]
         per_query, gains, _ = _score_lists(lists, rel_rows, ms, stats, k_max)
         fused_ms = systems["fused"].latency_ms
         lat = _latency([qr.wall_ms + t for qr, t in zip(cached, times)])

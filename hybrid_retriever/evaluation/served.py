@@ -28,7 +28,11 @@ from hybrid_retriever.evaluation.runner import (
     _latency,
     _score_lists,
     judgement_warnings,
+    to_sources,
+    unmatched_warning,
 )
+from hybrid_retriever.chunking import chunk_id, parent_id
+from hybrid_retriever.grouping import group_depth
 from hybrid_retriever.evaluation.significance import compare
 from hybrid_retriever.types import Hit
 
@@ -45,6 +49,25 @@ class ServedIndex(Protocol):
     def search_batch(self, queries: Sequence[str], k: int, *, rerank: bool) -> list[list[Hit]]:
         """Each query's ``k`` best hits (reranked when ``rerank``), in one request."""
         ...
+
+    def stored(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the served index holds (optional: without it judged ids are taken as they are)."""
+        ...
+
+
+def served_judgements(service: ServedIndex, judged: JudgedQueries) -> tuple[bool, list[str]]:
+    """Whether judgements name sources (files) whose chunks the service holds (``<id>#0`` is stored), and the
+    judged ids that match nothing stored there (see :func:`hybrid_retriever.evaluation.runner.source_judgements`)."""
+    if not callable(getattr(service, "stored", None)):  # an older ServedIndex: ids are taken as they are
+        return False, []
+    judged_ids = sorted({d for rel in judged.qrels.values() for d in rel})
+    stored = service.stored(judged_ids)
+    rest = [d for d in judged_ids if d not in stored]
+    if not rest:
+        return False, []
+    first_chunks = service.stored([chunk_id(d, 0) for d in rest])
+    sources = [d for d in rest if chunk_id(d, 0) in first_chunks]
+    return bool(sources), [d for d in rest if chunk_id(d, 0) not in first_chunks]
 
 
 def evaluate_served(
@@ -72,6 +95,8 @@ def evaluate_served(
             f"{info['max_k']} (HYBRID_RETRIEVER_MAX_K there); use cutoffs up to {info['max_k']} in --metrics"
         )
     per_request = max(1, min(batch_size, int(info["max_queries"])))
+    by_source, unmatched = served_judgements(service, judged)
+    judged_ids = {d for rel in judged.qrels.values() for d in rel} if by_source else None
     qids = list(judged.queries)
     rows = [judged.qrels[q] for q in qids]
     stats = QrelsStats.build(rows, k)
@@ -79,8 +104,11 @@ def evaluate_served(
     systems: dict[str, SystemResult] = {}
     times: dict[str, list[float]] = {}
     for name, rerank in modes:
-        lists, times[name] = _served_lists(service, [judged.queries[q] for q in qids], k, rerank, per_request,
-                                           progress=progress, what=name)
+        # By source, a list of k sources needs a deeper list of chunks (as grouping searches deeper), up to max_k.
+        deep = min(int(info["max_k"]), group_depth(k)) if by_source else k
+        lists, times[name] = _served_lists(service, [judged.queries[q] for q in qids], deep, rerank, per_request,
+                                           progress=progress, what=name, judged_ids=judged_ids)
+        lists = [ids[:k] for ids in lists]
         per_query, gains, _ = _score_lists(lists, rows, ms, stats, k)
         systems[name] = SystemResult(name=name, kind=name, per_query=per_query, latency_ms=_latency(times[name]),
                                      curves=_curves(gains, stats, k))
@@ -97,6 +125,12 @@ def evaluate_served(
     sig = [{"a": n, "b": "fused", "metric": main, **compare(s.per_query[main], systems["fused"].per_query[main], test).as_dict()}
            for n, s in systems.items() if n != "fused"]
     warnings = list(judged.warnings)
+    if by_source:
+        warnings.append("judgements name sources (files) of a chunked index: each ranked list is scored by source, a "
+                        "source counting at the rank of its best chunk (as `query --group-by source` shows it)")
+    if unmatched:
+        judged.unknown_docs += len(unmatched)
+        warnings.append(unmatched_warning(unmatched, f"the index served at {service.url}"))
     warnings.append(
         f"evaluated through the service at {service.url}: its fused"
         + (" and reranked" if "reranked" in systems else "")
@@ -105,7 +139,7 @@ def evaluate_served(
     )
     warnings += judgement_warnings(judged, systems["fused"], ms)
     return EvalResult(
-        data={**judged.describe(), "server": service.url},
+        data={**judged.describe(), "server": service.url, "unknown_docs": judged.unknown_docs},
         config=config,
         metrics=[str(m) for m in ms],
         qids=qids,
@@ -119,8 +153,12 @@ def evaluate_served(
 
 
 def _served_lists(service: ServedIndex, texts: list[str], k: int, rerank: bool, per_request: int, *, progress: bool,
-                  what: str) -> tuple[list[list[str]], list[float]]:
-    """Each query's ranked document ids from the service, and each query's share of its request's wall time (ms)."""
+                  what: str, judged_ids: set[str] | None = None) -> tuple[list[list[str]], list[float]]:
+    """Each query's ranked document ids from the service, and each query's share of its request's wall time (ms).
+
+    With ``judged_ids`` (judgements name sources), each chunk not itself judged stands for its source,
+    kept at its first (best) place.
+    """
     from tqdm.auto import tqdm
 
     lists: list[list[str]] = []
@@ -133,7 +171,10 @@ def _served_lists(service: ServedIndex, texts: list[str], k: int, rerank: bool, 
             ms = (time.perf_counter() - t) * 1000 / len(chunk)
             if len(answers) != len(chunk):
                 raise InvalidInputError(f"the service at {service.url} answered {len(answers)} lists for {len(chunk)} queries")
-            lists += [[h.id for h in hits] for hits in answers]
+            if judged_ids is None:
+                lists += [[h.id for h in hits] for hits in answers]
+            else:
+                lists += [to_sources([h.id if h.id in judged_ids else str(parent_id(h)) for h in hits], {}) for hits in answers]
             times += [ms] * len(chunk)
             bar.update(len(chunk))
     return lists, times

@@ -59,6 +59,39 @@ def _rerankers_factory(config: RerankConfig) -> RerankBackend:
     return RankerBackend(ranker, name=config.model)
 
 
+#: (model, kind of failure) already warned about in this process: later ones are logged at DEBUG.
+_WARNED: set[tuple[str, str]] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _fallback_fix(exc: BaseException) -> str:
+    """What to do about a reranker failure, by its kind."""
+    if isinstance(exc, ImportError):
+        return "install the rerank extra: pip install 'hybrid-retriever[rerank]'"
+    if isinstance(exc, TimeoutError):
+        return "raise rerank.timeout, lower rerank.depth, or run the reranker on a GPU (rerank.device)"
+    if isinstance(exc, OSError):  # offline and not cached, a wrong id, or a missing folder
+        return ("download the model once with network access (unset HF_HUB_OFFLINE), or set rerank.model to a local "
+                "folder holding it; check the id or path")
+    return "check rerank.model and rerank.model_type"
+
+
+def _warn_fallback(name: str, exc: BaseException, reason: str) -> None:
+    """Once per process per model and kind of failure: a WARNING naming the fix (the fallback itself stays)."""
+    key = (name, type(exc).__name__)
+    with _WARNED_LOCK:
+        first = key not in _WARNED
+        _WARNED.add(key)
+    if first:
+        log.warning(
+            "reranker %s failed (%s); returning the fused order (flagged in each hit's rerank.error). Fix: %s. "
+            "(rerank.on_error: raise makes this an error; later failures of this kind are logged at DEBUG)",
+            name, reason, _fallback_fix(exc),
+        )
+    else:
+        log.debug("reranker %s failed (%s); returning the fused order", name, reason)
+
+
 class Reranker:
     """Rescores fused hits with a cross-encoder (or any backend); thread-safe, loads lazily.
 
@@ -127,7 +160,7 @@ class Reranker:
             if self.config.on_error == "raise":
                 raise RerankError(f"reranking failed: {type(exc).__name__}: {exc}") from exc
             reason = f"{type(exc).__name__}: {exc}"
-            log.warning("reranker %s failed (%s); returning the fused order", self.name, reason)
+            _warn_fallback(self.name, exc, reason)
             return [self._fused(h, k, reason) for h in hits]
         return [self._ordered(h, c, s, k) for h, c, s in zip(hits, candidates, scores)]
 

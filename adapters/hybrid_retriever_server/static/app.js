@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { branches: [], weights: {}, enabled: {}, timer: null, seq: 0, rerank: false };
+// configLoaded: the server's fusion and weights are shown; touched: the user changed one. Until one of
+// them holds, searches send no fusion or weights, so the server's own settings apply (never the HTML defaults).
+const state = { branches: [], weights: {}, enabled: {}, timer: null, seq: 0, rerank: false, configLoaded: false, touched: false };
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -50,8 +52,16 @@ async function init() {
       ? "(" + cfg.rerank.model + ", top " + cfg.rerank.depth + ")"
       : "(not on this server)";
     document.body.dataset.config = "loaded";  // the server's own weights and fusion are shown
+    state.configLoaded = true;
+    showError(null);
   } catch (err) {
-    for (const b of state.branches) state.weights[b] = 1;  // e.g. no key yet: the server's weights apply
+    // e.g. no key yet: searches use the server's own fusion and weights until the key is given
+    for (const b of state.branches) state.weights[b] = 1;
+    state.configLoaded = false;
+    document.body.dataset.config = "missing";
+    $("summary").textContent = String(err.message || err).startsWith("401")
+      ? "Enter the API key to load the server's fusion settings; until then searches use them unchanged."
+      : "The server's settings could not be loaded; searches use them unchanged.";
   }
   renderBranchControls();
 }
@@ -77,9 +87,10 @@ function renderBranchControls() {
     check.checked = state.enabled[b];
     slider.value = state.weights[b] ?? 1;
     $("weight-" + b + "-value").textContent = Number(slider.value).toFixed(2);
-    check.addEventListener("change", () => { state.enabled[b] = check.checked; schedule(0); });
+    check.addEventListener("change", () => { state.enabled[b] = check.checked; state.touched = true; schedule(0); });
     slider.addEventListener("input", () => {
       state.weights[b] = Number(slider.value);
+      state.touched = true;
       $("weight-" + b + "-value").textContent = Number(slider.value).toFixed(2);
       schedule(150);
     });
@@ -96,13 +107,13 @@ async function search() {
   if (!query) return;
   const weights = {};
   for (const b of state.branches) weights[b] = state.enabled[b] ? (state.weights[b] ?? 1) : 0;
-  const body = {
-    query,
-    k: Number($("k").value) || 10,
-    fusion: { method: $("method").value, normalization: $("normalization").value },
-    weights,
-  };
+  const body = { query, k: Number($("k").value) || 10 };
+  if (state.configLoaded || state.touched) {  // else the server's own fusion and weights
+    body.fusion = { method: $("method").value, normalization: $("normalization").value };
+    body.weights = weights;
+  }
   if (state.rerank) body.rerank = $("rerank").checked;  // only a server with a rerank stage takes true
+  if ($("group").checked) body.group_by = "source";  // one hit per file: its best chunk
   const seq = ++state.seq;
   try {
     const res = await call("POST", "/search", body);
@@ -146,7 +157,13 @@ function render(res) {
     const tr = document.createElement("tr");
     tr.dataset.id = h.id;
     cell(tr, h.rank, "num");
-    cell(tr, h.id, "doc-id");
+    const idCell = cell(tr, h.id, "doc-id");
+    if (h.group) {
+      const g = document.createElement("div");
+      g.className = "dim group";
+      g.textContent = h.group.matched + " of its chunks matched (ranks " + h.group.ranks.join(", ") + ")";
+      idCell.appendChild(g);
+    }
     const fused = cell(tr, fmt(h.score), "num fused");
     fused.appendChild(bar(h.score, top, "fused"));
     for (const b of res.branches) {
@@ -171,7 +188,7 @@ function render(res) {
     body.appendChild(tr);
   }
   $("results").hidden = false;
-  $("summary").textContent = res.hits.length + " hits in " + res.took_ms.toFixed(1) + " ms · " +
+  $("summary").textContent = res.hits.length + (res.hits.length && res.hits[0].group ? " sources in " : " hits in ") + res.took_ms.toFixed(1) + " ms · " +
     res.fusion.method + (res.fusion.method === "rrf" ? " (k=" + res.fusion.rrf_k + ")" : " (" + res.fusion.normalization + ")") +
     (res.reranked ? " · reranked" : "");
 }
@@ -198,8 +215,9 @@ async function addDocument(ev) {
 $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); schedule(0); });
 $("query").addEventListener("input", () => schedule(300));
 $("k").addEventListener("change", () => schedule(0));
-$("method").addEventListener("change", () => schedule(0));
-$("normalization").addEventListener("change", () => schedule(0));
+$("method").addEventListener("change", () => { state.touched = true; schedule(0); });
+$("normalization").addEventListener("change", () => { state.touched = true; schedule(0); });
+$("group").addEventListener("change", () => schedule(0));
 $("rerank").addEventListener("change", () => schedule(0));
 $("api-key").addEventListener("change", () => { sessionStorage.setItem("hr-api-key", $("api-key").value); init(); });
 $("add-form").addEventListener("submit", addDocument);
