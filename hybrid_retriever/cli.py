@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 # Before sentence-transformers/transformers are imported (lazily, at model load): no
 # per-shard "Loading weights" bars, no tokenizer fork warnings.
@@ -49,21 +49,14 @@ from rich.text import Text  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from hybrid_retriever.version import __version__  # noqa: E402
-from hybrid_retriever.config import RetrieverConfig  # noqa: E402
 from hybrid_retriever.errors import HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
-from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
-from hybrid_retriever.chunking import (  # noqa: E402
-    Chunker,
-    ChunkCounts,
-    ModelWindow,
-    WindowCheck,
-    splitter_available,
-    stale_chunk_ids,
-)
-from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
-from hybrid_retriever.sources import count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
-from hybrid_retriever.types import Hit  # noqa: E402
+
+if TYPE_CHECKING:  # imported where used, so `--help` stays fast (numpy, pydantic models, the retriever)
+    from hybrid_retriever.chunking import Chunker, ModelWindow, WindowCheck
+    from hybrid_retriever.ingest import IngestReport
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.types import Hit
 from hybrid_retriever.cli_common import (  # noqa: E402
     config_for_new_index,
     contributed,
@@ -272,6 +265,11 @@ def index(
     built with. Ctrl-C stops after the current batch (a few seconds) and keeps what was
     written; running the same command again goes on from there.
     """
+    from hybrid_retriever.chunking import ChunkCounts, stale_chunk_ids
+    from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.sources import count_documents, read_documents, source_kind
+
     if chunk_unit not in ("tokens", "characters"):
         raise InvalidInputError(f"--chunk-unit must be 'tokens' or 'characters', got {chunk_unit!r}")
     read_documents(source, follow_links=follow_links)  # checks the source now, before a model loads
@@ -350,6 +348,7 @@ def _rate(n: int, seconds: float) -> str:
 def _dense_window(r: HybridRetriever) -> "ModelWindow | None":
     """The window of the index's dense model (loads it), or None without a dense branch."""
     from hybrid_retriever.branches import DenseBranch
+    from hybrid_retriever.chunking import ModelWindow
 
     dense = next((b for b in r.branches.values() if isinstance(b, DenseBranch)), None)
     return ModelWindow.of(dense.model) if dense is not None else None
@@ -359,6 +358,8 @@ def _chunking_for(
     r: HybridRetriever, kind: str, size: int | None, overlap: int, unit: str
 ) -> "tuple[Chunker | None, WindowCheck | None]":
     """The chunker the options ask for (or None), and a check of unsplit documents' lengths (or None)."""
+    from hybrid_retriever.chunking import Chunker, WindowCheck, splitter_available
+
     window = _dense_window(r)
     wanted = size is not None and size > 0
     if size is None and kind == "text":  # the default: split files, not rows
@@ -379,6 +380,8 @@ def _chunking_for(
 
 def _count_chunks(source: Path, chunker: "Chunker", follow_links: bool) -> int:
     """How many chunks SOURCE makes (a first pass for the progress bar; its warnings come in the real pass)."""
+    from hybrid_retriever.sources import read_documents
+
     sources_log = logging.getLogger("hybrid_retriever.sources")
     quiet = logging.Filter("no-such-logger")  # rejects every record of the sources logger meanwhile
     sources_log.addFilter(quiet)
@@ -510,6 +513,9 @@ def demo(
     k: int = typer.Option(3, "--k", "-k", min=1, help="Results shown per query."),
 ) -> None:
     """Index the bundled demo corpus and show how each branch scores a few queries."""
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.sources import read_jsonl
+
     corpus = demo_corpus_path()
     cfg = config_for_new_index(index_path, None)
     console.print(f"Loading the dense model and indexing the demo corpus ({corpus.name}) into {index_path} ...", markup=False, soft_wrap=True)
@@ -537,6 +543,8 @@ def config_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML."),
 ) -> None:
     """Print the default configuration (YAML) to start a config file from."""
+    from hybrid_retriever.config import RetrieverConfig
+
     cfg = RetrieverConfig()
     if as_json:
         typer.echo(cfg.to_json())
@@ -559,9 +567,21 @@ from hybrid_retriever.evaluation.cli import eval_command, tune_command  # noqa: 
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
 
-from hybrid_retriever.repair import repair_command  # noqa: E402
 
-app.command("repair")(repair_command)
+
+@app.command("repair")
+def repair_command(
+    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of the index to repair."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="The configuration the index was built with (.yaml/.json); default: the defaults."
+    ),
+) -> None:
+    """Rebuild a missing or corrupt manifest.json from the stored documents (nothing is deleted)."""
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.repair import repair_index
+
+    report = repair_index(index_path, RetrieverConfig.from_file(config) if config is not None else None)
+    console.print(report.summary(), markup=False, soft_wrap=True)
 
 
 def _register_contributed_commands() -> None:
