@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
 
 
 @dataclass
@@ -61,3 +64,14 @@ def sort_fused(items: list[FusedItem], ranks: dict[str, dict[str, int]]) -> list
             if rank < best.get(item_id, none):
                 best[item_id] = rank
     return sorted(items, key=lambda it: (-it.score, best.get(it.id, none), it.id))
+
+
+def top_order(ids: Sequence[str], scores: np.ndarray, best: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Positions of the best ``limit`` (all when None) candidates in :func:`sort_fused`'s order.
+
+    ``scores`` are the fused scores and ``best`` each candidate's best rank in any branch;
+    the last tie-break is the id, compared as Python compares strings.
+    """
+    by_id = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+    order = by_id[np.lexsort((best[by_id], -scores[by_id]))]  # stable: equal keys stay in id order
+    return order if limit is None else order[:limit]
