@@ -74,7 +74,10 @@ def main() -> None:
             data = {"queries": queries(), "rankings": rankings(r, queries())}
         finally:
             r.close()
-    Path(sys.argv[1]).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    # One line per setting: a reviewable diff when a ranking changes.
+    rows = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in data["rankings"].items())
+    text = '{"queries": ' + json.dumps(data["queries"]) + ',\n "rankings": {\n' + rows + "\n }\n}\n"
+    Path(sys.argv[1]).write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
