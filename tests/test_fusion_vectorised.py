@@ -112,3 +112,15 @@ def test_vectorised_interpolation_equals_the_loop(normalization: str, completed:
         same(got, ref)
         k = rng.choice([1, 3, 10, 1000])
         same(interpolate(lists, weights, normalization, floor, completed, limit=k), ref[:k])
+
+
+def test_mean_std_are_numpys_to_the_bit() -> None:
+    import numpy as np
+
+    from hybrid_retriever.fusion.normalize import _mean_std
+
+    rng = np.random.default_rng(21)
+    for _ in range(3000):
+        a = rng.normal(size=int(rng.integers(2, 300))) * rng.uniform(0.01, 30) + rng.uniform(-5, 5)
+        for ddof in (0, 1):
+            assert _mean_std(a, ddof) == (float(a.mean()), float(a.std(ddof=ddof)))
