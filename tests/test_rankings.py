@@ -3,7 +3,7 @@
 ``tests/data/fused_rankings.json`` was written by ``tests/rankings_reference.py`` with the code
 before the hot-path changes (main at 1104d82: plain-Python fusion, string point ids throughout).
 The same index is built here (bundled demo corpus, the session's MiniLM) and every query is
-searched under each fusion setting; ids, order and scores must match exactly.
+searched under each fusion setting; ids and order must match exactly, scores to float32 precision.
 """
 
 from __future__ import annotations
@@ -40,4 +40,7 @@ def test_rankings_equal_the_reference(today: dict[str, list[list]], setting: str
     assert len(got) == len(expected)
     for q, (g, e) in zip(queries(), zip(got, expected)):
         assert [h[0] for h in g] == [h[0] for h in e], f"{setting}: {q!r}"
-        assert [h[1] for h in g] == pytest.approx([h[1] for h in e], rel=1e-12, abs=1e-12), f"{setting}: {q!r}"
+        # Raw scores are float32 (Edge); two runs of the same code differ by up to ~1e-7 in a few queries
+        # (ONNX export and float32 batching), so scores are compared at float32 precision. The fusion
+        # arithmetic itself is checked to the bit against the loop it replaced: test_fusion_vectorised.py.
+        assert [h[1] for h in g] == pytest.approx([h[1] for h in e], rel=1e-6, abs=1e-6), f"{setting}: {q!r}"
