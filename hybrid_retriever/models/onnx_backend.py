@@ -9,12 +9,15 @@ the weights already loaded (``torch.onnx.export``), optionally quantised to int8
 
     <cache>/onnx/<model slug>-<hash of the model name>/<variant>/
         model.onnx      the graph and weights (data only: loading it runs no code)
-        export.json     hash of the source weights, hash of model.onnx, versions
+        export.json     hash of the source weights, of the model folder's files, of model.onnx; versions
 
 Before a cached export is used, the weights now loaded are hashed and compared with
 the hash recorded at export: if they differ (the model was updated), the export is
 made again. If ``model.onnx`` no longer matches its recorded hash (edited, truncated,
 replaced), it is refused with a :class:`~hybrid_retriever.errors.ModelCacheError`.
+The hash of the model folder's files (:func:`~hybrid_retriever.models.identity.weights_sha256`)
+recorded beside it lets a later process use the export without loading the weights in torch
+(:mod:`hybrid_retriever.models.onnx_encoder`).
 The cache folder is ``$HYBRID_RETRIEVER_CACHE`` or ``~/.cache/hybrid-retriever``
 (``$XDG_CACHE_HOME`` respected).
 """
