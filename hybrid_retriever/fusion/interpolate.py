@@ -25,7 +25,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hybrid_retriever.fusion.normalize import fit_normalizer
+from hybrid_retriever.fusion.normalize import NORMALIZERS, fit_normalizer
 from hybrid_retriever.fusion.types import BranchList, FusedItem, top_order
 
 #: How completed scores are normalised (see the module docstring).
@@ -118,11 +118,16 @@ def _normalised(
         m = len(scores)
         # Rank r of m -> (m - r + 1) / m; completed scores have no rank: just below the list's last.
         return (m - np.arange(1, m + 1) + 1) / m if m else np.zeros(0), np.zeros(len(xscores))
-    fitted_on = scores.tolist()
+    fitted_on = scores
     if completed == "union" and len(scores):
-        # Sorted, so the fit does not depend on the order completion returned scores in.
-        fitted_on = sorted(fitted_on + xscores.tolist(), reverse=True)
-    norm = fit_normalizer(normalization, fitted_on)
+        # Sorted (descending), so the fit does not depend on the order completion returned scores in.
+        fitted_on = np.sort(np.concatenate((scores, xscores)))[::-1]
+    if not len(fitted_on):
+        return None, None
+    try:
+        norm = NORMALIZERS[normalization](np.ascontiguousarray(fitted_on))  # NaN-free already
+    except KeyError:
+        norm = fit_normalizer(normalization, fitted_on.tolist())  # the library's error for an unknown name
     if norm is None:
         return None, None
     if norm.scale == 0.0:

@@ -72,6 +72,9 @@ def top_order(ids: Sequence[str], scores: np.ndarray, best: np.ndarray, limit: i
     ``scores`` are the fused scores and ``best`` each candidate's best rank in any branch;
     the last tie-break is the id, compared as Python compares strings.
     """
-    by_id = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
-    order = by_id[np.lexsort((best[by_id], -scores[by_id]))]  # stable: equal keys stay in id order
+    order = np.lexsort((best, -scores))
+    s, b = scores[order], best[order]
+    if bool(((s[1:] == s[:-1]) & (b[1:] == b[:-1])).any()):  # rare: equal score and best rank, the id decides
+        by_id = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        order = by_id[np.lexsort((best[by_id], -scores[by_id]))]  # stable: equal keys stay in id order
     return order if limit is None else order[:limit]
