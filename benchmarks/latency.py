@@ -311,18 +311,39 @@ def single_branch(r: HybridRetriever, name: str) -> HybridRetriever:
     return rs
 
 
+def raw_onnx_encoder(r: HybridRetriever) -> Callable[[str], list[float]]:
+    """MiniLM on ONNX Runtime written by hand: the model's tokenizer.json through ``tokenizers``, the same
+    ONNX Runtime session the library runs (same export, same threads), mean pooling and L2 norm in numpy."""
+    from tokenizers import Tokenizer
+
+    from hybrid_retriever.models import locate_model
+
+    dense = r.branches["dense"]
+    session = dense.encoder.transformer.session  # type: ignore[attr-defined]
+    tok = Tokenizer.from_file(str(locate_model(dense.config.model) / "tokenizer.json"))  # type: ignore[attr-defined,operator]
+    tok.enable_truncation(max_length=256)
+    names = [i.name for i in session.get_inputs()]
+
+    def enc(q: str) -> list[float]:
+        e = tok.encode(q)
+        feeds = {"input_ids": [e.ids], "attention_mask": [e.attention_mask], "token_type_ids": [e.type_ids]}
+        hidden = session.run(None, {n: np.asarray(feeds[n], dtype=np.int64) for n in names})[0][0]
+        v = hidden.mean(axis=0)  # one unpadded sequence: every token counts
+        return (v / np.linalg.norm(v)).tolist()
+
+    return enc
+
+
 def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool: ThreadPoolExecutor) -> dict[str, Callable[[str], Any]]:
     """Raw encoders + raw qdrant_edge calls (no library code in the timed path) and concurrency variants."""
     import qdrant_edge as qe
 
     shard = r.store.shard  # type: ignore[attr-defined]
-    model = r.branches["dense"].model  # type: ignore[attr-defined]
     bm25 = r.branches["bm25"]._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch uses
     sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
     dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
 
-    def enc_dense(q: str) -> list[float]:
-        return model.encode([q], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0].tolist()
+    enc_dense = raw_onnx_encoder(r)
 
     def enc_sparse(q: str) -> Any:
         return bm25.embed_query(q)
@@ -413,7 +434,7 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
     return {
         "raw e2e (encode both + Edge calls)": raw_e2e,
         "raw Edge calls only (pre-encoded)": raw_search,
-        "raw MiniLM encode only": enc_dense,
+        "raw MiniLM encode only (ONNX Runtime by hand)": enc_dense,
         "raw BM25 encode only": enc_sparse,
         "strategy: encoders sequential": enc_seq,
         "strategy: encoders in 2 threads": enc_threads,
@@ -465,7 +486,9 @@ def measure(
             "overhead_pct": float(np.median(diff)) / base * 100,
         }
         d2 = np.asarray(times["fused search (pre-encoded)"]) - np.asarray(times["raw Edge calls only (pre-encoded)"])
-        res["_paired_search_overhead"] = {"median_ms": float(np.median(d2)), "mean_ms": float(d2.mean())}
+        ratio = np.asarray(times["fused search (pre-encoded)"]) / np.asarray(times["raw Edge calls only (pre-encoded)"])
+        res["_paired_search_overhead"] = {"median_ms": float(np.median(d2)), "mean_ms": float(d2.mean()),
+                                          "ratio_median": float(np.median(ratio))}
     # fusion alone, on this store's own branch results
     per = [rc.search_branches([q], complete=True)[0] for q in queries[: min(len(queries), 100)]]
     t0 = time.perf_counter()
@@ -717,8 +740,15 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
             out[f"{scale}/edge: library overhead over raw encoders + Edge calls, e2e (target <= 15%)"] = (
                 f"{o['overhead_pct']:.1f}% (median paired difference {o['median_ms']:.2f} ms on {o['raw_e2e_median_ms']:.1f} ms)"
             )
+        if m and "_paired_search_overhead" in m:
+            o = m["_paired_search_overhead"]
+            out[f"{scale}/edge: library Python per fused query, median paired (fused pre-encoded - raw Edge calls; "
+                "target <= 1 ms at SciFact size)"] = o["median_ms"]
+            if "ratio_median" in o:
+                out[f"{scale}/edge: search-only fused / the same Edge calls by hand, median of per-query ratios "
+                    "(target <= 1.15)"] = o["ratio_median"]
         if s.get("ensemble"):
-            out[f"{scale}: speed-up vs EnsembleRetriever, p50 (target >= 20x at 100K)"] = s["ensemble"]["speedup_p50"]
+            out[f"{scale}: speed-up vs EnsembleRetriever, p50 (target >= 150x at 100K)"] = s["ensemble"]["speedup_p50"]
     return out
 
 
@@ -747,7 +777,8 @@ def render(res: dict[str, Any]) -> str:
     )
     main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "bm25-only library search (pre-encoded)",
                  "dense-only library search (pre-encoded)", "library e2e search", "dense-only library search (e2e)",
-                 "raw e2e (encode both + Edge calls)", "raw Edge calls only (pre-encoded)", "raw MiniLM encode only", "raw BM25 encode only"]
+                 "raw e2e (encode both + Edge calls)", "raw Edge calls only (pre-encoded)", "raw MiniLM encode only (ONNX Runtime by hand)",
+                 "raw BM25 encode only"]
     out.append("\n## Search latency (ms/query, p50 / p95)\n\n")
     rows = []
     for scale, s in res["scales"].items():

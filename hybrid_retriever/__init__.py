@@ -8,29 +8,66 @@
 
 from hybrid_retriever.version import __version__
 
-from hybrid_retriever.config import (  # noqa: E402
-    BM25BranchConfig,
-    DenseBranchConfig,
-    EdgeStoreConfig,
-    FusionConfig,
-    QdrantStoreConfig,
-    RetrieverConfig,
-    RuntimeConfig,
-)
-from hybrid_retriever.errors import (  # noqa: E402
-    BranchFailureError,
-    ConfigError,
-    FilterError,
-    HybridRetrieverError,
-    IndexCorruptError,
-    IndexLockedError,
-    IndexMismatchError,
-    IndexPathError,
-    InvalidInputError,
-    StoreUnavailableError,
-)
-from hybrid_retriever.retriever import HybridRetriever, point_id  # noqa: E402
-from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, HitGroup  # noqa: E402
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> the module defining it. Imported on first use (PEP 562): ``import hybrid_retriever``
+#: alone (as the CLI's ``--help`` does) costs no pydantic models, numpy or Qdrant client.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("BM25BranchConfig", "DenseBranchConfig", "EdgeStoreConfig", "FusionConfig", "QdrantStoreConfig",
+         "RetrieverConfig", "RuntimeConfig"),
+        "hybrid_retriever.config",
+    ),
+    **dict.fromkeys(
+        ("BranchFailureError", "ConfigError", "FilterError", "HybridRetrieverError", "IndexCorruptError",
+         "IndexLockedError", "IndexMismatchError", "IndexPathError", "InvalidInputError", "StoreUnavailableError"),
+        "hybrid_retriever.errors",
+    ),
+    "HybridRetriever": "hybrid_retriever.retriever",
+    "point_id": "hybrid_retriever.retriever",
+    **dict.fromkeys(("BranchResult", "BranchScore", "Document", "Hit", "HitGroup"), "hybrid_retriever.types"),
+}
+
+if TYPE_CHECKING:
+    from hybrid_retriever.config import (
+        BM25BranchConfig,
+        DenseBranchConfig,
+        EdgeStoreConfig,
+        FusionConfig,
+        QdrantStoreConfig,
+        RetrieverConfig,
+        RuntimeConfig,
+    )
+    from hybrid_retriever.errors import (
+        BranchFailureError,
+        ConfigError,
+        FilterError,
+        HybridRetrieverError,
+        IndexCorruptError,
+        IndexLockedError,
+        IndexMismatchError,
+        IndexPathError,
+        InvalidInputError,
+        StoreUnavailableError,
+    )
+    from hybrid_retriever.retriever import HybridRetriever, point_id
+    from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, HitGroup
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybrid_retriever' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "BM25BranchConfig",

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 # Before sentence-transformers/transformers are imported (lazily, at model load): no
 # per-shard "Loading weights" bars, no tokenizer fork warnings.
@@ -52,22 +52,17 @@ from tqdm.auto import tqdm  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from hybrid_retriever.version import __version__  # noqa: E402
-from hybrid_retriever.config import QdrantStoreConfig, RetrieverConfig  # noqa: E402
 from hybrid_retriever.errors import HybridRetrieverError, InvalidInputError  # noqa: E402
 from hybrid_retriever.models.trust import allow_remote_code  # noqa: E402
-from hybrid_retriever.retriever import HybridRetriever  # noqa: E402
-from hybrid_retriever.chunking import (  # noqa: E402
-    Chunker,
-    ChunkCounts,
-    ModelWindow,
-    WindowCheck,
-    splitter_available,
-    stale_chunk_ids,
-)
-from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport  # noqa: E402
-from hybrid_retriever.sources import SourceReport, count_documents, read_documents, read_jsonl, source_kind  # noqa: E402
-from hybrid_retriever.sync import UNRECORDED, SeenIds, decide, source_key, stored_outside  # noqa: E402
-from hybrid_retriever.types import Hit  # noqa: E402
+
+if TYPE_CHECKING:  # imported where used, so `--help` stays fast (numpy, pydantic models, the retriever)
+    from hybrid_retriever.chunking import Chunker, ModelWindow, WindowCheck
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.ingest import IngestReport
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.sources import SourceReport
+    from hybrid_retriever.sync import SeenIds
+    from hybrid_retriever.types import Hit
 from hybrid_retriever.cli_common import (  # noqa: E402
     config_for_new_index,
     contributed,
@@ -309,6 +304,8 @@ def index(
     SOURCE no longer holds are removed (see --sync). Ctrl-C stops after the current batch
     (a few seconds) and keeps what was written; running the same command again goes on from there.
     """
+    from hybrid_retriever.sources import read_documents
+
     if chunk_unit not in ("tokens", "characters"):
         raise InvalidInputError(f"--chunk-unit must be 'tokens' or 'characters', got {chunk_unit!r}")
     given = [name for name, v in (("--index", index_path), ("--qdrant-url", qdrant_url), ("--server", server)) if v is not None]
@@ -343,6 +340,9 @@ class IndexOptions:
 
 def _index_target(index_path: Path | None, qdrant_url: str | None, collection: str | None, config: Path | None) -> tuple[HybridRetriever, str]:
     """The retriever to index into and how to name it: an Edge folder, or a Qdrant collection."""
+    from hybrid_retriever.config import QdrantStoreConfig, RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
+
     cfg = RetrieverConfig.from_file(config) if config is not None else None
     qdrant = qdrant_url is not None or collection is not None or (
         index_path is None and cfg is not None and isinstance(cfg.store, QdrantStoreConfig)
@@ -366,6 +366,8 @@ def open_qdrant_target(
 ) -> tuple[HybridRetriever, str]:
     """A retriever on a Qdrant collection: ``cfg``'s settings, or (no config file) those the collection was
     built with, or the defaults for a new one; ``url``/``collection`` replace the config's."""
+    from hybrid_retriever.config import QdrantStoreConfig, RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
     from hybrid_retriever.stores import QdrantStore
     from hybrid_retriever.stores.stored_config import stored_config
 
@@ -397,6 +399,11 @@ def open_qdrant_target(
 
 def _index_into(retriever: HybridRetriever, where: str, source: Path, o: IndexOptions) -> None:
     """The ``index`` command on a retriever opened here (an Edge folder or a Qdrant collection)."""
+    from hybrid_retriever.chunking import ChunkCounts, stale_chunk_ids
+    from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport
+    from hybrid_retriever.sources import count_documents, read_documents, source_kind
+    from hybrid_retriever.sync import UNRECORDED
+
     kind = source_kind(source)
     report = IngestReport()
     read = SourceReport()
@@ -465,6 +472,10 @@ def _index_into(retriever: HybridRetriever, where: str, source: Path, o: IndexOp
 
 def index_through_server(client: Any, source: Path, o: IndexOptions) -> None:
     """``index SOURCE --server URL``: whole documents go to the service in batches; it chunks, encodes and stores them."""
+    from hybrid_retriever.ingest import IngestReport
+    from hybrid_retriever.sources import count_documents, read_documents, source_kind
+    from hybrid_retriever.sync import source_key
+
     kind = source_kind(source)
     wanted = o.chunk_size != 0 and (o.chunk_size is not None or kind == "text")
     chunking = {"size": o.chunk_size, "overlap": o.chunk_overlap, "unit": o.chunk_unit} if wanted else None
@@ -556,6 +567,8 @@ def _held(chunked: bool) -> str:
 
 def _sync(r: HybridRetriever, source: Path, seen: set[str], recorded: list[str], mode: bool | None) -> tuple[list[str], str | None]:
     """After a complete run: remove what the source no longer holds (see :mod:`hybrid_retriever.sync`); the ids removed and a note."""
+    from hybrid_retriever.sync import decide, source_key, stored_outside
+
     key = source_key(source)
     outside = stored_outside(r.documents(), seen) if mode is not False else []
     decision = decide(mode, recorded, key, len(outside))
@@ -586,6 +599,7 @@ def _rate(n: int, seconds: float, unit: str = "documents") -> str:
 def _dense_window(r: HybridRetriever) -> "ModelWindow | None":
     """The window of the index's dense model (loads it), or None without a dense branch."""
     from hybrid_retriever.branches import DenseBranch
+    from hybrid_retriever.chunking import ModelWindow
 
     dense = next((b for b in r.branches.values() if isinstance(b, DenseBranch)), None)
     return ModelWindow.of(dense.model) if dense is not None else None
@@ -595,6 +609,8 @@ def _chunking_for(
     r: HybridRetriever, kind: str, size: int | None, overlap: int, unit: str
 ) -> "tuple[Chunker | None, WindowCheck | None]":
     """The chunker the options ask for (or None), and a check of unsplit documents' lengths (or None)."""
+    from hybrid_retriever.chunking import Chunker, WindowCheck, splitter_available
+
     window = _dense_window(r)
     wanted = size is not None and size > 0
     if size is None and kind == "text":  # the default: split files, not rows
@@ -615,6 +631,8 @@ def _chunking_for(
 
 def _count_chunks(source: Path, chunker: "Chunker", follow_links: bool) -> int:
     """How many chunks SOURCE makes (a first pass for the progress bar; its warnings come in the real pass)."""
+    from hybrid_retriever.sources import read_documents
+
     sources_log = logging.getLogger("hybrid_retriever.sources")
     quiet = logging.Filter("no-such-logger")  # rejects every record of the sources logger meanwhile
     sources_log.addFilter(quiet)
@@ -776,6 +794,9 @@ def demo(
     k: int = typer.Option(3, "--k", "-k", min=1, help="Results shown per query."),
 ) -> None:
     """Index the bundled demo corpus and show how each branch scores a few queries."""
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.sources import read_jsonl
+
     corpus = demo_corpus_path()
     cfg = config_for_new_index(index_path, None)
     console.print(f"Loading the dense model and indexing the demo corpus ({corpus.name}) into {index_path} ...", markup=False, soft_wrap=True)
@@ -803,6 +824,8 @@ def config_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML."),
 ) -> None:
     """Print the default configuration (YAML) to start a config file from."""
+    from hybrid_retriever.config import RetrieverConfig
+
     cfg = RetrieverConfig()
     if as_json:
         typer.echo(cfg.to_json())
@@ -825,9 +848,21 @@ from hybrid_retriever.evaluation.cli import eval_command, tune_command  # noqa: 
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
 
-from hybrid_retriever.repair import repair_command  # noqa: E402
 
-app.command("repair")(repair_command)
+
+@app.command("repair")
+def repair_command(
+    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of the index to repair."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="The configuration the index was built with (.yaml/.json); default: the defaults."
+    ),
+) -> None:
+    """Rebuild a missing or corrupt manifest.json from the stored documents (nothing is deleted)."""
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.repair import repair_index
+
+    report = repair_index(index_path, RetrieverConfig.from_file(config) if config is not None else None)
+    console.print(report.summary(), markup=False, soft_wrap=True)
 
 
 def _register_contributed_commands() -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
-from hybrid_retriever.retriever import HybridRetriever
-from hybrid_retriever.stores.edge import MANIFEST_FILE, SHARD_DIR
+
+if TYPE_CHECKING:  # imported where used: `hybrid-retriever --help` loads none of them
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
 
 #: Exit code for errors the library reports (bad input, bad config, missing index, ...).
 EXIT_ERROR = 2
@@ -44,11 +45,16 @@ def fail(message: str) -> "typer.Exit":
 
 def index_exists(path: str | Path) -> bool:
     """Whether ``path`` holds an index built by this library."""
+    from hybrid_retriever.stores.edge import MANIFEST_FILE
+
     return (Path(path).expanduser() / MANIFEST_FILE).is_file()
 
 
 def _no_index(path: str | Path) -> None:
     """Raise the error for a folder without a manifest: ``repair`` where index data is there, else build one."""
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.stores.edge import SHARD_DIR
+
     if (Path(path).expanduser() / SHARD_DIR).is_dir():
         HybridRetriever.open(str(path)).close()  # raises the store's error: documents but no manifest, run repair
         raise InvalidInputError(
@@ -59,6 +65,8 @@ def _no_index(path: str | Path) -> None:
 
 def open_index(path: str | Path, **overrides: Any) -> HybridRetriever:
     """Reopen the index at ``path`` with the settings it was built with (see :meth:`HybridRetriever.open`)."""
+    from hybrid_retriever.retriever import HybridRetriever
+
     if not index_exists(path):
         _no_index(path)
     return HybridRetriever.open(str(path), **overrides)
@@ -70,6 +78,9 @@ def open_index_with(path: str | Path, config_file: Path | None) -> HybridRetriev
     Branch settings in the file must match the index's (an IndexMismatchError says which
     differ); fusion, weights, depths, PRF and runtime settings are taken from the file.
     """
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
+
     if config_file is None:
         return open_index(path)
     if not index_exists(path):
@@ -95,6 +106,8 @@ def parse_filter_option(text: str | None) -> dict[str, Any] | None:
 
 def config_for_new_index(index: Path, config_file: Path | None) -> RetrieverConfig:
     """The configuration file's settings (or the defaults) with the store set to the Edge folder ``index``."""
+    from hybrid_retriever.config import EdgeStoreConfig, RetrieverConfig
+
     cfg = RetrieverConfig.from_file(config_file) if config_file is not None else RetrieverConfig()
     if not isinstance(cfg.store, EdgeStoreConfig):
         raise ConfigError(

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import typer
 
 from hybrid_retriever.branches import BM25Branch, Branch, build_branch
 from hybrid_retriever.branches.bm25 import PREVIOUS_DEFAULT_K1
@@ -349,16 +348,3 @@ def _mismatch(problems: list[str]) -> IndexMismatchError:
         + "\n  - ".join(problems)
         + "\nGive the configuration the index was built with (--config FILE)."
     )
-
-
-def repair_command(
-    index_path: Path = typer.Option(..., "--index", "-i", help="Folder of the index to repair."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="The configuration the index was built with (.yaml/.json); default: the defaults."
-    ),
-) -> None:
-    """Rebuild a missing or corrupt manifest.json from the stored documents (nothing is deleted)."""
-    from hybrid_retriever.cli_common import console
-
-    report = repair_index(index_path, RetrieverConfig.from_file(config) if config is not None else None)
-    console.print(report.summary(), markup=False, soft_wrap=True)

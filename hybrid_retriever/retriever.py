@@ -542,7 +542,8 @@ class HybridRetriever:
         if fusion.server_side:
             return self._reranked(stage, queries, self._server_side(queries, n, self._filter(filter)), k)
         results = self.search_branches(queries, filter=filter, complete=fusion.completes_scores)
-        fused = [self.fuse(r) for r in results]
+        # Without PRF (which reads the whole fused list) only the hits returned are built.
+        fused = [self.fuse(r, limit=None if self._prf is not None else n) for r in results]
         if self._prf is not None:
             second = self._prf.run(results, fused, self._filter(filter))
             hits = self._prf.annotate(self._hits(second.fused, second.results, n), results, fused, second.info)
@@ -720,13 +721,15 @@ class HybridRetriever:
                 name: o.value if not o.late else ([], 0.0, budget.late(end))  # type: ignore[misc]
                 for name, o in outcomes.items()
             }
-        # The calling thread encodes the last branch itself (by default the dense one) while
-        # the pool encodes the others: one thread hand-off fewer per search (benchmarks/latency.py).
-        *others, (last_name, last) = self.branches.items()
+        # Sparse (BM25) query encoding takes ~20 µs, less than handing it to a thread: the calling
+        # thread encodes those first, then the last model branch (by default the dense one) while
+        # the pool encodes any other model branches (benchmarks/latency.py).
+        out = {name: run(b) for name, b in self.branches.items() if b.vector_spec.kind == "sparse"}
+        *others, last = [(name, b) for name, b in self.branches.items() if name not in out] or [(None, None)]
         futures = {name: self._pool.submit(run, b) for name, b in others}
-        mine = run(last)
-        out = {name: f.result() for name, f in futures.items()}
-        out[last_name] = mine
+        if last[1] is not None:
+            out[last[0]] = run(last[1])
+        out.update({name: f.result() for name, f in futures.items()})
         return {name: out[name] for name in self.branches}
 
     def _complete(
@@ -778,8 +781,8 @@ class HybridRetriever:
 
     # ------------------------------------------------------------------- fusion
 
-    def fuse(self, per_branch: dict[str, BranchResult]) -> list[FusedItem]:
-        """Fuse one query's branch results with the configured method (best first)."""
+    def fuse(self, per_branch: dict[str, BranchResult], limit: int | None = None) -> list[FusedItem]:
+        """Fuse one query's branch results with the configured method (best first; the best ``limit`` only if given)."""
         fusion = self.config.fusion
         weights = self.config.weights()
         failed = {n for n, r in per_branch.items() if r.error is not None}
@@ -792,7 +795,7 @@ class HybridRetriever:
                 self._languages = {n: branch_languages(self.config.branch(n)) for n in self.branches}
             content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
             signals = branch_signals(per_branch, content, self._languages)
-        return fuse_results(per_branch, fusion, weights, signals)
+        return fuse_results(per_branch, fusion, weights, signals, limit=limit)
 
     def _hits(self, fused: list[list[FusedItem]], results: list[dict[str, BranchResult]], k: int) -> list[list[Hit]]:
         top = [items[:k] for items in fused]

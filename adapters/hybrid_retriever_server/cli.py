@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from hybrid_retriever.config import EdgeStoreConfig, QdrantStoreConfig, RetrieverConfig
 from hybrid_retriever.errors import ConfigError, InvalidInputError
-from hybrid_retriever.retriever import HybridRetriever
-from hybrid_retriever.stores.edge import MANIFEST_FILE
+
+if TYPE_CHECKING:  # imported where used: the CLI loads this module for `--help` too
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
 
 log = logging.getLogger("hybrid_retriever_server")
 
@@ -62,6 +63,8 @@ def serve(
 
 
 def _config(index_path: Path | None, qdrant_url: str | None, collection: str | None, config_file: Path | None) -> RetrieverConfig:
+    from hybrid_retriever.config import RetrieverConfig
+
     if index_path is not None and qdrant_url is not None:
         raise ConfigError("give --index (an Edge folder) or --qdrant-url, not both")
     cfg = RetrieverConfig.from_file(config_file) if config_file is not None else RetrieverConfig()
@@ -84,6 +87,10 @@ def open_retriever(config: RetrieverConfig, use_index_settings: bool = True) -> 
     """The retriever to serve. An existing Edge index opens with the settings it was built with
     (``use_index_settings``) or with ``config``'s, which must match its branches; a new folder or
     a Qdrant collection uses ``config``."""
+    from hybrid_retriever.config import EdgeStoreConfig
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.stores.edge import MANIFEST_FILE
+
     store = config.store
     if use_index_settings and isinstance(store, EdgeStoreConfig) and (Path(store.path) / MANIFEST_FILE).is_file():
         return HybridRetriever.open(store.path)
@@ -91,6 +98,8 @@ def open_retriever(config: RetrieverConfig, use_index_settings: bool = True) -> 
 
 
 def _where(config: RetrieverConfig) -> str:
+    from hybrid_retriever.config import QdrantStoreConfig
+
     store = config.store
     if isinstance(store, QdrantStoreConfig):
         return f"{store.url or store.location or store.path} collection {store.collection}"

@@ -18,8 +18,15 @@ from hybrid_retriever.models import (
     resolve_model_path,
     weights_sha256,
 )
-from hybrid_retriever.models.resolve import quiet_loading
-from hybrid_retriever.models.sentence_encoder import SentenceEncoder, build_sentence_encoder, resolve_backend
+from hybrid_retriever.models.onnx_encoder import LightSentenceEncoder, load_light_encoder
+from hybrid_retriever.models.resolve import quiet_loading, surely_cpu
+from hybrid_retriever.models.sentence_encoder import (
+    CPU_BATCH_TOKENS,
+    SentenceEncoder,
+    build_sentence_encoder,
+    resolve_backend,
+)
+from hybrid_retriever.models.threads import intra_op_threads
 from hybrid_retriever.types import Vector
 
 log = logging.getLogger(__name__)
@@ -29,13 +36,20 @@ _DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 
 
 class DenseBranch(Branch):
-    """Encodes with ``SentenceTransformer`` (loaded lazily, once) by model id or local path."""
+    """Encodes with ``SentenceTransformer`` (loaded lazily, once) by model id or local path.
+
+    On the CPU with an ONNX backend and the model's export already cached, it encodes
+    with :class:`~hybrid_retriever.models.onnx_encoder.LightSentenceEncoder` instead, the
+    same vectors without importing torch or sentence-transformers (seconds of start-up).
+    """
 
     def __init__(self, config: DenseBranchConfig) -> None:
         self.config = config
         self.name = config.branch_name
         self._model: Any = None
         self._encoder: SentenceEncoder | None = None
+        self._light: LightSentenceEncoder | None = None
+        self._light_tried = False
         self._lock = threading.Lock()
         #: Set by a multivector branch on the same model: one forward pass feeds both branches.
         self.shared_forward: Any = None
@@ -57,9 +71,42 @@ class DenseBranch(Branch):
             with self._lock:
                 if self._encoder is None:
                     backend = resolve_backend(self.config.backend, model.device.type)
-                    self._encoder = build_sentence_encoder(model, resolve_model_path(self.config.model), backend)
+                    self._encoder = build_sentence_encoder(
+                        model, resolve_model_path(self.config.model), backend, locate_model(self.config.model)
+                    )
                     log.info("dense branch %r: transformer runs on %s", self.name, backend)
         return self._encoder
+
+    @property
+    def light(self) -> LightSentenceEncoder | None:
+        """The torch-free encoder, when this model and backend allow it and its export is cached (tried once)."""
+        if not self._light_tried:
+            with self._lock:
+                if not self._light_tried:
+                    self._light = self._load_light()
+                    self._light_tried = True
+        return self._light
+
+    def _load_light(self) -> LightSentenceEncoder | None:
+        if self._model is not None or self.config.backend not in ("auto", "onnx", "onnx-int8"):
+            return None  # sentence-transformers is loaded already, or torch runs the model
+        if not surely_cpu(self.config.device):
+            return None
+        folder = locate_model(self.config.model)
+        if folder is None:
+            return None
+        check_module_types(folder, self.config.trust_remote_code, f"dense branch {self.name!r}")
+        backend = resolve_backend(self.config.backend, "cpu")
+        if backend == "torch":
+            return None
+        return load_light_encoder(
+            folder,
+            resolve_model_path(self.config.model),
+            "int8" if backend == "onnx-int8" else "fp32",
+            intra_op_threads(),
+            max_seq_length=self.config.max_seq_length,
+            max_batch_tokens=CPU_BATCH_TOKENS,
+        )
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -84,8 +131,12 @@ class DenseBranch(Branch):
         log.info("dense branch %r: loaded %s on %s", self.name, self.config.model, device)
         return model
 
+    def _prompts(self) -> dict[str, str]:
+        light = self.light
+        return light.prompts if light is not None else (getattr(self.model, "prompts", None) or {})
+
     def _prompt(self, explicit: str | None, candidates: Sequence[str]) -> str | None:
-        prompts = getattr(self.model, "prompts", None) or {}
+        prompts = self._prompts()
         if explicit is not None:
             if explicit not in prompts:
                 raise ConfigError(f"model {self.config.model!r} has no prompt {explicit!r}; it has {sorted(prompts)}")
@@ -97,12 +148,15 @@ class DenseBranch(Branch):
             return []
         if self.shared_forward is not None and prompt_name is None:
             return self.shared_forward.sentence_embeddings(texts)
-        prompt = self.model.prompts[prompt_name] if prompt_name else None
-        return list(self.encoder.encode(texts, prompt=prompt, batch_size=self.config.batch_size))
+        prompt = self._prompts()[prompt_name] if prompt_name else None
+        light = self.light
+        encoder = light if light is not None else self.encoder
+        return list(encoder.encode(texts, prompt=prompt, batch_size=self.config.batch_size))
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        light = self.light
+        return light.dimension if light is not None else int(self.model.get_embedding_dimension())
 
     @property
     def vector_spec(self) -> VectorSpec:
@@ -130,7 +184,7 @@ class DenseBranch(Branch):
             "dimension": self.dimension,
             "distance": "Cosine",
             "document_prompt": self._prompt(self.config.document_prompt_name, _DOCUMENT_PROMPTS),
-            "max_seq_length": int(self.model.max_seq_length),
+            "max_seq_length": self.light.max_seq_length if self.light is not None else int(self.model.max_seq_length),
         }
         if self.config.trust_remote_code:
             m["remote_code"] = True  # reopening asks the caller to grant trust_remote_code again

@@ -21,26 +21,87 @@ One module per concern, all on the library's public API (fusion through the publ
     >>> res.systems["fused"].mean["ndcg@10"]                                   # doctest: +SKIP
 """
 
-from hybrid_retriever.evaluation.cache import BranchRun, QueryRuns, RunCache, collect_runs
-from hybrid_retriever.evaluation.datasets import (
-    JudgedQueries,
-    Qrels,
-    load_beir,
-    load_judged,
-    load_jsonl_queries,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    read_trec_run,
-    write_trec_run,
-)
-from hybrid_retriever.evaluation.grid import FusionGrid, FusionParams, fuse_reference
-from hybrid_retriever.evaluation.metrics import DEFAULT_METRICS, Metric, evaluate_ranked, parse_metric, rank_run
-from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace, PRFTuningResult, tune_prf
-from hybrid_retriever.evaluation.runner import EvalResult, SystemResult, evaluate
-from hybrid_retriever.evaluation.significance import PairedTest, paired_t_test, randomization_test
-from hybrid_retriever.evaluation.synthetic import pseudo_queries
-from hybrid_retriever.evaluation.tuning import SearchSpace, TuningResult, tune, weight_grid, write_config
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> defining module, imported on first use (PEP 562): the CLI imports its
+#: ``eval``/``tune`` commands from this package without loading every evaluation module.
+_EXPORTS: dict[str, str] = {
+    "BranchRun": "hybrid_retriever.evaluation.cache",
+    "QueryRuns": "hybrid_retriever.evaluation.cache",
+    "RunCache": "hybrid_retriever.evaluation.cache",
+    "collect_runs": "hybrid_retriever.evaluation.cache",
+    "JudgedQueries": "hybrid_retriever.evaluation.datasets",
+    "Qrels": "hybrid_retriever.evaluation.datasets",
+    "load_beir": "hybrid_retriever.evaluation.datasets",
+    "load_judged": "hybrid_retriever.evaluation.datasets",
+    "load_jsonl_queries": "hybrid_retriever.evaluation.datasets",
+    "read_corpus": "hybrid_retriever.evaluation.datasets",
+    "read_qrels": "hybrid_retriever.evaluation.datasets",
+    "read_queries": "hybrid_retriever.evaluation.datasets",
+    "read_trec_run": "hybrid_retriever.evaluation.datasets",
+    "write_trec_run": "hybrid_retriever.evaluation.datasets",
+    "FusionGrid": "hybrid_retriever.evaluation.grid",
+    "FusionParams": "hybrid_retriever.evaluation.grid",
+    "fuse_reference": "hybrid_retriever.evaluation.grid",
+    "DEFAULT_METRICS": "hybrid_retriever.evaluation.metrics",
+    "Metric": "hybrid_retriever.evaluation.metrics",
+    "evaluate_ranked": "hybrid_retriever.evaluation.metrics",
+    "parse_metric": "hybrid_retriever.evaluation.metrics",
+    "rank_run": "hybrid_retriever.evaluation.metrics",
+    "PRFSearchSpace": "hybrid_retriever.evaluation.prf_tuning",
+    "PRFTuningResult": "hybrid_retriever.evaluation.prf_tuning",
+    "tune_prf": "hybrid_retriever.evaluation.prf_tuning",
+    "EvalResult": "hybrid_retriever.evaluation.runner",
+    "SystemResult": "hybrid_retriever.evaluation.runner",
+    "evaluate": "hybrid_retriever.evaluation.runner",
+    "PairedTest": "hybrid_retriever.evaluation.significance",
+    "paired_t_test": "hybrid_retriever.evaluation.significance",
+    "randomization_test": "hybrid_retriever.evaluation.significance",
+    "pseudo_queries": "hybrid_retriever.evaluation.synthetic",
+    "SearchSpace": "hybrid_retriever.evaluation.tuning",
+    "TuningResult": "hybrid_retriever.evaluation.tuning",
+    "tune": "hybrid_retriever.evaluation.tuning",
+    "weight_grid": "hybrid_retriever.evaluation.tuning",
+    "write_config": "hybrid_retriever.evaluation.tuning",
+}
+
+if TYPE_CHECKING:
+    from hybrid_retriever.evaluation.cache import BranchRun, QueryRuns, RunCache, collect_runs
+    from hybrid_retriever.evaluation.datasets import (
+        JudgedQueries,
+        Qrels,
+        load_beir,
+        load_judged,
+        load_jsonl_queries,
+        read_corpus,
+        read_qrels,
+        read_queries,
+        read_trec_run,
+        write_trec_run,
+    )
+    from hybrid_retriever.evaluation.grid import FusionGrid, FusionParams, fuse_reference
+    from hybrid_retriever.evaluation.metrics import DEFAULT_METRICS, Metric, evaluate_ranked, parse_metric, rank_run
+    from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace, PRFTuningResult, tune_prf
+    from hybrid_retriever.evaluation.runner import EvalResult, SystemResult, evaluate
+    from hybrid_retriever.evaluation.significance import PairedTest, paired_t_test, randomization_test
+    from hybrid_retriever.evaluation.synthetic import pseudo_queries
+    from hybrid_retriever.evaluation.tuning import SearchSpace, TuningResult, tune, weight_grid, write_config
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "BranchRun",

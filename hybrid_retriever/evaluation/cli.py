@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import IndexMismatchError, InvalidInputError
-from hybrid_retriever.evaluation.datasets import JudgedQueries, load_judged, read_corpus
-from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace
-from hybrid_retriever.retriever import HybridRetriever, point_id
-from hybrid_retriever.types import Document
+
+if TYPE_CHECKING:  # imported where used: `hybrid-retriever --help` loads none of them
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.evaluation.datasets import JudgedQueries
+    from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace
+    from hybrid_retriever.retriever import HybridRetriever
+    from hybrid_retriever.types import Document
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def _open_or_build(
 ) -> tuple[HybridRetriever, bool]:
     """The retriever on ``index``: reopened (with --config's fusion/weights/depths/PRF) or built from ``corpus``."""
     from hybrid_retriever.cli_common import config_for_new_index, console, index_exists, open_index
+    from hybrid_retriever.config import RetrieverConfig
+    from hybrid_retriever.retriever import HybridRetriever
 
     if index_exists(index):
         if config is None:
@@ -80,6 +84,8 @@ def _open_or_build(
 
 def check_corpus_matches(retriever: HybridRetriever, corpus: list[Document], index: Path | str) -> list[str]:
     """Raise when the index lacks documents of the corpus; return warnings (e.g. extra documents in the index)."""
+    from hybrid_retriever.ids import point_id
+
     ids = [d.id for d in corpus if d.id]
     pids = [point_id(i) for i in ids]
     found: set[str] = set()
@@ -99,6 +105,8 @@ def check_corpus_matches(retriever: HybridRetriever, corpus: list[Document], ind
 
 
 def _judged(data: Optional[Path], split: str, queries: Optional[Path], qrels: Optional[Path], corpus: Optional[Path]) -> JudgedQueries:
+    from hybrid_retriever.evaluation.datasets import load_judged
+
     return load_judged(data, split=split, queries=queries, qrels=qrels, corpus=corpus)
 
 
@@ -128,6 +136,7 @@ def eval_command(
 ) -> None:
     """Evaluate every branch and the fusion on judged queries: metrics, candidate recall, latency, significance."""
     from hybrid_retriever.cli_common import console, contributed, err_console
+    from hybrid_retriever.config import RetrieverConfig
     from hybrid_retriever.evaluation.report import (
         eval_markdown,
         plot_metric_vs_depth,
@@ -231,6 +240,7 @@ def tune_command(
 ) -> None:
     """Tune fusion method, weights and depths (and with --prf, pseudo-relevance feedback) on judged queries and write the config."""
     from hybrid_retriever.cli_common import console, err_console
+    from hybrid_retriever.evaluation.datasets import JudgedQueries, load_judged, read_corpus
     from hybrid_retriever.evaluation.cache import collect_runs
     from hybrid_retriever.evaluation.grid import FusionGrid
     from hybrid_retriever.evaluation.prf_tuning import tune_prf
@@ -396,6 +406,8 @@ def _prf_space(placements: Optional[str], branches: Optional[str], fb_docs: Opti
                beta: Optional[str], rm3_lambda: Optional[str], fb_terms: Optional[str], depth: Optional[str],
                guard: Optional[str]) -> PRFSearchSpace:
     """The PRF search space from the --prf-* options (each left out keeps the default's values), checked."""
+    from hybrid_retriever.evaluation.prf_tuning import PRFSearchSpace
+
     d = PRFSearchSpace()
     sets: tuple[tuple[str, ...] | None, ...] = d.branch_sets
     if branches is not None:

@@ -210,11 +210,13 @@ def adaptive(
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
     support_weight: float = DEFAULT_SUPPORT_WEIGHT,
+    limit: int | None = None,
 ) -> tuple[list[FusedItem], AdaptiveWeights]:
     """Fuse one query with per-query weights (:func:`adaptive_weights`); returns the ranking and the weights.
 
     A branch whose ``signals`` carry no clarity or support gets them measured here from
     the lists (:func:`clarity` of its scores, :func:`support` against the other lists).
+    ``limit`` keeps the best ``limit`` items only (see :func:`interpolate`).
     """
     returned = {n: [i for i, _ in bl.ranked()] for n, bl in lists.items()}
     full: dict[str, BranchSignals] = {}
@@ -229,7 +231,8 @@ def adaptive(
         {n: weights.get(n, 0.0) for n in lists}, full, foreign_weight, clarity_weight, sparse_clarity_offset,
         support_weight,
     )
-    fused = interpolate(lists, aw.weights, normalization=normalization, floor_value=floor_value, completed=completed)
+    fused = interpolate(lists, aw.weights, normalization=normalization, floor_value=floor_value, completed=completed,
+                        limit=limit)
     return fused, aw
 
 

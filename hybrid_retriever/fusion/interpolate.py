@@ -23,8 +23,10 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from hybrid_retriever.fusion.normalize import fit_normalizer, rank_score
-from hybrid_retriever.fusion.types import BranchList, FusedItem, check_weights, sort_fused
+import numpy as np
+
+from hybrid_retriever.fusion.normalize import NORMALIZERS, fit_normalizer
+from hybrid_retriever.fusion.types import BranchList, FusedItem, check_weights, top_order
 
 #: How completed scores are normalised (see the module docstring).
 COMPLETED = ("clamp", "union", "raw")
@@ -36,8 +38,14 @@ def interpolate(
     normalization: str = "minmax",
     floor_value: float | None = None,
     completed: str = "union",
+    limit: int | None = None,
 ) -> list[FusedItem]:
     """Fuse by weighted sum of normalised scores; the result is sorted best first.
+
+    ``limit`` keeps only the best ``limit`` items (the order is total, so they are the
+    first ``limit`` of the full list): a search builds items only for the hits it returns.
+    Scores are computed with numpy, element by element in the same float operations and
+    branch order as a plain loop, so they are the same to the bit.
 
     >>> from hybrid_retriever.fusion import BranchList, interpolate
     >>> fused = interpolate({"a": BranchList(["x", "y"], [2.0, 1.0]),
@@ -48,48 +56,85 @@ def interpolate(
     check_weights(weights)
     if completed not in COMPLETED:
         raise ValueError(f"unknown completed-score normalisation {completed!r}; choose one of {list(COMPLETED)}")
-    ranks = {name: bl.ranks() for name, bl in lists.items()}
-    per_branch: dict[str, dict[str, float]] = {}
-    floors: dict[str, float | None] = {}
-    for name, bl in lists.items():
+    index: dict[str, int] = {}  # candidate id -> column
+    columns: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]] = []
+    for bl in lists.values():
         ranked = bl.ranked()
-        if normalization == "rank":
-            n = len(ranked)
-            normed = {i: rank_score(r, n) for i, r in ranks[name].items()}
-            # Completed scores have no rank: place them just below the list's last.
-            normed.update({i: 0.0 for i, s in bl.extra.items() if i not in normed and not math.isnan(s)})
-        else:
-            extra = {i: s for i, s in bl.extra.items() if i not in ranks[name] and not math.isnan(s)}
-            fitted_on = [s for _, s in ranked]
-            if completed == "union" and ranked:
-                # Sorted, so the fit does not depend on the order completion returned scores in.
-                fitted_on = sorted(fitted_on + list(extra.values()), reverse=True)
-            norm = fit_normalizer(normalization, fitted_on)
-            normed = {}
-            if norm is not None:
-                normed = {i: norm(s) for i, s in ranked}
-                # A degenerate list (one score, or equal scores) already maps lower scores one unit
-                # down, a bounded value; clamping there would lift them to the list's own value.
-                lowest = min(normed.values()) if completed == "clamp" and norm.scale != 0.0 else -math.inf
-                for i, s in extra.items():
-                    normed[i] = max(norm(s), lowest)
-        per_branch[name] = normed
-        returned = [normed[i] for i in ranks[name]]
-        floors[name] = floor_value if floor_value is not None else (min(returned) if returned else None)
-
-    ids = {i for normed in per_branch.values() for i in normed}
-    items = []
-    for doc in ids:
-        total = 0.0
-        contrib: dict[str, float | None] = {}
+        pos = np.fromiter((index.setdefault(i, len(index)) for i, _ in ranked), dtype=np.int64, count=len(ranked))
+        scores = np.fromiter((s for _, s in ranked), dtype=np.float64, count=len(ranked))
+        returned = {i for i, _ in ranked}
+        extra = [(i, s) for i, s in bl.extra.items() if not math.isnan(s) and i not in returned]
+        normed, xnormed = _normalised(normalization, completed, scores, np.array([s for _, s in extra], dtype=np.float64))
+        # Completed scores count only where the branch has a scale for them (candidates as the loop had them).
+        xpos = np.fromiter((index.setdefault(i, len(index)) for i, _ in extra), dtype=np.int64, count=len(extra)) \
+            if normed is not None else np.zeros(0, dtype=np.int64)
+        columns.append((pos, normed, xpos, xnormed))
+    n = len(index)
+    total = np.zeros(n, dtype=np.float64)
+    values = np.full((len(lists), n), np.nan)
+    has = np.zeros((len(lists), n), dtype=bool)
+    best = np.full(n, 1 << 30, dtype=np.int64)  # each candidate's best rank in any branch
+    floors: list[float | None] = []
+    for b, (name, (pos, normed, xpos, xnormed)) in enumerate(zip(lists, columns)):
+        m = len(pos)
+        if normed is not None:
+            values[b, pos] = normed
+            has[b, pos] = True
+            if xnormed is not None and len(xpos):
+                values[b, xpos] = xnormed
+                has[b, xpos] = True
+        if m:
+            best[pos] = np.minimum(best[pos], np.arange(1, m + 1))
+        floor = floor_value if floor_value is not None else (float(normed.min()) if normed is not None and m else None)
+        floors.append(floor)
+        filled = np.where(has[b], values[b], floor if floor is not None else 0.0)
+        if floor is not None or has[b].any():
+            # total += w * value in branch order, skipping candidates with no value (as a loop would).
+            w = weights.get(name, 0.0)
+            contrib = w * filled
+            total = np.where(has[b] | (floor is not None), total + contrib, total)
+    ids = list(index)
+    order = top_order(ids, total, best, limit)
+    names = list(lists)
+    out = []
+    vals, have = values[:, order].T.tolist(), has[:, order].T.tolist()
+    for col, row_vals, row_has in zip(order.tolist(), vals, have):
+        normalized: dict[str, float | None] = {}
         floored: dict[str, bool] = {}
-        for name, normed in per_branch.items():
-            value = normed.get(doc)
-            floored[name] = value is None and floors[name] is not None
-            if value is None:
-                value = floors[name]
-            contrib[name] = value
-            if value is not None:
-                total += weights.get(name, 0.0) * value
-        items.append(FusedItem(id=doc, score=total, normalized=contrib, floored=floored))
-    return sort_fused(items, ranks)
+        for name, v, h, floor in zip(names, row_vals, row_has, floors):
+            floored[name] = not h and floor is not None
+            normalized[name] = v if h else floor
+        out.append(FusedItem(id=ids[col], score=float(total[col]), normalized=normalized, floored=floored))
+    return out
+
+
+def _normalised(
+    normalization: str, completed: str, scores: np.ndarray, xscores: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A branch's returned and completed scores normalised (None: the branch has no scale for them)."""
+    if normalization == "rank":
+        m = len(scores)
+        # Rank r of m -> (m - r + 1) / m; completed scores have no rank: just below the list's last.
+        return (m - np.arange(1, m + 1) + 1) / m if m else np.zeros(0), np.zeros(len(xscores))
+    fitted_on = scores
+    if completed == "union" and len(scores):
+        # Sorted (descending), so the fit does not depend on the order completion returned scores in.
+        fitted_on = np.sort(np.concatenate((scores, xscores)))[::-1]
+    if not len(fitted_on):
+        return None, None
+    try:
+        norm = NORMALIZERS[normalization](np.ascontiguousarray(fitted_on))  # NaN-free already
+    except KeyError:
+        norm = fit_normalizer(normalization, fitted_on.tolist())  # the library's error for an unknown name
+    if norm is None:
+        return None, None
+    if norm.scale == 0.0:
+        normed = np.where(scores >= norm.shift, norm.degenerate_value, norm.degenerate_value - 1.0)
+        xnormed = np.where(xscores >= norm.shift, norm.degenerate_value, norm.degenerate_value - 1.0)
+        return normed, xnormed
+    normed = (scores - norm.shift) / norm.scale
+    xnormed = (xscores - norm.shift) / norm.scale
+    if completed == "clamp" and len(normed):
+        # A degenerate list (handled above) already maps lower scores one unit down, a bounded value.
+        xnormed = np.maximum(xnormed, normed.min())
+    return normed, xnormed

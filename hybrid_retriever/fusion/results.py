@@ -21,10 +21,12 @@ def fuse_results(
     fusion: FusionConfig,
     weights: Mapping[str, float],
     signals: Mapping[str, BranchSignals] | None = None,
+    limit: int | None = None,
 ) -> list[FusedItem]:
     """Fuse one query's branch results as ``fusion`` says (best first); failed branches are left out.
 
     ``signals`` feed adaptive fusion (:func:`branch_signals`); the other methods ignore them.
+    ``limit`` keeps the best ``limit`` items only (a search builds items just for its hits).
     """
     lists = {
         n: BranchList([h.point_id for h in r.hits], [h.score for h in r.hits], extra=r.completed if fusion.missing == "exact" else {})
@@ -32,16 +34,18 @@ def fuse_results(
         if r.error is None
     }
     if fusion.method == "rrf":
-        return weighted_rrf(lists, weights, k=fusion.rrf_k)
+        return weighted_rrf(lists, weights, k=fusion.rrf_k)[:limit]
     floor = fusion.floor_value if fusion.missing == "floor" else None
     if fusion.method == "adaptive":
         fused, aw = adaptive(
             lists, weights, signals or {}, normalization=fusion.normalization, completed=fusion.completed,
             foreign_weight=fusion.foreign_weight, floor_value=floor,
             clarity_weight=fusion.clarity_weight, sparse_clarity_offset=fusion.sparse_clarity_offset,
-            support_weight=fusion.support_weight,
+            support_weight=fusion.support_weight, limit=limit,
         )
         for it in fused:
             it.weights, it.flags, it.signals = aw.weights, aw.flags, aw.signals
         return fused
-    return interpolate(lists, weights, normalization=fusion.normalization, floor_value=floor, completed=fusion.completed)
+    return interpolate(
+        lists, weights, normalization=fusion.normalization, floor_value=floor, completed=fusion.completed, limit=limit
+    )

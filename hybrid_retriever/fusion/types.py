@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
+
+import numpy as np
 
 
 @dataclass
@@ -72,3 +74,17 @@ def check_weights(weights: Mapping[str, float]) -> None:
             raise ValueError(f"weight of branch {name!r} must be a finite, non-negative number, got {w}")
     if not math.isfinite(sum(weights.values())):
         raise ValueError("the branch weights sum to more than the largest float; scale them down (only their ratios matter)")
+
+
+def top_order(ids: Sequence[str], scores: np.ndarray, best: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Positions of the best ``limit`` (all when None) candidates in :func:`sort_fused`'s order.
+
+    ``scores`` are the fused scores and ``best`` each candidate's best rank in any branch;
+    the last tie-break is the id, compared as Python compares strings.
+    """
+    order = np.lexsort((best, -scores))
+    s, b = scores[order], best[order]
+    if bool(((s[1:] == s[:-1]) & (b[1:] == b[:-1])).any()):  # rare: equal score and best rank, the id decides
+        by_id = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        order = by_id[np.lexsort((best[by_id], -scores[by_id]))]  # stable: equal keys stay in id order
+    return order if limit is None else order[:limit]

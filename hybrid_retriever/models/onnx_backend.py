@@ -9,12 +9,15 @@ the weights already loaded (``torch.onnx.export``), optionally quantised to int8
 
     <cache>/onnx/<model slug>-<hash of the model name>/<variant>/
         model.onnx      the graph and weights (data only: loading it runs no code)
-        export.json     hash of the source weights, hash of model.onnx, versions
+        export.json     hash of the source weights, of the model folder's files, of model.onnx; versions
 
 Before a cached export is used, the weights now loaded are hashed and compared with
 the hash recorded at export: if they differ (the model was updated), the export is
 made again. If ``model.onnx`` no longer matches its recorded hash (edited, truncated,
 replaced), it is refused with a :class:`~hybrid_retriever.errors.ModelCacheError`.
+The hash of the model folder's files (:func:`~hybrid_retriever.models.identity.weights_sha256`)
+recorded beside it lets a later process use the export without loading the weights in torch
+(:mod:`hybrid_retriever.models.onnx_encoder`).
 The cache folder is ``$HYBRID_RETRIEVER_CACHE`` or ``~/.cache/hybrid-retriever``
 (``$XDG_CACHE_HOME`` respected).
 """
@@ -92,7 +95,8 @@ def weights_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -122,7 +126,9 @@ def _hidden_states_module(model: Any, names: tuple[str, ...]) -> Any:
     return HiddenStates().eval()
 
 
-def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Variant, fingerprint: str) -> None:
+def export(
+    model: Any, input_names: tuple[str, ...], folder: Path, variant: Variant, fingerprint: str, files_sha256: str | None = None
+) -> None:
     """Export ``model`` (a Hugging Face encoder) to ``folder/model.onnx`` with its record; atomic."""
     import torch
 
@@ -170,7 +176,9 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
             "variant": variant,
             "inputs": list(input_names),
             "source_sha256": fingerprint,
-            "model_sha256": _file_sha256(tmp / _MODEL_FILE),
+            # The model folder's files (models/identity.py): lets a later process trust the export without torch.
+            "source_files_sha256": files_sha256,
+            "model_sha256": file_sha256(tmp / _MODEL_FILE),
             "torch": torch.__version__,
             "opset": OPSET,
         }
@@ -181,7 +189,7 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
             tmp.rename(folder)
         except OSError:
             # Another process finished the same export first: keep theirs if it is of these weights.
-            theirs = _read_record(folder)
+            theirs = read_record(folder)
             if theirs is None or theirs.get("source_sha256") != fingerprint:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +198,8 @@ def export(model: Any, input_names: tuple[str, ...], folder: Path, variant: Vari
         raise
 
 
-def _read_record(folder: Path) -> dict[str, Any] | None:
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The export record (``export.json``) in ``folder``, or None when it or ``model.onnx`` is missing or unreadable."""
     path = folder / _RECORD_FILE
     if not path.is_file() or not (folder / _MODEL_FILE).is_file():
         return None
@@ -207,14 +216,18 @@ def cached_export(
     input_names: tuple[str, ...],
     variant: Variant = "fp32",
     cache_dir: Path | None = None,
+    source_folder: Path | None = None,
 ) -> Path:
     """The verified ``model.onnx`` of ``model``'s current weights, exported first if missing or stale.
 
-    Raises :class:`ModelCacheError` when the cached file does not match the hash recorded at export.
+    ``source_folder`` is the folder ``model`` was loaded from: the record then carries the
+    hash of its files, which is how :mod:`hybrid_retriever.models.onnx_encoder` later
+    trusts the export without loading torch. Raises :class:`ModelCacheError` when the
+    cached file does not match the hash recorded at export.
     """
     folder = export_folder(cache_dir or default_cache_dir(), model_name, variant)
     fingerprint = weights_fingerprint(model)
-    record = _read_record(folder)
+    record = read_record(folder)
     stale = (
         record is None
         or record.get("source_sha256") != fingerprint
@@ -224,16 +237,41 @@ def cached_export(
     if stale:
         why = "no export yet" if record is None else "the weights or export procedure changed"
         log.info("exporting %s to ONNX (%s, %s) in %s", model_name, variant, why, folder)
-        export(model, input_names, folder, variant, fingerprint)
+        export(model, input_names, folder, variant, fingerprint, _files_sha256(source_folder))
         return folder / _MODEL_FILE
-    actual = _file_sha256(folder / _MODEL_FILE)
+    actual = file_sha256(folder / _MODEL_FILE)
     if actual != record.get("model_sha256"):
         raise ModelCacheError(
             f"the cached ONNX export {folder / _MODEL_FILE} does not match the hash recorded when it was made "
             f"(recorded {str(record.get('model_sha256'))[:16]}…, found {actual[:16]}…): it was changed after export "
             f"and is not used. Delete the folder {folder} and it is exported again from the model's weights"
         )
+    files = _files_sha256(source_folder)
+    if files is not None and record.get("source_files_sha256") != files:
+        # An export made before files were recorded, or the same weights with other side files: the
+        # weights fingerprint above vouches for the export, so the record learns the folder's hash.
+        _write_record(folder, {**record, "source_files_sha256": files})
     return folder / _MODEL_FILE
+
+
+def _files_sha256(source_folder: Path | None) -> str | None:
+    if source_folder is None or not Path(source_folder).is_dir():
+        return None
+    from hybrid_retriever.models.identity import weights_sha256
+
+    return weights_sha256(source_folder)
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Replace ``folder``'s export record atomically (a reader sees the old or the new one)."""
+    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, folder / _RECORD_FILE)
+    except OSError as exc:  # a read-only cache still works, only without the torch-free path
+        log.debug("cannot update %s: %s", folder / _RECORD_FILE, exc)
+        Path(tmp).unlink(missing_ok=True)
 
 
 class OnnxTransformer:
@@ -273,10 +311,11 @@ def load_onnx_transformer(
     variant: Variant,
     threads: int,
     cache_dir: Path | None = None,
+    source_folder: Path | None = None,
 ) -> OnnxTransformer:
     """An :class:`OnnxTransformer` for ``model``'s current weights (exported or read from the cache)."""
     if not onnxruntime_available():
         raise missing_onnxruntime()
     names = tuple(n for n in MODEL_INPUTS if n in input_names)
-    path = cached_export(model, model_name, names, variant, cache_dir)
+    path = cached_export(model, model_name, names, variant, cache_dir, source_folder)
     return OnnxTransformer(path, names, threads)

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +139,32 @@ def check_module_types(folder: Path, trust_remote_code: bool, what: str) -> None
 
 
 def pick_device(requested: str | None) -> str:
-    """``requested`` when given, else CUDA when present, else CPU."""
+    """``requested`` when given, else CUDA when present, else CPU (imports torch: model loaders call it)."""
+    from hybrid_retriever.models.threads import apply_torch_threads
+
+    apply_torch_threads()
     if requested:
         return requested
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+#: Device files of GPU drivers torch can use (NVIDIA, AMD ROCm, WSL).
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def surely_cpu(requested: str | None) -> bool:
+    """Whether :func:`pick_device` would answer ``cpu``, decided without importing torch where possible.
+
+    True for ``cpu``; for no request, True when torch is not loaded and no GPU driver's
+    device file exists (then torch could not see a GPU either). False otherwise.
+    """
+    if requested:
+        return requested == "cpu"
+    if "torch" in sys.modules:
+        return pick_device(None) == "cpu"
+    return not any(os.path.exists(f) for f in _GPU_DEVICE_FILES)
 
 
 class quiet_loading:

@@ -48,8 +48,14 @@ def resolve_backend(requested: str, device: str) -> Backend:
     return requested  # type: ignore[return-value]
 
 
-def build_sentence_encoder(st_model: Any, model_name: str, backend: Backend) -> "SentenceEncoder":
-    """A :class:`SentenceEncoder` for ``st_model`` running its transformer on ``backend``."""
+def build_sentence_encoder(
+    st_model: Any, model_name: str, backend: Backend, source_folder: Any = None
+) -> "SentenceEncoder":
+    """A :class:`SentenceEncoder` for ``st_model`` running its transformer on ``backend``.
+
+    ``source_folder`` (the folder the model was loaded from) is recorded with an ONNX export,
+    so later processes can use it without torch (:mod:`hybrid_retriever.models.onnx_encoder`).
+    """
     if backend == "torch":
         return SentenceEncoder(st_model)
     from hybrid_retriever.models.onnx_backend import load_onnx_transformer
@@ -62,6 +68,7 @@ def build_sentence_encoder(st_model: Any, model_name: str, backend: Backend) -> 
         tuple(k for k in sample if k != "modality"),
         "int8" if backend == "onnx-int8" else "fp32",
         intra_op_threads(),
+        source_folder=source_folder,
     )
     return SentenceEncoder(st_model, transformer, backend)
 

@@ -12,6 +12,7 @@ threads, so several cores stay in use.
 from __future__ import annotations
 
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +26,27 @@ def set_intra_op_threads(threads: int | None) -> None:
     """Use ``threads`` intra-op threads in torch and in ONNX Runtime sessions created from now on.
 
     ``None`` leaves torch's own setting. This is process-wide (torch has one setting per process).
+    Torch is not imported for this (its import takes seconds and ONNX Runtime does not need
+    it): when it is not loaded yet, :func:`apply_torch_threads` applies the setting once a
+    model loader imports it.
     """
     global _threads
     if threads is None:
         return
+    _threads = threads
+    if "torch" in sys.modules:
+        apply_torch_threads()
+
+
+def apply_torch_threads() -> None:
+    """Give torch the thread count set by :func:`set_intra_op_threads` (imports torch; model loaders call it)."""
+    if _threads is None:
+        return
     import torch
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-        log.debug("torch intra-op threads set to %d", threads)
-    _threads = threads
+    if torch.get_num_threads() != _threads:
+        torch.set_num_threads(_threads)
+        log.debug("torch intra-op threads set to %d", _threads)
 
 
 def intra_op_threads() -> int:

@@ -8,8 +8,38 @@
 - :mod:`.training` ``train-reranker``: fine-tune a cross-encoder on judged queries.
 """
 
-from hybrid_retriever.rerank.base import RerankBackend
-from hybrid_retriever.rerank.order import RerankedOrder, rerank_order
-from hybrid_retriever.rerank.stage import Reranker, RerankError, build_backend
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> defining module, imported on first use (PEP 562): the CLI imports its
+#: ``train-reranker`` command from this package without loading the rerank stage.
+_EXPORTS: dict[str, str] = {
+    "RerankBackend": "hybrid_retriever.rerank.base",
+    "RerankedOrder": "hybrid_retriever.rerank.order",
+    "rerank_order": "hybrid_retriever.rerank.order",
+    "Reranker": "hybrid_retriever.rerank.stage",
+    "RerankError": "hybrid_retriever.rerank.stage",
+    "build_backend": "hybrid_retriever.rerank.stage",
+}
+
+if TYPE_CHECKING:
+    from hybrid_retriever.rerank.base import RerankBackend
+    from hybrid_retriever.rerank.order import RerankedOrder, rerank_order
+    from hybrid_retriever.rerank.stage import Reranker, RerankError, build_backend
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = ["RerankBackend", "RerankError", "RerankedOrder", "Reranker", "build_backend", "rerank_order"]

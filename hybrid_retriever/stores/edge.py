@@ -25,6 +25,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, TypeVar
 
@@ -75,6 +76,9 @@ SHARING = (
     "which many processes can use at once"
 )
 
+#: Most point ids :class:`EdgeStore` keeps in its id memo (about 200 bytes each).
+_ID_MEMO_SIZE = 1_000_000
+
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}
 
 
@@ -98,6 +102,11 @@ class EdgeStore(Store):
         self._leftover = False
         self._leftover_error: str | None = None
         self._write_lock = threading.Lock()
+        #: Point ids seen in answers: Edge's own id object -> its text, and back. Edge returns ``uuid.UUID``
+        #: objects and parses text ids through ``uuid.UUID`` again: ~2-4 µs per id each way, ~1 ms per
+        #: fused query, where a lookup costs ~0.3 µs (benchmarks/results/latency.md).
+        self._id_text: dict[int, str] = {}
+        self._id_native: dict[str, Any] = {}
         self._lock: FolderLock | None = None
         #: How many documents the manifest says the shard holds (least, most); None = not recorded.
         self._documents: tuple[int, int] | None = None
@@ -301,7 +310,8 @@ class EdgeStore(Store):
         if not point_ids:
             return []
         wv = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
-        records = self.shard.retrieve(list(point_ids), with_payload=True, with_vector=wv)
+        native = self._id_native
+        records = self.shard.retrieve([native.get(i, i) for i in point_ids], with_payload=True, with_vector=wv)
         return [_to_point(r) for r in records]
 
     @_reads_store
@@ -311,11 +321,13 @@ class EdgeStore(Store):
         return int(self.shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(filter))))
 
     def _request(self, r: SearchRequest) -> qe.QueryRequest:
+        native = self._id_native
+        ids = [native.get(i, i) for i in r.point_ids] if r.point_ids is not None else None
         return qe.QueryRequest(
             limit=r.limit,
             query=_query(r),
             prefetches=[_prefetch(p) for p in r.prefetch] if r.prefetch else None,
-            filter=to_edge_filter(r.filter, r.point_ids),
+            filter=to_edge_filter(r.filter, ids),
             params=_params(r),
             with_payload=False,
         )
@@ -325,7 +337,31 @@ class EdgeStore(Store):
         if not requests:
             return []
         answers = self.shard.query_batch(qe.QueryBatchRequest([self._request(r) for r in requests]))
-        return [[(str(p.id), float(p.score)) for p in answer] for answer in answers]
+        return [self._scored(answer) for answer in answers]
+
+    def _scored(self, answer: Sequence[Any]) -> ScoredIds:
+        """(id text, score) pairs of an Edge answer, ids converted through the memo."""
+        text = self._id_text
+        out = []
+        for p in answer:
+            pid = p.id
+            try:
+                t = text[pid.int]  # keyed by the UUID's integer: hashing a UUID object runs Python code
+            except (KeyError, AttributeError):
+                t = self._remember(pid)
+            out.append((t, float(p.score)))
+        return out
+
+    def _remember(self, pid: Any) -> str:
+        """The text of Edge point id ``pid``, memoised both ways for UUIDs (bounded: cleared past 1M ids)."""
+        t = str(pid)
+        if isinstance(pid, uuid.UUID):
+            if len(self._id_text) >= _ID_MEMO_SIZE:
+                self._id_text.clear()
+                self._id_native.clear()
+            self._id_text[pid.int] = t
+            self._id_native[t] = pid
+        return t
 
     @_reads_store
     def fused_search(
@@ -346,7 +382,7 @@ class EdgeStore(Store):
         ]
         fusion = qe.Fusion.Rrf(k=rrf_k, weights=list(weights) if weights else None) if method == "rrf" else qe.Fusion.Dbsf()
         answer = self.shard.query(qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, with_payload=False))
-        return [(str(p.id), float(p.score)) for p in answer]
+        return self._scored(answer)
 
     @_reads_store
     def scroll(

@@ -54,6 +54,9 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
 def load_backbone(folder: Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoModel
 
+    from hybrid_retriever.models.threads import apply_torch_threads
+
+    apply_torch_threads()
     try:
         return AutoModel.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
