@@ -115,9 +115,12 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
         _check_vector_names(root, branches)
         sample_points = _with_vectors(store, first)
         checks = {b.name: _settle_and_check(b, sample_points) for b in branches}
-        manifest = build_manifest(
-            {b.name: b.manifest() for b in branches}, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields
-        )
+        recorded = {b.name: b.manifest() for b in branches}
+        for b in branches:  # the configuration reproduced the stored vectors: record the model's probe again
+            entry = b.identity_probe()
+            if entry is not None:
+                recorded[b.name]["probe"] = entry
+        manifest = build_manifest(recorded, cfg.model_dump(mode="json", exclude={"store"}), metadata_fields=fields)
         validate_manifest(manifest, "(rebuilt)", "")
         set_aside = _set_aside(manifest_file) if manifest_file.is_file() else None
         store.write_manifest(manifest)

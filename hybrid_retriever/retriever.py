@@ -169,6 +169,9 @@ class HybridRetriever:
         with self._verify_lock:
             if not self._verified:
                 self._raise_mismatches(mismatches(self._manifest or {}, self._branch_manifests()))
+                stored = (self._manifest or {}).get("branches", {})
+                for name, b in self.branches.items():
+                    b.check_probe((stored.get(name) or {}).get("probe"))  # the encoder reproduces the model's vector
                 self._verified = True
 
     def _raise_mismatches(self, problems: list[str]) -> None:
@@ -417,7 +420,12 @@ class HybridRetriever:
         for b in config["branches"]:
             if b.get("model"):
                 b["model"] = model_reference(b["model"])  # never a path relative to this process's folder
-        manifest = build_manifest(self._branch_manifests(), config, metadata_fields=[])
+        branches = self._branch_manifests()
+        for name, b in self.branches.items():
+            recorded = b.identity_probe()  # the model's own vector for a fixed text (see models/probe.py)
+            if recorded is not None:
+                branches[name]["probe"] = recorded
+        manifest = build_manifest(branches, config, metadata_fields=[])
         specs = [s for b in self.branches.values() for s in b.vector_specs]
         self.store.create(specs, manifest)
         self._manifest = manifest

@@ -44,10 +44,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_dense(tmp_path_factory.mktemp("models") / "tiny-dense")
 
 
-@pytest.fixture(scope="module")
-def evil_reranker(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A cross-encoder folder whose config makes transformers import a module that writes a marker file."""
-    root = tmp_path_factory.mktemp("rerankers")
+@pytest.fixture
+def evil_reranker(tmp_path: Path) -> tuple[Path, Path]:
+    """A cross-encoder folder whose config makes transformers import a module that writes a marker file.
+
+    One per test: the module's source names its own marker, so each test's positive control
+    imports a new module (Python runs a module's code only at its first import in a process).
+    """
+    root = tmp_path / "rerankers"
     marker_file = root / "marker"
     return make_evil(root / "evil-ce", build_tiny_cross_encoder(root / "ce"), marker_file), marker_file
 
@@ -442,3 +446,53 @@ def test_planted_symlinks_in_an_index_folder_write_nothing_outside_it(built: Pat
     with pytest.raises(IndexPathError, match="symbolic link"):
         HybridRetriever.open(str(built))
     assert not (tmp_path / "not-there").exists()
+
+
+# ------------------------------------------------------------ 5. the ONNX export cannot be swapped silently
+
+
+def test_a_swapped_onnx_export_is_caught_by_the_probe_and_exported_again(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can write the export cache replaces model.onnx and the hash export.json records for it."""
+    from hybrid_retriever.models.onnx_backend import default_cache_dir, export_folder, file_sha256
+    from hybrid_retriever.models.probe import PROBE_TEXT, cosine, recorded_vector
+    from hybrid_retriever.models.resolve import resolve_model_path
+
+    monkeypatch.setenv("HYBRID_RETRIEVER_CACHE", str(tmp_path / "cache"))
+    index, other = tmp_path / "index", tiny_dense(tmp_path / "other", seed=99)
+    cfg = {
+        "store": {"kind": "edge", "path": str(index)},
+        "branches": [{"kind": "bm25", "language": "english", "weight": 0.5}, {"kind": "dense", "model": str(tiny_model), "backend": "onnx"}],
+        "runtime": {"show_progress": False},
+    }
+    with HybridRetriever(RetrieverConfig.model_validate(cfg)) as r:
+        r.add_texts(TEXTS[:40], ids=[str(i) for i in range(40)])
+        honest = [h.id for h in r.search("document 7 about topic 0", k=5)]
+    recorded = recorded_vector(json.loads((index / MANIFEST_FILE).read_text())["branches"]["dense"]["probe"])
+    assert recorded is not None
+    # The attacker's export: another model's graph, with the record's hash rewritten to match it.
+    with HybridRetriever(RetrieverConfig.model_validate({**cfg, "store": {"kind": "edge", "path": str(tmp_path / "i2")},
+                                                          "branches": [{"kind": "dense", "model": str(other), "backend": "onnx"}]})) as r:
+        r.add_texts(["x"])
+    victim = export_folder(default_cache_dir(), resolve_model_path(str(tiny_model)), "fp32")
+    planted = export_folder(default_cache_dir(), resolve_model_path(str(other)), "fp32")
+    shutil.copyfile(planted / "model.onnx", victim / "model.onnx")
+    rec = json.loads((victim / "export.json").read_text())
+    rec["model_sha256"] = file_sha256(victim / "model.onnx")
+    (victim / "export.json").write_text(json.dumps(rec))
+    # Positive control: the planted export loads without complaint and gives other vectors.
+    from hybrid_retriever.branches import DenseBranch
+    from hybrid_retriever.config import DenseBranchConfig
+
+    planted_vector = DenseBranch(DenseBranchConfig(model=str(tiny_model), backend="onnx")).encode_documents([PROBE_TEXT])[0]
+    assert cosine(planted_vector, recorded) < 0.99
+    # The library: the first encoding finds the probe off, exports again from the weights, and serves honest results.
+    with HybridRetriever.open(str(index)) as r:
+        assert [h.id for h in r.search("document 7 about topic 0", k=5)] == honest
+    assert file_sha256(victim / "model.onnx") != file_sha256(planted / "model.onnx")
+    # A probe nothing reproduces (the model, its export or the library changed) is refused, not served.
+    edit_manifest(index, lambda m: m["branches"]["dense"]["probe"].update(vector=[1.0] + [0.0] * (len(recorded) - 1)))
+    with HybridRetriever.open(str(index)) as r:
+        with pytest.raises(IndexMismatchError, match="probe text"):
+            r.search("document")

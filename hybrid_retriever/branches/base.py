@@ -89,6 +89,15 @@ class Branch(abc.ABC):
     def restore(self, stored: dict[str, Any]) -> None:
         """Take statistics learned at first ingest back from a stored manifest; no-op by default."""
 
+    def identity_probe(self) -> dict[str, Any] | None:
+        """What a new index records so later encoders can be checked against the model itself (see
+        :mod:`hybrid_retriever.models.probe`); None (the default) for a branch that records nothing."""
+        return None
+
+    def check_probe(self, recorded: Any) -> None:
+        """Before the first encoding of a reopened index: the encoder in use reproduces ``recorded``
+        (what :meth:`identity_probe` gave at creation, or None for an older index); no-op by default."""
+
     # -- optional hooks (defaults keep a branch to one vector searched directly) ------
 
     #: True for a branch that only re-scores the other branches' candidates (its request

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import DenseBranchConfig
-from hybrid_retriever.errors import ConfigError
+from hybrid_retriever.errors import ConfigError, IndexMismatchError
 from hybrid_retriever.models import (
     check_module_types,
     ensure_available,
@@ -18,6 +18,8 @@ from hybrid_retriever.models import (
     resolve_model_path,
     weights_sha256,
 )
+from hybrid_retriever.models import probe
+from hybrid_retriever.models.onnx_backend import discard_export
 from hybrid_retriever.models.onnx_encoder import LightSentenceEncoder, load_light_encoder
 from hybrid_retriever.models.resolve import quiet_loading, surely_cpu
 from hybrid_retriever.models.sentence_encoder import (
@@ -50,6 +52,8 @@ class DenseBranch(Branch):
         self._encoder: SentenceEncoder | None = None
         self._light: LightSentenceEncoder | None = None
         self._light_tried = False
+        self._backend: str | None = None  # the backend the encoder in use runs on (torch, onnx, onnx-int8)
+        self._reexported = False
         self._lock = threading.Lock()
         #: Set by a multivector branch on the same model: one forward pass feeds both branches.
         self.shared_forward: Any = None
@@ -70,7 +74,7 @@ class DenseBranch(Branch):
             model = self.model
             with self._lock:
                 if self._encoder is None:
-                    backend = resolve_backend(self.config.backend, model.device.type)
+                    backend = self._backend = resolve_backend(self.config.backend, model.device.type)
                     self._encoder = build_sentence_encoder(
                         model, resolve_model_path(self.config.model), backend, locate_model(self.config.model)
                     )
@@ -99,7 +103,7 @@ class DenseBranch(Branch):
         backend = resolve_backend(self.config.backend, "cpu")
         if backend == "torch":
             return None
-        return load_light_encoder(
+        light = load_light_encoder(
             folder,
             resolve_model_path(self.config.model),
             "int8" if backend == "onnx-int8" else "fp32",
@@ -107,6 +111,9 @@ class DenseBranch(Branch):
             max_seq_length=self.config.max_seq_length,
             max_batch_tokens=CPU_BATCH_TOKENS,
         )
+        if light is not None:
+            self._backend = backend
+        return light
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -177,6 +184,46 @@ class DenseBranch(Branch):
         if folder is not None:
             out["weights_sha256"] = weights_sha256(folder)
         return out
+
+    # -- the identity probe (hybrid_retriever.models.probe) ---------------------------
+
+    def identity_probe(self) -> dict[str, Any]:
+        """The model's own vector for the probe text (sentence-transformers, from the hash-checked weights).
+
+        Also checks that the encoder in use reproduces it, so a new index is never written
+        through a replaced or broken ONNX export.
+        """
+        reference = self.model.encode([probe.PROBE_TEXT], convert_to_numpy=True)[0]
+        self._check_encoder(reference, "the model's own encoding")
+        return probe.record(reference)
+
+    def check_probe(self, recorded: Any) -> None:
+        expected = probe.recorded_vector(recorded)
+        if expected is not None:  # None: an index built before probes were recorded
+            self._check_encoder(expected, "the vector recorded in the index when it was built")
+
+    def _check_encoder(self, expected: Any, what: str) -> None:
+        """The encoder in use gives ``expected`` for the probe text; a failing ONNX export is exported again once."""
+        variant = "int8" if self.config.backend == "onnx-int8" else "fp32"
+        fresh = self._encode([probe.PROBE_TEXT], None)[0]
+        cos = probe.cosine(fresh, expected)
+        if cos >= probe.MIN_COSINE[variant]:
+            return
+        if self._backend in ("onnx", "onnx-int8") and not self._reexported:
+            # The export is derived data: discard it and make it again from the weights (their hash was checked).
+            log.warning("dense branch %r: the ONNX export gives cosine %.4f to %s; exporting it again", self.name, cos, what)
+            with self._lock:
+                discard_export(resolve_model_path(self.config.model), "int8" if self._backend == "onnx-int8" else "fp32")
+                self._reexported = True
+                self._light, self._light_tried, self._encoder = None, True, None  # the next encoder is made from torch
+            self._check_encoder(expected, what)
+            return
+        raise IndexMismatchError(
+            f"dense branch {self.name!r}: the encoder ({self._backend or 'torch'}) gives the probe text a vector with "
+            f"cosine {cos:.4f} to {what} (at least {probe.MIN_COSINE[variant]} is needed): the model, its export or "
+            "the library no longer computes the vectors this index holds. Rebuild the index with this setup, or use "
+            "the model files and library version that built it"
+        )
 
     def manifest(self) -> dict[str, Any]:
         m = {

@@ -111,6 +111,14 @@ def export_folder(cache_dir: Path, model_name: str, variant: Variant) -> Path:
     return Path(cache_dir) / "onnx" / f"{slug}-{key}" / variant
 
 
+def discard_export(model_name: str, variant: Variant, cache_dir: Path | None = None) -> None:
+    """Delete the cached export of ``model_name`` in ``variant`` (it is derived data: the next use exports again)."""
+    folder = export_folder(cache_dir or default_cache_dir(), model_name, variant)
+    if folder.is_dir():
+        log.warning("discarding the cached ONNX export %s: it is exported again from the model's weights", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _hidden_states_module(model: Any, names: tuple[str, ...]) -> Any:
     """``model`` (a Hugging Face encoder) as a module from plain tensors to its last hidden states, for export."""
     import torch

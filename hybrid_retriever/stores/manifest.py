@@ -32,6 +32,8 @@ _BM25_NUMBERS: dict[str, tuple[str, Any]] = {
 
 #: Branch settings that may differ on reopen without changing stored vectors.
 _FREE_KEYS = {"avg_len", "language_detection"}
+#: Branch entries checked by the branch itself, not by equality (the identity probe: a vector within a tolerance).
+_CHECKED_BY_BRANCH = {"probe"}
 #: Branch settings recorded only by newer versions, with the value older indexes were built with.
 _ADDED_LATER: dict[str, Any] = {"tokenizer": "word"}
 #: The manifest key holding a model's identity (hybrid_retriever.models.identity).
@@ -70,7 +72,7 @@ def mismatches(stored: dict[str, Any], current: dict[str, dict[str, Any]], parti
         old, new = stored_branches[name], current[name]
         same_weights = old.get(_HASH) is not None and old.get(_HASH) == new.get(_HASH)
         for key in sorted(set(new) if partial else set(old) | set(new)):
-            if key in _FREE_KEYS and new.get(key) is None:
+            if key in _FREE_KEYS and new.get(key) is None or key in _CHECKED_BY_BRANCH:
                 continue
             if key not in old and key in _ADDED_LATER and new.get(key) == _ADDED_LATER[key]:
                 continue  # an index written before the key existed, built the way its old default says
