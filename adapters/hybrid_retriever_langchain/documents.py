@@ -1,8 +1,8 @@
 """Conversions between hybrid-retriever's data classes and LangChain ``Document`` objects.
 
 A search hit becomes a LangChain ``Document`` whose ``id`` is the stored document id
-and whose ``metadata`` is the stored metadata plus one provenance entry (by default
-under ``"hybrid"``)::
+and whose ``metadata`` is the stored metadata, plus, where provenance is on, one
+provenance entry under its key (``"hybrid"`` by default)::
 
     {
         "score": 0.83,                 # fused score
@@ -15,6 +15,13 @@ under ``"hybrid"``)::
     }
 
 With a rerank stage, ``score``/``rank`` are the final (reranked) ones.
+
+Where it is on: LangChain treats a document's metadata as the user's, and its vector-store
+contract is that a search returns what was stored. So :class:`HybridVectorStore` leaves
+provenance out of its search results unless asked (``provenance_key="hybrid"``), while
+:class:`HybridSearchRetriever` (a retriever enriches what it returns, as rerankers and
+score-reporting retrievers do) and ``store.as_retriever()`` put it in unless told not to
+(``provenance_key=None``).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from hybrid_retriever.types import Hit
 
 log = logging.getLogger(__name__)
 
-#: Metadata key under which search results carry their provenance.
+#: Metadata key under which search results carry their provenance (where it is on).
 DEFAULT_PROVENANCE_KEY = "hybrid"
 
 
@@ -49,13 +56,16 @@ def provenance(hit: Hit, fusion: str | None = None) -> dict[str, Any]:
     return out
 
 
-def hit_to_document(hit: Hit, provenance_key: str = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:
+def hit_to_document(hit: Hit, provenance_key: str | None = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:
     """A search hit as a LangChain ``Document`` with ``id`` set and provenance in its metadata.
 
-    A stored metadata field named like ``provenance_key`` is shadowed by the provenance
-    in the returned document (the stored document is unchanged).
+    ``provenance_key`` None leaves the provenance out: the document is exactly the stored
+    one. Otherwise a stored metadata field named like ``provenance_key`` is shadowed by
+    the provenance in the returned document (the stored document is unchanged).
     """
     metadata = dict(hit.metadata)
+    if provenance_key is None:
+        return LCDocument(page_content=hit.text, metadata=metadata, id=hit.id)
     if provenance_key in metadata:
         log.debug("stored metadata field %r of %r is shadowed by the search provenance", provenance_key, hit.id)
     metadata[provenance_key] = provenance(hit, fusion)
