@@ -62,6 +62,11 @@ PER_DOCUMENT_MIN_SHARE = 0.05
 #: German, Chinese; benchmarks/results/language_detection.md). :func:`decide_language` waits for it.
 WORDS_TO_DECIDE = 25
 
+#: Documents a sample needs before the decision is final. Until then a language found is provisional:
+#: checked again at every ingest, so a corpus whose first documents are all in one language can still
+#: turn out mixed (50/50 mixtures added in random order, benchmarks/results/language_detection.md).
+DOCUMENTS_TO_SETTLE = 20
+
 #: Scripts written without spaces (Chinese, Japanese): each character counts as one word.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 

@@ -14,10 +14,12 @@ Stemmed tokens of different languages hash to different ids, so one sparse vecto
 holds them all and a query matches the documents of its language.
 
 With ``language: auto`` the language is decided only once the documents hold enough
-words to tell it (:func:`~hybrid_retriever.languages.decide_language`). Until then the
-branch is *pending*: a language-neutral analyzer, and :meth:`fit` runs again on every
-ingest (the retriever passes it the stored texts and the new ones and re-encodes the
-stored BM25 vectors), so a pending index is always analysed as one built in one go.
+words to tell it (:func:`~hybrid_retriever.languages.decide_language`; before, a
+language-neutral analyzer), and the decision is final once the sample also holds
+:data:`~hybrid_retriever.languages.DOCUMENTS_TO_SETTLE` documents. Until then the branch
+is *pending*: :meth:`fit` runs again on every ingest (the retriever passes it the stored
+texts and the new ones, and re-encodes the stored BM25 vectors), so a pending index is
+always analysed as one built in one go from the same documents.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.languages import (
+    DOCUMENTS_TO_SETTLE,
     STEMMERS,
     Analyzer,
     LanguageDetection,
@@ -120,32 +123,32 @@ class BM25Branch(Branch):
 
     @property
     def language_pending(self) -> bool:
-        """``language: auto`` with too little text yet to decide: documents get the neutral analyzer."""
+        """``language: auto`` not decided for good yet: the analyzer is learned again at every ingest."""
         return self._pending
 
     def choose_analyzer(self, texts: Sequence[str]) -> None:
         """``language: auto``: decide the corpus language from ``texts`` and take its analyzer.
 
-        With too little text to decide, the branch stays (or becomes) pending with the
-        language-neutral analyzer; with a full sample and no language recognised, the
-        neutral analyzer is the decision.
+        With too little text to decide, the branch is pending with the language-neutral
+        analyzer; with a language found in fewer than ``DOCUMENTS_TO_SETTLE`` documents,
+        pending with that language's analyzer (provisional); with a full sample and no
+        language recognised, the neutral analyzer is the decision.
         """
         if self.analyzer is not None and not self._pending:
             return
         c = self.config
         det = decide_language(texts)
+        self._set_languages({})
         if det is None:
             self._pending = True
             self.detection = None
             self._set_analyzer(neutral_analyzer(c.tokenizer))
-            self._set_languages({})
             log.info("BM25 branch %r: %s", self.name, self.describe())
             return
-        self._pending = False
+        self._pending = det.sampled < DOCUMENTS_TO_SETTLE
         self.detection = det
         if det.language is None:
             self._set_analyzer(neutral_analyzer(c.tokenizer))
-            self._set_languages({})
             log.warning(
                 "BM25 branch %r: no language recognised in %d sampled documents; using the language-neutral analyzer "
                 "(no stemmer, no stopwords). Set bm25.language to the corpus language to choose one.", self.name, det.sampled,
@@ -190,9 +193,14 @@ class BM25Branch(Branch):
         if a is None:
             return "analyzer not chosen yet (language auto: decided once the documents hold enough text)"
         neutral = f"language-neutral analyzer ({a.tokenizer} tokenizer, no stemmer, no stopwords)"
-        if self._pending:
+        if self._pending and self.detection is None:
             return (f"language not decided yet: {neutral} until the documents hold enough text to tell the language "
-                    f"(at least {WORDS_TO_DECIDE} words in it), then BM25 is re-encoded with that language's analyzer")
+                    f"({WORDS_TO_DECIDE} words in it), then BM25 is re-encoded with that language's analyzer")
+        return self._describe_decided(a, neutral) + (
+            f"; provisional: decided again at every ingest until the index holds {DOCUMENTS_TO_SETTLE} documents"
+            if self._pending else "")
+
+    def _describe_decided(self, a: Analyzer, neutral: str) -> str:
         if a.language is None:
             d = self.detection
             return neutral + (f" (no language recognised in {d.sampled} sampled documents)" if d is not None else "")
@@ -362,11 +370,13 @@ class BM25Branch(Branch):
         if self.avg_len is None and stored.get("avg_len"):
             self.avg_len = float(stored["avg_len"])
             self._model = None
-        if self.analyzer is None and self.config.language.lower() == "auto" and stored.get("language") is None and (
+        auto = self.config.language.lower() == "auto"
+        if self.analyzer is None and auto and stored.get("language_pending"):
+            self._pending = True  # decided again at the next ingest
+        if self.analyzer is None and auto and stored.get("language") is None and (
                 stored.get("language_pending") or stored.get("language_detection")):
-            # Pending (too little text when it was written), or decided with no language recognised.
+            # Too little text to tell the language when it was written, or decided with no language recognised.
             c = self.config
-            self._pending = bool(stored.get("language_pending"))
             self._set_analyzer(neutral_analyzer(c.tokenizer if c.tokenizer != "auto" else stored.get("tokenizer", "auto")))
             if stored.get("language_detection"):
                 self.detection = LanguageDetection(**{k: v for k, v in stored["language_detection"].items() if k != "mixed"})
