@@ -45,14 +45,17 @@ def refit_pending(
 
     Returns the new manifest (already written to the store), or None when nothing changed.
     The decision sees the stored texts, less those ``new_docs`` replace (same id), plus
-    the new texts. On an error the branches go back to what ``manifest`` records.
+    the new texts. ``new_docs`` are not validated yet (the ingest checks each batch before
+    writing it): what is not a text is left out here. On an error the branches go back to
+    what ``manifest`` records.
     """
     pending = pending_branches(branches)
-    if not pending or not new_docs:
+    new = [d for d in new_docs if isinstance(getattr(d, "text", None), str)]
+    if not pending or not new:
         return None
     stored = _stored_points(store)
-    replaced = {point_id(d.id) for d in new_docs if d.id is not None}
-    texts = [p.payload.get(PAYLOAD_TEXT) or "" for p in stored if p.point_id not in replaced] + [d.text for d in new_docs]
+    replaced = {point_id(d.id) for d in new if isinstance(d.id, str) and d.id}
+    texts = [p.payload.get(PAYLOAD_TEXT) or "" for p in stored if p.point_id not in replaced] + [d.text for d in new]
     before = {b.name: b.manifest() for b in pending}
     try:
         for b in pending:
@@ -60,17 +63,17 @@ def refit_pending(
         changed = [b for b in pending if b.manifest() != before[b.name]]
         if not changed:
             return None
-        new = copy.deepcopy(manifest)
-        new["branches"].update({b.name: b.manifest() for b in changed})
-        _reencode(store, stored, changed, settings_key(new["branches"]))
-        store.write_manifest(new)
+        updated = copy.deepcopy(manifest)
+        updated["branches"].update({b.name: b.manifest() for b in changed})
+        _reencode(store, stored, changed, settings_key(updated["branches"]))
+        store.write_manifest(updated)
     except BaseException:
         for b in pending:
             b.reset(before[b.name])
         raise
     for b in changed:
         log.info("BM25 branch %r: %d stored documents re-encoded; %s", b.name, len(stored), b.describe())
-    return new
+    return updated
 
 
 def _stored_points(store: Store) -> list[StoredPoint]:

@@ -298,19 +298,22 @@ class HybridRetriever:
         added: list[str] = []
         with self._write_lock:
             self._verify()
-            if self._manifest is None or pending_branches(self.branches):
+            if self._manifest is None:
                 head = list(itertools.islice(stream, FIT_SAMPLE))
-                if not head and self._manifest is None:
+                if not head:
                     raise InvalidInputError("no documents to index: the corpus is empty")
                 if not checked:
                     ids_seen.check(head, [])
                     checked = len(head)
                 _validate_documents(head)
-                if self._manifest is None:
-                    for b in self.branches.values():
-                        b.fit([d.text for d in head])
-                else:  # BM25 language not decided yet: learn it again with these documents (language_refit.py)
-                    self._manifest = refit_pending(self.branches, self.store, self._manifest, head) or self._manifest
+                for b in self.branches.values():
+                    b.fit([d.text for d in head])
+                stream = itertools.chain(head, stream)
+            elif pending_branches(self.branches):
+                # BM25's language is not decided for good: learn it again with these texts too (language_refit.py).
+                # Only read here: the batches below are checked and written as always.
+                head = list(itertools.islice(stream, FIT_SAMPLE))
+                self._manifest = refit_pending(self.branches, self.store, self._manifest, head) or self._manifest
                 stream = itertools.chain(head, stream)
             settings = settings_key(self._manifest["branches"] if self._manifest is not None else self._branch_manifests())
             # An ETA needs a total: for a stream the caller counts it first (the CLI does, cheaply).
