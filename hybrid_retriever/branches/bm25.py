@@ -269,11 +269,12 @@ class BM25Branch(Branch):
                 model = qe.Bm25(self._qdrant_config(self.k1, self.config.b, avg_len, self.per_language[language]))
                 self._models[language] = model
             return model
-        if self._model is None:
+        model = self._model  # read once: a pending branch's fit() may reset it from another thread
+        if model is None:
             if self.avg_len is None:
                 raise RuntimeError("BM25 avg_len is unknown: fit() or restore() must run first")
-            self._model = qe.Bm25(self._qdrant_config(k=self.k1, b=self.config.b, avg_len=self.avg_len))
-        return self._model
+            model = self._model = qe.Bm25(self._qdrant_config(k=self.k1, b=self.config.b, avg_len=self.avg_len))
+        return model
 
     # -- Branch interface -----------------------------------------------------------
 
@@ -309,11 +310,9 @@ class BM25Branch(Branch):
         at every ingest (then ``texts`` are the stored texts and the new ones, and both are learned anew)."""
         if not texts:
             return
-        if self._pending and self.config.avg_len is None:
-            self.avg_len = None  # measured again, on every text so far
-            self._model = None
+        again = self._pending and self.config.avg_len is None  # measured again, on every text so far
         self.choose_analyzer(texts)
-        if self.avg_len is not None:
+        if self.avg_len is not None and not again:
             return
         if self.per_language:
             # Each language's documents have their own length scale (Chinese tokens are characters).
