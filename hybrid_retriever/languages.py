@@ -200,7 +200,10 @@ def detect_each(texts: Sequence[str], languages: Sequence[str]) -> list[str]:
 
 
 def detect_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> LanguageDetection:
-    """Majority language of up to ``sample`` documents spread evenly over ``texts``."""
+    """Majority language of up to ``sample`` documents spread evenly over ``texts``, one vote per document.
+
+    However little text they hold: a growing index decides with :func:`decide_language` instead.
+    """
     nonempty = [t for t in texts if t and t.strip()]
     step = max(1, len(nonempty) // sample) if nonempty else 1
     picked = nonempty[::step][:sample]

@@ -83,7 +83,8 @@ class BM25Branch(Branch):
         self._models: dict[str, qe.Bm25] = {}
         self._counters: dict[str, qe.Bm25] = {}
         self._warned_empty = False
-        #: language auto, not decided yet: the neutral analyzer, and fit() runs again at every ingest.
+        #: language auto, not decided for good: the neutral analyzer (no language found yet) or a provisional
+        #: language's, and fit() runs again at every ingest.
         self._pending = False
         if config.language.lower() != "auto":
             self._set_analyzer(analyzer_for(config.language, config.stemmer, config.stopwords, config.tokenizer))
@@ -437,7 +438,8 @@ class BM25Branch(Branch):
             "stemmer": a.stemmer if a else c.stemmer,
             "stopwords": a.stopwords if a else c.stopwords,
             "language_detection": self.detection.as_dict() if self.detection else None,
-            # Only while pending (an index written before the key existed was decided at first ingest).
+            # Only while pending: the analyzer above may still change at the next ingest (an index written
+            # before the key existed was decided at its first ingest).
             **({"language_pending": True} if self._pending else {}),
             **({"per_document_languages": {
                 lang: {"tokenizer": x.tokenizer, "stemmer": x.stemmer, "stopwords": x.stopwords, "avg_len": self.avg_lens.get(lang)}
