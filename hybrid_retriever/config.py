@@ -201,7 +201,8 @@ class BM25BranchConfig(_BranchBase):
     )
     language: str = Field(
         default="auto",
-        description="Analyzer language: 'auto' detects it from a sample at first ingest (recorded in the index), "
+        description="Analyzer language: 'auto' detects it from a sample once the documents hold enough text "
+        "(a language-neutral analyzer until then; recorded in the index), "
         "or a name such as 'english', 'german', 'chinese' (docs/languages.md).",
     )
     tokenizer: Literal["auto", "word", "multilingual"] = Field(

@@ -14,6 +14,7 @@ stemmer, a stopword list, and whether words need Qdrant's multilingual tokenizer
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -56,6 +57,18 @@ SAMPLE_CHARS = 1000
 #: Per-document analysis (``bm25.language_per_document``) gives a language its own analyzer when it
 #: has at least this share of the sample; rarer ones are analysed with the majority language's.
 PER_DOCUMENT_MIN_SHARE = 0.05
+#: Words a text needs before lingua names its language reliably: the smallest length at which
+#: detection was right in at least 99.5% of random passages of every shared collection (English,
+#: German, Chinese; benchmarks/results/language_detection.md). :func:`decide_language` waits for it.
+WORDS_TO_DECIDE = 25
+
+#: Documents a sample needs before the decision is final. Until then a language found is provisional:
+#: checked again at every ingest, so a corpus whose first documents are all in one language can still
+#: turn out mixed (50/50 mixtures added in random order, benchmarks/results/language_detection.md).
+DOCUMENTS_TO_SETTLE = 20
+
+#: Scripts written without spaces (Chinese, Japanese): each character counts as one word.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -92,18 +105,39 @@ def analyzer_for(language: str, stemmer: bool | None = None, stopwords: bool | N
     )
 
 
+def neutral_analyzer(tokenizer: str = "auto") -> Analyzer:
+    """The analyzer used while (or when) no language is decided: no language's rules.
+
+    Qdrant's word tokenizer (it keeps numbers and codes, which its multilingual tokenizer
+    drops; a Chinese or Japanese corpus is decided after :data:`WORDS_TO_DECIDE`
+    characters anyway), and nothing is stemmed or dropped as a stopword.
+    """
+    return Analyzer(language=None, tokenizer="word" if tokenizer == "auto" else tokenizer, stemmer=False, stopwords=False)
+
+
 @dataclass
 class LanguageDetection:
-    """Outcome of detecting a corpus's language from a sample of its documents."""
+    """Outcome of detecting a corpus's language from a sample of its documents.
+
+    ``counts`` are documents per language. From :func:`decide_language` (``words`` set:
+    the words of the documents whose language was confirmed) shares are of those
+    documents; from :func:`detect_language`, of all sampled documents.
+    """
 
     language: str | None  # the majority language, None when nothing was recognised
-    share: float  # fraction of sampled documents in that language
-    sampled: int
+    share: float  # fraction of the sampled (or confirmed) documents in that language
+    sampled: int  # documents sampled
     counts: dict[str, int] = field(default_factory=dict)
+    words: int | None = None
 
     @property
     def mixed(self) -> bool:
         return self.share < MIXED_BELOW
+
+    @property
+    def total(self) -> int:
+        """What ``counts`` are shares of: the confirmed documents, or every sampled one."""
+        return sum(self.counts.values()) if self.words is not None else self.sampled
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mixed": self.mixed}
@@ -130,12 +164,12 @@ def _name(lang: Any) -> str:
 def corpus_languages(detection: LanguageDetection, min_share: float = PER_DOCUMENT_MIN_SHARE) -> list[str]:
     """The languages of a detection that reach ``min_share`` of its sample, the majority first.
 
-    >>> corpus_languages(LanguageDetection("german", 0.5, 200, {"german": 100, "english": 90, "dutch": 10}))
+    >>> corpus_languages(LanguageDetection("german", 0.5, 200, {"german": 100, "english": 91, "dutch": 9}))
     ['german', 'english']
     """
-    if not detection.sampled:
+    if not detection.total:
         return []
-    return [lang for lang, n in detection.counts.items() if n / detection.sampled >= min_share]
+    return [lang for lang, n in detection.counts.items() if n / detection.total >= min_share]
 
 
 @lru_cache(maxsize=8)
@@ -166,7 +200,10 @@ def detect_each(texts: Sequence[str], languages: Sequence[str]) -> list[str]:
 
 
 def detect_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> LanguageDetection:
-    """Majority language of up to ``sample`` documents spread evenly over ``texts``."""
+    """Majority language of up to ``sample`` documents spread evenly over ``texts``, one vote per document.
+
+    However little text they hold: a growing index decides with :func:`decide_language` instead.
+    """
     nonempty = [t for t in texts if t and t.strip()]
     step = max(1, len(nonempty) // sample) if nonempty else 1
     picked = nonempty[::step][:sample]
@@ -180,6 +217,76 @@ def detect_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> Language
         return LanguageDetection(language=None, share=0.0, sampled=len(picked))
     best, n = counts.most_common(1)[0]
     return LanguageDetection(language=best, share=n / len(picked), sampled=len(picked), counts=dict(counts.most_common()))
+
+
+def count_words(text: str) -> int:
+    """Words in ``text`` as detection sees them: space-separated tokens holding a letter, and in
+    Chinese or Japanese script each character (numbers and punctuation tell no language).
+
+    >>> count_words("The cat sat on the mat, 3 times."), count_words("熊猫吃竹子。")
+    (7, 5)
+    """
+    n = 0
+    for token in text.split():
+        cjk = len(_CJK.findall(token))
+        n += cjk if cjk else any(c.isalpha() for c in token)
+    return n
+
+
+@lru_cache(maxsize=8192)
+def _guess(text: str) -> str | None:
+    """lingua's language for one text (cached: a growing index asks again about the texts it holds)."""
+    lang = _detector().detect_language_of(text)
+    return None if lang is None else _name(lang)
+
+
+def decide_language(texts: Sequence[str], sample: int = SAMPLE_DOCS) -> LanguageDetection | None:
+    """The corpus language once the texts hold enough words to tell it, else None (not yet).
+
+    Short texts are often misnamed (a 5-word English sentence is called Dutch or Latin
+    one time in five), so no single document decides. Up to ``sample`` documents, spread
+    over ``texts``, are grouped by the language lingua guesses for each; a group holding
+    :data:`WORDS_TO_DECIDE` words is named again from its pooled text (a group of
+    misnamed English sentences is then named English), and its words count for that
+    language. The decision waits while a group too small to be named holds at least
+    :data:`PER_DOCUMENT_MIN_SHARE` of the words (it could be a language of its own),
+    unless the sample is full (``sample`` documents): then the named groups decide, and
+    with none the result says no language was recognised (``language`` None). Shares
+    (and so "mixed") are of the documents in named groups, as in :func:`detect_language`.
+
+    The outcome depends on the set of sampled texts, not their order: an index grown in
+    small batches decides as one built in one go from the same documents.
+    """
+    nonempty = [t for t in texts if t and t.strip()]
+    step = max(1, len(nonempty) // sample) if nonempty else 1
+    picked = [t[:SAMPLE_CHARS] for t in nonempty[::step][:sample]]
+    full = len(nonempty) >= sample
+    groups: dict[str | None, list[str]] = {}
+    for text in picked:
+        if count_words(text):
+            groups.setdefault(_guess(text), []).append(text)
+    total = sum(count_words(t) for g in groups.values() for t in g)
+    counts: Counter[str] = Counter()
+    confirmed = 0
+    waiting = False
+    for members in groups.values():
+        words = sum(count_words(t) for t in members)
+        # Sorted, so the pooled text (and its language) does not depend on the order of ingest.
+        lang = _guess("\n".join(sorted(members))[:SAMPLE_CHARS]) if words >= WORDS_TO_DECIDE else None
+        if lang is not None:
+            counts[lang] += len(members)
+            confirmed += words
+        elif words >= PER_DOCUMENT_MIN_SHARE * total:
+            waiting = True
+    if not full and (waiting or not counts):
+        return None
+    if not counts:
+        return LanguageDetection(language=None, share=0.0, sampled=len(picked), words=0)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name: order-free
+    return LanguageDetection(
+        language=ranked[0][0], share=ranked[0][1] / sum(counts.values()), sampled=len(picked), counts=dict(ranked),
+        words=confirmed,
+    )
 
 
 #: Model-card entries meaning "many languages" rather than a list.

@@ -30,6 +30,7 @@ from hybrid_retriever.branches import BM25Branch, Branch, build_branch
 from hybrid_retriever.branches.bm25 import PREVIOUS_DEFAULT_K1
 from hybrid_retriever.config import RetrieverConfig
 from hybrid_retriever.errors import IndexCorruptError, IndexMismatchError, IndexPathError
+from hybrid_retriever.languages import SAMPLE_DOCS
 from hybrid_retriever.stores.base import PAYLOAD_METADATA, PAYLOAD_TEXT, StoredPoint
 from hybrid_retriever.stores.edge import MANIFEST_FILE, SHARD_DIR, EdgeStore, read_manifest_file
 from hybrid_retriever.stores.manifest import DOCUMENTS_KEY, build_manifest, validate_manifest
@@ -101,7 +102,7 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
                 reason = f"it was corrupt: {exc}".split(". ")[0]
             else:
                 return _check_shard(store, manifest, sample)
-        count, fields, first = _survey(store, sample)
+        count, fields, first, texts = _survey(store, sample)
         if not count:
             if not manifest_file.is_file():
                 return RepairReport(str(root), "none", "the index holds no documents; index them again, the empty shard is replaced")
@@ -114,7 +115,7 @@ def repair_index(path: str | os.PathLike[str], config: RetrieverConfig | None = 
             b.attach(by_name)
         _check_vector_names(root, branches)
         sample_points = _with_vectors(store, first)
-        checks = {b.name: _settle_and_check(b, sample_points) for b in branches}
+        checks = {b.name: _settle_and_check(b, sample_points, texts) for b in branches}
         recorded = {b.name: b.manifest() for b in branches}
         for b in branches:  # the configuration reproduced the stored vectors: record the model's probe again
             entry = b.identity_probe()
@@ -140,7 +141,7 @@ def _check_shard(store: EdgeStore, manifest: dict[str, Any], sample: int) -> Rep
     """
     root = store.path
     try:
-        count, _, first = _survey(store, sample)
+        count, _, first, _ = _survey(store, sample)
         points = _with_vectors(store, first)
     except IndexCorruptError as exc:
         raise IndexCorruptError(
@@ -189,19 +190,22 @@ def _set_aside(manifest_file: Path) -> str:
     return str(aside)
 
 
-def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint]]:
-    """Number of stored points, their metadata fields, and the first ``sample`` points (payloads streamed page by page)."""
+def _survey(store: EdgeStore, sample: int) -> tuple[int, list[str], list[StoredPoint], list[str]]:
+    """Number of stored points, their metadata fields, the first ``sample`` points, and the texts of the
+    first :data:`SAMPLE_DOCS` (what BM25 decides its language from); payloads streamed page by page."""
     count = 0
     fields: set[str] = set()
     first: list[StoredPoint] = []
+    texts: list[str] = []
     offset: str | None = None
     while True:
         page, offset = store.scroll(1024, offset)
         count += len(page)
         fields.update(k for p in page for k in (p.payload.get(PAYLOAD_METADATA) or {}))
         first.extend(page[: max(sample - len(first), 0)])
+        texts.extend(t for p in page[: max(SAMPLE_DOCS - len(texts), 0)] if isinstance(t := p.payload.get(PAYLOAD_TEXT), str))
         if offset is None:
-            return count, sorted(fields), first
+            return count, sorted(fields), first, texts
 
 
 def _with_vectors(store: EdgeStore, points: Sequence[StoredPoint]) -> list[StoredPoint]:
@@ -236,18 +240,24 @@ def _check_vector_names(root: Path, branches: Sequence[Branch]) -> None:
         raise _mismatch(problems)
 
 
-def _settle_and_check(branch: Branch, points: Sequence[StoredPoint]) -> str:
-    """Recover what the branch learned at first ingest, then check it reproduces the stored vectors."""
+def _settle_and_check(branch: Branch, points: Sequence[StoredPoint], corpus: Sequence[str] = ()) -> str:
+    """Recover what the branch learned at ingest, then check it reproduces the stored vectors.
+
+    ``corpus``: stored texts (up to a detection sample) that BM25 with ``language: auto``
+    decides its language from, as at ingest: a language, or still pending (the neutral analyzer).
+    """
     texts = [p.payload[PAYLOAD_TEXT] for p in points]
     how = ""
     if isinstance(branch, BM25Branch) and branch.analyzer is None:
-        branch.choose_analyzer(texts)  # bm25.language auto: detected from the stored texts, as at first ingest
+        branch.choose_analyzer(list(corpus) or texts)  # bm25.language auto: decided from the stored texts, as at ingest
+        if branch.language_pending:
+            how = "language not decided yet (too little text: the neutral analyzer, decided at a later ingest); "
     if isinstance(branch, BM25Branch) and branch.avg_len is None:
         stored = [p.vectors.get(branch.name) for p in points]
         if branch.config.k1 is None and not _reproduces_k1(branch, texts, stored):
             # k1 unset: the index may predate today's default and use the one of its time.
             branch.set_k1(PREVIOUS_DEFAULT_K1)
-            how = f"k1 {PREVIOUS_DEFAULT_K1} (the default when the index was built); "
+            how += f"k1 {PREVIOUS_DEFAULT_K1} (the default when the index was built); "
         if branch.per_language:
             # Each language's documents were written with that language's avg_len: recover them one by one.
             languages = branch.languages_of(texts)

@@ -44,6 +44,7 @@ from hybrid_retriever.fusion.adaptive import branch_signals, no_query_tokens
 from hybrid_retriever.fusion.results import fuse_results
 from hybrid_retriever.models.card import branch_languages
 from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
+from hybrid_retriever.language_refit import pending_branches, refit_pending
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, ScoredIds
 from hybrid_retriever.stores.filters import FilterSpec
@@ -310,6 +311,12 @@ class HybridRetriever:
                 _validate_documents(head)
                 for b in self.branches.values():
                     b.fit([d.text for d in head])
+                stream = itertools.chain(head, stream)
+            elif pending_branches(self.branches):
+                # BM25's language is not decided for good: learn it again with these texts too (language_refit.py).
+                # Only read here: the batches below are checked and written as always.
+                head = list(itertools.islice(stream, FIT_SAMPLE))
+                self._manifest = refit_pending(self.branches, self.store, self._manifest, head) or self._manifest
                 stream = itertools.chain(head, stream)
             settings = settings_key(self._manifest["branches"] if self._manifest is not None else self._branch_manifests())
             # An ETA needs a total: for a stream the caller counts it first (the CLI does, cheaply).

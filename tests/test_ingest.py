@@ -30,7 +30,9 @@ class CountingBM25(BM25Branch):
     """The real BM25 branch, counting the texts it encodes."""
 
     def __init__(self) -> None:
-        super().__init__(BM25BranchConfig())
+        # A named language: with language auto a small index re-encodes its stored BM25 vectors at every
+        # ingest until the language is decided for good (tests/test_languages.py), which these counts would see.
+        super().__init__(BM25BranchConfig(language="english"))
         self.encoded: list[str] = []
         self.batches: list[int] = []
 
@@ -42,7 +44,8 @@ class CountingBM25(BM25Branch):
 
 def bm25_retriever(path: Path) -> tuple[HybridRetriever, CountingBM25]:
     cfg = RetrieverConfig.validate_data(
-        {"store": {"kind": "edge", "path": str(path)}, "branches": [{"kind": "bm25"}], "runtime": {"show_progress": False}}
+        {"store": {"kind": "edge", "path": str(path)}, "branches": [{"kind": "bm25", "language": "english"}],
+         "runtime": {"show_progress": False}}
     )
     branch = CountingBM25()
     return HybridRetriever(cfg, branches=[branch]), branch

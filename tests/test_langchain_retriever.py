@@ -286,5 +286,7 @@ def test_from_path_and_from_config(make_retriever, small_docs, tmp_path):
         built.retriever.add_texts(["alpha beta", "gamma delta"], ids=["a", "g"])
         docs = built.invoke("gamma")
         assert ids(docs) == ["g"] and "scores" in docs[0].metadata and "hybrid" not in docs[0].metadata
+        plain = HybridSearchRetriever(retriever=built.retriever, k=1, provenance_key=None).invoke("gamma")
+        assert ids(plain) == ["g"] and plain[0].metadata == {}  # provenance off: the stored metadata only
     finally:
         built.close()

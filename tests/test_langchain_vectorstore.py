@@ -83,7 +83,7 @@ def test_similarity_search_matches_the_core(store):
     docs = store.similarity_search(query)  # LangChain's default k = 4
     assert [d.id for d in docs] == [h.id for h in hits]
     assert docs[0].id == "sbert"
-    assert docs[0].metadata["topic"] == "ml" and docs[0].metadata["hybrid"]["rank"] == 1
+    assert docs[0].metadata == STORED["sbert"][1]  # the stored metadata, nothing added (LangChain's contract)
     scored = store.similarity_search_with_score(query, k=4)
     assert [s for _, s in scored] == pytest.approx([h.score for h in hits], abs=1e-5)
     assert [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
@@ -107,7 +107,7 @@ def test_relevance_scores_interpolation(store):
 
 
 def test_relevance_scores_rrf_and_zscore(make_retriever):
-    rrf = HybridVectorStore(make_retriever("edge", fusion={"method": "rrf"}))
+    rrf = HybridVectorStore(make_retriever("edge", fusion={"method": "rrf"}), provenance_key="hybrid")
     rrf.add_documents(lc_docs())
     pairs = rrf.similarity_search_with_relevance_scores("vector database written in Rust", k=5)
     top, rel = pairs[0]
@@ -199,9 +199,36 @@ def test_as_retriever(store):
     thr = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.9, "k": 8})
     got = thr.invoke("Eiffel Tower in Paris")
     assert [d.id for d in got][:1] == ["paris"]
-    assert all(d.metadata["hybrid"]["score"] >= 0.9 for d in got)
+    assert all(d.metadata == STORED[d.id][1] for d in got)  # the store's own searches: stored metadata only
     with pytest.raises(TypeError, match="fetch_k"):
         store.as_retriever(search_kwargs={"fetch_k": 3})
+
+
+def test_provenance_is_off_in_the_store_on_in_its_retriever_and_can_be_switched(store, make_retriever):
+    query = "dense embeddings for semantic search"
+    plain = store.similarity_search(query, k=3)
+    assert all(d.metadata == STORED[d.id][1] for d in plain)
+
+    # The store's retriever carries it by default (a retriever enriches what it returns) ...
+    docs = store.as_retriever(search_kwargs={"k": 3}).invoke(query)
+    assert [d.id for d in docs] == [d.id for d in plain]
+    assert [d.metadata["hybrid"]["rank"] for d in docs] == [1, 2, 3]
+    assert {k: v for k, v in docs[0].metadata.items() if k != "hybrid"} == STORED[docs[0].id][1]
+    # ... and leaves it out when asked.
+    assert all(d.metadata == STORED[d.id][1] for d in store.as_retriever(provenance_key=None).invoke(query))
+
+    # A store built with a key carries it in every search, and its retriever uses the same key.
+    on = HybridVectorStore(store.retriever, provenance_key="scores")
+    top, score = on.similarity_search_with_score(query, k=1)[0]
+    assert top.metadata["scores"]["score"] == pytest.approx(score)
+    assert set(top.metadata["scores"]["branches"]) == {"bm25", "dense"}
+    assert "scores" in on.as_retriever().invoke(query)[0].metadata
+    assert "scores" in on.max_marginal_relevance_search(query, k=2, fetch_k=4)[0].metadata
+
+    # from_texts takes the option too.
+    built = HybridVectorStore.from_texts(["Owls hunt at night."], ids=["owl"], retriever=make_retriever("edge"),
+                                         provenance_key="hybrid")
+    assert built.similarity_search("owls", k=1)[0].metadata["hybrid"]["rank"] == 1
 
 
 async def test_async_store_methods(store):

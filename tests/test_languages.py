@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.errors import ConfigError, IndexMismatchError
-from hybrid_retriever.languages import Analyzer, analyzer_for, detect_language, language_name, model_languages
+from hybrid_retriever.languages import (
+    DOCUMENTS_TO_SETTLE,
+    Analyzer,
+    analyzer_for,
+    detect_language,
+    language_name,
+    model_languages,
+)
 
 GERMAN = [
     "Die Stadt liegt am Ufer des Flusses und ist für ihre alten Brücken bekannt.",
@@ -332,3 +340,196 @@ def test_a_feedback_expanded_query_keeps_its_language(method):
                   weights=None, negatives=[], strength=1.0)
     new = _rewrite_sparse(fb, PRFConfig(sparse_method=method, fb_terms=2))
     assert 2 in new.indices and new.language == "german"
+
+
+# ------------------------------------------------- the language is decided once there is enough text
+
+EN_MORE = [
+    "The library opens at nine and closes late on Thursdays.",
+    "Children played football in the park until the sun went down.",
+    "A strong wind blew the leaves across the empty car park.",
+    "Fresh vegetables from local farms are sold at the Saturday market.",
+    "The train to the coast leaves every hour from the central station.",
+    "The old castle on the hill attracts thousands of visitors each summer.",
+    "Doctors recommend drinking plenty of water during hot weather.",
+    "The bridge was closed for repairs after the spring floods.",
+]
+DE_MORE = [
+    "Die Bibliothek öffnet um neun Uhr und schließt donnerstags erst spät.",
+    "Die Kinder spielten im Park Fußball, bis die Sonne unterging.",
+    "Der Zug an die Küste fährt jede Stunde vom Hauptbahnhof ab.",
+]
+ZH_MORE = [
+    "图书馆早上九点开门，星期四晚上很晚才关门。",
+    "孩子们在公园里踢足球，一直玩到太阳下山。",
+    "去海边的火车每个小时从中央车站出发一次。",
+]
+#: A small first batch per language (too little text to tell it), then the rest of the corpus.
+GROWING = {
+    "english": (["The cat sat on the mat.", "Dogs bark at night."], ENGLISH + EN_MORE),
+    "german": (["Der Hund bellt.", "Die Katze schläft."], GERMAN + DE_MORE),
+    "chinese": (["猫在睡觉。", "狗叫了。"], CHINESE + ZH_MORE),
+}
+QUERIES_BY_LANGUAGE = {
+    "english": ["bridges", "the cat", "train station", "snow in winter"],
+    "german": ["Brücke", "Hund", "Schnee im Winter", "Bibliothek"],
+    "chinese": ["熊猫吃竹子", "火车", "图书馆", "猫"],
+}
+
+
+def _snapshot(r, queries):
+    """What an index answers and stores: search results, and each document's BM25 vector and content hash."""
+    from hybrid_retriever import point_id
+
+    ids = sorted(d.id for d in r.documents())
+    points = {p.payload["doc_id"]: p for p in r.store.retrieve([point_id(i) for i in ids], with_vectors=True)}
+    stored = {i: (points[i].vectors["bm25"].indices, [round(v, 5) for v in points[i].vectors["bm25"].values],
+                  points[i].payload["content_hash"]) for i in ids}
+    results = {q: [(h.id, round(h.score, 5)) for h in r.search(q, k=5)] for q in queries}
+    return r.branches["bm25"].manifest(), stored, results
+
+
+def _grow(r, batches):
+    """Add the batches one by one; returns how many had been added when the language was decided (None: pending)."""
+    decided = None
+    for n, batch in enumerate(batches, 1):
+        r.add_documents([Document(text=t, id=i) for i, t in batch])
+        if decided is None and not r.branches["bm25"].language_pending:
+            decided = n
+    return decided
+
+
+def _one_go(r, batches, decided):
+    """The reference: the documents the decision saw indexed in one call, then the later batches as they came."""
+    r.add_documents([Document(text=t, id=i) for batch in batches[:decided] for i, t in batch])
+    _grow(r, batches[decided:])
+
+
+def _batches(first, rest, size=2):
+    """The first batch, then the rest (twice, so the index reaches DOCUMENTS_TO_SETTLE) in batches of ``size``."""
+    docs = [(f"d{n}", t) for n, t in enumerate(first + rest + rest)]
+    return [docs[: len(first)]] + [docs[i : i + size] for i in range(len(first), len(docs), size)]
+
+
+def test_a_small_first_batch_waits_with_a_neutral_analyzer(make_retriever):
+    from hybrid_retriever.languages import neutral_analyzer
+
+    for texts in (["The cat sat on the mat.", "Dogs bark at night."], ["foo", "bar"]):
+        r = make_retriever("edge")  # BM25 + all-MiniLM-L6-v2 (an English model)
+        r.add_texts(texts)
+        b = r.branches["bm25"]
+        assert b.language_pending and b.analyzer == neutral_analyzer() and b.content_language is None
+        assert "language not decided yet" in b.describe()
+        stored = r.store.read_manifest()["branches"]["bm25"]
+        assert stored["language"] is None and stored["language_pending"] is True and stored["tokenizer"] == "word"
+        # No language yet, so the English dense model is not discounted as out of language.
+        hits = r.search(texts[0], k=2)
+        assert hits and all(h.provenance["dense"].flags == [] for h in hits)
+        assert all(h.provenance["dense"].weight == pytest.approx(0.5) for h in hits)
+
+
+@pytest.mark.parametrize("language", ["english", "german", "chinese"])
+def test_a_growing_index_decides_its_language_and_equals_one_built_in_one_go(tmp_path, language):
+    first, rest = GROWING[language]
+    batches = _batches(first, rest)
+    with HybridRetriever(bm25_only(tmp_path / "grown")) as r:
+        _grow(r, batches[:1])
+        assert r.branches["bm25"].language_pending
+    # Pending survives a reopen; the next batches decide.
+    with HybridRetriever.open(str(tmp_path / "grown")) as r:
+        assert r.branches["bm25"].language_pending
+        _grow(r, batches[1:2])
+        b = r.branches["bm25"]
+        if b.detection is not None:  # a language found in few documents: used, but decided again at the next ingest
+            assert b.language_pending and b.analyzer == analyzer_for(language)
+        decided = 2 + _grow(r, batches[2:])
+        assert r.count() >= DOCUMENTS_TO_SETTLE
+        assert not b.language_pending and b.analyzer == analyzer_for(language) and not b.per_language
+        assert b.content_language == language
+        grown = _snapshot(r, QUERIES_BY_LANGUAGE[language])
+    stored = json.loads((tmp_path / "grown" / "manifest.json").read_text(encoding="utf-8"))["branches"]["bm25"]
+    assert stored["language"] == language and "language_pending" not in stored
+    with HybridRetriever(bm25_only(tmp_path / "one-go")) as r:
+        _one_go(r, batches, decided)
+        assert _snapshot(r, QUERIES_BY_LANGUAGE[language]) == grown
+
+
+def test_a_mixed_pair_grows_into_per_document_analysis_equal_to_one_go(tmp_path):
+    first = ["The cat sat on the mat.", "Der Hund bellt in der Nacht."]
+    rest = [t for pair in zip(EN_MORE, GERMAN + DE_MORE) for t in pair]  # one English, one German, ...
+    batches = _batches(first, rest)
+    queries = ["bridges", "Brücke", "train station", "Schnee im Winter"]
+    with HybridRetriever(bm25_only(tmp_path / "grown")) as r:
+        _grow(r, batches[:1])
+        assert r.branches["bm25"].language_pending
+        decided = 1 + _grow(r, batches[1:])
+        b = r.branches["bm25"]
+        assert not b.language_pending and set(b.languages) == {"english", "german"} and b.detection.mixed
+        assert [v.language for v in b.encode_queries(["Brücke über den Fluss", "bridges over the river"])] == ["german", "english"]
+        grown = _snapshot(r, queries)
+    with HybridRetriever(bm25_only(tmp_path / "one-go")) as r:
+        _one_go(r, batches, decided)
+        assert _snapshot(r, queries) == grown
+
+
+def test_the_decision_reencodes_bm25_only_and_then_discounts_an_english_model_on_german(make_retriever):
+    from hybrid_retriever import point_id
+
+    first, rest = GROWING["german"]
+    batches = _batches(first, rest, size=3)
+    grown, one_go = make_retriever("edge"), make_retriever("edge")  # BM25 + all-MiniLM-L6-v2
+    _grow(grown, batches[:1])
+    assert all(h.provenance["dense"].flags == [] for h in grown.search("Hund", k=2))  # pending: no language yet
+    decided = 1 + _grow(grown, batches[1:])
+    _one_go(one_go, batches, decided)
+    assert grown.branches["bm25"].analyzer == analyzer_for("german")
+    hits = grown.search("Brücke", k=3)
+    assert hits[0].id == one_go.search("Brücke", k=1)[0].id
+    assert all(h.provenance["dense"].flags == ["out_of_language"] for h in hits)  # decided German, English model
+    ids = [point_id(i) for batch in batches for i, _ in batch]
+    a = {p.point_id: p for p in grown.store.retrieve(ids, with_vectors=True)}
+    c = {p.point_id: p for p in one_go.store.retrieve(ids, with_vectors=True)}
+    for pid in ids:  # the dense vectors written before the decision were kept, the BM25 ones re-encoded
+        assert a[pid].vectors["dense"] == pytest.approx(c[pid].vectors["dense"], abs=1e-6)
+        assert a[pid].vectors["bm25"].indices == c[pid].vectors["bm25"].indices
+        assert a[pid].payload == c[pid].payload  # content hash included: skip_unchanged recognises them
+    report_docs = [Document(text=t, id=i) for batch in batches for i, t in batch]
+    from hybrid_retriever.ingest import IngestReport
+
+    report = IngestReport()
+    grown.add_documents(report_docs, skip_unchanged=True, report=report)
+    assert report.skipped == len(report_docs) and report.written == 0
+
+
+def test_repair_understands_a_pending_index(tmp_path):
+    from hybrid_retriever.repair import repair_index
+
+    path = tmp_path / "pending"
+    with HybridRetriever(bm25_only(path)) as r:
+        r.add_texts(["The cat sat on the mat.", "Dogs bark at night."], ids=["c", "d"])
+        manifest = r.store.read_manifest()["branches"]["bm25"]
+    (path / "manifest.json").unlink()
+    report = repair_index(path, bm25_only(path))
+    assert report.action == "rebuilt" and "language not decided yet" in report.checks["bm25"]
+    with HybridRetriever.open(str(path)) as r:
+        rebuilt = r.store.read_manifest()["branches"]["bm25"]
+        assert rebuilt == {**manifest, "avg_len": pytest.approx(manifest["avg_len"], rel=1e-5)}
+        r.add_texts(ENGLISH + EN_MORE)  # and it decides as it would have
+        assert r.branches["bm25"].analyzer == analyzer_for("english")
+
+
+def test_a_full_sample_without_words_decides_on_no_language(tmp_path):
+    from hybrid_retriever.languages import SAMPLE_DOCS, decide_language, neutral_analyzer
+
+    codes = [f"{n:05d}-{n * 7 % 1000:03d}" for n in range(SAMPLE_DOCS)]
+    assert decide_language(codes[:-1]) is None  # still waiting: no words yet, the sample is not full
+    with HybridRetriever(bm25_only(tmp_path / "codes")) as r:
+        r.add_texts(codes[:-1])
+        assert r.branches["bm25"].language_pending
+        r.add_texts(codes[-1:])
+        b = r.branches["bm25"]
+        assert not b.language_pending and b.analyzer == neutral_analyzer() and b.detection.language is None
+        assert "no language recognised" in b.describe()
+        assert r.search(codes[3], k=1)[0].text == codes[3]
+    with HybridRetriever.open(str(tmp_path / "codes")) as r:  # the decision survives a reopen
+        assert not r.branches["bm25"].language_pending and r.branches["bm25"].analyzer == neutral_analyzer()

@@ -117,8 +117,10 @@ def test_persistence_and_reopen(tmp_path, dense_branch, small_docs):
 
 
 def test_avg_len_measured_at_first_ingest_and_kept(tmp_path, small_docs):
+    # A named language: with language auto, a small index re-measures avg_len until its language is
+    # decided for good (tests/test_languages.py), and keeps it from then on as here.
     path = tmp_path / "index"
-    r = HybridRetriever(bm25_config(path))
+    r = HybridRetriever(bm25_config(path, language="english"))
     branch = r.branches["bm25"]
     assert branch.avg_len is None
     r.add_documents(small_docs[:4], batch_size=2)
@@ -129,7 +131,7 @@ def test_avg_len_measured_at_first_ingest_and_kept(tmp_path, small_docs):
     r.add_documents([Document("word " * 200, id="long")])
     assert branch.avg_len == pytest.approx(measured)
     r.close()
-    with HybridRetriever(bm25_config(path)) as again:
+    with HybridRetriever(bm25_config(path, language="english")) as again:
         assert again.branches["bm25"].avg_len == pytest.approx(measured)
         assert again.store.read_manifest()["branches"]["bm25"]["avg_len"] == pytest.approx(measured)
     # A configured avg_len is used as given, not measured.

@@ -8,8 +8,10 @@ Example::
     retriever = store.as_retriever(search_kwargs={"k": 4})
     retriever.invoke("vector database")[0].metadata["hybrid"]["branches"]
 
-Search results are LangChain ``Document`` objects with ``id`` set and the per-branch
-provenance under ``metadata["hybrid"]``; see :mod:`hybrid_retriever_langchain.documents`.
+Search results are LangChain ``Document`` objects with ``id`` set. The retriever adds the
+per-branch provenance under ``metadata["hybrid"]``; the vector store's own searches return
+the stored documents unchanged unless built with ``provenance_key="hybrid"``; see
+:mod:`hybrid_retriever_langchain.documents`.
 """
 
 try:

@@ -1,8 +1,8 @@
 """Conversions between hybrid-retriever's data classes and LangChain ``Document`` objects.
 
 A search hit becomes a LangChain ``Document`` whose ``id`` is the stored document id
-and whose ``metadata`` is the stored metadata plus one provenance entry (by default
-under ``"hybrid"``)::
+and whose ``metadata`` is the stored metadata, plus, where provenance is on, one
+provenance entry under its key (``"hybrid"`` by default)::
 
     {
         "score": 0.83,                 # fused score
@@ -15,6 +15,13 @@ under ``"hybrid"``)::
     }
 
 With a rerank stage, ``score``/``rank`` are the final (reranked) ones.
+
+Where it is on: LangChain treats a document's metadata as the user's, and its vector-store
+contract is that a search returns what was stored. So :class:`HybridVectorStore` leaves
+provenance out of its search results unless asked (``provenance_key="hybrid"``), while
+:class:`HybridSearchRetriever` (a retriever enriches what it returns, as rerankers and
+score-reporting retrievers do) and ``store.as_retriever()`` put it in unless told not to
+(``provenance_key=None``).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from hybrid_retriever.types import Hit
 
 log = logging.getLogger(__name__)
 
-#: Metadata key under which search results carry their provenance.
+#: Metadata key under which search results carry their provenance (where it is on).
 DEFAULT_PROVENANCE_KEY = "hybrid"
 
 
@@ -56,7 +63,7 @@ def provenance(hit: Hit, fusion: str | None = None) -> dict[str, Any]:
 _CHUNK_KEYS = ("chunk", "char_start", "char_end")
 
 
-def passage_to_document(passage: Any, provenance_key: str = DEFAULT_PROVENANCE_KEY) -> LCDocument:
+def passage_to_document(passage: Any, provenance_key: str | None = DEFAULT_PROVENANCE_KEY) -> LCDocument:
     """A passage (adjacent chunks joined, ``hybrid_retriever.grouping.Passage``) as a LangChain ``Document``.
 
     ``id`` is the first chunk's id; metadata is the first chunk's stored metadata with the
@@ -67,18 +74,23 @@ def passage_to_document(passage: Any, provenance_key: str = DEFAULT_PROVENANCE_K
     metadata = {k: v for k, v in passage.hits[0].metadata.items() if k not in _CHUNK_KEYS}
     if passage.char_start is not None:
         metadata["char_start"], metadata["char_end"] = passage.char_start, passage.char_end
+    if provenance_key is None:  # the stored metadata only (see hit_to_document)
+        return LCDocument(page_content=passage.text, metadata=metadata, id=passage.ids[0])
     metadata[provenance_key] = {**provenance(best), "passage": {"ids": list(passage.ids), "ranks": [h.rank for h in passage.hits],
                                                                 "tokens": passage.tokens}}
     return LCDocument(page_content=passage.text, metadata=metadata, id=passage.ids[0])
 
 
-def hit_to_document(hit: Hit, provenance_key: str = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:
+def hit_to_document(hit: Hit, provenance_key: str | None = DEFAULT_PROVENANCE_KEY, fusion: str | None = None) -> LCDocument:
     """A search hit as a LangChain ``Document`` with ``id`` set and provenance in its metadata.
 
-    A stored metadata field named like ``provenance_key`` is shadowed by the provenance
-    in the returned document (the stored document is unchanged).
+    ``provenance_key`` None leaves the provenance out: the document is exactly the stored
+    one. Otherwise a stored metadata field named like ``provenance_key`` is shadowed by
+    the provenance in the returned document (the stored document is unchanged).
     """
     metadata = dict(hit.metadata)
+    if provenance_key is None:
+        return LCDocument(page_content=hit.text, metadata=metadata, id=hit.id)
     if provenance_key in metadata:
         log.debug("stored metadata field %r of %r is shadowed by the search provenance", provenance_key, hit.id)
     metadata[provenance_key] = provenance(hit, fusion)

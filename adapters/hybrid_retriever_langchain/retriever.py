@@ -47,7 +47,8 @@ class HybridSearchRetriever(BaseRetriever):
 
     Every returned ``Document`` has ``id`` set to the stored document id and carries the
     stored metadata plus ``metadata[provenance_key]`` = ``{"score", "rank", "fusion",
-    "branches": {name: {"raw", "normalized", "rank", "completed"}}}``.
+    "branches": {name: {"raw", "normalized", "rank", "completed"}}}``; with
+    ``provenance_key=None`` the stored metadata only.
 
     Per-call options go as keyword arguments of ``invoke``/``ainvoke``/``batch``/``abatch``:
     ``k`` (results) and ``filter`` (the core's dict filter or a native Qdrant filter). A
@@ -64,8 +65,8 @@ class HybridSearchRetriever(BaseRetriever):
     """Default number of results; ``None`` = the core configuration's ``runtime.k``."""
     filter: Any = None
     """Default metadata filter, e.g. ``{"source": "wiki", "year": {"gte": 2020}}``."""
-    provenance_key: str = DEFAULT_PROVENANCE_KEY
-    """Metadata key of the provenance in returned documents."""
+    provenance_key: str | None = DEFAULT_PROVENANCE_KEY
+    """Metadata key of the provenance in returned documents; ``None`` leaves it out (stored metadata only)."""
     group_by: str | None = None
     """One document per value of this metadata field (e.g. ``"source"``: one per file), its best chunk, with
     ``metadata[provenance_key]["group"]`` = how many of its chunks matched and their ranks."""

@@ -49,9 +49,11 @@ class HybridVectorStore(VectorStore):
     """A hybrid (BM25 + dense, fused) index as a LangChain vector store.
 
     Documents are encoded by the index's own branches (set in its
-    :class:`RetrieverConfig`), not by a LangChain ``Embeddings``. Search results carry
-    the same provenance as :class:`HybridSearchRetriever` (``metadata["hybrid"]``).
-    Re-adding an id replaces that document.
+    :class:`RetrieverConfig`), not by a LangChain ``Embeddings``. Search results are
+    the stored documents (``id``, text, stored metadata), as LangChain's vector-store
+    contract asks; ``provenance_key="hybrid"`` adds the per-branch provenance under that
+    metadata key, as :class:`HybridSearchRetriever` (and :meth:`as_retriever`) do by
+    default. Re-adding an id replaces that document.
 
     Scores: ``similarity_search_with_score`` returns the fused score (higher is better).
     ``similarity_search_with_relevance_scores`` maps it to [0, 1]; note that with
@@ -59,8 +61,9 @@ class HybridVectorStore(VectorStore):
     best hit of any query scores near 1 (see :meth:`_relevance`).
     """
 
-    def __init__(self, retriever: HybridRetriever, *, provenance_key: str = DEFAULT_PROVENANCE_KEY) -> None:
+    def __init__(self, retriever: HybridRetriever, *, provenance_key: str | None = None) -> None:
         self.retriever = retriever
+        #: Metadata key of the provenance in search results; None (the default) leaves it out.
         self.provenance_key = provenance_key
 
     # ----------------------------------------------------------------- construction
@@ -86,7 +89,7 @@ class HybridVectorStore(VectorStore):
         retriever: HybridRetriever | None = None,
         config: RetrieverConfig | dict[str, Any] | None = None,
         path: str | os.PathLike[str] | None = None,
-        provenance_key: str = DEFAULT_PROVENANCE_KEY,
+        provenance_key: str | None = None,
         **kwargs: Any,
     ) -> "HybridVectorStore":
         """Index ``texts`` and return the store.
@@ -94,7 +97,8 @@ class HybridVectorStore(VectorStore):
         The index is one of: ``retriever`` (an open :class:`HybridRetriever`), ``config``
         (a :class:`RetrieverConfig` or dict), or ``path`` (an Edge index folder, reopened
         when it holds an index, else created with the default configuration); with none,
-        the default configuration (``./hybrid-index``). ``embedding`` must be ``None``:
+        the default configuration (``./hybrid-index``). ``provenance_key``: see the class.
+        ``embedding`` must be ``None``:
         the dense model is set in the configuration's branches. Other keyword arguments
         (``batch_size``, ``show_progress``) go to :meth:`add_texts`.
         """
@@ -216,7 +220,7 @@ class HybridVectorStore(VectorStore):
         return hit_to_document(hit, self.provenance_key, self.retriever.config.fusion.method)
 
     def similarity_search(self, query: str, k: int = 4, filter: Any = None, **kwargs: Any) -> list[Document]:
-        """The ``k`` best documents for ``query`` by fused hybrid score, with provenance in their metadata."""
+        """The ``k`` best documents for ``query`` by fused hybrid score (with provenance where it is on)."""
         return [self._document(h) for h in self._search(query, k, filter, kwargs)]
 
     def similarity_search_with_score(
@@ -284,9 +288,12 @@ class HybridVectorStore(VectorStore):
         """A retriever over this store.
 
         ``search_type="similarity"`` (the default) gives a :class:`HybridSearchRetriever`
-        (batched searches, provenance, ``k``/``filter`` per call) with
-        ``search_kwargs={"k": 4, "filter": ...}``; ``"mmr"`` and
-        ``"similarity_score_threshold"`` give LangChain's ``VectorStoreRetriever``.
+        (batched searches, ``k``/``filter`` per call) with ``search_kwargs={"k": 4,
+        "filter": ...}``; its documents carry the provenance under the store's
+        ``provenance_key``, or ``"hybrid"`` when the store leaves it out
+        (``provenance_key=None`` here turns it off). ``"mmr"`` and
+        ``"similarity_score_threshold"`` give LangChain's ``VectorStoreRetriever``, whose
+        documents come from the store's own searches.
         """
         if kwargs.get("search_type", "similarity") != "similarity":
             return super().as_retriever(**kwargs)
@@ -297,6 +304,5 @@ class HybridVectorStore(VectorStore):
         if search_kwargs:
             raise TypeError(f"unexpected search_kwargs {sorted(search_kwargs)}; similarity search takes k and filter")
         tags = kwargs.pop("tags", None) or self._get_retriever_tags()
-        return HybridSearchRetriever(
-            retriever=self.retriever, k=k, filter=filter, tags=tags, provenance_key=self.provenance_key, **kwargs
-        )
+        kwargs.setdefault("provenance_key", self.provenance_key or DEFAULT_PROVENANCE_KEY)
+        return HybridSearchRetriever(retriever=self.retriever, k=k, filter=filter, tags=tags, **kwargs)

@@ -12,6 +12,14 @@ or ``language_per_document: true``) is analysed per document: each document in i
 own detected language, with that language's avg_len, and each query in its own.
 Stemmed tokens of different languages hash to different ids, so one sparse vector
 holds them all and a query matches the documents of its language.
+
+With ``language: auto`` the language is decided only once the documents hold enough
+words to tell it (:func:`~hybrid_retriever.languages.decide_language`; before, a
+language-neutral analyzer), and the decision is final once the sample also holds
+:data:`~hybrid_retriever.languages.DOCUMENTS_TO_SETTLE` documents. Until then the branch
+is *pending*: :meth:`fit` runs again on every ingest (the retriever passes it the stored
+texts and the new ones, and re-encodes the stored BM25 vectors), so a pending index is
+always analysed as one built in one go from the same documents.
 """
 
 from __future__ import annotations
@@ -25,13 +33,16 @@ from hybrid_retriever.branches.base import Branch, VectorSpec
 from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.languages import (
+    DOCUMENTS_TO_SETTLE,
     STEMMERS,
     Analyzer,
     LanguageDetection,
+    WORDS_TO_DECIDE,
     analyzer_for,
     corpus_languages,
+    decide_language,
     detect_each,
-    detect_language,
+    neutral_analyzer,
 )
 from hybrid_retriever.types import SparseVector, Vector
 
@@ -50,9 +61,10 @@ PREVIOUS_DEFAULT_K1 = 1.2
 class BM25Branch(Branch):
     """Sparse BM25 branch backed by Qdrant's own tokeniser and BM25 definition.
 
-    With ``language: auto`` the analyzer is chosen at first ingest from the corpus's
-    detected language (:mod:`hybrid_retriever.languages`) and recorded in the index
-    manifest, so a reopened index analyses queries exactly as its documents were.
+    With ``language: auto`` the analyzer is chosen from the corpus's detected language
+    (:mod:`hybrid_retriever.languages`) once the documents hold enough text, and
+    recorded in the index manifest, so a reopened index analyses queries exactly as its
+    documents were.
     """
 
     def __init__(self, config: BM25BranchConfig) -> None:
@@ -71,6 +83,9 @@ class BM25Branch(Branch):
         self._models: dict[str, qe.Bm25] = {}
         self._counters: dict[str, qe.Bm25] = {}
         self._warned_empty = False
+        #: language auto, not decided for good: the neutral analyzer (no language found yet) or a provisional
+        #: language's, and fit() runs again at every ingest.
+        self._pending = False
         if config.language.lower() != "auto":
             self._set_analyzer(analyzer_for(config.language, config.stemmer, config.stopwords, config.tokenizer))
 
@@ -107,14 +122,40 @@ class BM25Branch(Branch):
             return [None] * len(texts)
         return list(detect_each(texts, list(self.per_language)))
 
+    @property
+    def language_pending(self) -> bool:
+        """``language: auto`` not decided for good yet: the analyzer is learned again at every ingest."""
+        return self._pending
+
     def choose_analyzer(self, texts: Sequence[str]) -> None:
-        """``language: auto``: detect the corpus language from ``texts`` and take its analyzer."""
-        if self.analyzer is not None:
+        """``language: auto``: decide the corpus language from ``texts`` and take its analyzer.
+
+        With too little text to decide, the branch is pending with the language-neutral
+        analyzer; with a language found in fewer than ``DOCUMENTS_TO_SETTLE`` documents,
+        pending with that language's analyzer (provisional); with a full sample and no
+        language recognised, the neutral analyzer is the decision.
+        """
+        if self.analyzer is not None and not self._pending:
             return
         c = self.config
-        det = detect_language(texts)
+        det = decide_language(texts)
+        self._set_languages({})
+        if det is None:
+            self._pending = True
+            self.detection = None
+            self._set_analyzer(neutral_analyzer(c.tokenizer))
+            log.info("BM25 branch %r: %s", self.name, self.describe())
+            return
+        self._pending = det.sampled < DOCUMENTS_TO_SETTLE
         self.detection = det
-        lang = det.language or "english"
+        if det.language is None:
+            self._set_analyzer(neutral_analyzer(c.tokenizer))
+            log.warning(
+                "BM25 branch %r: no language recognised in %d sampled documents; using the language-neutral analyzer "
+                "(no stemmer, no stopwords). Set bm25.language to the corpus language to choose one.", self.name, det.sampled,
+            )
+            return
+        lang = det.language
         # An explicit ``true`` asks for the option where the detected language has it.
         analyzer = analyzer_for(
             lang,
@@ -131,12 +172,7 @@ class BM25Branch(Branch):
                 for lang in langs
             }})
         log.info("BM25 branch %r: %s", self.name, self.describe())
-        if det.language is None:
-            log.warning(
-                "BM25 branch %r: no language recognised in %d sampled documents; using English rules. "
-                "Set bm25.language to the corpus language to choose another.", self.name, det.sampled,
-            )
-        elif det.mixed and not self.per_language:
+        if det.mixed and not self.per_language:
             log.warning(
                 "BM25 branch %r: the corpus looks mixed-language (%s of %d sampled documents); analysing all of it as "
                 "%s, the majority, because bm25.language_per_document is false. Words of the other languages are "
@@ -156,7 +192,19 @@ class BM25Branch(Branch):
         """One line saying which analyzer BM25 uses and why (for logs and the CLI's summary)."""
         a = self.analyzer
         if a is None:
-            return "analyzer not chosen yet (language auto: detected at first ingest)"
+            return "analyzer not chosen yet (language auto: decided once the documents hold enough text)"
+        neutral = f"language-neutral analyzer ({a.tokenizer} tokenizer, no stemmer, no stopwords)"
+        if self._pending and self.detection is None:
+            return (f"language not decided yet: {neutral} until the documents hold enough text to tell the language "
+                    f"({WORDS_TO_DECIDE} words in it), then BM25 is re-encoded with that language's analyzer")
+        return self._describe_decided(a, neutral) + (
+            f"; provisional: decided again at every ingest until the index holds {DOCUMENTS_TO_SETTLE} documents"
+            if self._pending else "")
+
+    def _describe_decided(self, a: Analyzer, neutral: str) -> str:
+        if a.language is None:
+            d = self.detection
+            return neutral + (f" (no language recognised in {d.sampled} sampled documents)" if d is not None else "")
         parts = [f"language {a.language}", f"{a.tokenizer} tokenizer"]
         parts.append("Snowball stemmer" if a.stemmer else "no stemmer")
         parts.append("stopwords" if a.stopwords else "no stopwords")
@@ -169,11 +217,12 @@ class BM25Branch(Branch):
         if self.detection is not None:
             d = self.detection
             line += f" (detected in {d.share:.0%} of {d.sampled} sampled documents"
+            line += f", {d.words} words" if d.words else ""
             line += "; mixed-language corpus" if d.mixed else ""
             line += ")"
         else:
             line += " (configured)"
-        if a.language not in STEMMERS and a.stemmer is False and self.config.stemmer is None:
+        if a.language is not None and a.language not in STEMMERS and a.stemmer is False and self.config.stemmer is None:
             line += f"; Qdrant has no stemmer for {a.language}: plain {a.tokenizer} tokens"
         return line
 
@@ -221,11 +270,12 @@ class BM25Branch(Branch):
                 model = qe.Bm25(self._qdrant_config(self.k1, self.config.b, avg_len, self.per_language[language]))
                 self._models[language] = model
             return model
-        if self._model is None:
+        model = self._model  # read once: a pending branch's fit() may reset it from another thread
+        if model is None:
             if self.avg_len is None:
                 raise RuntimeError("BM25 avg_len is unknown: fit() or restore() must run first")
-            self._model = qe.Bm25(self._qdrant_config(k=self.k1, b=self.config.b, avg_len=self.avg_len))
-        return self._model
+            model = self._model = qe.Bm25(self._qdrant_config(k=self.k1, b=self.config.b, avg_len=self.avg_len))
+        return model
 
     # -- Branch interface -----------------------------------------------------------
 
@@ -257,9 +307,13 @@ class BM25Branch(Branch):
         return {int(i): int(round(w * _COUNT_K / (_COUNT_K + 1.0 - w))) for i, w in zip(v.indices, v.values)}
 
     def fit(self, texts: Sequence[str]) -> None:
-        if texts:
-            self.choose_analyzer(texts)
-        if self.avg_len is not None or not texts:
+        """The analyzer (language auto) and avg_len from ``texts``: at first ingest, and while pending
+        at every ingest (then ``texts`` are the stored texts and the new ones, and both are learned anew)."""
+        if not texts:
+            return
+        again = self._pending and self.config.avg_len is None  # measured again, on every text so far
+        self.choose_analyzer(texts)
+        if self.avg_len is not None and not again:
             return
         if self.per_language:
             # Each language's documents have their own length scale (Chinese tokens are characters).
@@ -299,12 +353,33 @@ class BM25Branch(Branch):
             self._model = None
             self._models = {}
 
+    def reset(self, stored: dict[str, Any]) -> None:
+        """Back to the state a manifest entry records, dropping what was learned since (a failed re-encode)."""
+        self.analyzer = None
+        self.detection = None
+        self._pending = False
+        self._counter = None
+        self.avg_len = self.config.avg_len
+        self._model = None
+        self._set_languages({})
+        self.restore(stored)
+
     def restore(self, stored: dict[str, Any]) -> None:
         if stored.get("k1") is not None:
             self.set_k1(stored["k1"])
         if self.avg_len is None and stored.get("avg_len"):
             self.avg_len = float(stored["avg_len"])
             self._model = None
+        auto = self.config.language.lower() == "auto"
+        if self.analyzer is None and auto and stored.get("language_pending"):
+            self._pending = True  # decided again at the next ingest
+        if self.analyzer is None and auto and stored.get("language") is None and (
+                stored.get("language_pending") or stored.get("language_detection")):
+            # Too little text to tell the language when it was written, or decided with no language recognised.
+            c = self.config
+            self._set_analyzer(neutral_analyzer(c.tokenizer if c.tokenizer != "auto" else stored.get("tokenizer", "auto")))
+            if stored.get("language_detection"):
+                self.detection = LanguageDetection(**{k: v for k, v in stored["language_detection"].items() if k != "mixed"})
         if self.analyzer is None and stored.get("language"):
             # ``language: auto`` reopens with the language the index was built with. Settings the
             # configuration gives explicitly stay its own, so a change is reported as a mismatch.
@@ -363,6 +438,9 @@ class BM25Branch(Branch):
             "stemmer": a.stemmer if a else c.stemmer,
             "stopwords": a.stopwords if a else c.stopwords,
             "language_detection": self.detection.as_dict() if self.detection else None,
+            # Only while pending: the analyzer above may still change at the next ingest (an index written
+            # before the key existed was decided at its first ingest).
+            **({"language_pending": True} if self._pending else {}),
             **({"per_document_languages": {
                 lang: {"tokenizer": x.tokenizer, "stemmer": x.stemmer, "stopwords": x.stopwords, "avg_len": self.avg_lens.get(lang)}
                 for lang, x in self.per_language.items()
