@@ -8,7 +8,9 @@
 
 from hybrid_retriever.version import __version__
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hybrid_retriever.lazy import lazy_exports
 
 #: Public name -> the module defining it. Imported on first use (PEP 562): ``import hybrid_retriever``
 #: alone (as the CLI's ``--help`` does) costs no pydantic models, numpy or Qdrant client.
@@ -54,19 +56,7 @@ if TYPE_CHECKING:
     from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, HitGroup
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hybrid_retriever' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [

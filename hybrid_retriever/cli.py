@@ -401,8 +401,8 @@ def _index_into(retriever: HybridRetriever, where: str, source: Path, o: IndexOp
     """The ``index`` command on a retriever opened here (an Edge folder or a Qdrant collection)."""
     from hybrid_retriever.chunking import ChunkCounts, stale_chunk_ids
     from hybrid_retriever.ingest import BATCH_SECONDS, IngestReport
-    from hybrid_retriever.sources import count_documents, read_documents, source_kind
-    from hybrid_retriever.sync import UNRECORDED
+    from hybrid_retriever.sources import SourceReport, count_documents, read_documents, source_kind
+    from hybrid_retriever.sync import UNRECORDED, SeenIds
 
     kind = source_kind(source)
     report = IngestReport()
@@ -473,8 +473,8 @@ def _index_into(retriever: HybridRetriever, where: str, source: Path, o: IndexOp
 def index_through_server(client: Any, source: Path, o: IndexOptions) -> None:
     """``index SOURCE --server URL``: whole documents go to the service in batches; it chunks, encodes and stores them."""
     from hybrid_retriever.ingest import IngestReport
-    from hybrid_retriever.sources import count_documents, read_documents, source_kind
-    from hybrid_retriever.sync import source_key
+    from hybrid_retriever.sources import SourceReport, count_documents, read_documents, source_kind
+    from hybrid_retriever.sync import SeenIds, source_key
 
     kind = source_kind(source)
     wanted = o.chunk_size != 0 and (o.chunk_size is not None or kind == "text")

@@ -33,15 +33,11 @@ from hybrid_retriever.stores.stored_config import stored_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rerank_fixtures import build_tiny_cross_encoder  # noqa: E402
-from test_security import build_index, make_evil, rewrite_manifest, tiny_dense  # noqa: E402
+# The tiny dense model and the autouse fixture withdrawing any process-wide grant, shared with test_security.
+from test_security import build_index, make_evil, no_process_grant, rewrite_manifest, tiny_dense, tiny_model  # noqa: E402,F401
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 ENV.pop("HYBRID_RETRIEVER_TRUST_REMOTE_CODE", None)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_dense(tmp_path_factory.mktemp("models") / "tiny-dense")
 
 
 @pytest.fixture
@@ -54,14 +50,6 @@ def evil_reranker(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "rerankers"
     marker_file = root / "marker"
     return make_evil(root / "evil-ce", build_tiny_cross_encoder(root / "ce"), marker_file), marker_file
-
-
-@pytest.fixture(autouse=True)
-def no_process_grant(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HYBRID_RETRIEVER_TRUST_REMOTE_CODE", raising=False)
-    allow_remote_code(False)
-    yield
-    allow_remote_code(False)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,9 @@ One module per concern, all on the library's public API (fusion through the publ
     >>> res.systems["fused"].mean["ndcg@10"]                                   # doctest: +SKIP
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hybrid_retriever.lazy import lazy_exports
 
 #: Public name -> defining module, imported on first use (PEP 562): the CLI imports its
 #: ``eval``/``tune`` commands from this package without loading every evaluation module.
@@ -88,19 +90,7 @@ if TYPE_CHECKING:
     from hybrid_retriever.evaluation.tuning import SearchSpace, TuningResult, tune, weight_grid, write_config
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [

@@ -8,7 +8,9 @@
 - :mod:`.training` ``train-reranker``: fine-tune a cross-encoder on judged queries.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hybrid_retriever.lazy import lazy_exports
 
 #: Public name -> defining module, imported on first use (PEP 562): the CLI imports its
 #: ``train-reranker`` command from this package without loading the rerank stage.
@@ -27,19 +29,7 @@ if TYPE_CHECKING:
     from hybrid_retriever.rerank.stage import Reranker, RerankError, build_backend
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = ["RerankBackend", "RerankError", "RerankedOrder", "Reranker", "build_backend", "rerank_order"]
