@@ -44,9 +44,17 @@ BATCH_SECONDS = 2.0
 FIRST_BATCH = 8
 
 
+#: Branch manifest entries that record a check, not a setting (the identity probe, models/probe.py):
+#: they never change stored vectors, so they stay out of the content hash.
+_NOT_SETTINGS = frozenset({"probe"})
+
+
 def settings_key(branch_manifests: dict[str, Any]) -> str:
     """A short digest of the branches' settings (model, dimension, BM25 parameters, ...)."""
-    return _digest(branch_manifests)
+    return _digest({
+        name: {k: v for k, v in m.items() if k not in _NOT_SETTINGS} if isinstance(m, dict) else m
+        for name, m in branch_manifests.items()
+    })
 
 
 def content_hash(doc: Document, settings: str) -> str:

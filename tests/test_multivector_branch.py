@@ -192,7 +192,8 @@ def test_shared_forward_pass_with_dense(tmp_path: Path, dense_branch) -> None:
     assert mv.shared is not None and dense.shared_forward is mv.shared
     texts = ["Late interaction scores every query token.", "Qdrant stores multivectors!", "Cats sleep."]
     r.add_texts(texts, ids=["a", "b", "c"])
-    assert mv.shared.forward_passes == 1  # one MiniLM pass fed both branches
+    # One MiniLM pass fed both branches; the other encoded the identity probe at creation (models/probe.py).
+    assert mv.shared.forward_passes == 2
     stored = {p.point_id: p.vectors for p in r.store.retrieve([point_id(i) for i in "abc"], with_vectors=True)}
     alone_dense = dense_branch.encode_documents(texts)  # the session's unshared dense branch
     alone_tokens = load_encoder(
@@ -202,6 +203,6 @@ def test_shared_forward_pass_with_dense(tmp_path: Path, dense_branch) -> None:
         np.testing.assert_allclose(stored[point_id(key)]["dense"], alone_dense[i], atol=1e-5)
         np.testing.assert_allclose(stored[point_id(key)]["multivector"], alone_tokens[i], atol=1e-4)
     hits = r.search("which model scores query tokens late?", k=2)
-    assert mv.shared.forward_passes == 2 and hits[0].id == "a"
+    assert mv.shared.forward_passes == 3 and hits[0].id == "a"  # and one for the query
     assert set(hits[0].provenance) == {"bm25", "dense", "multivector"}
     r.close()
