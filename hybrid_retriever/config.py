@@ -392,6 +392,15 @@ class FusionConfig(_Strict):
         description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
         "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 (the default) turns the signal off.",
     )
+    fragmentation_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a query's fragmentation under an out-of-language branch's tokenizer (the share of "
+        "word pieces that continue a word or are unknown, in [0, 1]) lowers that branch's weight further: factor "
+        "foreign_weight * exp(-fragmentation_weight * fragmentation); 0 turns the signal off.",
+    )
     server_side: bool = Field(
         default=False,
         description="Fuse inside Qdrant in one request (rrf, or dbsf interpolation); no per-branch provenance scores.",

@@ -114,6 +114,13 @@ class DenseBranch(Branch):
     def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
         return self._encode(texts, self._prompt(self.config.query_prompt_name, _QUERY_PROMPTS))
 
+    def query_signals(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Per query, how well this model reads it: ``fragmentation`` under its own tokenizer (adaptive fusion reads it)."""
+        from hybrid_retriever.models.fragmentation import fragmentation
+
+        tokenizer = getattr(self.model, "tokenizer", None)
+        return [{} if f is None else {"fragmentation": f} for f in fragmentation(tokenizer, texts)]
+
     def declared_manifest(self) -> dict[str, Any]:
         """The manifest entries known without loading the model (checked first on reopen)."""
         out: dict[str, Any] = {"kind": "dense", "model": model_reference(self.config.model)}
