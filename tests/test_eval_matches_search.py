@@ -24,10 +24,10 @@ from hybrid_retriever.cli import app
 from hybrid_retriever.evaluation import FusionGrid, FusionParams, collect_runs, evaluate_ranked
 from hybrid_retriever.evaluation.grid import served_inputs
 
-#: Passages per slice: about 130 judged queries each, a few seconds of MiniLM encoding.
-N_DOCS = 130
+#: Passages per slice: about 100 judged queries each, a few seconds of MiniLM encoding.
+N_DOCS = 100
 #: Queries made only of German stopwords: BM25 analyses them to nothing, so only the dense branch can rank.
-NO_TOKEN_QUERIES = ["und die der", "das ist nicht", "wie viele der die", "was ist das", "wer war es", "wo und wann"]
+NO_TOKEN_QUERIES = ["und die der", "das ist nicht", "wie viel der die", "was ist das", "was war es", "wo und wie"]
 
 
 def _slice(name: str, root: Path) -> tuple[Path, dict[str, str], dict[str, dict[str, int]]]:
@@ -71,7 +71,7 @@ def test_eval_and_tune_score_what_search_serves(name: str, tmp_path: Path) -> No
     if name.endswith("/de"):
         stop = [q for q in qids if q.startswith("stop")]
         assert len(stop) == len(NO_TOKEN_QUERIES) and all(inputs[q]["bm25"].no_query_tokens for q in stop)
-    assert len(qids) > 100
+    assert len(qids) > 80
     for q in qids:
         assert evaluated[q] == pytest.approx(served[q], abs=1e-6), q  # eval.json rounds to 6 decimals
         assert tuned[q] == pytest.approx(served[q], abs=1e-12), q
