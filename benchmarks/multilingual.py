@@ -409,7 +409,7 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
 #: Today's default before issue 22 (foreign_weight 0.3 for every out-of-language query).
 ISSUE13_DEFAULT = {**NEW_DEFAULT, "foreign_weight": 0.3, "fragmentation_weight": 0.0}
 #: The dev grid: foreign_weight x fragmentation_weight (dense factor foreign_weight * exp(-w * fragmentation)).
-FRAG_GRID = [(fw, w) for fw in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0) for w in (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)]
+FRAG_GRID = [(fw, w) for fw in (0.3, 0.5, 0.7, 1.0) for w in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)]
 #: Collections whose queries are split into a dev half (choices) and a test half (reported once).
 SPLIT_HALVES = ("xquad-r/de", "xquad-r/zh")
 
@@ -420,15 +420,22 @@ def is_dev(qid: str) -> bool:
 
 
 def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> tuple[np.ndarray, list[list[str]]]:
-    """nDCG@10 per judged query (test split) of ``HybridRetriever.search_batch`` on the collection's index, reopened
-    with ``fusion`` (queries encoded by the library's own MiniLM branch: the search path end to end)."""
+    """nDCG@10 per judged query (test split) of ``HybridRetriever.search_batch`` on the collection's index with
+    ``fusion``: the search path end to end (query vectors from the MiniLM cache, which embed_cache.py checks are
+    the library's own encodings; fragmentation measured by the library's MiniLM tokenizer)."""
     col = per["collection"]
     path = index_path(col.name, "auto", tmp)
     if not (path / "manifest.json").is_file():
         build_index(col, "auto", dense, path)[0].close()
+    cfg = RetrieverConfig.validate_data({
+        "store": {"kind": "edge", "path": str(path)},
+        "branches": [{"kind": "bm25", "weight": 0.5, **BM25_SETTINGS["auto"]}, {"kind": "dense", "weight": 0.5}],
+        "fusion": fusion,
+        "runtime": {"show_progress": False},
+    })
     qids = per["qids"]
     lists: dict[str, list[str]] = {}
-    with HybridRetriever.open(str(path), fusion=FusionConfig(**fusion)) as r:
+    with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
         for i in range(0, len(qids), 64):
             part = qids[i : i + 64]
             for q, hits in zip(part, r.search_batch([col.queries[q] for q in part], k=100)):
@@ -436,24 +443,37 @@ def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryD
     return ndcg(per, "test", lists), [lists[q] for q in qids]
 
 
-def evaluate_fragmentation(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_fragmentation(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Choose foreign_weight / fragmentation_weight on the dev halves of xquad-r/de and zh, then run today's default,
-    the dev choice and each single branch on every collection through the search path, once."""
+    the dev choice and each single branch on every collection through the search path, once.
+
+    Without xquad-r/de and zh among the collections, the choice of ``previous`` (an earlier run) is kept and these
+    collections are added to it."""
     data = gather(args, analyzers=("auto",))
     out: dict[str, Any] = {"grid": {}, "collections": {}, "fragmentation": {}}
-    for name in SPLIT_HALVES:
+    choose = all(n in data for n in SPLIT_HALVES)
+    if not choose:
+        if not previous:
+            raise SystemExit(f"the dev choice needs {SPLIT_HALVES} (or an earlier --fragmentation run to add to)")
+        out = {k: previous[k] for k in ("grid", "collections", "fragmentation", "chosen")}
+    for name in SPLIT_HALVES if choose else ():
         per = data[name]
         dev = {q for q in per["collection"].judged("test") if is_dev(q)}
         qrels = per["collection"].qrels["test"]
         ev = Evaluator({q: qrels[q] for q in dev}, sorted(dev))
-        out["grid"][name] = {f"{fw}/{w}": float(ev.per_query(fused_lists(per, "auto", {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}, only=dev)).mean())
-                             for fw, w in FRAG_GRID}
-    keys = list(out["grid"][SPLIT_HALVES[0]])
-    mean = {k: float(np.mean([out["grid"][n][k] for n in SPLIT_HALVES])) for k in keys}
-    best = max(keys, key=lambda k: (mean[k], -keys.index(k)))
-    fw, w = (float(x) for x in best.split("/"))
-    out["chosen"] = {"foreign_weight": fw, "fragmentation_weight": w, "dev_mean": mean[best],
-                     "issue13_dev_mean": mean["0.3/0.0"]}
+        out["grid"][name] = {}
+        for fw, w in FRAG_GRID:
+            out["grid"][name][f"{fw}/{w}"] = float(ev.per_query(fused_lists(
+                per, "auto", {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}, only=dev)).mean())
+            log.info("%s dev half: foreign %s, fragmentation %s: %.4f", name, fw, w, out["grid"][name][f"{fw}/{w}"])
+    if choose:
+        keys = list(out["grid"][SPLIT_HALVES[0]])
+        mean = {k: float(np.mean([out["grid"][n][k] for n in SPLIT_HALVES])) for k in keys}
+        best = max(keys, key=lambda k: (mean[k], -keys.index(k)))
+        fw, w = (float(x) for x in best.split("/"))
+        out["chosen"] = {"foreign_weight": fw, "fragmentation_weight": w, "dev_mean": mean[best],
+                         "issue13_dev_mean": mean["0.3/0.0"]}
+    fw, w = out["chosen"]["foreign_weight"], out["chosen"]["fragmentation_weight"]
     chosen = {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}
     tmp = Path(tempfile.mkdtemp(prefix="multilingual-"))
     try:
@@ -493,8 +513,9 @@ def evaluate_fragmentation(args: argparse.Namespace) -> dict[str, Any]:
 
 FRAG_NOTES = (
     "Issue 22. Every number in this section's main table comes from the search path: the collection's index "
-    "(built with the library, auto analyzer) reopened with `HybridRetriever.open(path, fusion=...)` and queried with "
-    "`search_batch` (queries encoded by the library's MiniLM branch), scored with ranx; 'offline' is the largest "
+    "(built with the library, auto analyzer) reopened with each fusion setting and queried with "
+    "`search_batch` (query vectors from the MiniLM cache, checked by embed_cache.py to be the library's own "
+    "encodings; fragmentation measured at search time by the library's MiniLM tokenizer), scored with ranx; 'offline' is the largest "
     "per-query difference to fusing the cached `search_branches` lists with `fuse_results` + `branch_signals` (the "
     "functions search calls), which is how the older sections below (issue 13) were computed. Single-branch columns "
     "are each branch's own list from `search_branches`. The dense weight of an out-of-language query is now "
@@ -873,7 +894,11 @@ def main() -> None:
     info = machine_info()
     if args.fragmentation:
         report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
-        report["fragmentation"] = {"machine": info, **evaluate_fragmentation(args), "notes": FRAG_NOTES}
+        previous = report.get("fragmentation")
+        report["fragmentation"] = {"machine": previous["machine"] if previous and not all(
+            n in args.collections for n in SPLIT_HALVES) else info, **evaluate_fragmentation(args, previous), "notes": FRAG_NOTES}
+        order = [c for c in COLLECTIONS if c in report["fragmentation"]["collections"]]
+        report["fragmentation"]["collections"] = {c: report["fragmentation"]["collections"][c] for c in order}
         report["notes"] = NOTES
         write_results("multilingual", report, markdown(report))
         return

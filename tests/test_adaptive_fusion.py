@@ -170,7 +170,7 @@ def test_support_by_hand():
 
 
 def test_underflow_and_extreme_weights():
-    # 5e-324 · 0.3 underflows to 0: the branch not discounted to 0 still takes all the weight, the blind one none.
+    # 5e-324 times the foreign factor may underflow to 0: the branch not discounted to 0 still takes all the weight, the blind one none.
     aw = adaptive_weights({"a": 1.0, "b": 5e-324}, {"a": BranchSignals(no_query_tokens=True), "b": BranchSignals(in_language=False)})
     assert aw.weights == {"a": 0.0, "b": 1.0}
     # An extreme signal weight neither overflows nor divides by zero: the supported branch takes (nearly) all.
