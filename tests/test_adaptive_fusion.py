@@ -336,7 +336,11 @@ def test_fragmentation_by_hand():
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
     # "unsatisfied" -> un ##sat ##is ##fied (3 continuations of 4); "dog" -> [UNK]; "" -> no pieces.
+    fast.pad_token = "[UNK]"
+    before = fast(["the cat", "the unsatisfied cat"], padding=True)["input_ids"]
     assert fragmentation(fast, ["the cat sat", "the unsatisfied cat", "the dog", ""]) == [0.0, 3 / 6, 1 / 2, None]
+    # Measured on a private copy: the tokenizer the model encodes with keeps its padding behaviour.
+    assert fast(["the cat", "the unsatisfied cat"], padding=True)["input_ids"] == before and len(before[0]) == len(before[1])
 
 
 def test_adaptive_weights_fragmentation_by_hand():
