@@ -21,6 +21,14 @@ its own language (``bm25.language_per_document``, on by default for a mixed corp
 for all (the majority's)? It adds a ``mixed`` section to the results (nothing is tuned there).
 ``--bm25-grid`` chooses BM25's k1 / b on the dev splits and runs the choice against the default on every
 test split once (``bm25_grid`` section).
+``--fragmentation`` (issue 22) chooses adaptive fusion's ``foreign_weight`` / ``fragmentation_weight`` on the dev
+halves of xquad-r/de and zh (a fixed hash of the query id), then runs the issue-13 default, the dev choice and each
+single branch on every given collection through ``HybridRetriever.search_batch`` (``fragmentation`` section, with
+the largest per-query difference to offline fusion of the cached lists). Collections given without xquad-r/de and
+zh keep the earlier choice and are added to the section:
+
+    .venv/bin/python benchmarks/multilingual.py --fragmentation --collections xquad-r/de xquad-r/zh
+    .venv/bin/python benchmarks/multilingual.py --fragmentation --collections cisi   # and each other collection
 
 Choices are made on dev data only: scifact ``qrels/train.tsv`` and nfcorpus ``qrels/dev.tsv``. cranfield,
 cisi and xquad-r have only a test split; they are evaluated with settings fixed in advance (nothing
