@@ -358,7 +358,8 @@ class FusionConfig(_Strict):
     a ``floor`` (``floor_value``, or the branch's lowest normalised score when None).
     ``adaptive`` (the default) is interpolation with per-query weights: a branch that is
     blind for the query (BM25 with no query tokens: weight 0; a model whose languages
-    exclude the corpus language: weight × ``foreign_weight``) counts less, and the weights
+    exclude the corpus language: weight × ``foreign_weight`` × exp(−``fragmentation_weight`` ×
+    the query's fragmentation under that model's tokenizer)) counts less, and the weights
     used are in each hit's provenance (docs/languages.md). Two query-performance signals are
     measured and reported too, each branch's support by the other branch and its query
     clarity; ``support_weight`` and ``clarity_weight`` let them move the weights (0 by
@@ -377,7 +378,7 @@ class FusionConfig(_Strict):
     )
     floor_value: Optional[float] = Field(default=None, allow_inf_nan=False)
     foreign_weight: float = Field(
-        default=0.3,
+        default=0.7,
         ge=0,
         le=1,
         allow_inf_nan=False,
@@ -407,6 +408,16 @@ class FusionConfig(_Strict):
         allow_inf_nan=False,
         description="adaptive: how strongly a branch's support (the share of its top 10 that another branch also "
         "returned, in [0, 1]) moves its weight: factor exp(support_weight * support); 0 (the default) turns the signal off.",
+    )
+    fragmentation_weight: float = Field(
+        default=3.0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="adaptive: how strongly a query's fragmentation under an out-of-language branch's tokenizer (the share of "
+        "word pieces that continue a word or are unknown, in [0, 1]) lowers that branch's weight further: factor "
+        "foreign_weight * exp(-fragmentation_weight * fragmentation); 0 turns the signal off (then foreign_weight alone "
+        "applies, 0.3 being the setting before fragmentation was measured).",
     )
     server_side: bool = Field(
         default=False,

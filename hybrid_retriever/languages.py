@@ -307,11 +307,22 @@ def language_name(code: str) -> str | None:
 
 
 def model_languages(languages: Sequence[str] | None) -> frozenset[str] | None:
-    """The language names a model covers from its declared codes; None when it covers any (or is unknown)."""
-    if not languages or any(x.strip().lower() in _ANY for x in languages):
+    """The language names a model covers from its declared codes; None when it covers any (or is unknown).
+
+    Cards of multilingual models often say ``multilingual`` *and* list their languages
+    (``[multilingual, ar, de, ...]``): the list is what they were trained on, so it is used;
+    ``multilingual`` alone (or ``any``) means any language.
+
+    >>> sorted(model_languages(["multilingual", "de", "zh"])), model_languages(["multilingual"])
+    (['chinese', 'german'], None)
+    """
+    if not languages:
         return None
-    names = {language_name(x) for x in languages}
-    return frozenset(n for n in names if n)
+    listed = [x for x in languages if x.strip().lower() not in _ANY]
+    if not listed:
+        return None
+    names = {language_name(x) for x in listed}
+    return frozenset(n for n in names if n) or None
 
 
 def detect_query_language(text: str) -> str | None:

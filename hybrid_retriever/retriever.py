@@ -41,7 +41,7 @@ from hybrid_retriever.models.trust import how_to_grant
 from hybrid_retriever.payload import check_id, check_text, storable_metadata
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.fusion.adaptive import branch_signals, no_query_tokens
-from hybrid_retriever.fusion.results import fuse_results
+from hybrid_retriever.fusion.results import fuse_results, served_weights
 from hybrid_retriever.models.card import branch_languages
 from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
 from hybrid_retriever.language_refit import pending_branches, refit_pending
@@ -609,6 +609,7 @@ class HybridRetriever:
         requests = {n: [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries))] for n in ok}
         answers, search_ms = self._search(requests, budget, failures)
         failures.raise_if_all(self.branches)
+        measured = self._query_signals(queries, ok)
         results: list[dict[str, BranchResult]] = [{} for _ in queries]
         for qi in range(len(queries)):
             for n in self.branches:
@@ -621,6 +622,7 @@ class HybridRetriever:
                 results[qi][n] = BranchResult(
                     branch=n, hits=hits, encode_ms=ms, search_ms=search_ms.get(n, 0.0), error=err,
                     query_vector=vecs[qi] if err is None else None,
+                    signals=measured[n][qi] if n in measured else {},
                 )
         if complete and len(self.branches) - len(failures.reasons) > 1:
             self._complete(results, encoded, spec, budget)
@@ -799,18 +801,32 @@ class HybridRetriever:
     def fuse(self, per_branch: dict[str, BranchResult], limit: int | None = None) -> list[FusedItem]:
         """Fuse one query's branch results with the configured method (best first; the best ``limit`` only if given)."""
         fusion = self.config.fusion
-        weights = self.config.weights()
-        failed = {n for n, r in per_branch.items() if r.error is not None}
-        if failed:  # a branch left out of this call: the others' weights are renormalised
-            total = sum(w for n, w in weights.items() if n not in failed)
-            weights = {n: w / total for n, w in weights.items() if n not in failed} if total > 0 else weights
+        weights = served_weights(self.config.weights(), per_branch)  # a failed branch's weight is shared out
         signals = {}
         if fusion.method == "adaptive":
-            if self._languages is None:
-                self._languages = {n: branch_languages(self.config.branch(n)) for n in self.branches}
-            content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
-            signals = branch_signals(per_branch, content, self._languages)
+            content, languages = self.adaptive_context()
+            signals = branch_signals(per_branch, content, languages)
         return fuse_results(per_branch, fusion, weights, signals, limit=limit)
+
+    def adaptive_context(self) -> tuple[str | None, dict[str, frozenset[str] | None]]:
+        """What adaptive fusion knows beyond one query's branch results: the corpus (content) language and
+        the languages each branch's model covers (its config, else its model card; None = any or unknown).
+        Evaluation records it with its cached runs so its fusion reads what this retriever's does."""
+        if self._languages is None:
+            self._languages = {n: branch_languages(self.config.branch(n)) for n in self.branches}
+        content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
+        return content, self._languages
+
+    def _query_signals(self, queries: list[str], names: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+        """Query-side measures of branches that take them (a dense model's fragmentation), for adaptive fusion.
+
+        Taken whatever the fusion method (a tokenisation per query), so cached evaluation runs can score adaptive fusion too."""
+        out = {}
+        for n in names:
+            measure = getattr(self.branches[n], "query_signals", None)
+            if measure is not None:
+                out[n] = measure(queries)
+        return out
 
     def _hits(self, fused: list[list[FusedItem]], results: list[dict[str, BranchResult]], k: int) -> list[list[Hit]]:
         top = [items[:k] for items in fused]

@@ -63,6 +63,8 @@ class BranchResult:
     error: str | None = None
     #: The query vector this branch searched with (kept so later stages, e.g. PRF, reuse it).
     query_vector: Any = None
+    #: Query-side measures the branch took while encoding (``fragmentation`` under a dense model's tokenizer).
+    signals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -170,7 +170,7 @@ def test_support_by_hand():
 
 
 def test_underflow_and_extreme_weights():
-    # 5e-324 · 0.3 underflows to 0: the branch not discounted to 0 still takes all the weight, the blind one none.
+    # 5e-324 times the foreign factor may underflow to 0: the branch not discounted to 0 still takes all the weight, the blind one none.
     aw = adaptive_weights({"a": 1.0, "b": 5e-324}, {"a": BranchSignals(no_query_tokens=True), "b": BranchSignals(in_language=False)})
     assert aw.weights == {"a": 0.0, "b": 1.0}
     # An extreme signal weight neither overflows nor divides by zero: the supported branch takes (nearly) all.
@@ -267,9 +267,12 @@ def test_a_model_declared_english_is_discounted_on_chinese(tmp_path, multilingua
         assert hits[0].id == "zh2"
         for h in hits:
             assert h.provenance["dense"].flags == ["out_of_language"]
-            # The foreign factor 0.3 on top of the signals: w_bm25 / w_dense = factor_bm25 / factor_dense / 0.3.
+            # The foreign factor on top of the signals: w_bm25 / w_dense = factor_bm25 / factor_dense / foreign, where
+            # foreign = foreign_weight · exp(−fragmentation_weight · fragmentation) (the query's, under the model's tokenizer).
             b, d = h.provenance["bm25"], h.provenance["dense"]
-            expected = signal_factor(b, OFFSET) / signal_factor(d, 0.0) / 0.3
+            f = FusionConfig()
+            foreign = f.foreign_weight * math.exp(-f.fragmentation_weight * d.signals["fragmentation"])
+            expected = signal_factor(b, OFFSET) / signal_factor(d, 0.0) / foreign
             assert b.weight / d.weight == pytest.approx(expected) and b.weight + d.weight == pytest.approx(1.0)
 
 
@@ -279,6 +282,93 @@ def test_config_defaults_are_the_fusion_defaults():
     module = importlib.import_module("hybrid_retriever.fusion.adaptive")
 
     f = FusionConfig()
-    assert (f.clarity_weight, f.sparse_clarity_offset, f.support_weight, f.foreign_weight) == (
+    assert (f.clarity_weight, f.sparse_clarity_offset, f.support_weight, f.foreign_weight, f.fragmentation_weight) == (
         module.DEFAULT_CLARITY_WEIGHT, module.DEFAULT_SPARSE_CLARITY_OFFSET, module.DEFAULT_SUPPORT_WEIGHT,
-        module.DEFAULT_FOREIGN_WEIGHT)
+        module.DEFAULT_FOREIGN_WEIGHT, module.DEFAULT_FRAGMENTATION_WEIGHT)
+
+
+def test_the_card_decides_per_language_and_fragmentation_moves_the_dense_weight(tmp_path, multilingual_model):
+    """A multilingual model whose card names German and English: a German corpus keeps the dense weight (flag off),
+    a Chinese one is out of its languages (flag on) and the query's fragmentation under the model's own tokenizer,
+    measured at search time, lowers the dense weight further: w_bm25 / w_dense = factors / (foreign · exp(-w · frag))."""
+    from transformers import AutoTokenizer
+
+    from hybrid_retriever.models.fragmentation import fragmentation
+
+    card = tmp_path / "de-en"
+    import shutil
+
+    shutil.copytree(multilingual_model, card)
+    (card / "README.md").write_text("---\nlanguage: [de, en]\n---\n# tiny test model, German and English\n", encoding="utf-8")
+    fusion = {"foreign_weight": 0.5, "fragmentation_weight": 2.0}
+    cfg = config(tmp_path / "de", str(card)).model_dump()
+    cfg["fusion"].update(fusion)
+    with HybridRetriever(RetrieverConfig.validate_data(cfg)) as r:
+        r.add_documents([Document(text=t, id=f"de{i}") for i, t in enumerate(GERMAN)])
+        for h in r.search(GERMAN[1].split(".")[0], k=3):
+            b, d = h.provenance["bm25"], h.provenance["dense"]
+            assert d.flags == [] and "fragmentation" not in d.signals
+            assert b.weight / d.weight == pytest.approx(signal_factor(b, OFFSET) / signal_factor(d, 0.0))
+    cfg["store"]["path"] = str(tmp_path / "zh")
+    query = "熊猫吃什么"
+    frag = fragmentation(AutoTokenizer.from_pretrained(str(card)), [query])[0]
+    assert frag is not None and 0.0 < frag <= 1.0
+    with HybridRetriever(RetrieverConfig.validate_data(cfg)) as r:
+        r.add_documents([Document(text=t, id=f"zh{i}") for i, t in enumerate(CHINESE)])
+        hits = r.search(query, k=3)
+        for h in hits:
+            b, d = h.provenance["bm25"], h.provenance["dense"]
+            assert d.flags == ["out_of_language"] and d.signals["fragmentation"] == pytest.approx(frag)
+            foreign = 0.5 * math.exp(-2.0 * frag)
+            assert b.weight / d.weight == pytest.approx(signal_factor(b, OFFSET) / signal_factor(d, 0.0) / foreign)
+
+
+def test_fragmentation_by_hand():
+    """Continuation and unknown pieces counted on a tokenizer built here (WordPiece, a tiny vocabulary)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast
+
+    from hybrid_retriever.models.fragmentation import fragmentation
+
+    vocab = {"[UNK]": 0, "the": 1, "cat": 2, "sat": 3, "un": 4, "##sat": 5, "##is": 6, "##fied": 7}
+    tok = Tokenizer(tok_models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    # "unsatisfied" -> un ##sat ##is ##fied (3 continuations of 4); "dog" -> [UNK]; "" -> no pieces.
+    fast.pad_token = "[UNK]"
+    before = fast(["the cat", "the unsatisfied cat"], padding=True)["input_ids"]
+    assert fragmentation(fast, ["the cat sat", "the unsatisfied cat", "the dog", ""]) == [0.0, 3 / 6, 1 / 2, None]
+    # Measured on a private copy: the tokenizer the model encodes with keeps its padding behaviour.
+    assert fast(["the cat", "the unsatisfied cat"], padding=True)["input_ids"] == before and len(before[0]) == len(before[1])
+
+
+def test_adaptive_weights_fragmentation_by_hand():
+    s = {"dense": BranchSignals(in_language=False, fragmentation=0.5), "bm25": BranchSignals()}
+    aw = adaptive_weights({"bm25": 0.5, "dense": 0.5}, s, foreign_weight=0.4, fragmentation_weight=2.0)
+    f = 0.4 * math.exp(-1.0)
+    assert aw.factors["dense"] == pytest.approx(f) and aw.weights["dense"] == pytest.approx(f / (1 + f))
+    assert aw.signals["dense"] == {"fragmentation": 0.5}
+    # In its languages the fragmentation does not count (a multilingual model shreds scripts it reads well).
+    s["dense"] = BranchSignals(in_language=True, fragmentation=0.9)
+    assert adaptive_weights({"bm25": 0.5, "dense": 0.5}, s, fragmentation_weight=2.0).weights["dense"] == 0.5
+    with pytest.raises(ValueError, match="fragmentation_weight"):
+        adaptive_weights({"bm25": 1.0}, {}, fragmentation_weight=-1.0)
+
+
+def test_the_evaluation_grid_carries_every_adaptive_setting():
+    """Every setting adaptive fusion reads from the configuration is a field of FusionParams and survives
+    from_config / apply, so eval and tune cannot score a fusion search does not run."""
+    from dataclasses import fields
+
+    from hybrid_retriever.evaluation import FusionParams
+    from hybrid_retriever.fusion import ADAPTIVE_OPTIONS, adaptive_options
+
+    assert set(ADAPTIVE_OPTIONS) <= {f.name for f in fields(FusionParams)}
+    assert set(ADAPTIVE_OPTIONS) <= set(FusionConfig.model_fields)
+    odd = {"foreign_weight": 0.45, "clarity_weight": 0.7, "sparse_clarity_offset": 0.1, "support_weight": 1.5,
+           "fragmentation_weight": 3.0}
+    cfg = RetrieverConfig.validate_data({"branches": [{"kind": "bm25"}, {"kind": "dense"}], "fusion": odd})
+    p = FusionParams.from_config(cfg)
+    assert p.adaptive_options() == odd == adaptive_options(cfg.fusion)
+    assert adaptive_options(p.apply(RetrieverConfig.validate_data({"branches": [{"kind": "bm25"}, {"kind": "dense"}]})).fusion) == odd

@@ -100,6 +100,9 @@ def test_language_codes_and_model_languages():
     ]
     assert model_languages(["en"]) == frozenset({"english"})
     assert model_languages(["multilingual"]) is None and model_languages(None) is None and model_languages([]) is None
+    # A card that says multilingual and lists its languages: the list decides (a language it lacks is flagged).
+    assert model_languages(["multilingual", "de", "zh"]) == frozenset({"german", "chinese"})
+    assert model_languages(["xx"]) is None  # nothing recognisable: unknown, never discounted
 
 
 # ------------------------------------------------------------------------------- detection

@@ -57,6 +57,8 @@ class DenseBranch(Branch):
         self._lock = threading.Lock()
         #: Set by a multivector branch on the same model: one forward pass feeds both branches.
         self.shared_forward: Any = None
+        #: Measures query fragmentation with a copy of the model's tokenizer (False: the tokenizer cannot).
+        self._meter: Any = None
 
     @property
     def model(self) -> Any:
@@ -174,6 +176,16 @@ class DenseBranch(Branch):
 
     def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
         return self._encode(texts, self._prompt(self.config.query_prompt_name, _QUERY_PROMPTS))
+
+    def query_signals(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Per query, how well this model reads it: ``fragmentation`` under its own tokenizer (adaptive fusion reads it)."""
+        from hybrid_retriever.models.fragmentation import FragmentationMeter
+
+        if self._meter is None:
+            self._meter = FragmentationMeter.of(getattr(self.model, "tokenizer", None)) or False
+        if not self._meter:
+            return [{} for _ in texts]
+        return [{} if f is None else {"fragmentation": f} for f in self._meter.measure(texts)]
 
     def declared_manifest(self) -> dict[str, Any]:
         """The manifest entries known without loading the model (checked first on reopen)."""

@@ -56,6 +56,8 @@ class MultiVectorBranch(Branch):
         self._lock = threading.Lock()
         self._fde: FDEEncoder | None = None
         self.shared: SharedForward | None = None
+        #: Measures query fragmentation with a copy of the model's tokenizer (False: the tokenizer cannot).
+        self._meter: Any = None
 
     # ------------------------------------------------------------------ encoder
 
@@ -177,6 +179,16 @@ class MultiVectorBranch(Branch):
         if self.shared is not None:
             return list(self.shared.token_vectors(texts, is_query=True))
         return list(self.encoder.encode(texts, is_query=True))
+
+    def query_signals(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Per query, how well this model reads it: ``fragmentation`` under its own tokenizer (adaptive fusion reads it)."""
+        from hybrid_retriever.models.fragmentation import FragmentationMeter
+
+        if self._meter is None:
+            self._meter = FragmentationMeter.of(self.encoder.tokenizer) or False
+        if not self._meter:
+            return [{} for _ in texts]
+        return [{} if f is None else {"fragmentation": f} for f in self._meter.measure(texts)]
 
     def stored_vectors(self, vectors: Sequence[Vector]) -> list[dict[str, Vector]]:
         """Pooled token matrices (and their FDE in mode ``muvera``), checked against the index dimension."""

@@ -24,7 +24,8 @@ from hybrid_retriever.types import BranchResult, ScoredId
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: 2: each branch run keeps the query facts adaptive fusion reads (:func:`~hybrid_retriever.fusion.adaptive.query_facts`).
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -37,9 +38,12 @@ class BranchRun:
     encode_ms: float = 0.0
     search_ms: float = 0.0
     error: str | None = None
+    #: What the search said about the query itself (:func:`~hybrid_retriever.fusion.adaptive.query_facts`).
+    query: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "query": self.query,
             "ids": self.ids,
             "scores": self.scores,
             "completed": self.completed,
@@ -57,10 +61,13 @@ class BranchRun:
             encode_ms=float(d.get("encode_ms", 0.0)),
             search_ms=float(d.get("search_ms", 0.0)),
             error=d.get("error"),
+            query=dict(d.get("query") or {}),
         )
 
     @classmethod
     def from_result(cls, r: BranchResult) -> "BranchRun":
+        from hybrid_retriever.fusion import query_facts
+
         return cls(
             ids=[h.point_id for h in r.hits],
             scores=[float(h.score) for h in r.hits],
@@ -68,6 +75,7 @@ class BranchRun:
             encode_ms=r.encode_ms,
             search_ms=r.search_ms,
             error=r.error,
+            query=query_facts(r),
         )
 
 
@@ -79,6 +87,13 @@ class QueryRuns:
     text: str
     branches: dict[str, BranchRun]
     wall_ms: float = 0.0
+    #: The index's adaptive-fusion context when the runs were searched (:func:`adaptive_context`); not per row.
+    context: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def adaptive_context(self) -> tuple[str | None, dict[str, frozenset[str] | None]]:
+        """The content language and each branch's model languages, as :meth:`HybridRetriever.adaptive_context` gave them."""
+        langs = self.context.get("languages") or {}
+        return self.context.get("content_language"), {n: None if v is None else frozenset(v) for n, v in langs.items()}
 
     def to_branch_results(self, depth: Mapping[str, int] | None = None) -> dict[str, BranchResult]:
         """The runs as the retriever's :class:`BranchResult` objects, each list cut to ``depth[branch]``.
@@ -117,6 +132,8 @@ class RunCache:
         self.path = path
         self.fingerprint = dict(fingerprint or {})
         self.runs: dict[str, QueryRuns] = {}
+        #: Adaptive fusion's context of the index (recorded in the fingerprint), given to every run.
+        self.context: dict[str, Any] = dict(self.fingerprint.get("adaptive") or {})
         self.resumed = 0
         self.searched = 0
 
@@ -141,7 +158,7 @@ class RunCache:
         for row in read_cache_rows(self.path, CACHE_VERSION):
             qr = QueryRuns(
                 qid=row["qid"], text=row["text"], wall_ms=float(row.get("wall_ms", 0.0)),
-                branches={n: BranchRun.from_json(b) for n, b in row["branches"].items()},
+                branches={n: BranchRun.from_json(b) for n, b in row["branches"].items()}, context=self.context,
             )
             self.runs[qr.qid] = qr
 
@@ -154,14 +171,19 @@ class RunCache:
 
     def add(self, items: Sequence[QueryRuns]) -> None:
         for qr in items:
+            qr.context = self.context
             self.runs[qr.qid] = qr
         self._write(items)
 
 
 def fingerprint(retriever: Any, depth: Mapping[str, int], complete: bool, filter: Any = None) -> dict[str, Any]:
-    """What the cached runs depend on: the index (location, size, branch settings), depth, completion, filter."""
+    """What the cached runs depend on: the index (location, size, branch settings), depth, completion, filter,
+    and adaptive fusion's context (content language, model languages), which fusing the runs reads."""
     manifest = retriever.store.read_manifest() or {}
+    content, languages = retriever.adaptive_context()
     return {
+        "adaptive": {"content_language": content,
+                     "languages": {n: None if v is None else sorted(v) for n, v in languages.items()}},
         "location": str(retriever.store.location),
         "count": retriever.count(),
         "branches": manifest.get("branches", {}),

@@ -26,18 +26,22 @@ from hybrid_retriever.errors import ConfigError, InvalidInputError
 from hybrid_retriever.evaluation.cache import QueryRuns
 from hybrid_retriever.evaluation.metrics import Metric, QrelsStats, metric_from_arrays, parse_metric
 from hybrid_retriever.fusion import (
+    ADAPTIVE_OPTIONS,
     DEFAULT_CLARITY_WEIGHT,
+    DEFAULT_FOREIGN_WEIGHT,
+    DEFAULT_FRAGMENTATION_WEIGHT,
     DEFAULT_SPARSE_CLARITY_OFFSET,
     DEFAULT_SUPPORT_WEIGHT,
     BranchSignals,
     FusedItem,
     adaptive_weights,
-    clarity,
+    branch_signals,
     fit_normalizer,
     fuse_results,
-    support,
+    served_weights,
 )
 from hybrid_retriever.ids import point_id
+from hybrid_retriever.types import BranchResult
 
 _BIG = np.int64(1 << 30)
 #: Upper bound on elements of one (weights x queries x candidates) block.
@@ -62,13 +66,18 @@ class FusionParams:
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET
     #: Adaptive fusion's agreement weighting (``fusion.support_weight``).
     support_weight: float = DEFAULT_SUPPORT_WEIGHT
-    #: Adaptive: which branches are sparse (BM25), in branch order (its offset applies to them); None = none.
+    #: Adaptive: which branches are sparse (BM25), in branch order; None = none. Only for runs that predate
+    #: recorded query facts (cache version 1): the runs' own facts say it otherwise.
     sparse: tuple[bool, ...] | None = None
+    #: Adaptive fusion's out-of-language multiplier and fragmentation weighting (``fusion.foreign_weight``,
+    #: ``fusion.fragmentation_weight``).
+    foreign_weight: float = DEFAULT_FOREIGN_WEIGHT
+    fragmentation_weight: float = DEFAULT_FRAGMENTATION_WEIGHT
 
     def __post_init__(self) -> None:
-        # Adaptive fusion is scored with its per-query clarity and support weights (read from the cached lists); the
-        # runs carry none of its other signals, which matter only for queries without BM25 tokens or a
-        # model outside its languages.
+        # Adaptive fusion is scored with every signal search uses: the runs keep each query's facts (empty BM25
+        # query, the language it was analysed in, the dense model's fragmentation) and the index's context
+        # (content language, model languages), and the grid calls the retriever's own branch_signals.
         if self.method not in ("interpolation", "rrf", "adaptive"):
             raise ConfigError(f"unknown fusion method {self.method!r}")
         if len(self.weights) != len(self.depths):
@@ -88,6 +97,10 @@ class FusionParams:
             DEFAULT_CLARITY_WEIGHT, DEFAULT_SPARSE_CLARITY_OFFSET, DEFAULT_SUPPORT_WEIGHT
         ):
             fam += f"/clarity={_num(self.clarity_weight)},{_num(self.sparse_clarity_offset)}/support={_num(self.support_weight)}"
+        if self.method == "adaptive" and (self.foreign_weight, self.fragmentation_weight) != (
+            DEFAULT_FOREIGN_WEIGHT, DEFAULT_FRAGMENTATION_WEIGHT
+        ):
+            fam += f"/foreign={_num(self.foreign_weight)},fragmentation={_num(self.fragmentation_weight)}"
         return fam + (f"/floor={_num(self.floor_value)}" if self.missing == "floor" and self.floor_value is not None else "")
 
     def normalized_weights(self) -> tuple[float, ...]:
@@ -124,7 +137,13 @@ class FusionParams:
             sparse_clarity_offset=f.sparse_clarity_offset,
             support_weight=f.support_weight,
             sparse=tuple(b.kind == "bm25" for b in config.branches) if f.method == "adaptive" else None,
+            foreign_weight=f.foreign_weight,
+            fragmentation_weight=f.fragmentation_weight,
         )
+
+    def adaptive_options(self) -> dict[str, float]:
+        """Adaptive fusion's settings as :func:`~hybrid_retriever.fusion.adaptive_weights` takes them (as search passes them)."""
+        return {k: float(getattr(self, k)) for k in ADAPTIVE_OPTIONS}
 
     def apply(self, base: RetrieverConfig) -> RetrieverConfig:
         """``base`` with this fusion, weights and depths (store, models and runtime unchanged)."""
@@ -143,9 +162,7 @@ class FusionParams:
             fusion["floor_value"] = self.floor_value
             fusion["completed"] = self.completed
         if self.method == "adaptive":
-            fusion["clarity_weight"] = self.clarity_weight
-            fusion["sparse_clarity_offset"] = self.sparse_clarity_offset
-            fusion["support_weight"] = self.support_weight
+            fusion.update(self.adaptive_options())
         else:
             fusion["rrf_k"] = float(self.rrf_k)
         return RetrieverConfig.validate_data(data)
@@ -160,6 +177,24 @@ def _num(x: float | None) -> str:
 # --------------------------------------------------------------------- reference path
 
 
+def served_inputs(
+    runs: QueryRuns, depth: Mapping[str, int], weights: Mapping[str, float], sparse: Mapping[str, bool] | None = None,
+) -> tuple[dict[str, BranchResult], dict[str, float], dict[str, BranchSignals]]:
+    """One query's cached runs as search would fuse them at ``depth``: the branch results, the weights after
+    dropping failed branches and adaptive fusion's signals, each computed by the retriever's own functions
+    (:func:`served_weights`, :func:`branch_signals` with the recorded query facts and index context).
+
+    ``sparse`` (branch -> is BM25) stands in for runs recorded without query facts.
+    """
+    results = runs.to_branch_results(depth)
+    facts = {n: r.query for n, r in runs.branches.items()}
+    for n, f in facts.items():
+        if not f and sparse is not None:
+            facts[n] = {"sparse": bool(sparse.get(n))}
+    content, languages = runs.adaptive_context()
+    return results, served_weights(weights, results), branch_signals(results, content, languages, facts)
+
+
 def fuse_reference(runs: QueryRuns, config: RetrieverConfig) -> list[FusedItem]:
     """Fuse one query's cached runs with ``config`` using the public fusion functions.
 
@@ -168,10 +203,9 @@ def fuse_reference(runs: QueryRuns, config: RetrieverConfig) -> list[FusedItem]:
     with score completion would give.
     """
     depth = {b.branch_name: b.depth for b in config.branches}
-    results = runs.to_branch_results(depth)
-    # Which branch is sparse comes from the configuration (cached runs keep no query vectors).
-    signals = {b.branch_name: BranchSignals(sparse=b.kind == "bm25") for b in config.branches}
-    return fuse_results(results, config.fusion, config.weights(), signals)
+    sparse = {b.branch_name: b.kind == "bm25" for b in config.branches}
+    results, weights, signals = served_inputs(runs, depth, config.weights(), sparse)
+    return fuse_results(results, config.fusion, weights, signals)
 
 
 # ------------------------------------------------------------------------ the grid
@@ -261,6 +295,9 @@ class FusionGrid:
         ]
         self._views: dict[tuple[int, ...], _DepthView] = {}
         self._norms: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        #: Which branches failed, per query, as search's fusion sees it (for :func:`served_weights`).
+        self._outcomes = [{n: BranchResult(branch=n, hits=[], error="failed" if self.error[qi, bi] else None)
+                           for bi, n in enumerate(self.branches)} for qi in range(Q)]
         #: Adaptive fusion's per-query signals, by (signal, depths).
         self._signals: dict[tuple[Any, ...], list[Any]] = {}
         self.stats = QrelsStats.build([qrels.get(q, {}) for q in self.qids], max_k)
@@ -406,30 +443,14 @@ class FusionGrid:
             F = F + w[:, :, bi, None] * values[bi][None]
         return np.where(cand[None], F, -np.inf)
 
-    def _clarity(self, bi: int, depth: int) -> list[float | None]:
-        """Each query's clarity of branch ``bi`` cut to ``depth`` (as adaptive fusion measures it)."""
-        key = ("clarity", bi, depth)
+    def _served_signals(self, depths: tuple[int, ...], sparse: tuple[bool, ...] | None) -> list[dict[str, BranchSignals]]:
+        """Each query's adaptive-fusion signals at ``depths``, computed as search computes them (:func:`served_inputs`)."""
+        key = ("signals", sparse) + depths
         got = self._signals.get(key)
         if got is None:
-            got = [clarity(self._lists[qi][bi][:depth]) for qi in range(self.n_queries)]
-            self._signals[key] = got
-        return got
-
-    def _support(self, depths: tuple[int, ...]) -> list[list[float | None]]:
-        """Each query's support of every branch at ``depths`` (as adaptive fusion measures it; failed branches
-        return nothing)."""
-        key = ("support",) + depths
-        got = self._signals.get(key)
-        if got is None:
-            got = []
-            for qi, r in enumerate(self.runs):
-                ids = []
-                for bi, (n, d) in enumerate(zip(self.branches, depths)):
-                    br = r.branches.get(n)
-                    ok = br is not None and not self.error[qi, bi]
-                    ids.append([i for i, s in zip(br.ids, br.scores) if not math.isnan(s)][:d] if ok else [])  # type: ignore[union-attr]
-                got.append([support(ids[bi], {i for m, o in enumerate(ids) if m != bi for i in o})
-                            for bi in range(len(self.branches))])
+            depth = dict(zip(self.branches, depths))
+            flags = dict(zip(self.branches, sparse)) if sparse else None
+            got = [served_inputs(r, depth, {n: 1.0 for n in self.branches}, flags)[2] for r in self.runs]
             self._signals[key] = got
         return got
 
@@ -448,19 +469,12 @@ class FusionGrid:
             if p.method != "adaptive":
                 out[pi] = np.array(list(base.values()))[None, :]
                 continue
-            sparse = p.sparse or tuple(False for _ in self.branches)
-            clar = [self._clarity(bi, int(d)) for bi, d in enumerate(p.depths)]
-            sup = self._support(tuple(int(d) for d in p.depths))
+            signals = self._served_signals(tuple(int(d) for d in p.depths), p.sparse)
+            options = p.adaptive_options()
             for qi in range(Q):
                 ok = [n for bi, n in enumerate(self.branches) if not self.error[qi, bi]]
-                w = base
-                if len(ok) < B:
-                    total = sum(base[n] for n in ok)
-                    w = {n: base[n] / total for n in ok} if total > 0 else base
-                signals = {n: BranchSignals(clarity=clar[bi][qi], sparse=sparse[bi], support=sup[qi][bi])
-                           for bi, n in enumerate(self.branches)}
-                aw = adaptive_weights({n: w.get(n, 0.0) for n in ok}, signals, clarity_weight=p.clarity_weight,
-                                      sparse_clarity_offset=p.sparse_clarity_offset, support_weight=p.support_weight)
+                w = served_weights(base, self._outcomes[qi]) if len(ok) < B else base
+                aw = adaptive_weights({n: w.get(n, 0.0) for n in ok}, signals[qi], **options)
                 out[pi, qi] = [aw.weights.get(n, 0.0) for n in self.branches]
         return out
 

@@ -2,6 +2,8 @@
 
 from hybrid_retriever.fusion.adaptive import (
     DEFAULT_CLARITY_WEIGHT,
+    DEFAULT_FOREIGN_WEIGHT,
+    DEFAULT_FRAGMENTATION_WEIGHT,
     DEFAULT_SPARSE_CLARITY_OFFSET,
     DEFAULT_SUPPORT_WEIGHT,
     AdaptiveWeights,
@@ -10,16 +12,20 @@ from hybrid_retriever.fusion.adaptive import (
     adaptive_weights,
     branch_signals,
     clarity,
+    query_facts,
     support,
 )
 from hybrid_retriever.fusion.interpolate import COMPLETED, interpolate
 from hybrid_retriever.fusion.normalize import NORMALIZERS, Normalizer, fit_normalizer
-from hybrid_retriever.fusion.results import fuse_results
+from hybrid_retriever.fusion.results import ADAPTIVE_OPTIONS, adaptive_options, fuse_results, served_weights
 from hybrid_retriever.fusion.rrf import weighted_rrf
 from hybrid_retriever.fusion.types import BranchList, FusedItem
 
 __all__ = [
+    "ADAPTIVE_OPTIONS",
     "DEFAULT_CLARITY_WEIGHT",
+    "DEFAULT_FOREIGN_WEIGHT",
+    "DEFAULT_FRAGMENTATION_WEIGHT",
     "DEFAULT_SPARSE_CLARITY_OFFSET",
     "DEFAULT_SUPPORT_WEIGHT",
     "AdaptiveWeights",
@@ -30,12 +36,15 @@ __all__ = [
     "NORMALIZERS",
     "Normalizer",
     "adaptive",
+    "adaptive_options",
     "adaptive_weights",
     "branch_signals",
     "clarity",
     "fit_normalizer",
     "fuse_results",
     "interpolate",
+    "query_facts",
+    "served_weights",
     "support",
     "weighted_rrf",
 ]

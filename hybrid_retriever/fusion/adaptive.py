@@ -18,6 +18,12 @@ lists fused by normalised interpolation (:func:`~hybrid_retriever.fusion.interpo
   ``offset`` is ``sparse_clarity_offset`` for a sparse (BM25) branch and 0 otherwise:
   BM25 lists are by nature more spread than cosine lists, and the offset puts the two on
   one footing.
+- ``fragmentation``: how badly the branch's model reads this query, measured with the
+  model's own tokenizer (the share of word pieces that continue a word or are unknown,
+  :mod:`hybrid_retriever.models.fragmentation`). It refines ``out_of_language``: a branch
+  outside its languages gets ``foreign_weight · exp(−fragmentation_weight · fragmentation)``,
+  so a model that barely reads a script (most pieces unknown or shredded) loses nearly all
+  its vote while one that reads a neighbouring language keeps most of ``foreign_weight``.
 - ``support``: an agreement signal, the share of the branch's top :data:`SUPPORT_DEPTH`
   that another branch also returned. A branch whose best documents the other branch
   finds too is likely right for this query; one whose top nobody else finds, likely
@@ -43,13 +49,17 @@ from hybrid_retriever.fusion.interpolate import interpolate
 from hybrid_retriever.fusion.types import BranchList, FusedItem
 from hybrid_retriever.types import BranchResult, SparseVector
 
-#: Multiplier of a branch whose model does not cover the corpus language (chosen in
-#: benchmarks/multilingual.py without test data of the language it is applied to).
-DEFAULT_FOREIGN_WEIGHT = 0.3
+#: Multiplier of a branch whose model does not cover the content language, before its query's
+#: fragmentation lowers it further (chosen with DEFAULT_FRAGMENTATION_WEIGHT on the dev halves of
+#: xquad-r/de and zh, benchmarks/multilingual.py --fragmentation).
+DEFAULT_FOREIGN_WEIGHT = 0.7
 #: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off, the default).
 DEFAULT_CLARITY_WEIGHT = 0.0
 #: How strongly a branch's support by the other branches moves its weight: factor exp(weight · support) (0 = off, the default).
 DEFAULT_SUPPORT_WEIGHT = 0.0
+#: How strongly an out-of-language branch's query fragmentation lowers its weight further (chosen on a dev split,
+#: benchmarks/multilingual.py): factor foreign_weight · exp(−weight · fragmentation).
+DEFAULT_FRAGMENTATION_WEIGHT = 3.0
 #: Top of a branch's list whose support is measured.
 SUPPORT_DEPTH = 10
 #: Clarity subtracted from a sparse branch's before weighting (BM25 lists are more spread than cosine lists).
@@ -111,6 +121,8 @@ class BranchSignals:
     sparse: bool = False
     #: Share of the branch's top 10 that another branch also returned (:func:`support`); None when not measured.
     support: float | None = None
+    #: Share of the query's word pieces its model's tokenizer continued or did not know, in [0, 1]; None = not measured.
+    fragmentation: float | None = None
 
     def flags(self) -> list[str]:
         out = []
@@ -139,11 +151,13 @@ def adaptive_weights(
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
     support_weight: float = DEFAULT_SUPPORT_WEIGHT,
+    fragmentation_weight: float = DEFAULT_FRAGMENTATION_WEIGHT,
 ) -> AdaptiveWeights:
     """The configured ``weights`` scaled by each branch's reliability factor, renormalised.
 
     A branch's factor is 0 without query tokens, else ``foreign_weight`` (outside its
-    model's languages) or 1, times ``exp(clarity_weight · (clarity − offset))`` when its
+    model's languages; times ``exp(−fragmentation_weight · fragmentation)`` when the
+    query's fragmentation under its model's tokenizer is known) or 1, times ``exp(clarity_weight · (clarity − offset))`` when its
     clarity is known (``offset`` = ``sparse_clarity_offset`` for a sparse branch, else 0)
     and ``exp(support_weight · support)`` when its support is known.
     If every branch is discounted to zero the configured weights are kept (nothing
@@ -161,6 +175,8 @@ def adaptive_weights(
         raise ValueError(f"sparse_clarity_offset must be a finite number, got {sparse_clarity_offset}")
     if not (math.isfinite(support_weight) and support_weight >= 0.0):
         raise ValueError(f"support_weight must be a finite number >= 0, got {support_weight}")
+    if not (math.isfinite(fragmentation_weight) and fragmentation_weight >= 0.0):
+        raise ValueError(f"fragmentation_weight must be a finite number >= 0, got {fragmentation_weight}")
     factors: dict[str, float] = {}
     flags: dict[str, list[str]] = {}
     measured: dict[str, dict[str, float]] = {}
@@ -171,6 +187,9 @@ def adaptive_weights(
             f = 0.0
         elif s.in_language is False:
             f = foreign_weight
+            if s.fragmentation is not None and not math.isnan(s.fragmentation):
+                measured.setdefault(name, {})["fragmentation"] = s.fragmentation
+                f *= math.exp(-fragmentation_weight * s.fragmentation)
         exponent = 0.0
         if s.clarity is not None and not math.isnan(s.clarity):
             measured.setdefault(name, {})["clarity"] = s.clarity
@@ -210,6 +229,7 @@ def adaptive(
     clarity_weight: float = DEFAULT_CLARITY_WEIGHT,
     sparse_clarity_offset: float = DEFAULT_SPARSE_CLARITY_OFFSET,
     support_weight: float = DEFAULT_SUPPORT_WEIGHT,
+    fragmentation_weight: float = DEFAULT_FRAGMENTATION_WEIGHT,
     limit: int | None = None,
 ) -> tuple[list[FusedItem], AdaptiveWeights]:
     """Fuse one query with per-query weights (:func:`adaptive_weights`); returns the ranking and the weights.
@@ -226,10 +246,10 @@ def adaptive(
         sup = s.support
         if sup is None:
             sup = support(returned[n], {i for m, ids in returned.items() if m != n for i in ids})
-        full[n] = BranchSignals(s.no_query_tokens, s.in_language, c, s.sparse, sup)
+        full[n] = BranchSignals(s.no_query_tokens, s.in_language, c, s.sparse, sup, s.fragmentation)
     aw = adaptive_weights(
         {n: weights.get(n, 0.0) for n in lists}, full, foreign_weight, clarity_weight, sparse_clarity_offset,
-        support_weight,
+        support_weight, fragmentation_weight,
     )
     fused = interpolate(lists, aw.weights, normalization=normalization, floor_value=floor_value, completed=completed,
                         limit=limit)
@@ -241,10 +261,28 @@ def no_query_tokens(query_vector: Any) -> bool:
     return isinstance(query_vector, SparseVector) and not query_vector.indices
 
 
+def query_facts(result: BranchResult) -> dict[str, Any]:
+    """What one branch's search says about the query itself, for adaptive fusion (JSON-ready).
+
+    ``sparse`` (a sparse query vector), ``no_query_tokens`` (an empty one), ``language`` (the
+    language a per-document-language BM25 analysed the query in) and the query-side measures
+    the branch took (``fragmentation``). Evaluation caches keep exactly this per branch and
+    query, so fusing cached runs reads the same facts as fusing a live search.
+    """
+    qv = result.query_vector
+    return {
+        "sparse": isinstance(qv, SparseVector),
+        "no_query_tokens": no_query_tokens(qv),
+        "language": qv.language if isinstance(qv, SparseVector) else None,
+        **{k: float(v) for k, v in result.signals.items()},
+    }
+
+
 def branch_signals(
     per_branch: Mapping[str, BranchResult],
     content_language: str | None,
     languages: Mapping[str, frozenset[str] | None],
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, BranchSignals]:
     """Each branch's signals for one query: empty sparse query vector, model languages vs the content
     language, whether the branch is sparse, the clarity of its returned scores and its support by the
@@ -252,21 +290,24 @@ def branch_signals(
 
     The content language is the query's own when a per-document-language BM25 branch analysed the
     query in it (a German query in a mixed corpus looks for German documents), else the corpus's.
+    ``facts`` are each branch's :func:`query_facts` (default: read from ``per_branch``; evaluation
+    passes the cached ones).
     """
-    query_language = next(
-        (r.query_vector.language for r in per_branch.values() if isinstance(r.query_vector, SparseVector) and r.query_vector.language),
-        None,
-    )
+    if facts is None:
+        facts = {n: query_facts(r) for n, r in per_branch.items()}
+    query_language = next((f["language"] for f in facts.values() if f.get("language")), None)
     content_language = query_language or content_language
     ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
     out = {}
     for n, r in per_branch.items():
         langs = languages.get(n)
+        f = facts.get(n, {})
         out[n] = BranchSignals(
-            no_query_tokens=no_query_tokens(r.query_vector),
+            no_query_tokens=bool(f.get("no_query_tokens", False)),
             in_language=None if content_language is None or langs is None else content_language in langs,
             clarity=clarity([h.score for h in r.hits]),
-            sparse=isinstance(r.query_vector, SparseVector),
+            sparse=bool(f.get("sparse", False)),
             support=support(ids[n], {i for m, other in ids.items() if m != n for i in other}),
+            fragmentation=f.get("fragmentation"),
         )
     return out

@@ -6,7 +6,7 @@ benchmarks that fuse cached branch results offline.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from hybrid_retriever.config import FusionConfig
 from hybrid_retriever.fusion.adaptive import BranchSignals, adaptive
@@ -14,6 +14,25 @@ from hybrid_retriever.fusion.interpolate import interpolate
 from hybrid_retriever.fusion.rrf import weighted_rrf
 from hybrid_retriever.fusion.types import BranchList, FusedItem
 from hybrid_retriever.types import BranchResult
+
+
+#: The fusion settings adaptive fusion reads besides normalisation and completion (FusionConfig field names,
+#: also :func:`adaptive_weights`'s keywords): evaluation's grid passes the same ones.
+ADAPTIVE_OPTIONS = ("foreign_weight", "clarity_weight", "sparse_clarity_offset", "support_weight", "fragmentation_weight")
+
+
+def adaptive_options(fusion: Any) -> dict[str, float]:
+    """Adaptive fusion's settings (:data:`ADAPTIVE_OPTIONS`) read from ``fusion`` (a FusionConfig or alike)."""
+    return {k: float(getattr(fusion, k)) for k in ADAPTIVE_OPTIONS}
+
+
+def served_weights(weights: Mapping[str, float], per_branch: Mapping[str, BranchResult]) -> dict[str, float]:
+    """The weights a search fuses with: a branch left out of the call (failed) drops out, the rest renormalised."""
+    failed = {n for n, r in per_branch.items() if r.error is not None}
+    if not failed:
+        return dict(weights)
+    total = sum(w for n, w in weights.items() if n not in failed)
+    return {n: w / total for n, w in weights.items() if n not in failed} if total > 0 else dict(weights)
 
 
 def fuse_results(
@@ -39,9 +58,7 @@ def fuse_results(
     if fusion.method == "adaptive":
         fused, aw = adaptive(
             lists, weights, signals or {}, normalization=fusion.normalization, completed=fusion.completed,
-            foreign_weight=fusion.foreign_weight, floor_value=floor,
-            clarity_weight=fusion.clarity_weight, sparse_clarity_offset=fusion.sparse_clarity_offset,
-            support_weight=fusion.support_weight, limit=limit,
+            floor_value=floor, limit=limit, **adaptive_options(fusion),
         )
         for it in fused:
             it.weights, it.flags, it.signals = aw.weights, aw.flags, aw.signals

@@ -332,6 +332,7 @@ class PRFPipeline:
                 encode_ms=first.encode_ms,
                 search_ms=search_ms,
                 query_vector=vectors[(qi, b)],
+                signals=first.signals,  # measured on the user's query, which the expansion does not change
             )
         changed = [{b for (q, b) in keys if q == qi} for qi in range(len(results))]
 
@@ -351,7 +352,7 @@ class PRFPipeline:
                     old = per[b]
                     per[b] = BranchResult(
                         branch=b, hits=old.hits, completed=dict(old.completed), encode_ms=old.encode_ms,
-                        search_ms=old.search_ms, error=old.error, query_vector=old.query_vector,
+                        search_ms=old.search_ms, error=old.error, query_vector=old.query_vector, signals=old.signals,
                     )
             final.append(names)
         fusion = r.config.fusion
