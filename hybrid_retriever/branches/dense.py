@@ -182,7 +182,11 @@ class DenseBranch(Branch):
         from hybrid_retriever.models.fragmentation import FragmentationMeter
 
         if self._meter is None:
-            self._meter = FragmentationMeter.of(getattr(self.model, "tokenizer", None)) or False
+            light, folder = self.light, locate_model(self.config.model)
+            if light is not None and folder is not None:  # the torch-free path: the same tokenizer, no model load
+                self._meter = FragmentationMeter.of_folder(light.tokenizer, folder)
+            else:
+                self._meter = FragmentationMeter.of(getattr(self.model, "tokenizer", None)) or False
         if not self._meter:
             return [{} for _ in texts]
         return [{} if f is None else {"fragmentation": f} for f in self._meter.measure(texts)]

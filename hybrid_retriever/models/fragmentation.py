@@ -15,7 +15,9 @@ the rule holds for WordPiece (``##``), SentencePiece and byte-level BPE alike.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -37,16 +39,32 @@ class FragmentationMeter:
         backend = getattr(hf_tokenizer, "backend_tokenizer", None) if getattr(hf_tokenizer, "is_fast", False) else None
         if backend is None:
             return None
+        return cls._copy(backend, getattr(hf_tokenizer, "model_max_length", None), getattr(hf_tokenizer, "unk_token_id", None))
+
+    @classmethod
+    def of_folder(cls, tokenizer: Any, folder: Path) -> "FragmentationMeter":
+        """A meter for a ``tokenizers.Tokenizer`` of the model in ``folder`` (the torch-free path), set up as
+        :meth:`of` would from the same folder: ``model_max_length`` and ``unk_token`` from its tokenizer_config.json."""
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        unk = config.get("unk_token") if isinstance(config, dict) else None
+        unk = unk.get("content") if isinstance(unk, dict) else unk
+        limit = config.get("model_max_length") if isinstance(config, dict) else None
+        return cls._copy(tokenizer, limit, tokenizer.token_to_id(unk) if isinstance(unk, str) else None)
+
+    @classmethod
+    def _copy(cls, backend: Any, limit: Any, unk_id: int | None) -> "FragmentationMeter":
         from tokenizers import Tokenizer
 
         own = Tokenizer.from_str(backend.to_str())
         own.no_padding()
-        limit = getattr(hf_tokenizer, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < 1_000_000:
             own.enable_truncation(limit)
         else:
             own.no_truncation()
-        return cls(own, getattr(hf_tokenizer, "unk_token_id", None))
+        return cls(own, unk_id)
 
     def measure(self, texts: Sequence[str]) -> list[float | None]:
         """Each text's share of fragment pieces in [0, 1]; None for a text without pieces. Special tokens are left out."""
