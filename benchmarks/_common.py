@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -337,3 +337,40 @@ def add_dataset_arg(parser: Any) -> None:
         default=DEFAULT_DATASETS,
         help=f"root of the BEIR collections (default: {DEFAULT_DATASETS})",
     )
+
+
+def edge_request(name: str, vec: Any, limit: int, ids: set[Any] | None = None) -> Any:
+    """A Qdrant Edge search of vector ``name``; with ``ids``, exact scores of those points only (completion)."""
+    import qdrant_edge as qe
+
+    if ids is None:
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False)
+    return qe.QueryRequest(
+        limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False,
+        filter=qe.Filter(must=[qe.HasIdCondition(ids)]), params=qe.SearchParams(exact=True),
+    )
+
+
+def fused_edge_calls(shard: Any, depth: int) -> Callable[[Any, list[float]], None]:
+    """The Qdrant Edge calls of one fused search written by hand (bm25 + dense on ``shard``): both branch
+    searches, one batch completing each branch's missing scores exactly, then the top hits' payloads.
+
+    The baseline the library's own search is compared with (latency.py, hotpath.py).
+    """
+    import qdrant_edge as qe
+
+    def edge_calls(sv: Any, dv: list[float]) -> None:
+        a, b = shard.query_batch(qe.QueryBatchRequest([edge_request("bm25", sv, depth), edge_request("dense", dv, depth)]))
+        got_s, got_d = {p.id for p in a}, {p.id for p in b}
+        union = got_s | got_d
+        comp = []
+        if union - got_s:
+            comp.append(edge_request("bm25", sv, len(union - got_s), union - got_s))
+        if union - got_d:
+            comp.append(edge_request("dense", dv, len(union - got_d), union - got_d))
+        if comp:
+            shard.query_batch(qe.QueryBatchRequest(comp))
+        top = [p.id for p in a[:5]] + [p.id for p in b[:5]]
+        shard.retrieve(list(dict.fromkeys(top)), True, False)
+
+    return edge_calls

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
+from _common import CACHE, fused_edge_calls, add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTIONS = ("cranfield", "cisi", "xquad-r/en")
@@ -116,26 +116,10 @@ def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
     sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
     dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
 
-    def req(name: str, vec: Any, limit: int = 100, ids: set[Any] | None = None) -> Any:
-        if ids is None:
-            return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False)
-        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False,
-                               filter=qe.Filter(must=[qe.HasIdCondition(ids)]), params=qe.SearchParams(exact=True))
+    edge_calls = fused_edge_calls(shard, 100)
 
     def search(q: str) -> None:
-        sv, dv = sparse_q[q], dense_q[q]
-        a, b = shard.query_batch(qe.QueryBatchRequest([req("bm25", sv), req("dense", dv)]))
-        got_s, got_d = {p.id for p in a}, {p.id for p in b}
-        union = got_s | got_d
-        comp = []
-        if union - got_s:
-            comp.append(req("bm25", sv, len(union - got_s), union - got_s))
-        if union - got_d:
-            comp.append(req("dense", dv, len(union - got_d), union - got_d))
-        if comp:
-            shard.query_batch(qe.QueryBatchRequest(comp))
-        top = [p.id for p in a[:5]] + [p.id for p in b[:5]]
-        shard.retrieve(list(dict.fromkeys(top)), True, False)
+        edge_calls(sparse_q[q], dense_q[q])
 
     return search
 

@@ -50,6 +50,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    edge_request,
+    fused_edge_calls,
     CACHE,
     add_dataset_arg,
     dense_branch,
@@ -349,26 +351,9 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
         return bm25.embed_query(q)
 
     def req(name: str, vec: Any, limit: int = DEPTH, ids: set[str] | None = None) -> Any:
-        if ids is None:
-            return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False)
-        return qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vec, using=name), with_payload=False,
-            filter=qe.Filter(must=[qe.HasIdCondition(ids)]), params=qe.SearchParams(exact=True),
-        )
+        return edge_request(name, vec, limit, ids)
 
-    def edge_calls(sv: Any, dv: list[float]) -> None:
-        a, b = shard.query_batch(qe.QueryBatchRequest([req("bm25", sv), req("dense", dv)]))
-        got_s, got_d = {p.id for p in a}, {p.id for p in b}
-        union = got_s | got_d
-        comp = []
-        if union - got_s:
-            comp.append(req("bm25", sv, len(union - got_s), union - got_s))
-        if union - got_d:
-            comp.append(req("dense", dv, len(union - got_d), union - got_d))
-        if comp:
-            shard.query_batch(qe.QueryBatchRequest(comp))
-        top = [p.id for p in a[:5]] + [p.id for p in b[:5]]
-        shard.retrieve(list(dict.fromkeys(top)), True, False)
+    edge_calls = fused_edge_calls(shard, DEPTH)
 
     def raw_e2e(q: str) -> None:
         dv = enc_dense(q)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hybrid_retriever.errors import ModelCacheError
+from hybrid_retriever.models.batching import token_slices
 from hybrid_retriever.models.identity import weights_sha256
 from hybrid_retriever.models.onnx_backend import (
     EXPORT_VERSION,
@@ -118,13 +119,8 @@ class LightSentenceEncoder:
         if self.max_batch_tokens is None or n * mask.shape[1] <= self.max_batch_tokens:
             yield features
             return
-        lengths = mask.sum(axis=1)
-        start = 0
-        while start < n:
-            stop = min(n, start + max(1, self.max_batch_tokens // max(int(lengths[start]), 1)))
-            longest = int(lengths[start:stop].max())
+        for start, stop, longest in token_slices(mask.sum(axis=1).tolist(), mask.shape[1], self.max_batch_tokens):
             yield {k: v[start:stop, :longest] for k, v in features.items()}
-            start = stop
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
+from hybrid_retriever.models.batching import token_slices
+
 log = logging.getLogger(__name__)
 
 #: What runs the transformer: torch, ONNX Runtime in float32, or ONNX Runtime with int8 weights.
@@ -145,11 +147,7 @@ class SentenceEncoder:
         if self.max_batch_tokens is None or mask is None or n * mask.shape[1] <= self.max_batch_tokens:
             yield features
             return
-        lengths = mask.sum(dim=1)
-        start = 0
-        while start < n:
-            stop = min(n, start + max(1, self.max_batch_tokens // max(int(lengths[start]), 1)))
-            longest = int(lengths[start:stop].max())  # rows are sorted by characters, not tokens
+        for start, stop, longest in token_slices(mask.sum(dim=1).tolist(), mask.shape[1], self.max_batch_tokens):
             part = {}
             for key, value in features.items():
                 if hasattr(value, "shape") and value.ndim >= 1 and value.shape[0] == n:
@@ -158,4 +156,3 @@ class SentenceEncoder:
                         value = value[:, :longest]
                 part[key] = value
             yield part
-            start = stop
