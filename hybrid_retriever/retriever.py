@@ -1,6 +1,8 @@
 """HybridRetriever: wires branches, a Qdrant store and fusion together.
 
-Orchestration only: branches encode, the store searches, fusion functions rank.
+Orchestration of search only: branches encode, the store searches, fusion functions rank, the
+PRF and rerank stages refine. Writing is :mod:`hybrid_retriever.index_writer`'s job, and the
+checks that an index matches the branches opening it are :mod:`hybrid_retriever.index_manifest`'s.
 
     >>> from hybrid_retriever import HybridRetriever, RetrieverConfig
     >>> cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": "/tmp/hr-doc-index"}})
