@@ -105,7 +105,7 @@ def holdout_ids(train_ids: list[str], n: int) -> list[str]:
 
 
 def train(args: argparse.Namespace) -> None:
-    from hybrid_retriever.rerank.training import TrainingSettings, train_reranker
+    from hybrid_retriever.evaluation.rerank_training import TrainingSettings, train_reranker
 
     coll = load_collection(args.datasets, NAME, splits=("train",))
     judged = coll.judged("train")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_retriever.rerank.training import TRAINING_FILE, TrainingSettings, train_reranker
+from hybrid_retriever.evaluation.rerank_training import TRAINING_FILE, TrainingSettings, train_reranker
 from rerank_fixtures import build_tiny_cross_encoder, direct_logits
 
 QUERIES = {

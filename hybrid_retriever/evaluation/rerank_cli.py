@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from hybrid_retriever.rerank.training import DEFAULT_BASE_MODEL, TrainingSettings
+from hybrid_retriever.evaluation.rerank_training import DEFAULT_BASE_MODEL, TrainingSettings
 
 
 def train_reranker_command(
@@ -40,7 +40,7 @@ def train_reranker_command(
     """Fine-tune a cross-encoder reranker on judged training queries, with hard negatives from the hybrid index."""
     from hybrid_retriever.cli_common import console, err_console
     from hybrid_retriever.evaluation.cli import _judged, _open_or_build
-    from hybrid_retriever.rerank.training import train_reranker
+    from hybrid_retriever.evaluation.rerank_training import train_reranker
 
     if split == "test":
         err_console.print("note: training on the test split makes any evaluation on it meaningless; train on "
