@@ -54,7 +54,7 @@ class RerankScores:
 
 def rerank_fingerprint(retriever: Any) -> dict[str, Any]:
     """What cached reranker scores depend on: the index (its documents' texts) and the model's settings."""
-    rc = retriever.config.rerank
+    rc = retriever.reranker.config if retriever.reranker is not None else retriever.config.rerank
     return {"location": str(retriever.store.location), "count": retriever.count(), "model": retriever.reranker.name,
             "model_type": rc.model_type, "max_length": rc.max_length}
 
