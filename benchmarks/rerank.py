@@ -117,6 +117,8 @@ def train(args: argparse.Namespace) -> None:
         settings["epochs"] = args.epochs
     if args.learning_rate is not None:
         settings["learning_rate"] = args.learning_rate
+    if args.holdout is not None:
+        settings["holdout"] = args.holdout
     with open_index(args.datasets) as r:
         t0 = time.perf_counter()
         result = train_reranker(r, queries, coll.qrels["train"], args.model, TrainingSettings(**settings), progress=True)
@@ -412,7 +414,7 @@ def main() -> None:
     p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS))
     p.add_argument("--latency-queries", type=int, default=8)
     p.add_argument("--index", type=Path, default=None, help="the SciFact index (default: the one `train` built)")
-    p.add_argument("--holdout", type=int, default=HOLDOUT, help="training queries kept out of training (rerank weight chosen on them)")
+    p.add_argument("--holdout", type=float, default=None, help="training queries held out by train-reranker (default: TRAINING's share)")
     p.add_argument("--train-queries", type=int, default=None, help="a seeded sample of the training queries (default: all)")
     p.add_argument("--epochs", type=float, default=None, help="training epochs (default: TRAINING's)")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: TRAINING's)")

@@ -2,6 +2,8 @@
 
 - :mod:`.base` the one interface, :class:`RerankBackend` (score query-document pairs);
 - :mod:`.cross_encoder` any Hugging Face cross-encoder through ``rerankers`` (batched over queries);
+- :mod:`.onnx_cross_encoder` the same model exported to ONNX Runtime (cached, checked against torch);
+- :mod:`.depth` adaptive depth: fewer candidates for queries whose branches agree;
 - :mod:`.ranker` any ready ``rerankers`` ranker object (FlashRank, ColBERT, T5, API rankers);
 - :mod:`.order` the final order (reranker score, or interpolated with the fused score);
 - :mod:`.stage` :class:`Reranker`, which the retriever runs after fusion (and PRF).
