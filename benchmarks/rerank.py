@@ -142,15 +142,16 @@ def fused_runs(r: HybridRetriever, texts: list[str], depth: int) -> list[list[An
 
 # ------------------------------------------------------------------------ speed routes (issue 23)
 
-#: Scoring variants whose scores are computed for every query: ONNX float32 gives torch's scores at the same max
-#: length (checked below on a sample), so the torch paths' quality is read from these.
+#: Scoring variants: ONNX float32 gives torch's scores at the same max length (checked below on a sample), so one
+#: variant per length stands for both runtimes. torch-256 (today's path, the slowest) scores a seeded sample of the
+#: test queries when --sample-256 is given.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32-256": {"backend": "onnx", "max_length": 256},
+    "torch-256": {"backend": "torch", "max_length": 256},
     "fp32-128": {"backend": "onnx", "max_length": 128},
     "int8-128": {"backend": "onnx-int8", "max_length": 128},
 }
 #: Fused candidates each variant scores per query (depth 10 re-sorts the depth-20 scores).
-VARIANT_DEPTH = {"fp32-256": 20, "fp32-128": 20, "int8-128": 20}
+VARIANT_DEPTH = {"torch-256": 20, "fp32-128": 20, "int8-128": 20}
 #: Agreement thresholds of adaptive depth tried (queries at or above are not reranked; adaptive_depth 0).
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 #: The reference of the issue: the old model's numbers (benchmarks/results/rerank.md before issue 23).
@@ -224,6 +225,30 @@ def choose_threshold(cands: dict[str, list[Any]], scores: dict[str, list[float]]
     ok = [r for r in rows if r["ndcg@10"] >= full - slack]
     best = min(ok, key=lambda r: (r["reranked"], -r["ndcg@10"])) if ok else None
     return {"full": full, "rows": rows, "chosen": best["threshold"] if best else None, "slack": slack}
+
+
+def paired_against_today(qids: list[str], cands: dict[str, list[Any]], scores: dict[str, dict[str, list[float]]],
+                         qrels: dict[str, Any], weight: float, threshold: float | None) -> dict[str, Any]:
+    """On ``qids``: each route's nDCG@10 against today's path (torch, 256 tokens, depth 20), paired."""
+    from hybrid_retriever.evaluation.significance import compare
+
+    sub = {q: cands[q] for q in qids}
+    today = ndcg(ranked(sub, scores["torch-256"], 20, weight), qrels)
+    routes = {"fused": ndcg({q: [h.id for h in hs] for q, hs in sub.items()}, qrels),
+              "torch-256@20 (today)": today,
+              "fp32-128@20": ndcg(ranked(sub, scores["fp32-128"], 20, weight), qrels),
+              "fp32-128@10": ndcg(ranked(sub, scores["fp32-128"], 10, weight), qrels),
+              "int8-128@20": ndcg(ranked(sub, scores["int8-128"], 20, weight), qrels)}
+    if threshold is not None:
+        dq = adaptive_depths(sub, threshold, 20)
+        routes[f"fp32-128@20 adaptive {threshold:g}"] = ndcg(ranked(sub, scores["fp32-128"], dq, weight), qrels)
+        routes[f"int8-128@20 adaptive {threshold:g}"] = ndcg(ranked(sub, scores["int8-128"], dq, weight), qrels)
+    base = [today[q] for q in qids]
+    out = {"queries": len(qids), "rows": {}}
+    for name, pq in routes.items():
+        vals = [pq[q] for q in qids]
+        out["rows"][name] = {"ndcg@10": float(np.mean(vals)), "vs_today": compare(base, vals, "randomization").as_dict()}
+    return out
 
 
 def selection_scores(model: Path, cands: dict[str, list[Any]], depth: int) -> dict[str, list[float]] | None:
@@ -349,13 +374,25 @@ def report(args: argparse.Namespace) -> None:
                                                                    adaptive_agreement=t, adaptive_depth=0)
             routes[f"int8-128@20 adaptive {t:g}"] = rerank_config(base, backend="onnx-int8", max_length=128, depth=20,
                                                                    adaptive_agreement=t, adaptive_depth=0)
-        data["latency"] = measure_latency(r, [texts[q] for q in test_q], routes, args.latency_queries)
+        if args.reuse_latency is not None:  # the same report's latency, measured before an interruption
+            data["latency"] = json.loads(args.reuse_latency.read_text())["latency"]
+            data["latency_reused_from"] = str(args.reuse_latency)
+            data["latency_machine"] = json.loads(args.reuse_latency.read_text())["machine"]
+        else:
+            data["latency"] = measure_latency(r, [texts[q] for q in test_q], routes, args.latency_queries)
         data["systems"] = {"fused": {"ndcg@10": float(np.mean(list(per["fused"].values())))}}
         write_results("rerank", data, render(data))
         # Quality: every variant's scores on every test query (the cheap ones first; results rewritten after each).
         base_vals = [per["fused"][q] for q in test_q]
-        for v in ("fp32-128", "int8-128", "fp32-256"):
-            sc = score_variant(v, rerank_config(base, **VARIANTS[v]), test_q, texts, cands, VARIANT_DEPTH[v])
+        all_scores: dict[str, dict[str, list[float]]] = {}
+        for v in ("fp32-128", "int8-128", "torch-256"):
+            vq = sample(test_q, args.sample_256, seed=3) if v == "torch-256" else test_q
+            sc = score_variant(v, rerank_config(base, **VARIANTS[v]), vq, texts, cands, VARIANT_DEPTH[v])
+            all_scores[v] = sc
+            if v == "torch-256":
+                data["paired_256"] = paired_against_today(vq, cands, all_scores, qrels, weight, t)
+                write_results("rerank", data, render(data))
+                continue
             for d in (10, 20):
                 per[f"{v}@{d}"] = ndcg(ranked(cands, sc, d, weight), qrels)
             if v == "fp32-128":
@@ -437,6 +474,14 @@ def render(d: dict[str, Any]) -> str:
         "to depth 20. The old model (before issue 23): fused 0.741, interpolated at depth 20 (weight 0.3) 0.759.",
         "",
     ]
+    pt = d.get("paired_256")
+    if pt:
+        lines += [f"Against today's path (torch, 256 tokens, depth 20, same model and weight) on a seeded sample of "
+                  f"{pt['queries']} of the test queries (scoring all of them at 256 tokens did not fit the session's "
+                  "time on the shared cores):", "",
+                  md_table(["route", "nDCG@10", "Δ vs today's path", "p (paired randomisation)"],
+                           [[k, v["ndcg@10"], f"{v['vs_today']['mean_diff']:+.4f}", f"{v['vs_today']['p_value']:.3g}"]
+                            for k, v in pt["rows"].items()]), ""]
     eq = d.get("torch_vs_onnx")
     if eq:
         lines += ["torch vs ONNX float32 on the same pairs (" + "; ".join(
@@ -468,6 +513,11 @@ def render(d: dict[str, Any]) -> str:
             f"model; the old run measured {OLD['added_ms@20']:,.0f} ms added at depth 20 on it.",
             "",
         ]
+        lm = d.get("latency_machine")
+        if lm:
+            lines += [f"The latency was measured in this report's first pass (started {lm['date']}, load average "
+                      f"{' / '.join(f'{x:.2f}' for x in lm['loadavg'])}); the pass was stopped during quality scoring "
+                      "and resumed (scores cached) to score today's path on a sample instead of all queries.", ""]
     lines += ["## GPU", "", "See [rerank_gpu.md](rerank_gpu.md) (`benchmarks/rerank_device.sh`).", "",
               "## Machine", "", machine_md(d["machine"]),
               f"- Wall time of the report: {d.get('wall_seconds', 0):.0f} s",
@@ -477,8 +527,8 @@ def render(d: dict[str, Any]) -> str:
 
 
 def _quality_name(route: str) -> str:
-    """The quality row of a latency route (torch routes score as the ONNX float32 variant of the same length)."""
-    return route.replace("torch-", "fp32-")
+    """The quality row of a latency route (torch and ONNX float32 give the same scores at the same length)."""
+    return route.replace("torch-128", "fp32-128")
 
 
 def main() -> None:
@@ -499,6 +549,8 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: TRAINING's)")
     p.add_argument("--base-model", type=Path, default=None, help="train: start from this reranker (a further round)")
     p.add_argument("--rerank-depths", type=int, nargs="*", default=None, help="train: depths tried on the held-out queries")
+    p.add_argument("--sample-256", type=int, default=None, help="report: test queries scored at 256 tokens (default: all)")
+    p.add_argument("--reuse-latency", type=Path, default=None, help="report: take the latency from this rerank.json")
     p.add_argument("--test-queries", type=int, default=None, help="a seeded sample of the test queries (default: all)")
     p.add_argument("--model", type=Path, default=MODEL, help="reranker folder (default: the one `train` wrote)")
     args = p.parse_args()

@@ -641,8 +641,8 @@ class RerankConfig(_Strict):
     trust_remote_code: bool = Field(
         default=False, description="Let the model run its own Python code (only the caller can grant it).", json_schema_extra=GRANTS_CODE
     )
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        default="auto", description="Cross-encoder runtime: auto = ONNX Runtime on CPU (same scores), torch on GPU; onnx-int8 = int8 weights (faster, scores move)."
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch", description="Cross-encoder runtime: torch, or ONNX Runtime on CPU: onnx (torch's scores), onnx-int8 (int8 weights: faster, scores move)."
     )
     adaptive_agreement: Optional[float] = Field(
         default=None, ge=0, le=1, allow_inf_nan=False,

@@ -290,13 +290,14 @@ def onnx_cache(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_auto_runs_the_cross_encoder_on_onnx_runtime_with_the_models_scores(onnx_cache: Path, tiny_model: Path) -> None:
+def test_onnx_runs_the_cross_encoder_on_onnx_runtime_with_the_models_scores(onnx_cache: Path, tiny_model: Path) -> None:
     from hybrid_retriever.rerank.onnx_cross_encoder import OnnxCrossEncoderBackend
     from hybrid_retriever.rerank.stage import build_backend, resolve_runtime
 
     docs = ["Qdrant is a vector database.", "Cats sleep a lot.", "BM25 ranks documents by terms. " * 20, "42"]
-    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=TINY_MAX_LENGTH, device="cpu", batch_size=3)
-    assert resolve_runtime(cfg) == "onnx" and resolve_runtime(cfg.model_copy(update={"backend": "torch"})) == "torch"
+    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=TINY_MAX_LENGTH, device="cpu", batch_size=3,
+                       backend="onnx")
+    assert resolve_runtime(cfg) == "onnx" and RerankConfig().backend == "torch"
     backend = build_backend(cfg)
     assert isinstance(backend, OnnxCrossEncoderBackend)
     scores = backend.score([QUERIES[0], QUERIES[1]], [docs, docs[:2]])

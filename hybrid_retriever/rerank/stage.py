@@ -52,16 +52,12 @@ def build_backend(config: RerankConfig, ranker: Any = None) -> RerankBackend:
 
 
 def resolve_runtime(config: RerankConfig) -> str:
-    """What runs a cross-encoder: ``auto`` is ONNX Runtime on the CPU when installed, else torch; ONNX needs the CPU."""
-    from hybrid_retriever.models.onnx_backend import onnxruntime_available
+    """What runs a cross-encoder: ``rerank.backend``; the ONNX ones need the CPU."""
     from hybrid_retriever.models.resolve import pick_device
 
-    on_cpu = pick_device(None if config.device == "auto" else config.device) == "cpu"
-    if config.backend == "auto":
-        return "onnx" if on_cpu and onnxruntime_available() else "torch"
-    if config.backend != "torch" and not on_cpu:
+    if config.backend != "torch" and pick_device(None if config.device == "auto" else config.device) != "cpu":
         raise ConfigError(f"rerank.backend {config.backend} runs on the CPU, but rerank.device is {config.device!r}: "
-                          "set rerank.device: cpu, or rerank.backend: torch (or auto) for the GPU")
+                          "set rerank.device: cpu, or rerank.backend: torch for the GPU")
     return config.backend
 
 
