@@ -354,7 +354,7 @@ def split_holdout(qids: Sequence[str], holdout: float, seed: int = 0) -> tuple[l
     left to train on.
 
     >>> split_holdout(["a", "b", "c", "d", "e"], 0.4, seed=0)
-    (['a', 'c', 'd'], ['b', 'e'])
+    (['a', 'b', 'c'], ['d', 'e'])
     """
     n = len(qids)
     if holdout < 0:
