@@ -143,13 +143,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("adapters", ("hybrid_retriever_langchain", "hybrid_retriever_server")),
 ]
 
-#: Up-layer imports tolerated for now, as (importer, imported). TEMPORARY: the rerank training command
-#: (rerank/cli.py, with rerank/training.py) moves beside evaluation on the issue-23 branch; delete these
-#: entries when that merges (test_the_allowed_up_layer_imports_still_exist fails until they are deleted).
-ALLOWED_UP: set[tuple[str, str]] = {
-    ("hybrid_retriever.rerank.cli", "hybrid_retriever.cli_common"),
-    ("hybrid_retriever.rerank.cli", "hybrid_retriever.evaluation.cli"),
-}
+#: Up-layer imports tolerated, as (importer, imported): none. An entry needs a reason and a plan to remove it.
+ALLOWED_UP: set[tuple[str, str]] = set()
 
 
 def layer_of(name: str) -> int | None:

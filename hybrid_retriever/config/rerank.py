@@ -24,6 +24,10 @@ class RerankConfig(_Strict):
     ``weight · norm(reranker) + (1 − weight) · norm(fused)``, both min-max normalised over
     the query's reranked candidates. If the reranker fails or runs past ``timeout`` the
     hits keep the fused order and their provenance says why (``on_error: raise`` raises instead).
+    ``backend`` runs a cross-encoder on torch or on ONNX Runtime (exported once and cached,
+    as the dense branch's). With ``adaptive_agreement`` a query whose branches agree (the
+    mean share of each branch's top 10 another branch returned) is reranked only to
+    ``adaptive_depth``: its fused top is already clear.
     """
 
     enabled: bool = False
@@ -52,9 +56,20 @@ class RerankConfig(_Strict):
     trust_remote_code: bool = Field(
         default=False, description="Let the model run its own Python code (only the caller can grant it).", json_schema_extra=GRANTS_CODE
     )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch", description="Cross-encoder runtime: torch, or ONNX Runtime on CPU: onnx (torch's scores), onnx-int8 (int8 weights: faster, scores move)."
+    )
+    adaptive_agreement: Optional[float] = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False,
+        description="Queries whose branches agree at least this much are reranked only to adaptive_depth; None = always depth.",
+    )
+    adaptive_depth: int = Field(default=0, ge=0, description="Candidates reranked for a query adaptive_agreement finds clear (0 = fused order).")
 
     @model_validator(mode="after")
     def _model_given(self) -> "RerankConfig":
         if self.enabled and not self.model:
             raise ValueError("rerank.enabled needs rerank.model (a cross-encoder's Hugging Face id or folder)")
+        if self.adaptive_depth > self.depth:
+            raise ValueError(f"rerank.adaptive_depth ({self.adaptive_depth}) is deeper than rerank.depth ({self.depth}); "
+                             "it is the smaller depth for clear queries")
         return self
