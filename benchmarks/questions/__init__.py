@@ -1,0 +1,18 @@
+"""One module per benchmark question; each declares ``QUESTION`` (a :class:`benchmarks.harness.Question`)."""
+
+from __future__ import annotations
+
+import importlib
+
+from benchmarks.harness import Question
+
+#: Question name -> its module under ``benchmarks/questions``.
+QUESTIONS = {
+    "tuning": "tuning",
+    "language_detection": "language_detection",
+}
+
+
+def question(name: str) -> Question:
+    """The :class:`Question` named ``name``."""
+    return importlib.import_module(f"benchmarks.questions.{QUESTIONS[name]}").QUESTION
