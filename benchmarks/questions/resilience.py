@@ -1,7 +1,7 @@
 """Resilience: what a per-branch timeout costs, and how long a call takes when a branch stalls.
 
-    .venv/bin/python benchmarks/resilience.py                 # ~5 min on 2 shared cores
-    .venv/bin/python benchmarks/resilience.py --docs 1000 --queries 300
+    python -m benchmarks resilience                 # ~5 min on 2 shared cores
+    python -m benchmarks resilience --docs 1000 --queries 300
 
 Data: the first ``--docs`` SciFact documents (MiniLM vectors from the embedding cache) in a
 Qdrant Edge index (bm25 + dense, optimised); SciFact test queries, dense query vectors
@@ -42,10 +42,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from benchmarks.harness import (
     REPO,
-    add_dataset_arg,
+    Question,
     load_collection,
     load_embeddings,
     machine_info,
@@ -53,14 +52,13 @@ from _common import (  # noqa: E402
     md_table,
     new_edge_retriever,
     percentiles,
-    setup_logging,
     write_results,
 )
-from latency import interleaved, with_cached_queries  # noqa: E402
+from latency import interleaved, with_cached_queries
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
-from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError  # noqa: E402
-from hybrid_retriever.stores import SearchRequest  # noqa: E402
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
+from hybrid_retriever.stores import SearchRequest
 
 TIMEOUTS_S = [0.05, 0.1, 0.25]
 STORE_TIMEOUTS_S = [0.1, 0.25, 0.5, 1.0]
@@ -204,14 +202,13 @@ def remote_errors(repeats: int) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(p)
-    p.add_argument("--docs", type=int, default=1000)
-    p.add_argument("--queries", type=int, default=300)
-    p.add_argument("--repeats", type=int, default=20, help="remote-store error timings per setting")
-    args = p.parse_args()
-    setup_logging()
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=20, help="remote-store error timings per setting")
+
+
+def run(args: argparse.Namespace) -> None:
     import logging
     import warnings
 
@@ -315,6 +312,3 @@ def main() -> None:
     r.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    main()
