@@ -10,7 +10,7 @@ The harness owns:
   each split asked, their judged documents and the first documents of the corpus);
 - the caches (:func:`cache` folders, the MiniLM embedding cache :func:`load_embeddings`; under
   ``--smoke`` a temporary folder and embeddings encoded on the spot, so no cache is needed);
-- timing (:func:`interleaved`: systems called in a random order per item; :func:`percentiles`;
+- timing (:func:`interleaved`: systems called in a random order per query; :func:`with_cached_queries`; :func:`percentiles`;
   load-average samples in :func:`machine_info` at start and ``loadavg_end``), paired significance
   (:func:`randomization_test`), the machine description (:func:`machine_md`);
 - results (:func:`write_results`: ``<out>/<name>.json`` and ``.md``, the Markdown starting with
@@ -298,28 +298,51 @@ def randomization_test(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int =
     return float(((np.abs((signs * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (n + 1))
 
 
-def interleaved(systems: dict[str, Callable[[Any], Any]], items: Sequence[Any], warmup: int = 0, seed: int = 0,
-                ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
-    """Call every system once per item in a fresh random order (shared noise hits all alike).
+def interleaved(
+    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None
+) -> dict[str, dict[str, float]]:
+    """ms per query of each system, calling them query by query in a fresh random order each time.
 
-    Returns milliseconds per call and the results, per system; ``warmup`` first items run untimed first.
+    A random order (not a fixed rotation) gives every system random neighbours, so effects of
+    what ran just before (caches, CPU-quota throttling after a burst) average out.
+    ``keep`` (optional) receives the raw per-query times, for paired comparisons.
     """
     import time
 
+    from tqdm.auto import tqdm
+
     names = list(systems)
-    for it in items[:warmup]:
+    rng = np.random.default_rng(0)
+    for q in queries[:warmup]:
         for s in names:
-            systems[s](it)
-    rng = np.random.default_rng(seed)
+            systems[s](q)
     ms: dict[str, list[float]] = {s: [] for s in names}
-    got: dict[str, list[Any]] = {s: [] for s in names}
-    for it in items:
-        for j in rng.permutation(len(names)):
-            s = names[j]
+    for q in tqdm(queries, desc=desc, unit="q"):
+        for s in (names[i] for i in rng.permutation(len(names))):
             t0 = time.perf_counter()
-            got[s].append(systems[s](it))
+            systems[s](q)
             ms[s].append((time.perf_counter() - t0) * 1000)
-    return ms, got
+    if keep is not None:
+        keep.update(ms)
+    return {s: percentiles(v) for s, v in ms.items()}
+
+
+def with_cached_queries(r: Any, queries: list[str]) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A shallow copy of ``r`` (same store, pool) whose branches return pre-encoded query vectors.
+
+    Each branch is a shallow copy of the real one (same model, same settings) whose
+    ``encode_queries`` looks the vector up, so a search measures search only.
+    """
+    import copy
+
+    table = {n: dict(zip(queries, b.encode_queries(queries))) for n, b in r.branches.items()}
+    rc = copy.copy(r)
+    rc.branches = {}
+    for n, b in r.branches.items():
+        cb = copy.copy(b)
+        cb.encode_queries = (lambda t: (lambda texts: [t[x] for x in texts]))(table[n])  # type: ignore[method-assign]
+        rc.branches[n] = cb
+    return rc, table
 
 
 def rss_mb() -> float:

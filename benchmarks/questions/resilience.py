@@ -45,6 +45,7 @@ import numpy as np
 from benchmarks.harness import (
     REPO,
     Question,
+    interleaved,
     load_collection,
     load_embeddings,
     machine_info,
@@ -52,9 +53,9 @@ from benchmarks.harness import (
     md_table,
     new_edge_retriever,
     percentiles,
+    with_cached_queries,
     write_results,
 )
-from latency import interleaved, with_cached_queries
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
@@ -279,13 +280,20 @@ def run(args: argparse.Namespace) -> None:
         "stalled_branch": stall,
         "remote_time_to_error_ms": remote,
     }
-    md = [
+    write_results("resilience", data, render(data))
+    r.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def render(data: dict[str, Any]) -> str:
+    stats, ratios, stall, remote = data["latency_ms"], data["fast_path_ratios_to_before"], data["stalled_branch"], data["remote_time_to_error_ms"]
+    return "".join([
         "# Resilience: per-branch timeouts, deadlines and a remote store that is down or slow\n",
-        machine_md(info),
-        f"\nSciFact, first {len(ids)} documents (MiniLM vectors from the cache), Qdrant Edge (optimised), bm25 + dense, "
-        f"k = 10, depth 100, score completion on; {len(queries)} test queries, dense query vectors pre-encoded. "
+        machine_md(data["machine"]),
+        f"\nSciFact, first {data['setup']['docs']} documents (MiniLM vectors from the cache), Qdrant Edge (optimised), bm25 + dense, "
+        f"k = 10, depth 100, score completion on; {data['setup']['queries']} test queries, dense query vectors pre-encoded. "
         "Systems run interleaved, query by query in random order. `before` is `hybrid_retriever/retriever.py` at "
-        f"the merge base `{old._base_commit[:8]}` loaded side by side on the same index.\n",  # type: ignore[attr-defined]
+        f"the merge base `{data['setup']['before_commit'][:8]}` loaded side by side on the same index.\n",  # type: ignore[attr-defined]
         "\n## Search latency (ms per query)\n\n",
         md_table(["system", "p50", "p95", "mean"], [[n, s["p50"], s["p95"], s["mean"]] for n, s in stats.items()]),
         "\n## Cost of the resilience code when nothing fails (ratios to `before`)\n\n",
@@ -302,13 +310,13 @@ def run(args: argparse.Namespace) -> None:
                    v["answered by bm25 alone"], v["every branch missed the limit"]]
                   for k, v in stall.items()]),
         "\n## Remote Qdrant down or stalled: time until `StoreUnavailableError` (ms, one read, "
-        f"{args.repeats} repeats)\n\n"
+        f"{next(iter(remote.values()))['n']} repeats)\n\n"
         "Closed port: connection refused at once, so the two retries (backoff 0.05 s, 0.1 s) fit in the timeout. "
         "Stalled server (accepts, never answers): the first attempt uses the whole timeout, no retry fits. "
         "Before this work qdrant-client rounded every timeout up to whole seconds (0.1 s became 1 s).\n\n",
         md_table(["case", "p50", "p95", "max"], [[k, v["p50"], v["p95"], v["max"]] for k, v in remote.items()]),
-    ]
-    write_results("resilience", data, "".join(md))
-    r.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    ])
 
+
+QUESTION = Question("resilience", "what a per-branch timeout costs, and how long a call takes when a branch or a remote store stalls",
+                    add_arguments, run, {"resilience": render}, smoke=["--docs", "40", "--queries", "3", "--repeats", "1"])
