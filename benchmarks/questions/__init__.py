@@ -9,6 +9,7 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "prf": "prf",
     "resilience": "resilience",
     "service": "service",
     "language_detection": "language_detection",
