@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             data = harness.read_results(name)
             if not data:
                 raise SystemExit(f"--render-only: no {harness.SETTINGS.out / name}.json to render")
-            harness.write_results(name, data, render(data))
+            harness.write_results(name, data, render(data), rendered_only=True)
         return
     q.run(args)
     logging.getLogger("benchmarks").info("results in %s", harness.SETTINGS.out)

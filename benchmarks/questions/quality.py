@@ -1,7 +1,7 @@
 """Retrieval quality of the hybrid retriever, its fusion settings and two baselines (ranx metrics).
 
-    .venv/bin/python benchmarks/quality.py                       # all four collections
-    .venv/bin/python benchmarks/quality.py --collections scifact --no-baselines
+    python -m benchmarks quality                       # all four collections
+    python -m benchmarks quality --collections scifact --no-baselines
 
 Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi; judged queries only):
 
@@ -40,14 +40,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
+from benchmarks.harness import (
     DEV_SPLITS,
     QUALITY_COLLECTIONS,
     REPO,
     Collection,
-    add_dataset_arg,
+    Question,
+    cache,
     dense_branch,
     load_collection,
     load_embeddings,
@@ -56,15 +55,14 @@ from _common import (  # noqa: E402
     machine_md,
     md_table,
     percentiles,
-    setup_logging,
+    randomization_test,
     write_results,
 )
 
-from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id  # noqa: E402
-from hybrid_retriever.branches import build_branch  # noqa: E402
-from hybrid_retriever.types import BranchResult, ScoredId  # noqa: E402
+from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
+from hybrid_retriever.branches import build_branch
+from hybrid_retriever.types import BranchResult, ScoredId
 
-QCACHE = CACHE / "quality"
 MAX_DEPTH = 500
 DEPTHS = [20, 50, 100, 200, 500]
 DENSE_WEIGHTS = [round(x, 1) for x in np.arange(0.1, 0.95, 0.1)]
@@ -139,7 +137,7 @@ def branch_results(
 ) -> list[BranchData]:
     """``search_branches(complete=True)`` at ``depth`` for every query (cached under .cache/quality)."""
     key = fingerprint(col, qids, depth)
-    f = QCACHE / f"{col.name}.d{depth}.{key}.pkl"
+    f = cache("quality") / f"{col.name}.d{depth}.{key}.pkl"
     if use_cache and f.is_file():
         log.info("%s: branch results from cache %s", col.name, f.name)
         return pickle.loads(f.read_bytes())
@@ -153,8 +151,7 @@ def branch_results(
                     for n, res in per.items()
                 }
             )
-    QCACHE.mkdir(parents=True, exist_ok=True)
-    for old in QCACHE.glob(f"{col.name}.d{depth}.*.pkl"):
+    for old in cache("quality").glob(f"{col.name}.d{depth}.*.pkl"):
         old.unlink()
     f.write_bytes(pickle.dumps(out))
     return out
@@ -216,15 +213,6 @@ def fused_lists(r: HybridRetriever, data: list[BranchData], qids: list[str], dep
 
 def single_lists(data: list[BranchData], qids: list[str], branch: str) -> dict[str, list[str]]:
     return {q: x[branch][0][:100] for q, x in zip(qids, data)}
-
-
-def randomization_test(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0) -> float:
-    """Two-sided paired randomization test of mean(a) - mean(b) (per-query scores)."""
-    rng = np.random.default_rng(seed)
-    d = a - b
-    obs = abs(d.mean())
-    signs = rng.choice([-1.0, 1.0], size=(n, d.size))
-    return float(((np.abs((signs * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (n + 1))
 
 
 # --------------------------------------------------------------------------------- baselines
@@ -317,16 +305,15 @@ def run_baselines(
 # -------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--collections", nargs="+", default=QUALITY_COLLECTIONS)
     ap.add_argument("--no-baselines", action="store_true", help="skip rank-bm25 and EnsembleRetriever")
     ap.add_argument("--no-cache", action="store_true", help="recompute branch results even when cached")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads (default 1: steadier ms/query on a shared 2-core machine; 0 = torch default)")
-    args = ap.parse_args()
-    setup_logging()
+
+
+def run(args: argparse.Namespace) -> None:
     if args.torch_threads:
         import torch
 
@@ -340,8 +327,7 @@ def main() -> None:
     indexes: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
     avg_len_check: dict[str, Any] = {}
-    QCACHE.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix="quality-", dir=QCACHE))
+    tmp_root = Path(tempfile.mkdtemp(prefix="quality-", dir=cache("quality")))
     try:
         for name in args.collections:
             splits = ["test"] + ([DEV_SPLITS[name]] if name in DEV_SPLITS else [])
@@ -662,10 +648,14 @@ def write_defaults(res: dict[str, Any]) -> None:
         "test_check": {c: t.get("default_vs_best_single") for c, t in res["test"].items()},
         "machine": res["machine"]["date"],
     }
+    write_results("defaults", note, render_defaults(note))
+
+
+def render_defaults(note: dict[str, Any]) -> str:
     md = ["# Default fusion settings\n\n", f"Chosen on dev data only ({', '.join(f'{n} {p}' for n, p in note['chosen_on'].items())}); "
           "the test split was used only to check the choice afterwards (see results/quality.md).\n\n",
           f"- Chosen: `{json.dumps(note['chosen_defaults'])}` (dev macro-mean nDCG@10 {note['dev_mean_ndcg@10']:.4f})\n",
-          f"- Best on dev: `{json.dumps(note['best_on_dev'])}`; the current default `{json.dumps(CURRENT)}` is below it "
+          f"- Best on dev: `{json.dumps(note['best_on_dev'])}`; the current default `{json.dumps(note['current_defaults'])}` is below it "
           f"with p = {note['p_value_best_vs_current']:.3f} (optimistic: the best was picked on the same data)\n",
           f"- Tied with the best (not significantly below it): {len(note['tied_with_best'])} settings; smallest depth among them: "
           f"{min((g['depth'] for g in note['tied_with_best']), default=None)}\n",
@@ -676,8 +666,9 @@ def write_defaults(res: dict[str, Any]) -> None:
           f"- Rule: {note['rule']}\n\n", "Test check (default − best single branch, nDCG@10):\n\n"]
     md.append(md_table(["collection", "best single", "Δ nDCG@10", "Δ R@100"],
                        [[c, v["best_single"], v["delta_ndcg@10"], v["delta_recall@100"]] for c, v in note["test_check"].items() if v]))
-    write_results("defaults", note, "".join(md))
+    return "".join(md)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("quality", "nDCG@10 / Recall@100 of BM25, dense and every fusion setting on 4 collections, baselines, "
+                    "and the default fusion chosen on dev data", add_arguments, run,
+                    {"quality": render, "defaults": render_defaults}, smoke=["--collections", "scifact"])
