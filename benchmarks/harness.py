@@ -57,8 +57,8 @@ QUALITY_COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi"]
 #: Dev splits used to choose defaults (never the test split).
 DEV_SPLITS = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
 #: Smoke slice: judged queries kept per split, and corpus documents kept besides their judged ones.
-SMOKE_QUERIES = 4
-SMOKE_DOCS = 40
+SMOKE_QUERIES = 3
+SMOKE_DOCS = 16
 
 
 @dataclass
