@@ -55,10 +55,9 @@ def recorded_command(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = parser()
-    args = ap.parse_args(argv)
+    smoke = question(argv[0]).smoke if argv and argv[0] in QUESTIONS and "--smoke" in argv else []
+    args = ap.parse_args([*argv, *smoke])
     q = question(args.question)
-    if args.smoke:
-        args = ap.parse_args([*argv, *q.smoke])
     options: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in COMMON}
     harness.setup_logging()
     harness.configure(args.smoke, args.out, recorded_command(argv), harness.config_hash(q.name, options))

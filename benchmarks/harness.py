@@ -188,12 +188,14 @@ def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) ->
 
 
 def smoke_slice(col: Collection) -> Collection:
-    """The first :data:`SMOKE_QUERIES` judged queries of each split, their judged documents and the first
-    :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
+    """The first :data:`SMOKE_QUERIES` judged queries of each split (of the file without a split), their
+    judged documents and the first :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
     keep_q: dict[str, None] = {}
     for per in col.qrels.values():
         for q in [q for q in per if q in col.queries][:SMOKE_QUERIES]:
             keep_q[q] = None
+    if not col.qrels:  # no split asked: the first queries
+        keep_q = dict.fromkeys(list(col.queries)[:SMOKE_QUERIES])
     judged = {doc for per in col.qrels.values() for q in keep_q for doc in per.get(q, {})}
     keep = [i for i, d in enumerate(col.doc_ids) if i < SMOKE_DOCS or d in judged]
     return Collection(
@@ -233,7 +235,7 @@ def load_embeddings(name: str) -> EmbeddingCache:
         return _smoke_embeddings(name)
     d = cache_dir(name)
     if not (d / "docs.npy").is_file():
-        raise SystemExit(f"no embedding cache at {d}; run: python -m benchmarks cache embeddings {name}")
+        raise SystemExit(f"no embedding cache at {d}; run: python -m benchmarks cache embeddings --collections {name}")
     return EmbeddingCache(
         doc_ids=json.loads((d / "doc_ids.json").read_text()),
         docs=np.load(d / "docs.npy"),

@@ -9,6 +9,8 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "cache": "caches",
+    "crash_trials": "crash_trials",
     "multivector": "multivector",
     "encoders": "encoders",
     "quality": "quality",

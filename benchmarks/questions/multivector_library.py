@@ -2,7 +2,7 @@
 
 Parts of ``python -m benchmarks multivector`` (see ``multivector.py``):
 
-- ``tokens`` (``python -m benchmarks cache tokens NAMES``): the branch's own MiniLM token vectors of a
+- ``tokens`` (``python -m benchmarks cache tokens --collections NAMES``): the branch's own MiniLM token vectors of a
   collection, cached under ``<cache>/tokens/`` with the library's ``MultiVectorBranch`` (format ``tokens``),
   so the cached vectors are exactly what the branch stores and searches with: ``doc_vectors`` (all
   documents' token vectors stacked, float16), ``doc_offsets`` (row ``i``'s tokens are
@@ -85,7 +85,7 @@ def load_tokens(name: str, datasets: Path) -> dict:
     if SETTINGS.smoke and not p.is_file():
         build_tokens(datasets, [name])
     if not p.is_file():
-        raise SystemExit(f"no token cache at {p}; run: python -m benchmarks cache tokens {name}")
+        raise SystemExit(f"no token cache at {p}; run: python -m benchmarks cache tokens --collections {name}")
     z = np.load(p)
     return {
         "doc_ids": json.loads(str(z["doc_ids"])),
