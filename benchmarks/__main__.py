@@ -55,8 +55,9 @@ def recorded_command(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = parser()
+    # --smoke: the question's smoke options first, so that options given here override them.
     smoke = question(argv[0]).smoke if argv and argv[0] in QUESTIONS and "--smoke" in argv else []
-    args = ap.parse_args([*argv, *smoke])
+    args = ap.parse_args([*argv[:1], *smoke, *argv[1:]])
     q = question(args.question)
     options: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in COMMON}
     harness.setup_logging()

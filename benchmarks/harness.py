@@ -67,7 +67,8 @@ class Question:
 
     ``run(args)`` measures and writes its results through :func:`write_results`; ``render[name](data)``
     turns a results file's JSON into the Markdown body (``--render-only`` uses it on committed JSON);
-    ``smoke`` are the options ``--smoke`` adds (small sizes; the harness slices datasets itself).
+    ``smoke`` are the options ``--smoke`` puts before the given ones (small sizes; the harness slices the
+    datasets itself).
     """
 
     name: str

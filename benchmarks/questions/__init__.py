@@ -9,6 +9,7 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "rerank": "rerank",
     "cache": "caches",
     "crash_trials": "crash_trials",
     "multivector": "multivector",

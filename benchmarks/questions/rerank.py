@@ -1,9 +1,13 @@
 """Rerank stage on SciFact: a cross-encoder trained on the train queries, evaluated on test.
 
-    python benchmarks/rerank.py train     # build the index (cached MiniLM vectors), train-reranker on qrels/train.tsv
-    python benchmarks/rerank.py dev       # the rerank weight per depth, tuned on held-out training queries
-    python benchmarks/rerank.py report    # fused vs fused + reranker at depth 20/50/100 on test, latency on CPU
-    python benchmarks/rerank.py render    # the Markdown from benchmarks/results/rerank.json
+    python -m benchmarks rerank train     # build the index (cached MiniLM vectors), train-reranker on qrels/train.tsv
+    python -m benchmarks rerank dev       # the rerank weight per depth, tuned on held-out training queries
+    python -m benchmarks rerank report    # fused vs fused + reranker at depth 20/50/100 on test, latency on CPU
+    python -m benchmarks rerank --render-only   # the Markdown from benchmarks/results/rerank.json
+
+On a GPU machine without network (``rerank_device.py``): ``python -m benchmarks rerank device-pack`` here
+carries model, SciFact and wheels; ``benchmarks/rerank_device.sh`` there installs them, ``device-unpack``s,
+then trains (``--full``), runs ``gpu-check`` and ``report``.
 
 Nothing is tuned on the test split: the reranker is trained on the training queries
 except a held-out hundred, on which ``hybrid-retriever tune --rerank-weights`` chooses the
@@ -29,27 +33,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import (
-    CACHE,
-    RESULTS,
-    add_dataset_arg,
+
+from benchmarks.harness import (
+    Question,
+    cache,
     load_collection,
     load_embeddings,
     machine_info,
     machine_md,
     md_table,
-    setup_logging,
     write_results,
 )
+from benchmarks.questions import rerank_device
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 
 log = logging.getLogger("benchmarks.rerank")
 
 NAME = "scifact"
-WORK = Path(os.environ.get("RERANK_WORK", CACHE / "rerank"))
-INDEX = WORK / "scifact-index"
-MODEL = WORK / "scifact-reranker"
+#: Set by ``run``: the work folder (``RERANK_WORK`` or the benchmark cache's ``rerank``), its index and reranker.
+WORK = INDEX = MODEL = Path()
 DEPTHS = (20, 50, 100)
 #: Training on the 2 CPU cores: every training query but the held-out ones, two epochs, three negatives per judged
 #: pair from the fused top 30, 256 tokens per pair (the reranker scores with the same max length). The relevance
@@ -405,12 +408,18 @@ def render(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    setup_logging()
-    logging.getLogger("hybrid_retriever").setLevel(logging.INFO)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(p)
-    p.add_argument("command", choices=["train", "dev", "report", "render", "gpu-check"])
+STEPS = ("train", "dev", "report", "gpu-check", "device-pack", "device-unpack")
+
+
+def _step(value: str) -> str:
+    if value not in STEPS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a step ({', '.join(STEPS)})")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("command", nargs="*", type=_step, metavar="STEP",
+                   help=f"steps, in order: {', '.join(STEPS)} (default: report; device-pack / device-unpack: rerank_device.py)")
     p.add_argument("--full", action="store_true", help="the planned training setting (FULL), for a machine with a GPU")
     p.add_argument("--dense-model", default=None, help="dense model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--encode", action="store_true", help="encode the corpus instead of reading the embedding cache")
@@ -424,23 +433,23 @@ def main() -> None:
     p.add_argument("--base-model", type=Path, default=None,
                    help="train further from this reranker folder (a previous round's --model); the rounds are recorded")
     p.add_argument("--test-queries", type=int, default=None, help="a seeded sample of the test queries (default: all)")
-    p.add_argument("--model", type=Path, default=MODEL, help="reranker folder (default: the one `train` wrote)")
-    args = p.parse_args()
+    p.add_argument("--model", type=Path, default=None, help="reranker folder (default: the one `train` wrote)")
+
+
+def run(args: argparse.Namespace) -> None:
+    logging.getLogger("hybrid_retriever").setLevel(logging.INFO)
+    global DENSE_MODEL, ENCODE, WORK, INDEX, MODEL
+    WORK = Path(os.environ["RERANK_WORK"]) if os.environ.get("RERANK_WORK") else cache("rerank")
+    INDEX, MODEL = WORK / "scifact-index", WORK / "scifact-reranker"
+    args.model = args.model or MODEL
     WORK.mkdir(parents=True, exist_ok=True)
-    global DENSE_MODEL, ENCODE
     DENSE_MODEL, ENCODE = args.dense_model, args.encode
-    if args.command == "train":
-        train(args)
-    elif args.command == "dev":
-        dev(args)
-    elif args.command == "gpu-check":
-        gpu_check(args)
-    elif args.command == "report":
-        report(args)
-    else:
-        data = json.loads((RESULTS / "rerank.json").read_text())
-        write_results("rerank", data, render(data))
+    steps = {"train": train, "dev": dev, "gpu-check": gpu_check, "report": report,
+             "device-pack": lambda a: rerank_device.pack(), "device-unpack": lambda a: rerank_device.unpack()}
+    for command in args.command or ["report"]:
+        steps[command](args)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("rerank", "the rerank stage on SciFact: a cross-encoder trained on train queries, weight chosen on "
+                    "held-out ones, scored on test; latency; GPU check", add_arguments, run, {"rerank": render},
+                    smoke=["train", "report", "--holdout", "1", "--epochs", "1", "--depths", "5", "--latency-queries", "2"])

@@ -1,7 +1,7 @@
-"""Carry the rerank benchmark to a GPU machine that has no network (see benchmarks/rerank.py).
+"""Carry the rerank benchmark to a GPU machine that has no network (see rerank.py).
 
-    python benchmarks/rerank_device.py pack      # here: model, SciFact and wheels into benchmarks/.cache/dev (< 64 MiB)
-    python benchmarks/rerank_device.py unpack    # there: the model as float32 in /tmp/minilm, SciFact in /tmp/datasets
+    python -m benchmarks rerank device-pack     # here: model, SciFact and wheels into benchmarks/.cache/dev (< 64 MiB)
+    python -m benchmarks rerank device-unpack   # there: the model as float32 in /tmp/minilm, SciFact in /tmp/datasets
 
 To fit the transfer limit, all-MiniLM-L6-v2 travels as float16, its word-embedding matrix as int8 per row
 (scale = max|row| / 127); unpacking restores float32 tensors (the weights differ from the original by that
@@ -15,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-DEV = Path(__file__).resolve().parent / ".cache" / "dev"
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DEV = Path(__file__).resolve().parents[1] / ".cache" / "dev"
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 #: Wheels the GPU image lacks (it has torch, transformers 5, sentence-transformers, accelerate, pyarrow).
 WHEELS = ["pydantic==2.14.4", "pydantic_core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
           "qdrant-client==1.20.0", "qdrant-edge-py==0.9.0", "rerankers==0.10.0", "datasets==5.2.0", "dill==0.4.1",
@@ -81,6 +81,3 @@ def unpack() -> None:
     with gzip.open(data / "corpus.jsonl.gz", "rb") as f, open(data / "corpus.jsonl", "wb") as g:
         shutil.copyfileobj(f, g)
 
-
-if __name__ == "__main__":
-    {"pack": pack, "unpack": unpack}[sys.argv[1]]()
