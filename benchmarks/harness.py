@@ -95,16 +95,13 @@ SETTINGS = Settings()
 
 
 def configure(smoke: bool, out: Path | None, command: str, config: str) -> Settings:
-    """Set this process's run settings: smoke runs use a temporary cache and output folder unless ``out`` is given."""
-    global SETTINGS
+    """Set this process's run settings (in place: modules hold :data:`SETTINGS`); smoke runs use a temporary
+    cache and output folder unless ``out`` is given."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-smoke-")) if smoke else None
-    SETTINGS = Settings(
-        smoke=smoke,
-        out=Path(out) if out else (tmp / "results" if tmp else RESULTS),
-        cache=tmp / "cache" if tmp else Settings().cache,
-        command=command,
-        config_hash=config,
-    )
+    SETTINGS.smoke = smoke
+    SETTINGS.out = Path(out) if out else (tmp / "results" if tmp else RESULTS)
+    SETTINGS.cache = tmp / "cache" if tmp else Settings().cache
+    SETTINGS.command, SETTINGS.config_hash = command, config
     if smoke and SETTINGS.out.resolve() == RESULTS.resolve():
         raise SystemExit("--smoke never writes the committed results: pass another --out")
     return SETTINGS

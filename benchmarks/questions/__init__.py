@@ -9,6 +9,7 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "latency": "latency",
     "rerank": "rerank",
     "cache": "caches",
     "crash_trials": "crash_trials",
