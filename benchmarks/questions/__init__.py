@@ -9,6 +9,7 @@ from benchmarks.harness import Question
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
     "tuning": "tuning",
+    "coldstart": "coldstart",
     "hotpath": "hotpath",
     "latency": "latency",
     "rerank": "rerank",
