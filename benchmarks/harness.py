@@ -494,13 +494,19 @@ def config_hash(question: str, options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-#: The first line of every results Markdown file (``tests/test_benchmark_results.py`` parses it).
-HEADER = re.compile(r"^> Regenerate: `(?P<command>python -m benchmarks [^`]+)` · git (?P<commit>\S+) · config (?P<config>[0-9a-f]{12})$")
+#: The first line of every results Markdown file (``tests/test_benchmark_results.py`` parses it): the command
+#: that regenerates it (several, in order, joined by `` + ``, where the file was built by more than one run),
+#: the git commit it ran on and the configuration hash (:func:`config_hash`).
+HEADER = re.compile(
+    r"^> Regenerate: (?P<commands>`python -m benchmarks [^`]+`(?: \+ `python -m benchmarks [^`]+`)*)"
+    r" · git (?P<commit>\S+) · config (?P<config>[0-9a-f]{12})$"
+)
 
 
 def header(provenance: dict[str, str]) -> str:
     """The provenance line a results Markdown starts with (see :data:`HEADER`)."""
-    return f"> Regenerate: `{provenance['command']}` · git {provenance['git_commit']} · config {provenance['config_hash']}\n\n"
+    commands = " + ".join(f"`{c}`" for c in provenance["command"].split(" + "))
+    return f"> Regenerate: {commands} · git {provenance['git_commit']} · config {provenance['config_hash']}\n\n"
 
 
 def write_results(name: str, data: dict[str, Any], markdown: str, rendered_only: bool = False) -> tuple[Path, Path]:

@@ -8,21 +8,21 @@ from benchmarks.harness import Question
 
 #: Question name -> its module under ``benchmarks/questions``.
 QUESTIONS = {
-    "tuning": "tuning",
-    "coldstart": "coldstart",
-    "hotpath": "hotpath",
-    "latency": "latency",
-    "rerank": "rerank",
-    "cache": "caches",
-    "crash_trials": "crash_trials",
-    "multivector": "multivector",
-    "encoders": "encoders",
     "quality": "quality",
+    "latency": "latency",
+    "hotpath": "hotpath",
+    "coldstart": "coldstart",
+    "encoders": "encoders",
     "multilingual": "multilingual",
-    "prf": "prf",
-    "resilience": "resilience",
-    "service": "service",
     "language_detection": "language_detection",
+    "rerank": "rerank",
+    "service": "service",
+    "resilience": "resilience",
+    "multivector": "multivector",
+    "prf": "prf",
+    "tuning": "tuning",
+    "crash_trials": "crash_trials",
+    "cache": "caches",
 }
 
 
