@@ -273,6 +273,8 @@ def gpu_check(args: argparse.Namespace) -> None:
     from hybrid_retriever.config import RerankConfig
     from hybrid_retriever.rerank import Reranker
 
+    if not torch.cuda.is_available():
+        raise SystemExit("rerank gpu-check needs CUDA: run it on a machine with a GPU (benchmarks/rerank_device.sh)")
     coll = load_collection(args.datasets, NAME, splits=("test",))
     qids = coll.judged("test")[:50]
     with HybridRetriever.open(str(args.index or INDEX), runtime={"show_progress": False}) as r:
