@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,13 +64,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     harness.setup_logging()
     harness.configure(args.smoke, args.out, recorded_command(argv), harness.config_hash(q.name, options))
     if args.render_only:
-        for name, render in q.render.items():
-            data = harness.read_results(name)
-            if not data:
-                raise SystemExit(f"--render-only: no {harness.SETTINGS.out / name}.json to render")
-            harness.write_results(name, data, render(data), rendered_only=True)
+        found = {name: harness.read_results(name) for name in q.render}
+        if not any(found.values()):
+            raise SystemExit(f"--render-only: none of {', '.join(q.render)} has a JSON in {harness.SETTINGS.out}")
+        for name, data in found.items():
+            if data:
+                harness.write_results(name, data, q.render[name](data), rendered_only=True)
         return
-    q.run(args)
+    try:
+        q.run(args)
+    finally:
+        if args.smoke:  # the smoke run's cache (indexes, encoded slices) goes; its results stay in --out
+            shutil.rmtree(harness.SETTINGS.cache, ignore_errors=True)
     logging.getLogger("benchmarks").info("results in %s", harness.SETTINGS.out)
 
 

@@ -32,7 +32,6 @@ import logging
 import os
 import platform
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -90,7 +89,7 @@ class Settings:
     config_hash: str = ""
 
 
-#: The current settings; the entry point replaces them through :func:`configure` before a question runs.
+#: The current settings; the entry point sets them (in place) through :func:`configure` before a question runs.
 SETTINGS = Settings()
 
 
@@ -168,6 +167,9 @@ def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) ->
             row = json.loads(line)
             queries[str(row["_id"])] = row["text"]
     qrels: dict[str, dict[str, dict[str, int]]] = {}
+    asked = list(splits)
+    if SETTINGS.smoke:  # the slice is the same whichever splits are asked: it is cut from all of them
+        splits = sorted(f.stem for f in (d / "qrels").glob("*.tsv"))
     for split in splits:
         per: dict[str, dict[str, int]] = {}
         lines = (d / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
@@ -182,11 +184,12 @@ def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) ->
     if SETTINGS.smoke:
         col = smoke_slice(col)
         _SMOKE_COLLECTIONS[name] = col
+        col = Collection(name, col.doc_ids, col.texts, col.queries, {s: col.qrels[s] for s in asked})
     return col
 
 
 def smoke_slice(col: Collection) -> Collection:
-    """The first :data:`SMOKE_QUERIES` judged queries of each split (of the file without a split), their
+    """The first :data:`SMOKE_QUERIES` judged queries of each split (of the file when there is no qrels), their
     judged documents and the first :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
     keep_q: dict[str, None] = {}
     for per in col.qrels.values():

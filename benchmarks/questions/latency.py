@@ -64,7 +64,6 @@ from benchmarks.harness import (
     machine_md,
     md_table,
     peak_rss_mb,
-    percentiles,
     read_results,
     reset_peak_rss,
     rss_mb,

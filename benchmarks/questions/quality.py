@@ -31,7 +31,6 @@ import json
 import pickle
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path

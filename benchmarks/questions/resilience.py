@@ -33,7 +33,6 @@ import importlib.util
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
