@@ -35,16 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import (
-    REPO,
-    Question,
-    cache,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import REPO, Question, cache, log, machine_info, machine_md, md_table, write_results
 
 QUERIES = [
     "who was Peruggia",

@@ -39,19 +39,8 @@ from tqdm.auto import tqdm
 
 from benchmarks.questions.gpu import gpu_arguments, render_gpu, run_gpu
 
-from benchmarks.harness import (
-    Question,
-    cache_dir,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    percentiles,
-    read_results,
-    write_results,
-)
+from benchmarks.harness import (Question, cache_dir, load_collection, load_embeddings, log, machine_info, machine_md,
+    md_table, percentiles, read_results, write_results)
 
 NAME = "encoders"
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed"]

@@ -34,20 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (
-    REPO,
-    SETTINGS,
-    Question,
-    cache,
-    fused_edge_calls,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, fused_edge_calls, load_collection, load_embeddings,
+    log, machine_info, machine_md, md_table, write_results)
 
 COLLECTIONS = ("cranfield", "cisi", "xquad-r/en")
 

@@ -37,16 +37,8 @@ import statistics
 import time
 from typing import Any, Sequence
 
-from benchmarks.harness import (
-    SETTINGS,
-    Question,
-    load_collection,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import (SETTINGS, Question, load_collection, log, machine_info, machine_md, md_table,
+    write_results)
 
 from hybrid_retriever import languages as L
 

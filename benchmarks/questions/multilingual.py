@@ -50,21 +50,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (
-    DEV_SPLITS,
-    REPO,
-    Collection,
-    Question,
-    cache,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    read_results,
-    write_results,
-)
+from benchmarks.harness import (DEV_SPLITS, REPO, Collection, Question, cache, load_collection, load_embeddings, log,
+    machine_info, machine_md, md_table, read_results, write_results)
 from benchmarks.questions.quality import Evaluator
 
 from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id

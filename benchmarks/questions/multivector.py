@@ -39,19 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (
-    QUALITY_COLLECTIONS,
-    Question,
-    cache,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    read_results,
-    write_results,
-)
+from benchmarks.harness import (QUALITY_COLLECTIONS, Question, cache, load_collection, load_embeddings, machine_info,
+    machine_md, md_table, new_edge_retriever, read_results, write_results)
 from benchmarks.questions import multivector_device, multivector_latency, multivector_library
 from benchmarks.questions.multivector_latency import dev_out
 

@@ -44,22 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (
-    RESULTS,
-    SETTINGS,
-    cache,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    peak_rss_mb,
-    percentiles,
-    read_results,
-    write_results,
-)
+from benchmarks.harness import (RESULTS, SETTINGS, cache, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, new_edge_retriever, peak_rss_mb, percentiles, read_results, write_results)
 
 # ----------------------------------------------------------------------------- token cache
 

@@ -31,18 +31,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (
-    DEV_SPLITS,
-    Question,
-    cache,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import (DEV_SPLITS, Question, cache, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.config import PRFConfig

@@ -39,24 +39,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (
-    DEV_SPLITS,
-    QUALITY_COLLECTIONS,
-    REPO,
-    Collection,
-    Question,
-    cache,
-    dense_branch,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    percentiles,
-    randomization_test,
-    write_results,
-)
+from benchmarks.harness import (DEV_SPLITS, QUALITY_COLLECTIONS, REPO, Collection, Question, cache, dense_branch,
+    load_collection, load_embeddings, log, machine_info, machine_md, md_table, percentiles, randomization_test,
+    write_results)
 
 from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
 from hybrid_retriever.branches import build_branch

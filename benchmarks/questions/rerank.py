@@ -34,16 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (
-    Question,
-    cache,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import (Question, cache, load_collection, load_embeddings, machine_info, machine_md,
+    md_table, write_results)
 from benchmarks.questions import rerank_device
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig

@@ -41,20 +41,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (
-    REPO,
-    Question,
-    interleaved,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    percentiles,
-    with_cached_queries,
-    write_results,
-)
+from benchmarks.harness import (REPO, Question, interleaved, load_collection, load_embeddings, machine_info,
+    machine_md, md_table, new_edge_retriever, percentiles, with_cached_queries, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError

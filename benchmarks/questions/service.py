@@ -39,21 +39,8 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.harness import (
-    SETTINGS,
-    Question,
-    cache,
-    cache_dir,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    percentiles,
-    write_results,
-)
+from benchmarks.harness import (SETTINGS, Question, cache, cache_dir, load_collection, load_embeddings, log,
+    machine_info, machine_md, md_table, new_edge_retriever, percentiles, write_results)
 
 from hybrid_retriever import Document, HybridRetriever
 

@@ -27,19 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (
-    REPO,
-    SETTINGS,
-    Question,
-    cache,
-    dense_branch,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    write_results,
-)
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, dense_branch, load_collection, load_embeddings,
+    machine_info, machine_md, md_table, write_results)
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
 from hybrid_retriever.evaluation import FusionGrid, FusionParams, SearchSpace, collect_runs, pseudo_queries, tune
