@@ -561,7 +561,7 @@ def fused_edge_calls(shard: Any, depth: int) -> Callable[[Any, list[float]], Non
     """The Qdrant Edge calls of one fused search written by hand (bm25 + dense on ``shard``): both branch
     searches, one batch completing each branch's missing scores exactly, then the top hits' payloads.
 
-    The baseline the library's own search is compared with (latency.py, hotpath.py).
+    The baseline the library's own search is compared with (questions latency and hotpath).
     """
     import qdrant_edge as qe
 

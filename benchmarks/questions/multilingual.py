@@ -411,7 +411,7 @@ def is_dev(qid: str) -> bool:
 
 def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> tuple[np.ndarray, list[list[str]]]:
     """nDCG@10 per judged query (test split) of ``HybridRetriever.search_batch`` on the collection's index with
-    ``fusion``: the search path end to end (query vectors from the MiniLM cache, which embed_cache.py checks are
+    ``fusion``: the search path end to end (query vectors from the MiniLM cache, which `cache embeddings` checks are
     the library's own encodings; fragmentation measured by the library's MiniLM tokenizer)."""
     col = per["collection"]
     path = index_path(col.name, "auto", tmp)

@@ -6,7 +6,7 @@
 Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi; judged queries only):
 
 1. Build an Edge index with the library (``HybridRetriever.add_documents``; BM25 encoded by the
-   library, dense vectors taken from the MiniLM cache built by ``embed_cache.py``).
+   library, dense vectors taken from the MiniLM cache: ``python -m benchmarks cache embeddings``).
 2. ``search_branches(queries, depth=MAX_DEPTH, complete=True)`` once for the test and dev queries.
 3. Fuse offline with ``HybridRetriever.fuse`` under every fusion setting (a copy of the retriever
    with another ``config``), at depth ``d <= MAX_DEPTH`` by truncating each branch list to ``d`` and
