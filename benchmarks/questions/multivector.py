@@ -414,7 +414,7 @@ PARTS = {
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--parts", nargs="+", default=["report"], choices=list(PARTS), help="what to run (module docstring)")
-    ap.add_argument("--collections", nargs="+", default=QUALITY_COLLECTIONS, help="collections (full: cisi cranfield)")
+    ap.add_argument("--collections", nargs="+", default=QUALITY_COLLECTIONS, help="collections (default: the four of quality; results/multivector_full.md ran cisi cranfield)")
     ap.add_argument("--docs", type=int, default=None, help="documents (rescorer-latency 1000, e2e 5183, synthetic 50000, micro 64 at most)")
     ap.add_argument("--queries", type=int, default=None, help="queries (rescorer-latency 200, e2e 100, synthetic 53)")
     ap.add_argument("--share-docs", type=int, default=256, help="e2e: documents ingested with and without the shared pass")

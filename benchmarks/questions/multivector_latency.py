@@ -176,7 +176,7 @@ def build(mode: str, args, path: Path) -> dict:
 
 
 def run_synthetic(args: argparse.Namespace) -> None:
-    args.docs, args.queries = args.docs or 50000, args.queries or 53
+    args = argparse.Namespace(**{**vars(args), "docs": args.docs or 50000, "queries": args.queries or 53})  # defaults of this part
     work = args.work or cache("mv-synthetic")
     if args.one:
         res = build(args.one, args, work / args.one)
@@ -218,7 +218,7 @@ def run_e2e(args: argparse.Namespace) -> None:
 
     from hybrid_retriever import Document
 
-    args.docs, args.queries = args.docs or 5183, args.queries or 100
+    args = argparse.Namespace(**{**vars(args), "docs": args.docs or 5183, "queries": args.queries or 100})  # defaults of this part
     work = cache("mv-e2e")
     retriever = lambda path, branches: new_edge_retriever(path, branches, ingest_batch_size=64)  # noqa: E731
     torch.set_num_threads(2)
