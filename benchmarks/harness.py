@@ -58,6 +58,8 @@ DEV_SPLITS = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
 #: Smoke slice: judged queries kept per split, and corpus documents kept besides their judged ones.
 SMOKE_QUERIES = 3
 SMOKE_DOCS = 16
+#: Smoke slice: judged documents kept per query (CISI judges dozens per query).
+SMOKE_JUDGED = 4
 
 
 @dataclass
@@ -190,18 +192,19 @@ def load_collection(root: Path, name: str, splits: Iterable[str] = ("test",)) ->
 
 def smoke_slice(col: Collection) -> Collection:
     """The first :data:`SMOKE_QUERIES` judged queries of each split (of the file when there is no qrels), their
-    judged documents and the first :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
+    first :data:`SMOKE_JUDGED` judged documents and the first :data:`SMOKE_DOCS` documents of the corpus (in corpus order)."""
     keep_q: dict[str, None] = {}
     for per in col.qrels.values():
         for q in [q for q in per if q in col.queries][:SMOKE_QUERIES]:
             keep_q[q] = None
     if not col.qrels:  # no split asked: the first queries
         keep_q = dict.fromkeys(list(col.queries)[:SMOKE_QUERIES])
-    judged = {doc for per in col.qrels.values() for q in keep_q for doc in per.get(q, {})}
+    judged = {doc for per in col.qrels.values() for q in keep_q for doc in list(per.get(q, {}))[:SMOKE_JUDGED]}
     keep = [i for i, d in enumerate(col.doc_ids) if i < SMOKE_DOCS or d in judged]
+    kept = {col.doc_ids[i] for i in keep}
     return Collection(
         col.name, [col.doc_ids[i] for i in keep], [col.texts[i] for i in keep], {q: col.queries[q] for q in keep_q},
-        {s: {q: per[q] for q in keep_q if q in per} for s, per in col.qrels.items()},
+        {s: {q: {d: g for d, g in per[q].items() if d in kept} for q in keep_q if q in per} for s, per in col.qrels.items()},
     )
 
 
@@ -245,13 +248,34 @@ def load_embeddings(name: str) -> EmbeddingCache:
     )
 
 
+#: Folder of the smoke slices' embeddings, shared by this process and its children (they inherit the variable),
+#: so that a smoke run encodes each slice once and its child processes load no model.
+SMOKE_EMBEDDINGS = "HYBRID_RETRIEVER_BENCH_SMOKE_EMBEDDINGS"
+
+
 @lru_cache(maxsize=None)
 def _smoke_embeddings(name: str) -> EmbeddingCache:
+    if SMOKE_EMBEDDINGS not in os.environ:  # the first smoke process: its folder goes when it exits
+        import atexit
+        import shutil
+
+        os.environ[SMOKE_EMBEDDINGS] = tempfile.mkdtemp(prefix="bench-smoke-emb-")
+        atexit.register(shutil.rmtree, os.environ[SMOKE_EMBEDDINGS], True)
+    d = Path(os.environ[SMOKE_EMBEDDINGS]) / name.replace("/", "__")
+    if (d / "doc_ids.json").is_file():
+        return EmbeddingCache(json.loads((d / "doc_ids.json").read_text()), np.load(d / "docs.npy"),
+                              json.loads((d / "query_ids.json").read_text()), np.load(d / "queries.npy"))
     col = _SMOKE_COLLECTIONS.get(name) or load_collection(DEFAULT_DATASETS, name)
     b = dense_branch()
     qids = list(col.queries)
-    return EmbeddingCache(col.doc_ids, np.asarray(b.encode_documents(col.texts), dtype=np.float32),
-                          qids, np.asarray(b.encode_queries([col.queries[q] for q in qids]), dtype=np.float32))
+    emb = EmbeddingCache(col.doc_ids, np.asarray(b.encode_documents(col.texts), dtype=np.float32),
+                         qids, np.asarray(b.encode_queries([col.queries[q] for q in qids]), dtype=np.float32))
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "docs.npy", emb.docs)
+    np.save(d / "queries.npy", emb.queries)
+    (d / "query_ids.json").write_text(json.dumps(qids))
+    (d / "doc_ids.json").write_text(json.dumps(emb.doc_ids))  # written last: its presence means complete
+    return emb
 
 
 def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: Any) -> Any:
