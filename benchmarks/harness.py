@@ -303,6 +303,23 @@ def dense_branch() -> Any:
 
 # -------------------------------------------------------------------------------- stats
 
+#: The metrics every question reports.
+METRICS = ("ndcg@10", "recall@100")
+
+
+def per_query_metrics(lists: dict[str, Sequence[str]], qrels: dict[str, dict[str, int]]) -> dict[str, np.ndarray]:
+    """nDCG@10 (linear gains, trec_eval's) and Recall@100 (grade > 0) of ranked id lists, one value per query of
+    ``qrels`` in its order (a query without a list scores 0): the library's own metrics, the one path every
+    question scores with."""
+    from hybrid_retriever.evaluation.metrics import evaluate_ranked
+
+    return {m: np.asarray(list(v.values()), dtype=np.float64) for m, v in evaluate_ranked(lists, qrels, list(METRICS)).items()}
+
+
+def metrics(lists: dict[str, Sequence[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Means of :func:`per_query_metrics`."""
+    return {m: float(v.mean()) if v.size else 0.0 for m, v in per_query_metrics(lists, qrels).items()}
+
 
 def percentiles(ms: Sequence[float]) -> dict[str, float]:
     a = np.asarray(ms, dtype=np.float64)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from benchmarks.questions.gpu import gpu_arguments, render_gpu, run_gpu
 
 from benchmarks.harness import (Question, cache_dir, load_collection, load_embeddings, log, machine_info, machine_md,
-    md_table, percentiles, read_results, write_results)
+    md_table, metrics, percentiles, read_results, write_results)
 
 NAME = "encoders"
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed"]
@@ -162,13 +162,8 @@ def run_latency(s: Systems, queries: list[str], warmup: int) -> tuple[dict[str, 
 
 
 def ndcg10(qids: list[str], doc_ids: list[str], qvec: np.ndarray, docs: np.ndarray, qrels: dict) -> tuple[float, np.ndarray]:
-    from ranx import Qrels, Run, evaluate
-
-    scores = qvec @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :10]
-    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-    judged = {q: qrels[q] for q in qids}
-    return float(evaluate(Qrels(judged), Run(run), "ndcg@10")), top
+    top = np.argsort(-(qvec @ docs.T), axis=1)[:, :10]
+    return metrics({q: [doc_ids[j] for j in top[i]] for i, q in enumerate(qids)}, {q: qrels[q] for q in qids})["ndcg@10"], top
 
 
 def run_quality(s: Systems, root: Path, latency_vectors: dict[str, np.ndarray] | None, scifact_ids: list[str],

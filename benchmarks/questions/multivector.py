@@ -40,28 +40,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import (QUALITY_COLLECTIONS, Question, cache, load_collection, load_embeddings, machine_info,
-    machine_md, md_table, new_edge_retriever, read_results, write_results)
+    machine_md, md_table, metrics, new_edge_retriever, read_results, write_results)
 from benchmarks.questions import multivector_device, multivector_latency, multivector_library
 from benchmarks.questions.multivector_latency import dev_out
 
 DEPTH = 100
 MUVERA_CANDIDATES = 300
 DIM = 384
-
-
-def metrics(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Mean nDCG@10 (linear gains, as trec_eval) and Recall@100 (grade > 0) over judged queries."""
-    nd, rc = [], []
-    for q, rel in qrels.items():
-        ranked = runs.get(q, [])
-        gains = [rel.get(d, 0) for d in ranked[:10]]
-        dcg = sum(g / np.log2(i + 2) for i, g in enumerate(gains))
-        ideal = sorted(rel.values(), reverse=True)[:10]
-        idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
-        nd.append(dcg / idcg if idcg > 0 else 0.0)
-        positives = {d for d, g in rel.items() if g > 0}
-        rc.append(len(positives & set(ranked[:100])) / len(positives) if positives else 0.0)
-    return {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc))}
 
 
 def bm25_scores(name: str, col: Any, qids: list[str]) -> list[dict[str, float]]:

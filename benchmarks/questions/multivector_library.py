@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import (RESULTS, SETTINGS, cache, load_collection, load_embeddings, log, machine_info,
-    machine_md, md_table, new_edge_retriever, peak_rss_mb, percentiles, read_results, write_results)
+    machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, percentiles, read_results, write_results)
 
 # ----------------------------------------------------------------------------- token cache
 
@@ -137,14 +137,6 @@ def exact_top(queries: list[np.ndarray], docs: list[np.ndarray], k: int = 100) -
     return ids, scores
 
 
-def evaluate_run(qids: list[str], doc_ids: list[str], ids: np.ndarray, scores: np.ndarray, qrels: dict) -> dict[str, float]:
-    from ranx import Qrels, Run, evaluate as rx
-
-    run = Run({q: {doc_ids[j]: float(s) for j, s in zip(ids[i], scores[i])} for i, q in enumerate(qids)})
-    res = rx(Qrels({q: qrels[q] for q in qids}), run, ["ndcg@10", "recall@100"], make_comparable=True)
-    return {"ndcg@10": float(res["ndcg@10"]), "recall@100": float(res["recall@100"])}
-
-
 def run_pooling(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -170,7 +162,7 @@ def run_pooling(args: argparse.Namespace) -> None:
                 docs = raw if factor == 1 else [pool_tokens(d, factor, 1, normalize=style == "unit") for d in raw]
             pool_s = time.perf_counter() - t0
             ids, scores = exact_top(queries, docs)
-            m = evaluate_run(qids, tok["doc_ids"], ids, scores, col.qrels["test"])
+            m = metrics({q: [tok["doc_ids"][j] for j in ids[i]] for i, q in enumerate(qids)}, {q: col.qrels["test"][q] for q in qids})
             m["vectors_per_doc"] = float(np.mean([len(d) for d in docs]))
             m["pool_s"] = pool_s
             rows[f"{factor}/{style}"] = m
@@ -233,7 +225,6 @@ def fused_run(results: list[dict], weights: dict[str, float], back: dict[str, st
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.questions.multivector import metrics  # the same nDCG@10 / Recall@100 as the GPU rows of multivector.md
 
     from hybrid_retriever.retriever import point_id
 
@@ -361,7 +352,6 @@ def render_rescorer(res: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ full
 
 def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.questions.multivector import metrics
 
     from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id

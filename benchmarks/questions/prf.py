@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from benchmarks.harness import (DEV_SPLITS, Question, cache, load_collection, load_embeddings, log, machine_info,
-    machine_md, md_table, write_results)
+    machine_md, md_table, per_query_metrics, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.config import PRFConfig
@@ -55,19 +54,6 @@ TARGETS = {
 # ------------------------------------------------------------------------------ metrics
 
 
-def ndcg_at(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gains (trec_eval's definition)."""
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def recall_at(ranked: Sequence[str], rels: dict[str, int], k: int = 100) -> float:
-    relevant = {d for d, g in rels.items() if g > 0}
-    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
-
-
 @dataclass
 class Scores:
     ndcg: np.ndarray
@@ -79,11 +65,8 @@ class Scores:
 
 
 def score_runs(runs: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]], ms: float) -> Scores:
-    return Scores(
-        np.array([ndcg_at(r, qrels[q]) for r, q in zip(runs, qids)]),
-        np.array([recall_at(r, qrels[q]) for r, q in zip(runs, qids)]),
-        ms,
-    )
+    m = per_query_metrics(dict(zip(qids, runs)), {q: qrels[q] for q in qids})
+    return Scores(m["ndcg@10"], m["recall@100"], ms)
 
 
 # ------------------------------------------------------------------------------- index

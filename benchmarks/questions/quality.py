@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (DEV_SPLITS, QUALITY_COLLECTIONS, REPO, Collection, Question, cache, dense_branch,
-    load_collection, load_embeddings, log, machine_info, machine_md, md_table, percentiles, randomization_test,
-    write_results)
+from benchmarks.harness import (DEV_SPLITS, METRICS, QUALITY_COLLECTIONS, REPO, Collection, Question, cache, dense_branch,
+    load_collection, load_embeddings, log, machine_info, machine_md, md_table, metrics, per_query_metrics, percentiles,
+    randomization_test, write_results)
 
 from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
 from hybrid_retriever.branches import build_branch
@@ -53,7 +53,6 @@ DENSE_WEIGHTS = [round(x, 1) for x in np.arange(0.1, 0.95, 0.1)]
 NORMS = ["minmax", "zscore", "dbsf", "rank"]
 MISSING = ["exact", "floor"]
 RRF_KS = [10, 30, 60, 100]
-METRICS = ["ndcg@10", "recall@100"]
 #: The library's current defaults (hybrid_retriever/config.py).
 CURRENT = {"method": "interpolation", "normalization": "minmax", "missing": "exact", "w_dense": 0.5, "depth": 100}
 
@@ -163,32 +162,17 @@ def at_depth(data: BranchData, d: int) -> dict[str, BranchResult]:
 
 
 class Evaluator:
-    """ranx metrics of ranked id lists for one qrels split (judged queries only)."""
+    """The harness's metrics of ranked id lists for one qrels split (judged queries only)."""
 
     def __init__(self, qrels: dict[str, dict[str, int]], qids: list[str]) -> None:
-        from ranx import Qrels
-
         self.qids = [q for q in qids if q in qrels]
-        self.qrels = Qrels({q: qrels[q] for q in self.qids})
-
-    def run(self, lists: dict[str, list[str]]) -> Any:
-        from ranx import Run
-
-        # Scores from positions keep the system's own order (ties included).
-        return Run(
-            {q: ({d: float(len(lists[q]) - i) for i, d in enumerate(lists[q][:100])} or {"__none__": 0.0}) for q in self.qids}
-        )
+        self.qrels = {q: qrels[q] for q in self.qids}
 
     def mean(self, lists: dict[str, list[str]]) -> dict[str, float]:
-        from ranx import evaluate
-
-        res = evaluate(self.qrels, self.run(lists), METRICS, make_comparable=True)
-        return {m: float(res[m]) for m in METRICS}
+        return metrics(lists, self.qrels)
 
     def per_query(self, lists: dict[str, list[str]], metric: str = "ndcg@10") -> np.ndarray:
-        from ranx import evaluate
-
-        return np.asarray(evaluate(self.qrels, self.run(lists), metric, return_mean=False, make_comparable=True))
+        return per_query_metrics(lists, self.qrels)[metric]
 
 
 def fused_lists(r: HybridRetriever, data: list[BranchData], qids: list[str], depth: int) -> dict[str, list[str]]:
