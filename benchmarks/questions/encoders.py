@@ -395,5 +395,5 @@ def run(args: argparse.Namespace) -> None:
 
 QUESTION = Question("encoders", "the dense encoder: torch vs ONNX Runtime, threads, batch encoding; --parts gpu: on CUDA",
                     add_arguments, run, {"encoders": render, "encoders_slices": render, "gpu_dense": render_gpu},
-                    smoke=["--parts", "latency", "quality", "ingest", "gpu", "--queries", "3", "--warmup", "1", "--docs", "8",
-                           "--rounds", "1", "--collections", "scifact", "--gpu-docs", "32", "--gpu-queries", "4"])
+                    smoke=["--parts", "latency", "quality", "ingest", "gpu", "--queries", "2", "--warmup", "1", "--docs", "2",
+                           "--rounds", "1", "--collections", "scifact", "--gpu-docs", "4", "--gpu-queries", "2"])

@@ -162,11 +162,12 @@ def at_depth(data: BranchData, d: int) -> dict[str, BranchResult]:
 
 
 class Evaluator:
-    """The harness's metrics of ranked id lists for one qrels split (judged queries only)."""
+    """The harness's metrics of ranked id lists for one qrels split (judged queries only); per-query values in
+    query-id order (as ranx gave them before)."""
 
     def __init__(self, qrels: dict[str, dict[str, int]], qids: list[str]) -> None:
         self.qids = [q for q in qids if q in qrels]
-        self.qrels = {q: qrels[q] for q in self.qids}
+        self.qrels = {q: qrels[q] for q in sorted(self.qids)}
 
     def mean(self, lists: dict[str, list[str]]) -> dict[str, float]:
         return metrics(lists, self.qrels)
