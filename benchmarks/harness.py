@@ -57,7 +57,7 @@ QUALITY_COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi"]
 DEV_SPLITS = {"scifact": "train", "nfcorpus-preprocessed": "dev"}
 #: Smoke slice: judged queries kept per split, and corpus documents kept besides their judged ones.
 SMOKE_QUERIES = 3
-SMOKE_DOCS = 16
+SMOKE_DOCS = 8
 #: Smoke slice: judged documents kept per query (CISI judges dozens per query).
 SMOKE_JUDGED = 4
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import REPO, cache, load_collection, log, new_edge_retriever, percentiles
+from benchmarks.harness import REPO, SETTINGS, cache, load_collection, log, new_edge_retriever, percentiles
 
 LI = REPO / "hybrid_retriever" / "branches" / "late_interaction"
 
@@ -274,6 +274,7 @@ def run_e2e(args: argparse.Namespace) -> None:
 def run_micro(args: argparse.Namespace, rounds: int = 3) -> None:
     """Side-by-side timing of one shared MiniLM pass against two separate passes (docs and queries)."""
     n_docs = min(args.docs or 64, 64)
+    rounds = 1 if SETTINGS.smoke else rounds
     from hybrid_retriever.branches import DenseBranch, MultiVectorBranch
     from hybrid_retriever.config import DenseBranchConfig, MultiVectorBranchConfig
 
