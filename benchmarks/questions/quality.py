@@ -1,4 +1,4 @@
-"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines (ranx metrics).
+"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines (nDCG@10 and Recall@100 by the harness).
 
     python -m benchmarks quality                       # all four collections
     python -m benchmarks quality --collections scifact --no-baselines
@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> None:
             "bm25": "library BM25 branch (Qdrant tokeniser, english stemmer + stop words, k1 1.2, b 0.75, avg_len measured)",
             "depth_test": CURRENT["depth"],
             "max_depth_searched": MAX_DEPTH,
-            "metrics": "ranx nDCG@10 (linear gains) and Recall@100; judged queries only",
+            "metrics": "nDCG@10 (linear gains, trec_eval's) and Recall@100 by hybrid_retriever.evaluation.metrics; judged queries only",
         },
         "indexes": indexes,
         "test": {n: {k: v for k, v in t.items() if k != "_data"} for n, t in test.items()},
