@@ -218,7 +218,7 @@ def test_many_configurations_are_scored_quickly(eval_index: EvalIndex) -> None:
     t0 = time.perf_counter()
     S = grid.score(params, "ndcg@10")
     assert S.shape == (len(params), grid.n_queries) and np.isfinite(S).all()
-    # no speed target here (see benchmarks/tuning.py); just that it is vectorised, not a loop per config
+    # no speed target here (see python -m benchmarks tuning); just that it is vectorised, not a loop per config
     assert time.perf_counter() - t0 < 60
 
 

@@ -1,6 +1,6 @@
 """Cold start of the CLI and the service: a fresh process per measurement, old code against new, interleaved.
 
-    .venv/bin/python benchmarks/coldstart.py --base /path/to/old/checkout [--reps 5]
+    python -m benchmarks coldstart --base /path/to/old/checkout [--reps 5]
 
 Each repetition runs, for both checkouts in random order, fresh Python processes of:
 
@@ -35,10 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
+from benchmarks.harness import REPO, SETTINGS, Question, cache, log, machine_info, machine_md, md_table, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
     "who was Peruggia",
     "which amphibian can regenerate a missing leg",
@@ -134,27 +132,29 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", type=Path, required=True, help="checkout of the old code (e.g. a git worktree of main)")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--base", type=Path, help="checkout of the old code (e.g. a git worktree of main)")
     ap.add_argument("--base-label", default="old", help="name of the old code in the report (e.g. its commit)")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--index", type=Path, default=CACHE / "coldstart" / "demo-index")
+    ap.add_argument("--index", type=Path, default=None, help="the demo index (default: under the benchmark cache)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    setup_logging()
-    work = CACHE / "coldstart"
-    work.mkdir(parents=True, exist_ok=True)
-    cache = Path(os.environ.get("HYBRID_RETRIEVER_CACHE") or work / "model-cache")
-    systems = {args.base_label: args.base.resolve(), "new": ROOT}
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.base is None:
+        raise SystemExit("coldstart needs --base: a checkout of the old code to compare with")
+    work = cache("coldstart")
+    args.index = args.index or work / "demo-index"
+    model_cache = Path(os.environ.get("HYBRID_RETRIEVER_CACHE") or work / "model-cache")
+    systems = {args.base_label: args.base.resolve(), "new": REPO}
     if not (args.index / "manifest.json").is_file():
         shutil.rmtree(args.index, ignore_errors=True)
         log.info("building the demo index at %s", args.index)
-        run_cli(ROOT, cache, ["demo", "--index", str(args.index)], work)
+        run_cli(REPO, model_cache, ["demo", "--index", str(args.index)], work)
     info = machine_info()
-    for name, checkout in systems.items():  # warm-up: bytecode, the ONNX export and its record
-        run_cli(checkout, cache, ["query", QUERIES[0], "--index", str(args.index), "--json"], work)
-        run_cli(checkout, cache, ["--help"], work)
+    for name, checkout in ({} if SETTINGS.smoke else systems).items():  # warm-up: bytecode, the ONNX export and its record
+        run_cli(checkout, model_cache, ["query", QUERIES[0], "--index", str(args.index), "--json"], work)
+        run_cli(checkout, model_cache, ["--help"], work)
         log.info("warmed up %s (%s)", name, checkout)
     rng = random.Random(args.seed)
     times: dict[str, dict[str, list[float]]] = {n: {"query": [], "serve_ready": [], "help": []} for n in systems}
@@ -168,14 +168,14 @@ def main() -> None:
             for name in order:
                 checkout = systems[name]
                 if kind == "query":
-                    s, out, imported = run_cli(checkout, cache, ["query", q, "--index", str(args.index), "--json"], work)
+                    s, out, imported = run_cli(checkout, model_cache, ["query", q, "--index", str(args.index), "--json"], work)
                     hits[name][f"cli: {q}"] = json.loads(out)
                     heavy[name]["query"] = imported
                 elif kind == "help":
-                    s, _, imported = run_cli(checkout, cache, ["--help"], work)
+                    s, _, imported = run_cli(checkout, model_cache, ["--help"], work)
                     heavy[name]["help"] = imported
                 else:
-                    s, served = serve_ready(checkout, cache, args.index, work, q)
+                    s, served = serve_ready(checkout, model_cache, args.index, work, q)
                     hits[name][f"serve: {q}"] = served
                 times[name][kind].append(s)
         log.info("rep %d/%d: %s", rep + 1, args.reps,
@@ -186,7 +186,7 @@ def main() -> None:
     same = {key: compare_hits(hits[old][key], hits[new][key]) for key in hits[new]}
     res = {
         "machine": info,
-        "command": f"python benchmarks/coldstart.py --base {args.base} --base-label {old} --reps {args.reps}",
+        "command": f"python -m benchmarks coldstart --base {args.base} --base-label {old} --reps {args.reps}",
         "systems": {n: str(p) for n, p in systems.items()},
         "seconds": {n: {k: summary(v) for k, v in t.items()} for n, t in times.items()},
         "raw_seconds": times,
@@ -199,10 +199,11 @@ def main() -> None:
             "help_under_1s": summary(times[new]["help"])["median"] < 1.0,
         },
     }
-    write_results("coldstart", res, render(res, old))
+    write_results("coldstart", res, render(res))
 
 
-def render(res: dict[str, Any], old: str) -> str:
+def render(res: dict[str, Any]) -> str:
+    old = next(n for n in res["systems"] if n != "new")
     sec, ratio = res["seconds"], res["ratio_new_over_old"]
     labels = {"query": "cold `query` on the demo index", "serve_ready": "`serve` until `/ready` answers",
               "help": "`--help`"}
@@ -254,5 +255,6 @@ manifest check) and the ONNX file (export check), and creating the ONNX Runtime 
 """
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("coldstart", "cold start of `query`, `serve` and `--help` in fresh processes, old code against new",
+                    add_arguments, run, {"coldstart": render},
+                    smoke=["--base", str(REPO), "--base-label", "same", "--reps", "1"])

@@ -1,6 +1,6 @@
 """The search hot path, old code against new: fused search (query vectors pre-encoded) and the same Edge calls by hand.
 
-    .venv/bin/python benchmarks/hotpath.py --base /path/to/old/checkout [--rounds 4 --queries 150]
+    python -m benchmarks hotpath --base /path/to/old/checkout [--rounds 4 --queries 150]
 
 The index (built once, by this checkout) holds the English collections whose MiniLM document
 vectors are in the benchmark cache, Cranfield + CISI + XQuAD-R/en (about 4,000 real documents with
@@ -34,19 +34,15 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, fused_edge_calls, add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, fused_edge_calls, load_collection, load_embeddings,
+    log, machine_info, machine_md, md_table, write_results)
 
-ROOT = Path(__file__).resolve().parents[1]
 COLLECTIONS = ("cranfield", "cisi", "xquad-r/en")
-WORK = CACHE / "hotpath"
 
 
 def build(root: Path, path: Path) -> int:
     """The proxy index: the collections' texts with their cached MiniLM vectors (this checkout's code)."""
     import shutil
-
-    from _common import load_embeddings
 
     from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 
@@ -72,14 +68,13 @@ def child(root: Path, index: Path, n: int, seed: int, out: Path) -> None:
     """(Child) per-query ms of ``fused`` and ``by hand`` with this process's library."""
     import gc
 
-    from latency import with_cached_queries
-
+    from benchmarks.harness import with_cached_queries
     from hybrid_retriever import HybridRetriever
 
     col = load_collection(root, "scifact")
     qids = col.judged("test")[:n]
-    cached = json.loads((CACHE / "minilm" / "scifact" / "query_ids.json").read_text())
-    qvec = np.load(CACHE / "minilm" / "scifact" / "queries.npy")
+    emb = load_embeddings("scifact")
+    cached, qvec = emb.query_ids, emb.queries
     row = {q: i for i, q in enumerate(cached)}
     queries = [col.queries[q] for q in qids]
     r = HybridRetriever.open(str(index))
@@ -124,44 +119,47 @@ def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
     return search
 
 
-def run_child(checkout: Path, args: Any, seed: int) -> dict[str, Any]:
-    out = WORK / f"child-{os.getpid()}.json"
+def run_child(checkout: Path, args: Any, seed: int, index: Path) -> dict[str, Any]:
+    out = cache("hotpath") / f"child-{os.getpid()}.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--datasets", str(args.datasets), "--queries",
-           str(args.queries), "--seed", str(seed), "--out", str(out)]
+    # The library from the checkout under test (imported first), this checkout's benchmarks.
+    boot = f"import hybrid_retriever, sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.__main__ import main; main(sys.argv[1:])"
+    cmd = [sys.executable, "-c", boot, "hotpath", "--child", "--index", str(index), "--datasets", str(args.datasets), "--queries",
+           str(args.queries), "--seed", str(seed), "--child-out", str(out), *(["--smoke"] if SETTINGS.smoke else [])]
     subprocess.run(cmd, env=env, check=True, timeout=3600)
     data = json.loads(out.read_text())
     out.unlink()
     return data
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--base", type=Path, help="checkout of the old code")
     ap.add_argument("--base-label", default="old")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--index", type=Path, help="(child) the index the parent built")
+    ap.add_argument("--child-out", type=Path)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.child:
-        return child(args.datasets, WORK / "index", args.queries, args.seed, args.out)
-    setup_logging()
-    WORK.mkdir(parents=True, exist_ok=True)
-    index = WORK / "index"
+        return child(args.datasets, args.index, args.queries, args.seed, args.child_out)
+    index = cache("hotpath") / "index"
     if not (index / "manifest.json").is_file():
         log.info("building the index at %s", index)
         log.info("indexed %d documents", build(args.datasets, index))
     info = machine_info()
-    systems = {args.base_label: args.base.resolve(), "new": ROOT}
+    if args.base is None:
+        raise SystemExit("hotpath needs --base: a checkout of the old code to compare with")
+    systems = {args.base_label: args.base.resolve(), "new": REPO}
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in systems}
     for rnd in range(args.rounds):
         order = list(systems) if rnd % 2 == 0 else list(systems)[::-1]
         for name in order:
-            runs[name].append(run_child(systems[name], args, args.seed + rnd))
+            runs[name].append(run_child(systems[name], args, args.seed + rnd, index))
             m = runs[name][-1]["ms"]
             c = runs[name][-1]["cpu_ms"]
             log.info("round %d %s: fused p50 %.3f ms (CPU %.3f), by hand p50 %.3f ms (CPU %.3f)", rnd + 1, name,
@@ -184,7 +182,7 @@ def main() -> None:
     same = all(a["hits"] == b["hits"] for a, b in zip(runs[old], runs["new"]))
     res = {
         "machine": info,
-        "command": f"python benchmarks/hotpath.py --base {args.base} --base-label {old} --rounds {args.rounds} --queries {args.queries}",
+        "command": f"python -m benchmarks hotpath --base {args.base} --base-label {old} --rounds {args.rounds} --queries {args.queries}",
         "collections": list(COLLECTIONS),
         "per_checkout": per,
         "new_over_old_fused_per_round": round_ratio,
@@ -192,10 +190,11 @@ def main() -> None:
         "same_top10_all_queries": same,
         "raw": {n: [{"ms": r["ms"], "cpu_ms": r["cpu_ms"]} for r in rs] for n, rs in runs.items()},
     }
-    write_results("hotpath", res, render(res, old))
+    write_results("hotpath", res, render(res))
 
 
-def render(res: dict[str, Any], old: str) -> str:
+def render(res: dict[str, Any]) -> str:
+    old = next(n for n in res["per_checkout"] if n != "new")
     p = res["per_checkout"]
     rows = [[n, clock_name, v[clock]["fused_p50"], v[clock]["by_hand_p50"], v[clock]["library_python_median_paired"],
              v[clock]["fused_over_by_hand_median_ratio"]]
@@ -235,5 +234,6 @@ on the calling thread (20 µs) instead of being handed to a worker thread.
 """
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("hotpath", "the search hot path, old code against new: the library's own Python per fused query",
+                    add_arguments, run, {"hotpath": render},
+                    smoke=["--base", str(REPO), "--base-label", "same", "--rounds", "1", "--queries", "3"])

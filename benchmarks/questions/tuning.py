@@ -8,11 +8,11 @@ judgements) and reported on all real queries it never saw; the scifact-tuned
 configuration is applied unchanged to the other three collections.
 
 Documents are indexed with the cached MiniLM embeddings (benchmarks/.cache/minilm,
-see embed_cache.py), so no document is re-encoded; queries and pseudo-queries are
+``python -m benchmarks cache embeddings``), so no document is re-encoded; queries and pseudo-queries are
 encoded by the library. Branch runs are cached under benchmarks/.cache/tuning, so a
 rerun only re-scores.
 
-    nice .venv/bin/python benchmarks/tuning.py [--collections scifact,cisi] [--n-synthetic 500]
+    nice python -m benchmarks tuning [--collections scifact,cisi] [--n-synthetic 500]
 
 Writes benchmarks/results/tuning.{json,md} and docs/tuning-weights-scifact.png.
 """
@@ -22,47 +22,30 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
-    CACHE,
-    REPO,
-    add_dataset_arg,
-    dense_branch,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    setup_logging,
-    write_results,
-)
-
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
-from hybrid_retriever.branches import build_branch  # noqa: E402
-from hybrid_retriever.evaluation import FusionGrid, FusionParams, SearchSpace, collect_runs, pseudo_queries, tune  # noqa: E402
-from hybrid_retriever.evaluation.report import plot_weight_line  # noqa: E402
-from hybrid_retriever.evaluation.significance import randomization_test  # noqa: E402
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, dense_branch, load_collection, load_embeddings,
+    machine_info, machine_md, md_table, write_results)
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.branches import build_branch
+from hybrid_retriever.evaluation import FusionGrid, FusionParams, SearchSpace, collect_runs, pseudo_queries, tune
+from hybrid_retriever.evaluation.report import plot_weight_line
+from hybrid_retriever.evaluation.significance import randomization_test
 
 log = logging.getLogger("benchmarks.tuning")
 
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi"]
 #: Collections tuned on a train split and reported on test; the others are cross-validated.
 SPLITS = {"scifact": ("train", "test")}
-WORK = CACHE / "tuning"
 METRIC = "ndcg@10"
 REPORT = ("ndcg@10", "recall@100")
 
 
 def build_index(name: str, coll: Any, dense: Any, rebuild: bool) -> HybridRetriever:
-    path = WORK / name / "index"
+    path = cache("tuning", name) / "index"
     if rebuild and path.exists():
         shutil.rmtree(path)
     cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
@@ -105,7 +88,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     queries = {q: coll.queries[q] for q in qrels}
     deepest = 100
     t0 = time.perf_counter()
-    runs = collect_runs(r, queries, depth=deepest, complete=True, batch_size=64, cache_dir=WORK / name / "runs", progress=False)
+    runs = collect_runs(r, queries, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs", progress=False)
     search_s = sum(runs[q].wall_ms for q in queries) / 1000  # measured when searched, also when resumed from the cache
     grid = FusionGrid.from_cache(runs, qrels, qids=list(queries), max_k=100)
     pos = {q: i for i, q in enumerate(grid.qids)}
@@ -144,7 +127,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     docs = [Document(text=t, id=d) for d, t in zip(coll.doc_ids, coll.texts) if t.strip()]
     sq, sqrels = pseudo_queries(docs, n=args.n_synthetic, seed=args.seed)
     t0 = time.perf_counter()
-    sruns = collect_runs(r, sq, depth=deepest, complete=True, batch_size=64, cache_dir=WORK / name / "runs-synthetic", progress=False)
+    sruns = collect_runs(r, sq, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs-synthetic", progress=False)
     synth_search_s = sum(sruns[q].wall_ms for q in sq) / 1000
     sgrid = FusionGrid.from_cache(sruns, sqrels, max_k=100)
     sres = tune(sgrid, base, metric=METRIC, space=space, folds=args.folds, seed=args.seed)
@@ -182,16 +165,15 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     return row, (results["tuned_top_score"], grid, report_idx, results["tuned_top_score"].best)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--collections", default=",".join(COLLECTIONS))
     ap.add_argument("--n-synthetic", type=int, default=500)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the indexes")
-    args = ap.parse_args()
-    setup_logging()
+
+
+def run(args: argparse.Namespace) -> None:
     info = machine_info()
     dense = dense_branch()
     space = SearchSpace()
@@ -211,7 +193,7 @@ def main() -> None:
                                   grid.score([FusionParams.from_config(RetrieverConfig())], METRIC)[0][idx],
                                   grid.score([sci_best], METRIC)[0][idx]).p_value}
         res, grid, idx, _ = extra["scifact"]
-        plot_weight_line(res, REPO / "docs" / "tuning-weights-scifact.png")
+        plot_weight_line(res, (SETTINGS.out if SETTINGS.smoke else REPO / "docs") / "tuning-weights-scifact.png")
     info["loadavg_end"] = list(__import__("os").getloadavg())
     data = {"machine": info, "metric": METRIC, "space": {
         "methods": space.methods, "normalizations": space.normalizations, "missing": space.missing,
@@ -227,7 +209,7 @@ def _cfg(c: dict[str, Any]) -> str:
 def markdown(data: dict[str, Any]) -> str:
     rows = data["collections"]
     out = ["# Tuning: default vs tuned vs synthetic-tuned fusion", "",
-           "Generated by `benchmarks/tuning.py`. BM25 (Qdrant) + all-MiniLM-L6-v2 on Qdrant Edge. Fusion is tuned for "
+           "BM25 (Qdrant) + all-MiniLM-L6-v2 on Qdrant Edge. Fusion is tuned for "
            "nDCG@10 on cached branch runs (depth 100, score completion); every score below is on queries the "
            "configuration was not tuned on:", "",
            "- **scifact**: tuned on `qrels/train.tsv` (809 queries), reported on `test` (300).",
@@ -299,5 +281,5 @@ def _pv(p: float) -> str:
     return f"{p:.3g}" if p >= 0.001 else "<0.001"
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("tuning", "tuned vs default fusion, synthetic tuning, and whether tuning transfers", add_arguments, run,
+                    {"tuning": markdown}, smoke=["--collections", "scifact", "--n-synthetic", "20"])

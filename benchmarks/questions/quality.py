@@ -1,12 +1,12 @@
-"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines (ranx metrics).
+"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines (nDCG@10 and Recall@100 by the harness).
 
-    .venv/bin/python benchmarks/quality.py                       # all four collections
-    .venv/bin/python benchmarks/quality.py --collections scifact --no-baselines
+    python -m benchmarks quality                       # all four collections
+    python -m benchmarks quality --collections scifact --no-baselines
 
 Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi; judged queries only):
 
 1. Build an Edge index with the library (``HybridRetriever.add_documents``; BM25 encoded by the
-   library, dense vectors taken from the MiniLM cache built by ``embed_cache.py``).
+   library, dense vectors taken from the MiniLM cache: ``python -m benchmarks cache embeddings``).
 2. ``search_branches(queries, depth=MAX_DEPTH, complete=True)`` once for the test and dev queries.
 3. Fuse offline with ``HybridRetriever.fuse`` under every fusion setting (a copy of the retriever
    with another ``config``), at depth ``d <= MAX_DEPTH`` by truncating each branch list to ``d`` and
@@ -31,7 +31,6 @@ import json
 import pickle
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,38 +39,20 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
-    DEV_SPLITS,
-    QUALITY_COLLECTIONS,
-    REPO,
-    Collection,
-    add_dataset_arg,
-    dense_branch,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    percentiles,
-    setup_logging,
-    write_results,
-)
+from benchmarks.harness import (DEV_SPLITS, METRICS, QUALITY_COLLECTIONS, REPO, Collection, Question, cache, dense_branch,
+    load_collection, load_embeddings, log, machine_info, machine_md, md_table, metrics, per_query_metrics, percentiles,
+    randomization_test, write_results)
 
-from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id  # noqa: E402
-from hybrid_retriever.branches import build_branch  # noqa: E402
-from hybrid_retriever.types import BranchResult, ScoredId  # noqa: E402
+from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
+from hybrid_retriever.branches import build_branch
+from hybrid_retriever.types import BranchResult, ScoredId
 
-QCACHE = CACHE / "quality"
 MAX_DEPTH = 500
 DEPTHS = [20, 50, 100, 200, 500]
 DENSE_WEIGHTS = [round(x, 1) for x in np.arange(0.1, 0.95, 0.1)]
 NORMS = ["minmax", "zscore", "dbsf", "rank"]
 MISSING = ["exact", "floor"]
 RRF_KS = [10, 30, 60, 100]
-METRICS = ["ndcg@10", "recall@100"]
 #: The library's current defaults (hybrid_retriever/config.py).
 CURRENT = {"method": "interpolation", "normalization": "minmax", "missing": "exact", "w_dense": 0.5, "depth": 100}
 
@@ -139,7 +120,7 @@ def branch_results(
 ) -> list[BranchData]:
     """``search_branches(complete=True)`` at ``depth`` for every query (cached under .cache/quality)."""
     key = fingerprint(col, qids, depth)
-    f = QCACHE / f"{col.name}.d{depth}.{key}.pkl"
+    f = cache("quality") / f"{col.name}.d{depth}.{key}.pkl"
     if use_cache and f.is_file():
         log.info("%s: branch results from cache %s", col.name, f.name)
         return pickle.loads(f.read_bytes())
@@ -153,8 +134,7 @@ def branch_results(
                     for n, res in per.items()
                 }
             )
-    QCACHE.mkdir(parents=True, exist_ok=True)
-    for old in QCACHE.glob(f"{col.name}.d{depth}.*.pkl"):
+    for old in cache("quality").glob(f"{col.name}.d{depth}.*.pkl"):
         old.unlink()
     f.write_bytes(pickle.dumps(out))
     return out
@@ -182,32 +162,18 @@ def at_depth(data: BranchData, d: int) -> dict[str, BranchResult]:
 
 
 class Evaluator:
-    """ranx metrics of ranked id lists for one qrels split (judged queries only)."""
+    """The harness's metrics of ranked id lists for one qrels split (judged queries only); per-query values in
+    query-id order (as ranx gave them before)."""
 
     def __init__(self, qrels: dict[str, dict[str, int]], qids: list[str]) -> None:
-        from ranx import Qrels
-
         self.qids = [q for q in qids if q in qrels]
-        self.qrels = Qrels({q: qrels[q] for q in self.qids})
-
-    def run(self, lists: dict[str, list[str]]) -> Any:
-        from ranx import Run
-
-        # Scores from positions keep the system's own order (ties included).
-        return Run(
-            {q: ({d: float(len(lists[q]) - i) for i, d in enumerate(lists[q][:100])} or {"__none__": 0.0}) for q in self.qids}
-        )
+        self.qrels = {q: qrels[q] for q in sorted(self.qids)}
 
     def mean(self, lists: dict[str, list[str]]) -> dict[str, float]:
-        from ranx import evaluate
-
-        res = evaluate(self.qrels, self.run(lists), METRICS, make_comparable=True)
-        return {m: float(res[m]) for m in METRICS}
+        return metrics(lists, self.qrels)
 
     def per_query(self, lists: dict[str, list[str]], metric: str = "ndcg@10") -> np.ndarray:
-        from ranx import evaluate
-
-        return np.asarray(evaluate(self.qrels, self.run(lists), metric, return_mean=False, make_comparable=True))
+        return per_query_metrics(lists, self.qrels)[metric]
 
 
 def fused_lists(r: HybridRetriever, data: list[BranchData], qids: list[str], depth: int) -> dict[str, list[str]]:
@@ -216,15 +182,6 @@ def fused_lists(r: HybridRetriever, data: list[BranchData], qids: list[str], dep
 
 def single_lists(data: list[BranchData], qids: list[str], branch: str) -> dict[str, list[str]]:
     return {q: x[branch][0][:100] for q, x in zip(qids, data)}
-
-
-def randomization_test(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0) -> float:
-    """Two-sided paired randomization test of mean(a) - mean(b) (per-query scores)."""
-    rng = np.random.default_rng(seed)
-    d = a - b
-    obs = abs(d.mean())
-    signs = rng.choice([-1.0, 1.0], size=(n, d.size))
-    return float(((np.abs((signs * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (n + 1))
 
 
 # --------------------------------------------------------------------------------- baselines
@@ -317,16 +274,15 @@ def run_baselines(
 # -------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--collections", nargs="+", default=QUALITY_COLLECTIONS)
     ap.add_argument("--no-baselines", action="store_true", help="skip rank-bm25 and EnsembleRetriever")
     ap.add_argument("--no-cache", action="store_true", help="recompute branch results even when cached")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads (default 1: steadier ms/query on a shared 2-core machine; 0 = torch default)")
-    args = ap.parse_args()
-    setup_logging()
+
+
+def run(args: argparse.Namespace) -> None:
     if args.torch_threads:
         import torch
 
@@ -340,8 +296,7 @@ def main() -> None:
     indexes: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
     avg_len_check: dict[str, Any] = {}
-    QCACHE.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix="quality-", dir=QCACHE))
+    tmp_root = Path(tempfile.mkdtemp(prefix="quality-", dir=cache("quality")))
     try:
         for name in args.collections:
             splits = ["test"] + ([DEV_SPLITS[name]] if name in DEV_SPLITS else [])
@@ -403,7 +358,7 @@ def main() -> None:
             "bm25": "library BM25 branch (Qdrant tokeniser, english stemmer + stop words, k1 1.2, b 0.75, avg_len measured)",
             "depth_test": CURRENT["depth"],
             "max_depth_searched": MAX_DEPTH,
-            "metrics": "ranx nDCG@10 (linear gains) and Recall@100; judged queries only",
+            "metrics": "nDCG@10 (linear gains, trec_eval's) and Recall@100 by hybrid_retriever.evaluation.metrics; judged queries only",
         },
         "indexes": indexes,
         "test": {n: {k: v for k, v in t.items() if k != "_data"} for n, t in test.items()},
@@ -662,10 +617,14 @@ def write_defaults(res: dict[str, Any]) -> None:
         "test_check": {c: t.get("default_vs_best_single") for c, t in res["test"].items()},
         "machine": res["machine"]["date"],
     }
+    write_results("defaults", note, render_defaults(note))
+
+
+def render_defaults(note: dict[str, Any]) -> str:
     md = ["# Default fusion settings\n\n", f"Chosen on dev data only ({', '.join(f'{n} {p}' for n, p in note['chosen_on'].items())}); "
           "the test split was used only to check the choice afterwards (see results/quality.md).\n\n",
           f"- Chosen: `{json.dumps(note['chosen_defaults'])}` (dev macro-mean nDCG@10 {note['dev_mean_ndcg@10']:.4f})\n",
-          f"- Best on dev: `{json.dumps(note['best_on_dev'])}`; the current default `{json.dumps(CURRENT)}` is below it "
+          f"- Best on dev: `{json.dumps(note['best_on_dev'])}`; the current default `{json.dumps(note['current_defaults'])}` is below it "
           f"with p = {note['p_value_best_vs_current']:.3f} (optimistic: the best was picked on the same data)\n",
           f"- Tied with the best (not significantly below it): {len(note['tied_with_best'])} settings; smallest depth among them: "
           f"{min((g['depth'] for g in note['tied_with_best']), default=None)}\n",
@@ -676,8 +635,9 @@ def write_defaults(res: dict[str, Any]) -> None:
           f"- Rule: {note['rule']}\n\n", "Test check (default − best single branch, nDCG@10):\n\n"]
     md.append(md_table(["collection", "best single", "Δ nDCG@10", "Δ R@100"],
                        [[c, v["best_single"], v["delta_ndcg@10"], v["delta_recall@100"]] for c, v in note["test_check"].items() if v]))
-    write_results("defaults", note, "".join(md))
+    return "".join(md)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("quality", "nDCG@10 / Recall@100 of BM25, dense and every fusion setting on 4 collections, baselines, "
+                    "and the default fusion chosen on dev data", add_arguments, run,
+                    {"quality": render, "defaults": render_defaults}, smoke=["--collections", "scifact"])

@@ -1,9 +1,11 @@
-"""Cache MiniLM embeddings of the benchmark collections, encoded through the library's own DenseBranch.
+"""The benchmarks' caches: MiniLM embeddings (through the library's own DenseBranch) and multi-vector tokens.
 
-    .venv/bin/python benchmarks/embed_cache.py                      # the default collections
-    .venv/bin/python benchmarks/embed_cache.py scifact xquad-r/en   # some collections
+    python -m benchmarks cache embeddings                      # the default collections
+    python -m benchmarks cache embeddings --collections scifact xquad-r/en   # some collections
+    python -m benchmarks cache tokens --collections cisi cranfield           # the multi-vector branch's tokens
 
-For each collection it writes ``benchmarks/.cache/minilm/<name>/`` (``/`` in a name becomes ``__``):
+Caches live under ``benchmarks/.cache/`` (``HYBRID_RETRIEVER_BENCH_CACHE`` points another checkout at one
+copy). ``embeddings``: for each collection it writes ``minilm/<name>/`` (``/`` in a name becomes ``__``):
 ``docs.npy`` (float32, L2-normalised, row i = ``doc_ids.json[i]``), ``doc_ids.json``,
 ``queries.npy``, ``query_ids.json`` (every query in ``queries.jsonl``). Document text is
 ``title + "\\n" + text`` when there is a title, else ``text`` (the rule of the benchmarks).
@@ -17,21 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_dataset_arg, cache_dir, dense_branch, load_collection, log, setup_logging  # noqa: E402
+from benchmarks.harness import Question, cache_dir, dense_branch, load_collection, log
 
 DEFAULT = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"]
 TOLERANCE = 1e-5
 
 
-def encode(branch, texts: list[str], kind: str, chunk: int = 256) -> np.ndarray:
+def encode(branch: Any, texts: list[str], kind: str, chunk: int = 256) -> np.ndarray:
     """Encode through the library's branch in chunks (so tqdm can show progress)."""
     fn = branch.encode_documents if kind == "docs" else branch.encode_queries
     out = []
@@ -40,7 +40,7 @@ def encode(branch, texts: list[str], kind: str, chunk: int = 256) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
 
 
-def verify(branch, name: str, texts: dict[str, str], queries: dict[str, str], rows: int, seed: int = 0) -> dict:
+def verify(branch: Any, name: str, texts: dict[str, str], queries: dict[str, str], rows: int, seed: int = 0) -> dict:
     """Re-encode ``rows`` random documents and queries through the library; compare with the cache."""
     d = cache_dir(name)
     doc_ids = json.loads((d / "doc_ids.json").read_text())
@@ -67,14 +67,18 @@ def verify(branch, name: str, texts: dict[str, str], queries: dict[str, str], ro
     return {"rows": len(di), "max_abs_err_docs": err_d, "max_abs_err_queries": err_q, "problems": problems}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("collections", nargs="*", default=DEFAULT)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("kind", nargs="?", default="embeddings", choices=["embeddings", "tokens"])
+    ap.add_argument("--collections", nargs="+", default=DEFAULT)
     ap.add_argument("--verify", type=int, default=8, help="rows of each kind re-encoded to check an existing cache")
     ap.add_argument("--force", action="store_true", help="recompute even when a cache exists")
-    args = ap.parse_args()
-    setup_logging()
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.kind == "tokens":
+        from benchmarks.questions.multivector_library import build_tokens
+
+        return build_tokens(args.datasets, args.collections)
     branch = dense_branch()
     report = {}
     for name in args.collections:
@@ -101,10 +105,11 @@ def main() -> None:
         secs = time.perf_counter() - t0
         report[name] = {"status": "computed", "docs": len(col.texts), "seconds": secs, "docs_per_s": len(col.texts) / secs}
         log.info("%s: %d docs encoded in %.0f s (%.1f docs/s)", name, len(col.texts), secs, len(col.texts) / secs)
-    print(json.dumps(report, indent=2))
+    log.info("%s", json.dumps(report, indent=2))
     if any(r.get("problems") for r in report.values()):
         raise SystemExit("some caches do not match the library's encoding; rerun with --force for those")
 
 
-if __name__ == "__main__":
-    main()
+
+QUESTION = Question("cache", "build or check the caches the other questions read (embeddings, tokens); writes no results",
+                    add_arguments, run, {}, smoke=["--collections", "scifact", "--verify", "2"])

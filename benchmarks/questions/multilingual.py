@@ -1,7 +1,7 @@
 """Beyond English: BM25 analyzers, completed-score normalisation and adaptive fusion on seven collections.
 
-    .venv/bin/python benchmarks/multilingual.py                 # all seven collections
-    .venv/bin/python benchmarks/multilingual.py --collections xquad-r/de
+    python -m benchmarks multilingual                 # all seven collections
+    python -m benchmarks multilingual --collections xquad-r/de
 
 Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi, xquad-r/en, xquad-r/de, xquad-r/zh):
 
@@ -27,8 +27,8 @@ single branch on every given collection through ``HybridRetriever.search_batch``
 the largest per-query difference to offline fusion of the cached lists). Collections given without xquad-r/de and
 zh keep the earlier choice and are added to the section:
 
-    .venv/bin/python benchmarks/multilingual.py --fragmentation --collections xquad-r/de xquad-r/zh
-    .venv/bin/python benchmarks/multilingual.py --fragmentation --collections cisi   # and each other collection
+    python -m benchmarks multilingual --fragmentation --collections xquad-r/de xquad-r/zh
+    python -m benchmarks multilingual --fragmentation --collections cisi   # and each other collection
 
 Choices are made on dev data only: scifact ``qrels/train.tsv`` and nfcorpus ``qrels/dev.tsv``. cranfield,
 cisi and xquad-r have only a test split; they are evaluated with settings fixed in advance (nothing
@@ -43,7 +43,6 @@ import hashlib
 import json
 import pickle
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,38 +50,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
-    DEV_SPLITS,
-    REPO,
-    RESULTS,
-    Collection,
-    add_dataset_arg,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    setup_logging,
-    write_results,
-)
-from quality import Evaluator  # noqa: E402
+from benchmarks.harness import (DEV_SPLITS, REPO, Collection, Question, cache, load_collection, load_embeddings, log,
+    machine_info, machine_md, md_table, read_results, write_results)
+from benchmarks.questions.quality import Evaluator
 
-from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id  # noqa: E402
-from hybrid_retriever.branches import build_branch  # noqa: E402
-from hybrid_retriever.branches.dense import DenseBranch  # noqa: E402
-from hybrid_retriever.config import DenseBranchConfig  # noqa: E402
-from hybrid_retriever.evaluation.significance import randomization_test  # noqa: E402
-from hybrid_retriever.fusion.adaptive import branch_signals, clarity  # noqa: E402
-from hybrid_retriever.fusion.results import fuse_results  # noqa: E402
-from hybrid_retriever.models.card import branch_languages  # noqa: E402
-from hybrid_retriever.types import BranchResult, ScoredId, SparseVector  # noqa: E402
+from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
+from hybrid_retriever.branches import build_branch
+from hybrid_retriever.branches.dense import DenseBranch
+from hybrid_retriever.config import DenseBranchConfig
+from hybrid_retriever.evaluation.significance import randomization_test
+from hybrid_retriever.fusion.adaptive import branch_signals, clarity
+from hybrid_retriever.fusion.results import fuse_results
+from hybrid_retriever.models.card import branch_languages
+from hybrid_retriever.types import BranchResult, ScoredId, SparseVector
 
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en", "xquad-r/de", "xquad-r/zh"]
 ENGLISH = {"scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"}
-MCACHE = CACHE / "multilingual"
 DEPTH = 100
 #: Analyzers compared: the old default (English rules whatever the corpus) and language detection.
 NOTES = (
@@ -190,7 +173,7 @@ def build_index(col: Collection, analyzer: str, dense: CachedQueryDense, path: P
 def index_path(name: str, analyzer: str, tmp: Path) -> Path:
     """Where a collection's index is built: the auto analyzer's is kept (the search path is run on it later)."""
     if analyzer == "auto":
-        return MCACHE / "indexes" / name.replace("/", "__")
+        return cache("multilingual", "indexes") / name.replace("/", "__")
     return tmp / f"{name.replace('/', '__')}-{analyzer}"
 
 
@@ -200,7 +183,7 @@ def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: l
 
     With a per-document-language BM25 the language each query was analysed in is kept too (``languages``).
     """
-    f = MCACHE / f"{col.name.replace('/', '__')}.{analyzer}.{fingerprint(col, analyzer, qids)}.pkl"
+    f = cache("multilingual") / f"{col.name.replace('/', '__')}.{analyzer}.{fingerprint(col, analyzer, qids)}.pkl"
     if f.is_file():
         return pickle.loads(f.read_bytes())
     r, back = build_index(col, analyzer, dense, index_path(col.name, analyzer, tmp), doc_vectors)
@@ -223,8 +206,7 @@ def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: l
                 out["languages"].append(per["bm25"].query_vector.language)
     finally:
         r.close()
-    MCACHE.mkdir(parents=True, exist_ok=True)
-    for old in MCACHE.glob(f"{col.name.replace('/', '__')}.{analyzer}.*.pkl"):
+    for old in cache("multilingual").glob(f"{col.name.replace('/', '__')}.{analyzer}.*.pkl"):
         old.unlink()
     f.write_bytes(pickle.dumps(out))
     return out
@@ -429,7 +411,7 @@ def is_dev(qid: str) -> bool:
 
 def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> tuple[np.ndarray, list[list[str]]]:
     """nDCG@10 per judged query (test split) of ``HybridRetriever.search_batch`` on the collection's index with
-    ``fusion``: the search path end to end (query vectors from the MiniLM cache, which embed_cache.py checks are
+    ``fusion``: the search path end to end (query vectors from the MiniLM cache, which `cache embeddings` checks are
     the library's own encodings; fragmentation measured by the library's MiniLM tokenizer)."""
     col = per["collection"]
     path = index_path(col.name, "auto", tmp)
@@ -889,29 +871,20 @@ def markdown(report: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--collections", nargs="+", default=COLLECTIONS)
     ap.add_argument("--gather-only", action="store_true", help="only build the branch-data cache")
     ap.add_argument("--merge", action="store_true", help="add these collections to the existing results file")
-    ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON results (current notes)")
     ap.add_argument("--mixed", action="store_true", help="only the mixed-language corpus, added to the existing results")
     ap.add_argument("--fragmentation", action="store_true", help="only issue 22: the fragmentation signal chosen on dev halves, "
                     "then every collection through the search path, added to the existing results")
     ap.add_argument("--bm25-grid", action="store_true", help="only BM25's k1 / b on dev and the dev choice on test, added to the existing results")
-    args = ap.parse_args()
-    setup_logging()
-    if args.render:
-        report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
-        report["notes"] = NOTES
-        if report.get("fragmentation"):
-            report["fragmentation"]["notes"] = FRAG_NOTES
-        write_results("multilingual", report, markdown(report))
-        return
+
+
+def run(args: argparse.Namespace) -> None:
     info = machine_info()
     if args.fragmentation:
-        report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
+        report = read_results("multilingual")
         previous = report.get("fragmentation")
         report["fragmentation"] = {"machine": previous["machine"] if previous and not all(
             n in args.collections for n in SPLIT_HALVES) else info, **evaluate_fragmentation(args, previous), "notes": FRAG_NOTES}
@@ -921,7 +894,7 @@ def main() -> None:
         write_results("multilingual", report, markdown(report))
         return
     if args.mixed or args.bm25_grid:
-        report = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
+        report = read_results("multilingual")
         if args.mixed:
             report["mixed"] = {"machine": info, **evaluate_mixed(args.datasets)}
         if args.bm25_grid:
@@ -933,9 +906,8 @@ def main() -> None:
     if args.gather_only:
         return
     report: dict[str, Any] = {"machine": info, "defaults": {"fixed": FIXED_DEFAULT, "adaptive": NEW_DEFAULT}, "collections": {}, "detection": {}, "cost": {}}
-    previous = RESULTS / "multilingual.json"
-    if args.merge and previous.is_file():
-        report = json.loads(previous.read_text(encoding="utf-8"))
+    if args.merge and read_results("multilingual"):
+        report = read_results("multilingual")
         report.setdefault("merged_runs", []).append({"collections": args.collections, "machine": info})
     for name, per in data.items():
         log.info("%s: evaluating", name)
@@ -950,5 +922,14 @@ def main() -> None:
     write_results("multilingual", report, markdown(report))
 
 
-if __name__ == "__main__":
-    main()
+def render(report: dict[str, Any]) -> str:
+    """The Markdown of a results file, with the current notes (also written back to its JSON)."""
+    report["notes"] = NOTES
+    if report.get("fragmentation"):
+        report["fragmentation"]["notes"] = FRAG_NOTES
+    return markdown(report)
+
+
+QUESTION = Question("multilingual", "BM25 analyzers, completed-score normalisation and adaptive fusion on seven collections; "
+                    "--mixed, --bm25-grid, --fragmentation", add_arguments, run, {"multilingual": render},
+                    smoke=["--collections", "scifact", "xquad-r/zh"])

@@ -1,7 +1,7 @@
 """How many words language detection needs to be right, and when a growing index decides its BM25 language.
 
-    .venv/bin/python benchmarks/language_detection.py --datasets /work/shared/datasets
-    .venv/bin/python benchmarks/language_detection.py --trials 200 --streams 10   # a quick look
+    python -m benchmarks language_detection --datasets /work/shared/datasets
+    python -m benchmarks language_detection --trials 200 --streams 10   # a quick look
 
 Two measurements on the shared collections (scifact, nfcorpus-preprocessed, cranfield, cisi:
 English; xquad-r/en, de, zh), with the library's detector (lingua, low-accuracy mode, the
@@ -34,15 +34,13 @@ import argparse
 import random
 import re
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
+from benchmarks.harness import (SETTINGS, Question, load_collection, log, machine_info, machine_md, md_table,
+    write_results)
 
-from hybrid_retriever import languages as L  # noqa: E402
+from hybrid_retriever import languages as L
 
 #: Each collection and the language its documents are written in.
 COLLECTIONS = {
@@ -228,15 +226,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--trials", type=int, default=1000, help="random passages per collection and length")
     ap.add_argument("--streams", type=int, default=40, help="random document orders per collection or mixture")
     ap.add_argument("--target", type=float, default=0.995, help="accuracy every collection must reach")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    setup_logging()
+
+
+def run(args: argparse.Namespace) -> None:
     info = machine_info()
     t0 = time.perf_counter()
     corpora = {name: load_collection(args.datasets, name).texts for name in COLLECTIONS}
@@ -252,7 +249,7 @@ def main() -> None:
     from importlib import metadata
 
     report = {
-        "command": "python benchmarks/language_detection.py " + " ".join(sys.argv[1:]),
+        "command": SETTINGS.command,
         "machine": info,
         "lingua": metadata.version("lingua-language-detector"),
         "trials": args.trials,
@@ -270,5 +267,5 @@ def main() -> None:
     write_results("language_detection", report, markdown(report))
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("language_detection", "words language detection needs; when a growing index decides its BM25 language",
+                    add_arguments, run, {"language_detection": markdown}, smoke=["--trials", "5", "--streams", "2"])

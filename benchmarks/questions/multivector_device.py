@@ -1,21 +1,20 @@
-"""GPU half of benchmarks/multivector.py: MiniLM token embeddings and exact MaxSim on an accelerator.
+"""GPU half of the multivector ``report``: MiniLM token embeddings and exact MaxSim on an accelerator.
 
-Run where the 2-core CPU is too slow to encode the collections (the device machine):
-
-    python3 benchmarks/multivector_device.py IN_DIR OUT_DIR
-
-IN_DIR holds ``minilm/`` (all-MiniLM-L6-v2, weights stored as float16 to fit the transfer
-limit) and ``data/<name>/{corpus,queries}.jsonl.gz``. Token vectors follow the library's
-``tokens`` format exactly (sentence-transformers tokenisation, padding and punctuation
-dropped from documents, L2-normalised; see hybrid_retriever/branches/late_interaction).
-Pooling and MUVERA FDEs use the library's own modules (loaded by path: this machine
-lacks the library's other dependencies). Writes one ``<name>.npz`` per collection:
-exact MaxSim of every query against every document (float16), FDE top-1000 candidates,
-the top-100 (ids, scores) per pool factor 2/3/4, token counts, and timings.
+``python -m benchmarks multivector --parts device --device-in IN_DIR`` where the 2-core CPU is too slow to
+encode the collections (the device machine; without CUDA it stops with a clear message, also under
+``--smoke``). IN_DIR holds ``minilm/`` (all-MiniLM-L6-v2, weights stored as float16 to fit the transfer
+limit) and ``data/<name>/{corpus,queries}.jsonl.gz``. Token vectors follow the library's ``tokens``
+format exactly (sentence-transformers tokenisation, padding and punctuation dropped from documents,
+L2-normalised; see hybrid_retriever/branches/late_interaction). Pooling and MUVERA FDEs use the
+library's own modules (loaded by path: the device machine may lack the library's other dependencies).
+Writes one ``<name>.npz`` per collection into ``<cache>/mvdev_out`` (or ``--device-out``): exact MaxSim
+of every query against every document (float16), FDE top-1000 candidates, the top-100 (ids, scores) per
+pool factor 2/3/4, token counts, and timings.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import importlib.util
 import json
@@ -23,25 +22,21 @@ import string
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-HERE = Path(__file__).resolve().parent
-ONLY = sys.argv[3:]
-LI = HERE.parent / "hybrid_retriever" / "branches" / "late_interaction"
+from benchmarks.harness import REPO, cache, log
+
+LI = REPO / "hybrid_retriever" / "branches" / "late_interaction"
 
 
-def _module(name: str):
+def _module(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, LI / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
-
-
-muvera = _module("muvera")
-pooling = _module("pooling")
 
 
 def rows(path: Path) -> list[dict]:
@@ -53,9 +48,11 @@ def doc_text(r: dict) -> str:
     return (r.get("title") or "") + "\n" + (r.get("text") or "") if r.get("title") else (r.get("text") or "")
 
 
-def encode(model, texts: list[str], skip: torch.Tensor | None, bs: int = 128) -> tuple[list[torch.Tensor], int]:
+def encode(model: Any, texts: list[str], skip: Any, bs: int = 128) -> tuple[list[Any], int]:
+    import torch
+
     tok = model.tokenizer
-    out: list[torch.Tensor | None] = [None] * len(texts)
+    out: list[Any] = [None] * len(texts)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     truncated = 0
     with torch.inference_mode():
@@ -76,7 +73,9 @@ def encode(model, texts: list[str], skip: torch.Tensor | None, bs: int = 128) ->
     return out, truncated  # type: ignore[return-value]
 
 
-def padded(mats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def padded(mats: list[Any]) -> tuple[Any, Any]:
+    import torch
+
     n, L, d = len(mats), max(len(m) for m in mats), mats[0].shape[1]
     x = torch.zeros((n, L, d), device="cuda", dtype=torch.float16)
     mask = torch.zeros((n, L), device="cuda", dtype=torch.bool)
@@ -86,7 +85,9 @@ def padded(mats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, mask
 
 
-def maxsim_all(q: torch.Tensor, docs: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def maxsim_all(q: Any, docs: Any, mask: Any, chunk: int = 1024) -> Any:
+    import torch
+
     out = []
     for s in range(0, len(docs), chunk):
         sim = torch.einsum("qd,nld->nql", q.half(), docs[s : s + chunk]).float()
@@ -95,7 +96,16 @@ def maxsim_all(q: torch.Tensor, docs: torch.Tensor, mask: torch.Tensor, chunk: i
     return torch.cat(out)
 
 
-def main(inp: Path, out: Path) -> None:
+def run_device(args: argparse.Namespace) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("the multivector device part needs CUDA: run it on the device machine (python -m benchmarks "
+                         "multivector --parts device --device-in IN_DIR)")
+    if args.device_in is None:
+        raise SystemExit("--parts device needs --device-in IN_DIR (minilm/ and data/<name>/{corpus,queries}.jsonl.gz)")
+    muvera, pooling = _module("muvera"), _module("pooling")
+    inp, out = args.device_in, args.device_out or cache("mvdev_out")
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(inp / "minilm"), device="cuda").float().eval()
@@ -105,7 +115,7 @@ def main(inp: Path, out: Path) -> None:
     )
     meta: dict = {}
     for cdir in sorted((inp / "data").iterdir()):
-        if ONLY and cdir.name not in ONLY:
+        if args.collections and cdir.name not in args.collections:
             continue
         name = cdir.name
         t0 = time.time()
@@ -151,11 +161,8 @@ def main(inp: Path, out: Path) -> None:
             "query_ids": [str(q["_id"]) for q in qs], "fde_size": fde.size,
             "gpu": torch.cuda.get_device_name(0),
         }
-        print(name, {k: v for k, v in meta[name].items() if not k.endswith("_ids")}, flush=True)
+        log.info("%s %s", name, {k: v for k, v in meta[name].items() if not k.endswith("_ids")})
         del D, M, full, F, G
         torch.cuda.empty_cache()
-    (out / f"meta_{"_".join(sorted(meta))}.json").write_text(json.dumps(meta))
+    (out / f"meta_{'_'.join(sorted(meta))}.json").write_text(json.dumps(meta))
 
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,7 +1,7 @@
 """Search latency, ingestion throughput, memory and disk of the hybrid retriever, against raw calls and LangChain.
 
-    .venv/bin/python benchmarks/latency.py                  # both scales, both stores (~15-25 min on 2 cores)
-    .venv/bin/python benchmarks/latency.py --scales scifact --stores edge
+    python -m benchmarks latency                  # both scales, both stores (~15-25 min on 2 cores)
+    python -m benchmarks latency --scales scifact --stores edge
 
 Scales: ``scifact`` (the real 5,183 SciFact documents, MiniLM vectors from the cache) and ``100k``
 (SYNTHETIC: 100,000 documents whose text is a random mix of real SciFact and NFCorpus sentences of
@@ -48,33 +48,14 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    edge_request,
-    fused_edge_calls,
-    CACHE,
-    add_dataset_arg,
-    dense_branch,
-    hwm_mb,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    peak_rss_mb,
-    percentiles,
-    reset_peak_rss,
-    rss_mb,
-    setup_logging,
-    write_results,
-)
+from benchmarks.harness import (SETTINGS, Question, cache, dense_branch, edge_request, fused_edge_calls, hwm_mb,
+    interleaved, load_collection, load_embeddings, log, machine_info, machine_md, md_table, peak_rss_mb,
+    read_results, reset_peak_rss, rss_mb, with_cached_queries, write_results)
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
-from hybrid_retriever.branches import build_branch  # noqa: E402
-from hybrid_retriever.stores import SearchRequest  # noqa: E402
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.branches import build_branch
+from hybrid_retriever.stores import SearchRequest
 
-LCACHE = CACHE / "latency"
 DEPTH = 100
 DEPTH_SWEEP = [50, 200, 500]
 
@@ -90,7 +71,7 @@ def synth_corpus(root: Path, n: int, seed: int = 0) -> tuple[list[str], list[str
     vectors + N(0, 0.03^2) per dimension), so text and vector are related as in real data and the
     two branches' candidate lists overlap partly.
     """
-    d = LCACHE / f"synth{n}-seed{seed}"
+    d = cache("latency") / f"synth{n}-seed{seed}"
     if (d / "vectors.npy").is_file():
         ids = json.loads((d / "ids.json").read_text())
         texts = [json.loads(line) for line in (d / "texts.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -167,7 +148,6 @@ def memory_config(name: str) -> RetrieverConfig:
 
 def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
     """(Child process) build an Edge index with precomputed dense vectors; record time, RSS and disk."""
-    setup_logging()
     dense = dense_branch()
     ids, texts, vectors = scale_data(root, scale)
     docs = [Document(text=t, id=i) for i, t in zip(ids, texts)]
@@ -208,7 +188,6 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
 
 def child_serve_rss(root: Path, path: Path, out: Path) -> None:
     """(Child process) RSS of a process that opens the index and answers 50 queries."""
-    setup_logging()
     dense = dense_branch()
     col = load_collection(root, "scifact")
     queries = [col.queries[q] for q in col.judged("test")][:50]
@@ -225,8 +204,8 @@ def child_serve_rss(root: Path, path: Path, out: Path) -> None:
 
 
 def run_child(args: list[str], timeout: int = 3600) -> dict[str, Any]:
-    out = LCACHE / f"child-{os.getpid()}-{time.time_ns()}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args, "--out", str(out)]
+    out = cache("latency") / f"child-{os.getpid()}-{time.time_ns()}.json"
+    cmd = [sys.executable, "-m", "benchmarks", "latency", *args, "--child-out", str(out), *(["--smoke"] if SETTINGS.smoke else [])]
     log.info("child: %s", " ".join(cmd[1:]))
     subprocess.run(cmd, check=True, timeout=timeout)
     data = json.loads(out.read_text())
@@ -236,8 +215,8 @@ def run_child(args: list[str], timeout: int = 3600) -> dict[str, Any]:
 
 def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, Any]]:
     """The Edge index of a scale, built in a child process (reused from the cache unless ``rebuild``)."""
-    path = LCACHE / f"edge-{scale}"
-    stats_file = LCACHE / f"edge-{scale}.build.json"
+    path = cache("latency") / f"edge-{scale}"
+    stats_file = cache("latency") / f"edge-{scale}.build.json"
     if rebuild or not stats_file.is_file() or not (path / "manifest.json").is_file():
         stats = run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)])
         stats_file.write_text(json.dumps(stats, indent=2))
@@ -249,48 +228,7 @@ def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, A
 # ---------------------------------------------------------------------------- cached queries
 
 
-def with_cached_queries(r: HybridRetriever, queries: list[str]) -> tuple[HybridRetriever, dict[str, dict[str, Any]]]:
-    """A shallow copy of ``r`` (same store, pool) whose branches return pre-encoded query vectors.
-
-    Each branch is a shallow copy of the real one (same model, same settings) whose
-    ``encode_queries`` looks the vector up, so a search measures search only.
-    """
-    table = {n: dict(zip(queries, b.encode_queries(queries))) for n, b in r.branches.items()}
-    rc = copy.copy(r)
-    rc.branches = {}
-    for n, b in r.branches.items():
-        cb = copy.copy(b)
-        cb.encode_queries = (lambda t: (lambda texts: [t[x] for x in texts]))(table[n])  # type: ignore[method-assign]
-        rc.branches[n] = cb
-    return rc, table
-
-
 # ------------------------------------------------------------------------------- measurement
-
-
-def interleaved(
-    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None
-) -> dict[str, dict[str, float]]:
-    """ms per query of each system, calling them query by query in a fresh random order each time.
-
-    A random order (not a fixed rotation) gives every system random neighbours, so effects of
-    what ran just before (caches, CPU-quota throttling after a burst) average out.
-    ``keep`` (optional) receives the raw per-query times, for paired comparisons.
-    """
-    names = list(systems)
-    rng = np.random.default_rng(0)
-    for q in queries[:warmup]:
-        for s in names:
-            systems[s](q)
-    ms: dict[str, list[float]] = {s: [] for s in names}
-    for q in tqdm(queries, desc=desc, unit="q"):
-        for s in (names[i] for i in rng.permutation(len(names))):
-            t0 = time.perf_counter()
-            systems[s](q)
-            ms[s].append((time.perf_counter() - t0) * 1000)
-    if keep is not None:
-        keep.update(ms)
-    return {s: percentiles(v) for s, v in ms.items()}
 
 
 def with_depth(r: HybridRetriever, depth: int) -> HybridRetriever:
@@ -436,6 +374,7 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
 def measure(
     r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool, e2e: bool = True
 ) -> dict[str, Any]:
+    r.search(queries[0])  # the retriever checks the index's settings at its first search; the copies below share that
     rc, table = with_cached_queries(r, queries)
     store = r.store
 
@@ -603,9 +542,7 @@ def ensemble_vs_library(
 # -------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scales", nargs="+", default=["scifact", "100k"])
     ap.add_argument("--stores", nargs="+", default=["edge", "memory"])
     ap.add_argument("--queries", type=int, default=300, help="queries per Edge measurement (SciFact test has 300)")
@@ -624,23 +561,23 @@ def main() -> None:
     ap.add_argument("--refresh-builds", action="store_true",
                     help="only rebuild the Edge indexes (child processes) and update their rows in results/latency.*")
     ap.add_argument("--index", type=Path)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--child-out", type=Path)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.child_build_edge:
-        return child_build_edge(args.datasets, args.child_build_edge, args.index, args.out)
+        return child_build_edge(args.datasets, args.child_build_edge, args.index, args.child_out)
     if args.child_serve_rss:
-        return child_serve_rss(args.datasets, args.index, args.out)
+        return child_serve_rss(args.datasets, args.index, args.child_out)
     if args.refresh_builds:
         return refresh_builds(args)
 
-    setup_logging()
-    LCACHE.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     dense = dense_branch()
     col = load_collection(args.datasets, "scifact")
     queries = [col.queries[q] for q in col.judged("test")]
     result: dict[str, Any] = {"machine": info, "scales": {}, "depth": DEPTH}
-    tmp = LCACHE / f"tmp-{os.getpid()}"
+    tmp = cache("latency") / f"tmp-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         import torch
@@ -678,7 +615,7 @@ def main() -> None:
                 r.close()
                 del r
             result["scales"][scale] = sres
-            (LCACHE / "partial.json").write_text(json.dumps(result, indent=2, default=str))
+            (cache("latency") / "partial.json").write_text(json.dumps(result, indent=2, default=str))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     info["loadavg_end"] = list(os.getloadavg())
@@ -688,10 +625,7 @@ def main() -> None:
 
 def refresh_builds(args: Any) -> None:
     """Rebuild the Edge indexes and replace their build/serving rows in an existing results/latency.json."""
-    from _common import RESULTS
-
-    setup_logging()
-    res = json.loads((RESULTS / "latency.json").read_text())
+    res = read_results("latency")
     for scale in args.scales:
         if scale not in res["scales"]:
             continue
@@ -849,5 +783,7 @@ def render(res: dict[str, Any]) -> str:
     return "".join(out)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("latency", "search latency, ingestion, memory and disk against raw Edge calls and LangChain, "
+                    "at SciFact and 100K scale", add_arguments, run, {"latency": render},
+                    smoke=["--scales", "scifact", "--queries", "3", "--memory-queries", "2", "2", "--ensemble-queries", "2",
+                           "--ingest-slice", "4"])

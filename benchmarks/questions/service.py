@@ -1,10 +1,10 @@
 """The HTTP service under load: `hybrid-retriever serve` on loopback over an Edge index of SciFact.
 
-    nice -n 10 .venv/bin/python benchmarks/service.py                  # ~3-5 min on 2 shared cores
-    .venv/bin/python benchmarks/service.py --requests 100 --levels 1 8  # shorter
+    nice -n 10 python -m benchmarks service                  # ~3-5 min on 2 shared cores
+    python -m benchmarks service --requests 100 --levels 1 8  # shorter
 
 The SciFact corpus (5,183 documents) is indexed once into ``benchmarks/.cache/service/`` with the
-cached MiniLM document vectors (benchmarks/embed_cache.py) and optimised; a copy of the folder is
+cached MiniLM document vectors (``python -m benchmarks cache embeddings``) and optimised; a copy of the folder is
 made, because an Edge index is held by one process: the server opens one, this process the other.
 
 Measured:
@@ -39,28 +39,13 @@ import httpx
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
-    MINILM_CACHE,
-    add_dataset_arg,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    percentiles,
-    setup_logging,
-    write_results,
-)
+from benchmarks.harness import (SETTINGS, Question, cache, cache_dir, load_collection, load_embeddings, log,
+    machine_info, machine_md, md_table, new_edge_retriever, percentiles, write_results)
 
-from hybrid_retriever import Document, HybridRetriever  # noqa: E402
+from hybrid_retriever import Document, HybridRetriever
 
-WORKDIR = CACHE / "service"
-INDEX = WORKDIR / "scifact-edge"
-DIRECT = WORKDIR / "scifact-edge-direct"
+#: Set by ``run`` from ``--workdir`` (default: the benchmark cache's ``service`` folder).
+WORKDIR = INDEX = DIRECT = Path()
 K = 10
 
 
@@ -71,12 +56,12 @@ def build_index(root: Path) -> int:
     """
     coll = load_collection(root, "scifact")
     vectors = None
-    if (MINILM_CACHE / "scifact" / "docs.npy").is_file():
+    if SETTINGS.smoke or (cache_dir("scifact") / "docs.npy").is_file():
         emb = load_embeddings("scifact")
         assert emb.doc_ids == coll.doc_ids, "the embedding cache does not match the corpus order"
         vectors = {"dense": list(emb.docs)}
     else:
-        log.warning("no embedding cache at %s: encoding SciFact through the library", MINILM_CACHE / "scifact")
+        log.warning("no embedding cache at %s: encoding SciFact through the library", cache_dir("scifact"))
     r = new_edge_retriever(INDEX, [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5}], ingest_batch_size=512)
     docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts)]
     t0 = time.perf_counter()
@@ -224,21 +209,22 @@ def added_latency(url: str, queries: list[str], n: int, seed: int = 0) -> dict[s
     }
 
 
-def main() -> None:
-    global WORKDIR, INDEX, DIRECT
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(ap)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per level")
     ap.add_argument("--requests", type=int, default=300, help="requests per level (bounded)")
     ap.add_argument("--compare", type=int, default=100, help="queries of the added-latency comparison")
     ap.add_argument(
         "--torch-threads", type=int, default=1,
-        help="torch intra-op threads in the server and this process (as latency.py: 2 oversubscribe the shared 2 cores)",
+        help="torch intra-op threads in the server and this process (as latency: 2 oversubscribe the shared 2 cores)",
     )
-    ap.add_argument("--workdir", type=Path, default=WORKDIR, help="where the two index folders and serve.log go")
-    args = ap.parse_args()
-    setup_logging()
-    WORKDIR, INDEX, DIRECT = args.workdir, args.workdir / "scifact-edge", args.workdir / "scifact-edge-direct"
+    ap.add_argument("--warm-up", type=int, default=40, help="requests at 4 clients before measuring")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the two index folders and serve.log go")
+
+
+def run(args: argparse.Namespace) -> None:
+    global WORKDIR, INDEX, DIRECT
+    WORKDIR = args.workdir or cache("service")
+    INDEX, DIRECT = WORKDIR / "scifact-edge", WORKDIR / "scifact-edge-direct"
     import torch
     info = machine_info()
     WORKDIR.mkdir(parents=True, exist_ok=True)
@@ -252,7 +238,7 @@ def main() -> None:
     server = psutil.Process(proc.pid)
     try:
         rss_ready = rss_mb(server)
-        warm = load_level(url, queries, 4, 40)  # first requests fill caches and thread pools
+        warm = load_level(url, queries, 4, args.warm_up)  # first requests fill caches and thread pools
         rss_before = rss_mb(server)
         # The comparison first, at 1 client on an otherwise idle server.
         added = added_latency(url, queries, args.compare)
@@ -291,17 +277,24 @@ def main() -> None:
             "ratio_at_1_client": added["ratio_paired_median"] <= 1.2,
         },
     }
+    write_results("service", data, render(data))
+
+
+def render(data: dict[str, Any]) -> str:
+    levels, added, info, rss = data["levels"], data["added_latency"], data["machine"], data["rss_mb"]
+    n_docs, n_queries, threads = data["corpus"]["documents"], data["corpus"]["queries"], data["server"]["torch_threads"]
+    rss_ready, rss_before, rss_after = rss["ready"], rss["before_load"], rss["after_load"]
     rows = [
         [lv["clients"], lv["requests"], lv["requests_per_s"], lv["latency_ms"]["p50"], lv["latency_ms"]["p95"], lv["errors"], lv["server_rss_mb"]]
         for lv in levels
     ]
-    md = (
+    return (
         "# The HTTP service under load (SciFact on Edge)\n\n"
         f"`hybrid-retriever serve` (one process) on 127.0.0.1 over an optimised Edge index of SciFact "
         f"({n_docs:,} documents, BM25 + MiniLM dense, interpolation); `POST /search` with k={K}, the "
-        f"{len(queries)} SciFact test queries cycled. Produced by `benchmarks/service.py`.\n\n"
+        f"{n_queries} SciFact test queries cycled.\n\n"
         + machine_md(info)
-        + f"- torch intra-op threads: {args.torch_threads} in the server (OMP_NUM_THREADS) and in this process "
+        + f"- torch intra-op threads: {threads} in the server (OMP_NUM_THREADS) and in this process "
         "(two oversubscribe the shared 2-core machine and slow one-query MiniLM encodes several-fold; see latency.md).\n"
         + "\n## Load (bounded, loopback)\n\n"
         + md_table(["clients", "requests", "requests/s", "p50 ms", "p95 ms", "errors", "server RSS MiB after"], rows)
@@ -328,8 +321,8 @@ def main() -> None:
         f"A request that does no retrieval (`GET /health`, same client) takes {added['health_ms']['p50']:.2f} ms "
         f"at the median: the floor of what HTTP adds.\n"
     )
-    write_results("service", data, md)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("service", "the HTTP service under load: requests/s, p50/p95 at 1-32 clients, errors, RSS, added latency",
+                    add_arguments, run, {"service": render},
+                    smoke=["--levels", "1", "2", "--requests", "6", "--compare", "3", "--warm-up", "4"])

@@ -1,35 +1,40 @@
-"""The dense branch on a GPU: automatic device choice, CPU/GPU agreement, encoding throughput, end to end.
+"""The dense branch on a GPU (``python -m benchmarks encoders --parts gpu``): automatic device choice,
+CPU/GPU agreement, encoding throughput, end to end. Writes ``results/gpu_dense.{json,md}``.
 
-Run on a machine with CUDA (the lent device machine here):
-
-    python3 benchmarks/gpu_dense.py MODEL_DIR OUT_DIR
-
-MODEL_DIR is a sentence-transformers folder with the all-MiniLM-L6-v2 architecture. The
-device machine cannot receive the 90 MB weights within its transfer limit, so when the
-folder has no weights the script initialises them randomly (seeded): throughput
-depends on the architecture, not on the weights, and CPU/GPU agreement is checked on
-the same weights. Documents are synthetic (random words of the model's vocabulary).
-Writes gpu_dense.json and gpu_dense.md into OUT_DIR.
+Run on a machine with CUDA (the lent device machine here); ``--smoke`` runs the same code on CPU with a
+few documents. ``--model-dir`` is a sentence-transformers folder with the all-MiniLM-L6-v2 architecture
+(default: the library's packaged MiniLM). The device machine could not receive the 90 MB weights within
+its transfer limit, so when the folder has no weights they are initialised randomly (seeded): throughput
+depends on the architecture, not on the weights, and CPU/GPU agreement is checked on the same weights.
+Documents are synthetic (random words of the model's vocabulary).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
+
+from benchmarks.harness import SETTINGS, write_results
+
+
+def gpu_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model-dir", type=Path, default=None, help="gpu: the model folder (default: the packaged MiniLM)")
+    ap.add_argument("--gpu-docs", type=int, default=10_000, help="gpu: synthetic documents encoded")
+    ap.add_argument("--gpu-queries", type=int, default=500, help="gpu: synthetic queries")
 
 
 def ensure_weights(model_dir: Path) -> Path:
     if (model_dir / "model.safetensors").exists():
         return model_dir
+    import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
@@ -47,19 +52,22 @@ def synthetic_texts(vocab_file: Path, n: int, words: tuple[int, int], seed: int)
     return [" ".join(rnd.choices(vocab, k=rnd.randint(*words))) for _ in range(n)]
 
 
-def main(model_dir: str, out_dir: str) -> None:
+def run_gpu(args: argparse.Namespace) -> None:
+    import torch
+
     from hybrid_retriever import HybridRetriever, RetrieverConfig
     from hybrid_retriever.branches import DenseBranch
     from hybrid_retriever.config import DenseBranchConfig
-    from hybrid_retriever.models import pick_device
+    from hybrid_retriever.models import pick_device, resolve_model_path
     from hybrid_retriever.types import Document
 
-    path = ensure_weights(Path(model_dir))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    docs = synthetic_texts(Path(model_dir) / "vocab.txt", 10_000, (80, 200), seed=1)
-    queries = synthetic_texts(Path(model_dir) / "vocab.txt", 500, (4, 12), seed=2)
-    result: dict = {
+    if not torch.cuda.is_available() and not SETTINGS.smoke:
+        raise SystemExit("the gpu part needs CUDA: run it on a machine with a GPU (--smoke checks its code on CPU)")
+    model_dir = args.model_dir or Path(resolve_model_path(DenseBranchConfig().model))
+    path = ensure_weights(model_dir)
+    docs = synthetic_texts(model_dir / "vocab.txt", args.gpu_docs, (80, 200), seed=1)
+    queries = synthetic_texts(model_dir / "vocab.txt", args.gpu_queries, (4, 12), seed=2)
+    result: dict[str, Any] = {
         "machine": {
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__,
@@ -125,12 +133,11 @@ def main(model_dir: str, out_dir: str) -> None:
             result["search_ms_p50"] = times[len(times) // 2]
             result["search_ms_p95"] = times[int(len(times) * 0.95)]
             result["dense_device_in_retriever"] = str(r.branches["dense"].model.device)  # type: ignore[attr-defined]
-    (out / "gpu_dense.json").write_text(json.dumps(result, indent=2))
+    write_results("gpu_dense", result, render_gpu(result))
+
+
+def render_gpu(result: dict[str, Any]) -> str:
     lines = ["# Dense branch on a GPU", "", f"Machine: {result['machine']}", "", "| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items() if k != "machine"]
-    (out / "gpu_dense.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()
+              if k not in ("machine", "provenance")]
+    return "\n".join(lines) + "\n"

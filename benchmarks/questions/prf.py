@@ -1,9 +1,9 @@
 """Pseudo-relevance feedback: quality and cost of every placement, with and without the drift guard.
 
-    nice .venv/bin/python benchmarks/prf.py tune      # choose parameters on dev splits -> results/prf_tuning.{json,md}
-    nice .venv/bin/python benchmarks/prf.py guard     # choose the drift guard on dev splits -> results/prf_guard_tuning.{json,md}
-    nice .venv/bin/python benchmarks/prf.py tune-feedback  # Qdrant's feedback query on dev splits -> results/prf_feedback_tuning.{json,md}
-    nice .venv/bin/python benchmarks/prf.py report    # the test collections -> results/prf.{json,md}
+    nice python -m benchmarks prf tune      # choose parameters on dev splits -> results/prf_tuning.{json,md}
+    nice python -m benchmarks prf guard     # choose the drift guard on dev splits -> results/prf_guard_tuning.{json,md}
+    nice python -m benchmarks prf tune-feedback  # Qdrant's feedback query on dev splits -> results/prf_feedback_tuning.{json,md}
+    nice python -m benchmarks prf report    # the test collections -> results/prf.{json,md}
 
 Index: Qdrant Edge with the library's BM25 branch and the MiniLM dense branch (document
 vectors from the embedding cache, ``benchmarks/.cache/minilm``), fused by min-max
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,28 +30,15 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
-    DEV_SPLITS,
-    add_dataset_arg,
-    load_collection,
-    load_embeddings,
-    log,
-    machine_info,
-    machine_md,
-    md_table,
-    setup_logging,
-    write_results,
-)
+from benchmarks.harness import (DEV_SPLITS, Question, cache, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, per_query_metrics, write_results)
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
-from hybrid_retriever.config import PRFConfig  # noqa: E402
-from hybrid_retriever.prf import PRFPipeline  # noqa: E402
-from hybrid_retriever.types import BranchResult  # noqa: E402
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.config import PRFConfig
+from hybrid_retriever.prf import PRFPipeline
+from hybrid_retriever.types import BranchResult
 
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"]
-INDEX_CACHE = CACHE / "prf-index"
 DEPTH = 100
 
 #: nDCG@10 of the issue's quick script (interpolation -> best "both"), for the target column.
@@ -69,19 +54,6 @@ TARGETS = {
 # ------------------------------------------------------------------------------ metrics
 
 
-def ndcg_at(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gains (trec_eval's definition)."""
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def recall_at(ranked: Sequence[str], rels: dict[str, int], k: int = 100) -> float:
-    relevant = {d for d, g in rels.items() if g > 0}
-    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
-
-
 @dataclass
 class Scores:
     ndcg: np.ndarray
@@ -93,11 +65,8 @@ class Scores:
 
 
 def score_runs(runs: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]], ms: float) -> Scores:
-    return Scores(
-        np.array([ndcg_at(r, qrels[q]) for r, q in zip(runs, qids)]),
-        np.array([recall_at(r, qrels[q]) for r, q in zip(runs, qids)]),
-        ms,
-    )
+    m = per_query_metrics(dict(zip(qids, runs)), {q: qrels[q] for q in qids})
+    return Scores(m["ndcg@10"], m["recall@100"], ms)
 
 
 # ------------------------------------------------------------------------------- index
@@ -105,7 +74,7 @@ def score_runs(runs: list[list[str]], qids: list[str], qrels: dict[str, dict[str
 
 def open_index(root: Path, name: str) -> HybridRetriever:
     """The collection's Edge index (BM25 + MiniLM), built once from the embedding cache."""
-    path = INDEX_CACHE / name.replace("/", "__")
+    path = cache("prf-index") / name.replace("/", "__")
     cfg = {
         "store": {"kind": "edge", "path": str(path)},
         "runtime": {"show_progress": False},
@@ -282,7 +251,12 @@ def tune(args: argparse.Namespace) -> None:
             log.info("%s %s: nDCG@10 %.4f (base %.4f) in %.1fs", name, label, s.ndcg.mean(), base.ndcg.mean(), time.perf_counter() - t0)
         run.r.close()
     out = {"machine": machine_info(), "rows": rows}
-    np.save(CACHE / "prf_tune_perquery.npy", np.array([per_query], dtype=object), allow_pickle=True)
+    np.save(cache() / "prf_tune_perquery.npy", np.array([per_query], dtype=object), allow_pickle=True)
+    write_results("prf_tuning", out, render_tuning(out))
+
+
+def render_tuning(out: dict[str, Any]) -> str:
+    rows = out["rows"]
     labels = sorted({x["variant"] for x in rows}, key=lambda v: -np.mean([x["ndcg@10"] for x in rows if x["variant"] == v]))
     table = []
     for v in labels:
@@ -291,7 +265,7 @@ def tune(args: argparse.Namespace) -> None:
     md = "# PRF parameter search on dev splits\n\n" + machine_md(out["machine"]) + "\n"
     md += "nDCG@10 on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv, best mean first.\n\n"
     md += md_table(["variant"] + [f"{c} ({s})" for c, s in DEV_SPLITS.items()] + ["mean"], table)
-    write_results("prf_tuning", out, md)
+    return md
 
 
 def tune_guard(args: argparse.Namespace) -> None:
@@ -325,13 +299,18 @@ def tune_guard(args: argparse.Namespace) -> None:
                              "first_stage_ndcg": float(base.ndcg[m].mean()) if m.any() else None})
         run.r.close()
     out = {"machine": machine_info(), "dense": DENSE, "rows": rows, "by_agreement": bins_out}
+    write_results("prf_guard_tuning", out, render_guard(out))
+
+
+def render_guard(out: dict[str, Any]) -> str:
+    rows, bins_out = out["rows"], out["by_agreement"]
     md = "# Drift guard on dev splits\n\n" + machine_md(out["machine"]) + "\n"
-    md += (f"Dense Rocchio {json.dumps(DENSE)}, placement `both`; nDCG@10 gain (points) over interpolation without PRF "
+    md += (f"Dense Rocchio {json.dumps(out['dense'])}, placement `both`; nDCG@10 gain (points) over interpolation without PRF "
            "on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv. Agreement = overlap of the BM25 and "
            "dense top 10.\n\n")
     cols = list(DEV_SPLITS)
     table = []
-    for label, _ in variants_:
+    for label in dict.fromkeys(x["guard"] for x in rows):
         vals = {x["collection"]: x for x in rows if x["guard"] == label}
         table.append([label] + [f"{vals[c]['gain'] * 100:+.2f} ({vals[c]['applied']}/{vals[c]['queries']} fed back)" for c in cols]
                      + [f"{np.mean([vals[c]['gain'] for c in cols]) * 100:+.2f}"])
@@ -339,7 +318,7 @@ def tune_guard(args: argparse.Namespace) -> None:
     md += "\n## Gain of unguarded PRF by first-stage agreement\n\n"
     md += md_table(["collection", "agreement", "queries", "first-stage nDCG@10", "PRF gain"],
                    [[b["collection"], b["agreement"], b["queries"], b["first_stage_ndcg"], b["gain_without_guard"]] for b in bins_out])
-    write_results("prf_guard_tuning", out, md)
+    return md
 
 def feedback_grid() -> list[tuple[str, dict[str, Any]]]:
     """Qdrant's relevance-feedback query, placement ``both``: feedback documents, negatives, b and c.
@@ -374,7 +353,7 @@ def tune_feedback(args: argparse.Namespace) -> None:
 
 def render_feedback_tuning(out: dict[str, Any]) -> str:
     rows = out["rows"]
-    mean = {v: float(np.mean([x["ndcg@10"] for x in rows if x["variant"] == v])) for v in {x["variant"] for x in rows}}
+    mean = {v: float(np.mean([x["ndcg@10"] for x in rows if x["variant"] == v])) for v in dict.fromkeys(x["variant"] for x in rows)}
     labels = sorted(mean, key=lambda v: -mean[v])
     table = []
     for v in labels:
@@ -406,34 +385,17 @@ def _items(label: str) -> int:
     return int(parts["fb"][2:]) + int(parts["ne"][3:])
 
 
-def main() -> None:
-    setup_logging()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(p)
-    p.add_argument(
-        "command",
-        choices=["tune", "guard", "tune-feedback", "report", "render"],
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "part", nargs="?", default="report", choices=["tune", "guard", "tune-feedback", "report"],
         help="tune: PRF parameters, guard: the drift guard, tune-feedback: Qdrant's feedback query (all on dev data); "
-        "report: test collections; render: the Markdown from prf.json (and prf_feedback_tuning.json)",
+        "report: test collections (default)",
     )
-    p.add_argument("--collections", nargs="*", default=COLLECTIONS)
-    args = p.parse_args()
-    if args.command == "tune":
-        tune(args)
-    elif args.command == "guard":
-        tune_guard(args)
-    elif args.command == "tune-feedback":
-        tune_feedback(args)
-    elif args.command == "render":
-        from _common import RESULTS
+    ap.add_argument("--collections", nargs="*", default=COLLECTIONS)
 
-        data = json.loads((RESULTS / "prf.json").read_text())
-        write_results("prf", data, render(data))
-        if (RESULTS / "prf_feedback_tuning.json").is_file():
-            fb = json.loads((RESULTS / "prf_feedback_tuning.json").read_text())
-            write_results("prf_feedback_tuning", fb, render_feedback_tuning(fb))
-    else:
-        report(args)
+
+def run(args: argparse.Namespace) -> None:
+    {"tune": tune, "guard": tune_guard, "tune-feedback": tune_feedback, "report": report}[args.part](args)
 
 
 # ------------------------------------------------------------------------------- report
@@ -674,5 +636,8 @@ def render(data: dict[str, Any]) -> str:
     return "".join(md)
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("prf", "pseudo-relevance feedback: quality and cost of every placement, the drift guard, parameters chosen on dev",
+                    add_arguments, run,
+                    {"prf": render, "prf_tuning": render_tuning, "prf_guard_tuning": render_guard,
+                     "prf_feedback_tuning": render_feedback_tuning},
+                    smoke=["report", "--collections", "scifact"])

@@ -1,72 +1,52 @@
 """Multi-vector branch benchmark: quality of the three modes, pooling, MUVERA, fusion; latency and size.
 
-    .venv/bin/python benchmarks/multivector.py            # writes benchmarks/results/multivector.{json,md}
+    python -m benchmarks multivector                       # the report: results/multivector.{json,md}
+    python -m benchmarks multivector --parts pooling full   # other parts, see below
 
-Inputs (all under benchmarks/.cache/, gitignored):
+Parts (``--parts``, default ``report``):
 
-- ``mvdev_out/<name>.npz`` from benchmarks/multivector_device.py (run on an accelerator: MiniLM
-  token embeddings in the library's ``tokens`` format; exact MaxSim of every query against every
-  document; MUVERA FDE top-1000; top-100 per pool factor 2/3/4);
-- ``minilm/<name>/`` the dense embedding cache (all-MiniLM-L6-v2, normalised);
-- BM25 from Qdrant itself: an Edge index with the library's BM25 branch, built here;
-- ``mvdev_out/synthetic_*.json`` from benchmarks/multivector_synthetic.py and
-  ``mvdev_out/e2e_local.json`` from benchmarks/multivector_e2e.py (latency, size, memory).
+- ``report``: this module. Inputs (all under the benchmark cache, gitignored):
 
-Modes are evaluated with the exact arithmetic Qdrant performs (tests/test_multivector_branch.py
-checks that Qdrant's MaxSim scores equal this arithmetic): ``full`` = exact MaxSim over the whole
-collection (an HNSW graph can only lose recall against it); ``rescorer`` = MaxSim of the union of
-the BM25 and dense top-100; ``muvera`` = MaxSim of the FDE top-300 (exact FDE search; Qdrant's HNSW
-on the FDE is approximate). Fusion is the library's own ``hybrid_retriever.fusion.interpolate``
-(min-max, exact score completion). Weights are tuned on SciFact's train qrels only and applied
-unchanged to every collection's test split.
+  - ``mvdev_out/<name>.npz`` from the ``device`` part (``multivector_device.py``, run on an accelerator:
+    MiniLM token embeddings in the library's ``tokens`` format; exact MaxSim of every query against every
+    document; MUVERA FDE top-1000; top-100 per pool factor 2/3/4);
+  - ``minilm/<name>/`` the dense embedding cache (all-MiniLM-L6-v2, normalised);
+  - BM25 from Qdrant itself: an Edge index with the library's BM25 branch, built here;
+  - ``mvdev_out/synthetic_*.json``, ``e2e_local.json`` and ``sharing_micro.json`` from the ``synthetic``,
+    ``e2e`` and ``micro`` parts (``multivector_latency.py``: latency, size, memory).
+
+  Modes are evaluated with the exact arithmetic Qdrant performs (tests/test_multivector_branch.py
+  checks that Qdrant's MaxSim scores equal this arithmetic): ``full`` = exact MaxSim over the whole
+  collection (an HNSW graph can only lose recall against it); ``rescorer`` = MaxSim of the union of
+  the BM25 and dense top-100; ``muvera`` = MaxSim of the FDE top-300 (exact FDE search; Qdrant's HNSW
+  on the FDE is approximate). Fusion is the library's own ``hybrid_retriever.fusion.interpolate``
+  (min-max, exact score completion). Weights are tuned on SciFact's train qrels only and applied
+  unchanged to every collection's test split.
+- ``device``: the GPU half of the report (``multivector_device.py``; needs CUDA).
+- ``tokens``, ``pooling``, ``rescorer``, ``rescorer-latency``, ``full``: through the library on the CPU
+  (``multivector_library.py``; results ``multivector_pooling``, ``multivector_rescorer``, ``multivector_full``).
+- ``synthetic``, ``e2e``, ``micro``: latency, ingest, size and memory (``multivector_latency.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    CACHE,
-    DEFAULT_DATASETS,
-    RESULTS,
-    QUALITY_COLLECTIONS,
-    load_collection,
-    load_embeddings,
-    new_edge_retriever,
-    machine_info,
-    machine_md,
-    md_table,
-    setup_logging,
-    write_results,
-)
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.harness import (QUALITY_COLLECTIONS, Question, cache, load_collection, load_embeddings, machine_info,
+    machine_md, md_table, metrics, new_edge_retriever, read_results, write_results)
+from benchmarks.questions import multivector_device, multivector_latency, multivector_library
+from benchmarks.questions.multivector_latency import dev_out
 
-DEV = CACHE / "mvdev_out"
 DEPTH = 100
 MUVERA_CANDIDATES = 300
 DIM = 384
-
-
-def metrics(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Mean nDCG@10 (linear gains, as trec_eval) and Recall@100 (grade > 0) over judged queries."""
-    nd, rc = [], []
-    for q, rel in qrels.items():
-        ranked = runs.get(q, [])
-        gains = [rel.get(d, 0) for d in ranked[:10]]
-        dcg = sum(g / np.log2(i + 2) for i, g in enumerate(gains))
-        ideal = sorted(rel.values(), reverse=True)[:10]
-        idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
-        nd.append(dcg / idcg if idcg > 0 else 0.0)
-        positives = {d for d, g in rel.items() if g > 0}
-        rc.append(len(positives & set(ranked[:100])) / len(positives) if positives else 0.0)
-    return {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc))}
 
 
 def bm25_scores(name: str, col: Any, qids: list[str]) -> list[dict[str, float]]:
@@ -74,7 +54,7 @@ def bm25_scores(name: str, col: Any, qids: list[str]) -> list[dict[str, float]]:
     from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id
 
-    r = new_edge_retriever(Path("/tmp/mv-bench-bm25") / name, [{"kind": "bm25"}])
+    r = new_edge_retriever(cache("mv-bench-bm25") / name, [{"kind": "bm25"}])
     docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
     r.add_documents(docs)
     back = {point_id(d.id): d.id for d in docs}
@@ -138,10 +118,13 @@ def simplex(step: float = 0.1) -> list[dict[str, float]]:
 
 
 @functools.cache
-def load_collection_runs(name: str) -> tuple[Any, list[Query], list[str], dict[str, Any]]:
+def load_collection_runs(name: str, datasets: Path) -> tuple[Any, list[Query], list[str], dict[str, Any]]:
     splits = ("test", "train") if name == "scifact" else ("test",)
-    col = load_collection(DEFAULT_DATASETS, name, splits)
-    data = np.load(DEV / f"{name}.npz")
+    col = load_collection(datasets, name, splits)
+    f = dev_out(f"{name}.npz")
+    if not f.is_file():
+        raise SystemExit(f"no {f}: run the device part first (python -m benchmarks multivector --parts device, on CUDA)")
+    data = np.load(f)
     q_order = list(col.queries)
     assert data["full"].shape == (len(q_order), len(col.doc_ids)), (name, data["full"].shape)
     emb = load_embeddings(name)
@@ -161,8 +144,8 @@ def load_collection_runs(name: str) -> tuple[Any, list[Query], list[str], dict[s
     return col, queries, wanted, extra
 
 
-def evaluate(name: str, tuned: dict[str, float] | None, res: dict[str, Any]) -> dict[str, Any]:
-    col, queries, _, extra = load_collection_runs(name)
+def evaluate(name: str, tuned: dict[str, float] | None, datasets: Path) -> dict[str, Any]:
+    col, queries, _, extra = load_collection_runs(name, datasets)
     qrels = col.qrels["test"]
     test = [q for q in col.judged("test")]
     out: dict[str, Any] = {"docs": len(col.doc_ids), "queries": len(test)}
@@ -217,9 +200,9 @@ def evaluate(name: str, tuned: dict[str, float] | None, res: dict[str, Any]) -> 
     return out
 
 
-def tune() -> dict[str, Any]:
+def tune(datasets: Path) -> dict[str, Any]:
     """Weights on the simplex (step 0.1) maximising nDCG@10 on SciFact train qrels."""
-    col, queries, _, _ = load_collection_runs("scifact")
+    col, queries, _, _ = load_collection_runs("scifact", datasets)
     qrels = col.qrels["train"]
     train = col.judged("train")
     best: dict[str, Any] = {}
@@ -245,12 +228,11 @@ def tune() -> dict[str, Any]:
 def render(res: dict[str, Any]) -> str:
     out = ["# Multi-vector branch (late interaction) — quality, size, latency\n"]
     out.append(
-        "Produced by `benchmarks/multivector.py` (+ `multivector_device.py`, `multivector_synthetic.py`, "
-        "`multivector_e2e.py`). Model: all-MiniLM-L6-v2 token embeddings (format `tokens`, 384-d, "
+        "Model: all-MiniLM-L6-v2 token embeddings (format `tokens`, 384-d, "
         "document length 256), the only late-interaction-capable model available offline here — a "
         "sentence-embedding model, not a trained ColBERT, so absolute multi-vector quality is far below "
         "ColBERTv2's. Depth 100 per branch; interpolation with min-max and exact score completion.\n\n"
-        "How each row is computed: token embeddings and exact MaxSim come from `multivector_device.py` on the "
+        "How each row is computed: token embeddings and exact MaxSim come from the `device` part on the "
         "device machine's GPU (MiniLM weights carried as float16, computed in float32 with float16 document "
         "vectors), BM25 from Qdrant Edge with the library's BM25 branch, dense from the MiniLM embedding cache. "
         "`multivector alone (full)` is exact MaxSim over the whole collection (what an HNSW search approximates); "
@@ -300,30 +282,24 @@ def latency_section(res: dict[str, Any]) -> str:
         ("synthetic_5k_full.json", "Synthetic 5,000 documents × 64 × 128 with the `full` mode's HNSW (m 16, ef_construct 100) — device machine"),
         ("synthetic_scifact_local.json", "SciFact size: 5,183 documents × 230 tokens × 384 dims (MiniLM's mean token count) — this 2-core machine, shared with other jobs"),
     ):
-        f = DEV / fname
-        if not f.is_file():
+        data = res.get("latency", {}).get(fname)
+        if not data:
             continue
-        data = json.loads(f.read_text())
-        res.setdefault("latency", {})[fname] = data
         out.append(f"\n### {title}\n\n")
         out.append(md_table(
             ["mode", "p50 ms", "p95 ms", "upsert s", "optimize s", "disk MiB", "peak RSS MiB", "overlap@100 vs exact"],
             [[r["mode"], r["p50_ms"], r["p95_ms"], r["upsert_s"], r["optimize_s"], r["disk_mb"], r["peak_rss_mb"], r.get("overlap_at_100_vs_exact")] for r in data["results"]],
         ))
-    e2e = DEV / "e2e_local.json"
-    if e2e.is_file():
-        d = json.loads(e2e.read_text())
-        res.setdefault("latency", {})["e2e_local"] = d
+    d = res.get("latency", {}).get("e2e_local")
+    if d:
         out.append(f"\n### End to end on this machine: real MiniLM query encoding, SciFact first {d['docs']:,} documents, depth 100\n\n")
         out.append(md_table(["retriever", "p50 ms", "p95 ms"], [[k, v["p50"], v["p95"]] for k, v in d["search_ms"].items()]))
         out.append("\nShared forward pass (dense + multivector on one MiniLM pass), BM25+dense+multivector ingest:\n\n")
         out.append(md_table(["share_backbone", "docs/s ingest (BM25 + dense + multivector)"], [
             [k.split("_")[1], v["docs_per_s"]] for k, v in d.items() if k.startswith("share_")
         ]))
-    micro = DEV / "sharing_micro.json"
-    if micro.is_file():
-        d = json.loads(micro.read_text())
-        res.setdefault("latency", {})["sharing_micro"] = d
+    d = res.get("latency", {}).get("sharing_micro")
+    if d:
         out.append(
             f"\nShared forward pass measured side by side in one process ({d['docs']} SciFact documents, "
             f"{d['queries']} queries one at a time; medians of 3 alternating rounds; dense + multivector encoders only):\n\n"
@@ -340,8 +316,7 @@ def targets_section(res: dict[str, Any]) -> str:
     lat = res.get("latency", {})
     out = ["\n## Targets\n\n"]
     rows = []
-    cpu = RESULTS / "multivector_rescorer.json"
-    lat_cpu = json.loads(cpu.read_text()).get("latency") if cpu.is_file() else None
+    lat_cpu = read_results("multivector_rescorer").get("latency")
     if lat_cpu:
         s = lat_cpu["systems"]
         default = s["pool 2 + int8"]["median_ratio_vs_bm25_dense"]
@@ -357,9 +332,9 @@ def targets_section(res: dict[str, Any]) -> str:
         r = {x["mode"]: x for x in syn["results"]}
         a, b = r["baseline"]["p50_ms"], r["rescorer"]["p50_ms"]
         rows.append(["", f"Qdrant only, float32, 50K × 64 × 128 (device CPU): {a:.2f} → {b:.2f} ms p50 (+{b - a:.1f} ms)", ""])
-    pool_file = RESULTS / "multivector_pooling.json"
-    if pool_file.is_file():  # the library's pooling (unit-length centroids), measured on the CPU
-        pc = json.loads(pool_file.read_text())["collections"]
+    pool_file = read_results("multivector_pooling")
+    if pool_file:  # the library's pooling (unit-length centroids), measured on the CPU
+        pc = pool_file["collections"]
         pf2 = {n: c["2/unit"]["ndcg@10"] / c["1/unit"]["ndcg@10"] - 1 for n, c in pc.items()}
         where = "exact search, unit-length centroids ([multivector_pooling.md](multivector_pooling.md))"
     else:
@@ -386,22 +361,72 @@ def targets_section(res: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def main() -> None:
-    if "--render-only" in sys.argv:  # re-render with new latency files, keeping the quality results
-        res = json.loads((Path(__file__).resolve().parent / "results" / "multivector.json").read_text())
-        res["latency_md"] = latency_section(res)
-        res["targets_md"] = targets_section(res)
-        write_results("multivector", {k: v for k, v in res.items() if not k.endswith("_md")}, render(res))
-        return
-    setup_logging()
+def collect_latency(res: dict[str, Any]) -> None:
+    """The latency parts' files (``dev_out``) into ``res["latency"]``."""
+    for fname, key in (("synthetic_50k.json", None), ("synthetic_5k_full.json", None), ("synthetic_scifact_local.json", None),
+                       ("e2e_local.json", "e2e_local"), ("sharing_micro.json", "sharing_micro")):
+        if dev_out(fname).is_file():
+            res.setdefault("latency", {})[key or fname] = json.loads(dev_out(fname).read_text())
+
+
+def run_report(args: argparse.Namespace) -> None:
     res: dict[str, Any] = {"machine": machine_info()}
-    res["tuned"] = tune()
+    res["tuned"] = tune(args.datasets)
     tuned = {k: v["weights"] for k, v in res["tuned"].items()}
-    res["collections"] = {name: evaluate(name, tuned, res) for name in QUALITY_COLLECTIONS}
-    res["latency_md"] = latency_section(res)
-    res["targets_md"] = targets_section(res)
-    write_results("multivector", {k: v for k, v in res.items() if not k.endswith("_md")}, render(res))
+    res["collections"] = {name: evaluate(name, tuned, args.datasets) for name in args.collections}
+    collect_latency(res)
+    write_results("multivector", res, render(res))
 
 
-if __name__ == "__main__":
-    main()
+def render_report(res: dict[str, Any]) -> str:
+    """The report's Markdown from its JSON (latency sections and targets included)."""
+    return render({**res, "latency_md": latency_section(res), "targets_md": targets_section(res)})
+
+
+PARTS = {
+    "report": run_report,
+    "device": multivector_device.run_device,
+    "tokens": lambda args: multivector_library.build_tokens(args.datasets, args.collections),
+    "pooling": multivector_library.run_pooling,
+    "rescorer": multivector_library.run_rescorer,
+    "rescorer-latency": multivector_library.run_rescorer,
+    "full": multivector_library.run_full,
+    "synthetic": multivector_latency.run_synthetic,
+    "e2e": multivector_latency.run_e2e,
+    "micro": multivector_latency.run_micro,
+}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--parts", nargs="+", default=["report"], choices=list(PARTS), help="what to run (module docstring)")
+    ap.add_argument("--collections", nargs="+", default=QUALITY_COLLECTIONS, help="collections (default: the four of quality; results/multivector_full.md ran cisi cranfield)")
+    ap.add_argument("--docs", type=int, default=None, help="documents (rescorer-latency 1000, e2e 5183, synthetic 50000, micro 64 at most)")
+    ap.add_argument("--queries", type=int, default=None, help="queries (rescorer-latency 200, e2e 100, synthetic 53)")
+    ap.add_argument("--share-docs", type=int, default=256, help="e2e: documents ingested with and without the shared pass")
+    ap.add_argument("--tokens", type=int, default=64, help="synthetic: tokens per document")
+    ap.add_argument("--dim", type=int, default=128, help="synthetic: dimension")
+    ap.add_argument("--candidates", type=int, default=300, help="synthetic: MUVERA candidates")
+    ap.add_argument("--hnsw-m", type=int, default=16)
+    ap.add_argument("--hnsw-ef", type=int, default=100)
+    ap.add_argument("--modes", default="baseline,rescorer,rescorer_fp16_int8,exact,muvera", help="synthetic: modes")
+    ap.add_argument("--label", default="50k", help="synthetic: results file mvdev_out/synthetic_LABEL.json")
+    ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--device-in", type=Path, default=None, help="device: minilm/ and data/<name>/*.jsonl.gz")
+    ap.add_argument("--device-out", type=Path, default=None, help="device: where the .npz go (default the cache's mvdev_out)")
+
+
+def run(args: argparse.Namespace) -> None:
+    for part in args.parts:
+        args.part = part
+        PARTS[part](args)
+
+
+QUESTION = Question(
+    "multivector", "the multi-vector branch: quality of its modes, pooling, MUVERA, rescorer storage, mode full; latency",
+    add_arguments, run,
+    {"multivector": render_report, "multivector_pooling": multivector_library.render_pooling,
+     "multivector_rescorer": multivector_library.render_rescorer, "multivector_full": multivector_library.render_full},
+    smoke=["--parts", "tokens", "pooling", "full", "rescorer-latency", "synthetic", "e2e", "micro", "--collections", "scifact",
+           "--docs", "8", "--queries", "5", "--share-docs", "4", "--dim", "16", "--tokens", "8", "--modes", "baseline,rescorer,exact"],
+)

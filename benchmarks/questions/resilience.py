@@ -1,7 +1,7 @@
 """Resilience: what a per-branch timeout costs, and how long a call takes when a branch stalls.
 
-    .venv/bin/python benchmarks/resilience.py                 # ~5 min on 2 shared cores
-    .venv/bin/python benchmarks/resilience.py --docs 1000 --queries 300
+    python -m benchmarks resilience                 # ~5 min on 2 shared cores
+    python -m benchmarks resilience --docs 1000 --queries 300
 
 Data: the first ``--docs`` SciFact documents (MiniLM vectors from the embedding cache) in a
 Qdrant Edge index (bm25 + dense, optimised); SciFact test queries, dense query vectors
@@ -9,9 +9,9 @@ pre-encoded from the cache (so a search measures the search path, not MiniLM).
 
 Measured interleaved, query by query in a random order (``latency.interleaved``):
 
-- ``before``: the retriever as it was before the resilience work (``hybrid_retriever/retriever.py``
-  at the merge base with main, loaded side by side), one batched Qdrant request;
-- ``fast path``: today's retriever without limits (the default): must cost the same as ``before``;
+- ``fast path``: today's retriever without limits (the default), one batched Qdrant request: the reference
+  (results up to 2026-12 also ran ``before``, the retriever class at the merge base, which the write path's move
+  to ``index_writer.py`` retired);
 - ``limits, healthy``: ``branch_timeout_s`` set but nothing fails: each branch's search is its own
   request on the thread pool (the price of being able to stop waiting for one);
 - ``dense stalled, timeout T``: the dense branch's Qdrant request blocks (until the call has
@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,25 +39,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    REPO,
-    add_dataset_arg,
-    load_collection,
-    load_embeddings,
-    machine_info,
-    machine_md,
-    md_table,
-    new_edge_retriever,
-    percentiles,
-    setup_logging,
-    write_results,
-)
-from latency import interleaved, with_cached_queries  # noqa: E402
+from benchmarks.harness import (Question, interleaved, load_collection, load_embeddings, machine_info,
+    machine_md, md_table, new_edge_retriever, percentiles, with_cached_queries, write_results)
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
-from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError  # noqa: E402
-from hybrid_retriever.stores import SearchRequest  # noqa: E402
+from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
+from hybrid_retriever.stores import SearchRequest
 
 TIMEOUTS_S = [0.05, 0.1, 0.25]
 STORE_TIMEOUTS_S = [0.1, 0.25, 0.5, 1.0]
@@ -113,21 +97,6 @@ def stalled(r: HybridRetriever, outcomes: dict[str, int], **runtime: Any) -> Any
         return hits
 
     return search
-
-
-def retriever_before(r: HybridRetriever) -> HybridRetriever:
-    """``r`` as an instance of the HybridRetriever class at the merge base with main (before this work)."""
-    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    source = subprocess.run(
-        ["git", "show", f"{base}:hybrid_retriever/retriever.py"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    spec = importlib.util.spec_from_loader("hybrid_retriever_retriever_before", loader=None)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    exec(compile(source, f"{base}:hybrid_retriever/retriever.py", "exec"), module.__dict__)
-    old = copy.copy(r)
-    old.__class__ = module.HybridRetriever
-    old._base_commit = base  # type: ignore[attr-defined]
-    return old
 
 
 # ------------------------------------------------------------------------------ remote store
@@ -204,14 +173,13 @@ def remote_errors(repeats: int) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arg(p)
-    p.add_argument("--docs", type=int, default=1000)
-    p.add_argument("--queries", type=int, default=300)
-    p.add_argument("--repeats", type=int, default=20, help="remote-store error timings per setting")
-    args = p.parse_args()
-    setup_logging()
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=20, help="remote-store error timings per setting")
+
+
+def run(args: argparse.Namespace) -> None:
     import logging
     import warnings
 
@@ -236,9 +204,7 @@ def main() -> None:
     dense.encode_queries = lambda texts: [qvec[t] for t in texts]  # type: ignore[method-assign]
     rc, _ = with_cached_queries(r, queries)
 
-    old = retriever_before(rc)
     systems: dict[str, Any] = {
-        "before (merge base)": lambda q: old.search(q),
         "fast path (no limits)": lambda q: rc.search(q),
         "limits, healthy (branch_timeout_s=1)": (lambda s: lambda q: s.search(q))(with_runtime(rc, branch_timeout_s=1.0)),
     }
@@ -250,13 +216,13 @@ def main() -> None:
     keep: dict[str, list[float]] = {}
     stats = interleaved(systems, queries, warmup=10, desc="resilience", keep=keep)
 
-    base = np.asarray(keep["before (merge base)"])
+    ref = "fast path (no limits)"
     ratios = {
         name: {
-            "median_per_query_ratio": float(np.median(np.asarray(keep[name]) / base)),
-            "p50_ratio": stats[name]["p50"] / stats["before (merge base)"]["p50"],
+            "median_per_query_ratio": float(np.median(np.asarray(keep[name]) / np.asarray(keep[ref]))),
+            "p50_ratio": stats[name]["p50"] / stats[ref]["p50"],
         }
-        for name in ("fast path (no limits)", "limits, healthy (branch_timeout_s=1)")
+        for name in ("limits, healthy (branch_timeout_s=1)",)
     }
     stall = {}
     for t in TIMEOUTS_S:
@@ -276,22 +242,32 @@ def main() -> None:
     data = {
         "machine": info,
         "setup": {"docs": len(ids), "queries": len(queries), "store": "edge (optimised)", "branches": ["bm25", "dense"],
-                  "dense query vectors": "pre-encoded (cache)", "before_commit": old._base_commit},  # type: ignore[attr-defined]
+                  "dense query vectors": "pre-encoded (cache)"},
         "latency_ms": stats,
-        "fast_path_ratios_to_before": ratios,
+        "ratios_to_fast_path": ratios,
         "stalled_branch": stall,
         "remote_time_to_error_ms": remote,
     }
-    md = [
+    write_results("resilience", data, render(data))
+    r.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def render(data: dict[str, Any]) -> str:
+    stats, stall, remote = data["latency_ms"], data["stalled_branch"], data["remote_time_to_error_ms"]
+    before = data["setup"].get("before_commit")  # results before the `before` system was retired
+    ratios = data["fast_path_ratios_to_before"] if before else data["ratios_to_fast_path"]
+    return "".join([
         "# Resilience: per-branch timeouts, deadlines and a remote store that is down or slow\n",
-        machine_md(info),
-        f"\nSciFact, first {len(ids)} documents (MiniLM vectors from the cache), Qdrant Edge (optimised), bm25 + dense, "
-        f"k = 10, depth 100, score completion on; {len(queries)} test queries, dense query vectors pre-encoded. "
-        "Systems run interleaved, query by query in random order. `before` is `hybrid_retriever/retriever.py` at "
-        f"the merge base `{old._base_commit[:8]}` loaded side by side on the same index.\n",  # type: ignore[attr-defined]
+        machine_md(data["machine"]),
+        f"\nSciFact, first {data['setup']['docs']} documents (MiniLM vectors from the cache), Qdrant Edge (optimised), bm25 + dense, "
+        f"k = 10, depth 100, score completion on; {data['setup']['queries']} test queries, dense query vectors pre-encoded. "
+        "Systems run interleaved, query by query in random order. "
+        + (f"`before` is `hybrid_retriever/retriever.py` at the merge base `{before[:8]}` loaded side by side on the same index.\n"
+           if before else "The fast path is the reference.\n"),
         "\n## Search latency (ms per query)\n\n",
         md_table(["system", "p50", "p95", "mean"], [[n, s["p50"], s["p95"], s["mean"]] for n, s in stats.items()]),
-        "\n## Cost of the resilience code when nothing fails (ratios to `before`)\n\n",
+        f"\n## Cost of the resilience code when nothing fails (ratios to {'`before`' if before else 'the fast path'})\n\n",
         md_table(["system", "median per-query ratio", "p50 ratio"],
                  [[n, v["median_per_query_ratio"], v["p50_ratio"]] for n, v in ratios.items()]),
         "\n## One branch stalled: latency against the limit\n\n"
@@ -305,16 +281,13 @@ def main() -> None:
                    v["answered by bm25 alone"], v["every branch missed the limit"]]
                   for k, v in stall.items()]),
         "\n## Remote Qdrant down or stalled: time until `StoreUnavailableError` (ms, one read, "
-        f"{args.repeats} repeats)\n\n"
+        f"{next(iter(remote.values()))['n']} repeats)\n\n"
         "Closed port: connection refused at once, so the two retries (backoff 0.05 s, 0.1 s) fit in the timeout. "
         "Stalled server (accepts, never answers): the first attempt uses the whole timeout, no retry fits. "
         "Before this work qdrant-client rounded every timeout up to whole seconds (0.1 s became 1 s).\n\n",
         md_table(["case", "p50", "p95", "max"], [[k, v["p50"], v["p95"], v["max"]] for k, v in remote.items()]),
-    ]
-    write_results("resilience", data, "".join(md))
-    r.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    ])
 
 
-if __name__ == "__main__":
-    main()
+QUESTION = Question("resilience", "what a per-branch timeout costs, and how long a call takes when a branch or a remote store stalls",
+                    add_arguments, run, {"resilience": render}, smoke=["--docs", "40", "--queries", "3", "--repeats", "1"])

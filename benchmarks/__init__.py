@@ -1,0 +1,1 @@
+"""The project's benchmarks: ``python -m benchmarks QUESTION [--smoke] [options]`` (see README.md here)."""
