@@ -41,6 +41,8 @@ def test_rankings_equal_the_reference(today: dict[str, list[list]], setting: str
     for q, (g, e) in zip(queries(), zip(got, expected)):
         assert [h[0] for h in g] == [h[0] for h in e], f"{setting}: {q!r}"
         # Raw scores are float32 (Edge); two runs of the same code differ by up to ~1e-7 in a few queries
-        # (ONNX export and float32 batching), so scores are compared at float32 precision. The fusion
-        # arithmetic itself is checked to the bit against the loop it replaced: test_fusion_vectorised.py.
-        assert [h[1] for h in g] == pytest.approx([h[1] for h in e], rel=1e-6, abs=1e-6), f"{setting}: {q!r}"
+        # (ONNX export and float32 batching), and another CPU's kernels (AVX-512 against AVX2) by a few
+        # 1e-7 more, which z-score normalisation multiplies by 1/std: on an Intel Xeon, 1.1e-6 off the
+        # reference recorded on an AMD EPYC, same ids. So scores are compared at 1e-5, ids exactly. The
+        # fusion arithmetic itself is checked to the bit against the loop it replaced: test_fusion_vectorised.py.
+        assert [h[1] for h in g] == pytest.approx([h[1] for h in e], rel=1e-5, abs=1e-5), f"{setting}: {q!r}"
