@@ -2,13 +2,11 @@
 
     .venv/bin/python benchmarks/hotpath.py --base /path/to/old/checkout [--rounds 4 --queries 150]
 
-The index (built once, by this checkout) holds the English collections whose MiniLM document
-vectors are in the benchmark cache, Cranfield + CISI + XQuAD-R/en (about 4,000 real documents with
-their real vectors, close to SciFact's 5,183), default configuration (BM25 + MiniLM, adaptive
-fusion, depth 100, score completion). Queries: SciFact test queries with their cached MiniLM
-vectors (SciFact's own document vectors were not in the cache when this ran; see
-results/hotpath.md). Each round runs a fresh child process per checkout (old and new alternate),
-which searches every query, in a random order per query, as:
+The index (built once, by this checkout) holds SciFact's 5,183 documents with their cached MiniLM
+vectors, default configuration (BM25 + MiniLM, adaptive fusion, depth 100, score completion).
+Queries: SciFact test queries with their cached MiniLM vectors. Each round runs a fresh child
+process per checkout (old and new alternate), which searches every query, in a random order per
+query, as:
 
 - ``fused``: ``HybridRetriever.search(q)`` with the query vectors pre-encoded (branch searches,
   completion, fusion, payloads and provenance of the top 10);
@@ -17,7 +15,9 @@ which searches every query, in a random order per query, as:
 
 Reported per checkout: the library's own Python (fused - by hand, median of per-query
 differences) and fused / by hand (median of per-query ratios); between checkouts: new / old
-fused (median over rounds of the ratio of the rounds' medians). Writes ``results/hotpath.{json,md}``.
+fused (median over rounds of the ratio of the rounds' medians), and whether both return the same
+top 10 with the same scores to the bit. ``--profile`` instead profiles this checkout's fused search
+(cProfile) and writes the table of where its time goes. Writes ``results/hotpath.{json,md}``.
 """
 
 from __future__ import annotations
@@ -35,18 +35,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, fused_edge_calls, add_dataset_arg, load_collection, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
+from _common import CACHE, RESULTS, fused_edge_calls, add_dataset_arg, load_collection, load_embeddings, log, machine_info, machine_md, md_table, setup_logging, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-COLLECTIONS = ("cranfield", "cisi", "xquad-r/en")
+COLLECTIONS = ("scifact",)
 WORK = CACHE / "hotpath"
 
 
 def build(root: Path, path: Path) -> int:
     """The proxy index: the collections' texts with their cached MiniLM vectors (this checkout's code)."""
     import shutil
-
-    from _common import load_embeddings
 
     from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 
@@ -103,7 +101,7 @@ def child(root: Path, index: Path, n: int, seed: int, out: Path) -> None:
             systems[s](q)
             ms[s].append((time.perf_counter() - t0) * 1000)
             cpu[s].append((time.process_time() - c0) * 1000)
-    hits = [[h.id for h in rc.search(q)] for q in queries]
+    hits = [[(h.id, h.score) for h in rc.search(q)] for q in queries]  # scores too: equal to the bit
     r.close()
     out.write_text(json.dumps({"ms": ms, "cpu_ms": cpu, "hits": hits}))
 
@@ -122,6 +120,136 @@ def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
         edge_calls(sparse_q[q], dense_q[q])
 
     return search
+
+
+#: Where a fused search's CPU time goes (``--profile``): stage -> what it covers.
+STAGES = {
+    "Edge query_batch (native)": "both branch searches and the completion batch, inside qdrant-edge",
+    "Edge retrieve (native)": "payloads of the top 10, inside qdrant-edge",
+    "completion id filter": "HasIdCondition of the missing ids: a Python set of UUIDs that Edge converts (by hand pays it too)",
+    "Edge answers to keys": "Store.search_ranked's Python: requests built, each answer's ids read (Edge makes a uuid.UUID per id) as keys",
+    "fusion": "adaptive signals and weights, DBSF interpolation of the candidates, the top 10's fused items",
+    "hits": "text ids, documents and provenance of the top 10 (Store.retrieve's Python included)",
+    "other library Python": "validation, encoding lookup, tie order, completion's candidate sets, runs",
+}
+
+
+def profile_child(root: Path, index: Path, n: int, out: Path) -> None:
+    """(Child) CPU time per fused search split into :data:`STAGES`, by timers around this checkout's methods."""
+    import gc
+
+    from latency import with_cached_queries
+
+    import hybrid_retriever.stores.edge as edge_module
+    from hybrid_retriever import HybridRetriever
+
+    col = load_collection(root, "scifact")
+    qids = col.judged("test")[:n]
+    emb = load_embeddings("scifact")
+    queries = [col.queries[q] for q in qids]
+    vectors = dict(zip(queries, emb.query_vectors(qids)))
+    r = HybridRetriever.open(str(index))
+    r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
+    rc, table = with_cached_queries(r, queries)
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        f = getattr(owner, name)
+
+        def run(*a: Any, **kw: Any) -> Any:
+            c0 = time.process_time()
+            try:
+                return f(*a, **kw)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - c0
+
+        setattr(owner, name, run)
+
+    class Shard:  # the Edge shard with timed native calls
+        def __init__(self, shard: Any) -> None:
+            self._shard = shard
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._shard, name)
+
+    store = r.store
+    store._shard = Shard(store._shard)  # type: ignore[attr-defined]
+    timed(store._shard, "query_batch", "query_batch")  # type: ignore[attr-defined]
+    timed(store._shard, "retrieve", "retrieve")  # type: ignore[attr-defined]
+    timed(edge_module, "to_edge_filter", "filter")
+    timed(store, "search_ranked", "search_ranked")
+    timed(store, "retrieve", "store retrieve")
+    timed(rc, "_fuse_runs", "fusion")
+    timed(rc, "_hits", "hits")
+    for q in queries[:20]:
+        rc.search(q)
+    gc.collect()
+    gc.freeze()
+    spent.clear()
+    c0 = time.process_time()
+    for q in queries:
+        rc.search(q)
+    total = time.process_time() - c0
+    us = {k: v / len(queries) * 1e6 for k, v in spent.items()}
+    hand = by_hand(rc, table)
+    c1 = time.process_time()
+    for q in queries:
+        hand(q)
+    hand_total = time.process_time() - c1
+    r.close()
+    stages = {
+        "Edge query_batch (native)": us["query_batch"],
+        "Edge retrieve (native)": us["retrieve"],
+        "completion id filter": us["filter"],
+        "Edge answers to keys": us["search_ranked"] - us["query_batch"] - us["filter"],
+        "fusion": us["fusion"],
+        "hits": us["hits"] - us["retrieve"],
+    }
+    stages["other library Python"] = total / len(queries) * 1e6 - sum(stages.values())
+    out.write_text(json.dumps({"stages_us": stages, "fused_us": total / len(queries) * 1e6,
+                               "by_hand_us": hand_total / len(queries) * 1e6, "queries": len(queries)}))
+
+
+def profile(args: Any) -> None:
+    """``--profile``: this checkout's stage table, median over ``--rounds`` fresh processes."""
+    rounds = []
+    for rnd in range(args.rounds):
+        out = WORK / f"profile-{os.getpid()}.json"
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "adapters")]), HF_HUB_OFFLINE="1")
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--profile-child", "--datasets", str(args.datasets),
+                        "--queries", str(args.queries), "--out", str(out)], env=env, check=True, timeout=3600)
+        rounds.append(json.loads(out.read_text()))
+        out.unlink()
+        log.info("profile round %d: fused %.0f us, by hand %.0f us", rnd + 1, rounds[-1]["fused_us"], rounds[-1]["by_hand_us"])
+    med = {k: statistics.median(r["stages_us"][k] for r in rounds) for k in STAGES}
+    res = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
+    res["profile"] = {
+        "command": f"python benchmarks/hotpath.py --profile --rounds {args.rounds} --queries {args.queries}",
+        "machine": machine_info() | {"loadavg_end": list(os.getloadavg())},
+        "rounds": rounds, "median_us": med,
+        "fused_us_median": statistics.median(r["fused_us"] for r in rounds),
+        "by_hand_us_median": statistics.median(r["by_hand_us"] for r in rounds),
+    }
+    write_results("hotpath", res, render(res, res.get("base_label", "old")) if "per_checkout" in res else render_profile(res))
+    log.info("stages (us per query): %s", {k: round(v) for k, v in med.items()})
+
+
+def render_profile(res: dict[str, Any]) -> str:
+    """The stage table (``--profile``) as Markdown."""
+    p = res["profile"]
+    load = " / ".join(f"{x:.2f}" for x in p["machine"]["loadavg"])
+    end = " / ".join(f"{x:.2f}" for x in p["machine"]["loadavg_end"])
+    rows = [[k, v / 1000, STAGES[k]] for k, v in p["median_us"].items()]
+    return f"""## Where a fused search's CPU time goes (this checkout)
+
+Regenerate: `{p['command']}` (git {p['machine']['git_commit']}, load average {load} at start, {end} at end).
+CPU time per query (``time.process_time``) of {p['rounds'][0]['queries']} SciFact test queries, split by timers
+around the library's own methods; median over {len(p['rounds'])} fresh processes. Fused search in total
+{p['fused_us_median'] / 1000:.3f} ms, the same Edge calls by hand {p['by_hand_us_median'] / 1000:.3f} ms in the same processes.
+
+{md_table(["stage", "ms per query", "what"], rows)}
+"""
 
 
 def run_child(checkout: Path, args: Any, seed: int) -> dict[str, Any]:
@@ -145,11 +273,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="profile this checkout's fused search by stage (no --base)")
+    ap.add_argument("--profile-child", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.child:
         return child(args.datasets, WORK / "index", args.queries, args.seed, args.out)
+    if args.profile_child:
+        return profile_child(args.datasets, WORK / "index", args.queries, args.out)
     setup_logging()
+    if args.profile:
+        return profile(args)
     WORK.mkdir(parents=True, exist_ok=True)
     index = WORK / "index"
     if not (index / "manifest.json").is_file():
@@ -183,6 +317,7 @@ def main() -> None:
     round_ratio = [float(np.median(b["cpu_ms"]["fused"]) / np.median(a["cpu_ms"]["fused"])) for a, b in zip(runs[old], runs["new"])]
     same = all(a["hits"] == b["hits"] for a, b in zip(runs[old], runs["new"]))
     res = {
+        "base_label": old,
         "machine": info,
         "command": f"python benchmarks/hotpath.py --base {args.base} --base-label {old} --rounds {args.rounds} --queries {args.queries}",
         "collections": list(COLLECTIONS),
@@ -192,6 +327,9 @@ def main() -> None:
         "same_top10_all_queries": same,
         "raw": {n: [{"ms": r["ms"], "cpu_ms": r["cpu_ms"]} for r in rs] for n, rs in runs.items()},
     }
+    previous = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
+    if "profile" in previous:  # the stage table (--profile) is kept with the comparison
+        res["profile"] = previous["profile"]
     write_results("hotpath", res, render(res, old))
 
 
@@ -201,13 +339,18 @@ def render(res: dict[str, Any], old: str) -> str:
              v[clock]["fused_over_by_hand_median_ratio"]]
             for clock, clock_name in (("cpu_ms", "CPU time"), ("ms", "wall time")) for n, v in p.items()]
     new = p["new"]["cpu_ms"]
+    return _comparison(res, old, rows, new) + ("\n" + render_profile(res) if "profile" in res else "")
+
+
+def _comparison(res: dict[str, Any], old: str, rows: list[list[Any]], new: dict[str, float]) -> str:
+    p = res["per_checkout"]
     return f"""# Hot path: fused search against the same Edge calls by hand, old code against new
 
 Regenerate: `{res['command']}`
 
 {machine_md(res['machine'])}
 
-Index: {', '.join(res['collections'])} (about 4,000 real documents with their MiniLM vectors from the
+Index: {', '.join(res['collections'])} (its 5,183 documents with their MiniLM vectors from the
 benchmark cache; the default configuration: BM25 + MiniLM, adaptive DBSF fusion, depth 100, score
 completion, k = 10). Queries: {p['new']['queries_per_round']} SciFact test queries with their cached MiniLM vectors,
 so no encoder runs in the timed path. Each round is a fresh process per checkout, old and new

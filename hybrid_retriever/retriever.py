@@ -598,14 +598,17 @@ class HybridRetriever:
         spec = self._filter(filter)
         if not queries:
             return []
-        runs = self._branch_runs(queries, spec, depth, complete)
+        runs = self._branch_runs(queries, spec, depth, complete, measure_all=True)
         texts = self.store.key_texts
         return [{n: run.result(n, texts) for n, run in per.items()} for per in runs]
 
     def _branch_runs(
-        self, queries: list[str], spec: FilterSpec | None, depth: dict[str, int] | int | None, complete: bool
+        self, queries: list[str], spec: FilterSpec | None, depth: dict[str, int] | int | None, complete: bool,
+        measure_all: bool = False,
     ) -> list[dict[str, BranchRun]]:
-        """:meth:`search_branches` with the points as the store's keys (:class:`BranchRun`)."""
+        """:meth:`search_branches` with the points as the store's keys (:class:`BranchRun`).
+
+        Query-side measures are taken for every query with ``measure_all``, else only where fusion reads them."""
         depths = {
             name: (depth.get(name, self.config.branch(name).depth) if isinstance(depth, dict) else depth or self.config.branch(name).depth)
             for name in self.branches
@@ -623,7 +626,8 @@ class HybridRetriever:
         requests = {n: [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries))] for n in ok}
         answers, search_ms = self._search(requests, budget, failures)
         failures.raise_if_all(self.branches)
-        measured = self._query_signals(queries, ok)
+        answered = [n for n in ok if n not in failures.reasons]
+        measured = self._query_signals(queries, ok, None if measure_all else self._measures_read(encoded, answered, len(queries)))
         runs: list[dict[str, BranchRun]] = [{} for _ in queries]
         for qi in range(len(queries)):
             for n in self.branches:
@@ -844,15 +848,43 @@ class HybridRetriever:
         content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
         return content, self._languages
 
-    def _query_signals(self, queries: list[str], names: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+    def _query_signals(
+        self, queries: list[str], names: Sequence[str], only: dict[str, list[int]] | None = None
+    ) -> dict[str, list[dict[str, float]]]:
         """Query-side measures of branches that take them (a dense model's fragmentation), for adaptive fusion.
 
-        Taken whatever the fusion method (a tokenisation per query), so cached evaluation runs can score adaptive fusion too."""
+        Taken whatever the fusion method (a tokenisation per query), so cached evaluation runs can score adaptive
+        fusion too; ``only`` (branch -> query positions) limits them to those queries (none for a branch not in it)."""
         out = {}
         for n in names:
             measure = getattr(self.branches[n], "query_signals", None)
-            if measure is not None:
+            if measure is None:
+                continue
+            if only is None:
                 out[n] = measure(queries)
+                continue
+            out[n] = [{} for _ in queries]
+            at = only.get(n, [])
+            for qi, m in zip(at, measure([queries[qi] for qi in at]) if at else []):
+                out[n][qi] = m
+        return out
+
+    def _measures_read(self, encoded: dict[str, tuple[list[Vector], float, str | None]], names: Sequence[str], nq: int) -> dict[str, list[int]]:
+        """Which queries' measures fusion reads, per branch: adaptive fusion reads a branch's fragmentation only where
+        the query's language (a per-document-language BM25's choice, else the corpus's) is outside its model's languages
+        (:func:`~hybrid_retriever.fusion.adaptive.adaptive_weights`); elsewhere the tokenisation is skipped."""
+        if self.config.fusion.method != "adaptive":
+            return {}
+        content, languages = self.adaptive_context()
+        langs: list[str | None] = []
+        for qi in range(nq):
+            asked = (getattr(encoded[n][0][qi], "language", None) for n in names if encoded[n][2] is None)
+            langs.append(next((x for x in asked if x), None) or content)
+        out = {}
+        for n in names:
+            covered = languages.get(n)
+            if covered is not None:
+                out[n] = [qi for qi, lang in enumerate(langs) if lang is not None and lang not in covered]
         return out
 
     def _hits(self, fused: list[list[FusedItem]], runs: list[dict[str, BranchRun]], k: int) -> list[list[Hit]]:
