@@ -78,3 +78,13 @@ def test_edge_keys_survive_a_cleared_memo(tmp_path):
         assert {p.point_id for p in s.retrieve(texts)} == set(texts)
     finally:
         s.close()
+
+
+def test_a_branch_answer_orders_ties_by_key():
+    from hybrid_retriever.retriever import _tie_sorted
+    from hybrid_retriever.stores.base import Ranked
+
+    assert _tie_sorted(Ranked([9, 3, 5, 1], [4.0, 2.0, 2.0, 1.0])) == ([9, 3, 5, 1], [4.0, 2.0, 2.0, 1.0])
+    assert _tie_sorted(Ranked([9, 5, 3, 1], [4.0, 2.0, 2.0, 1.0])) == ([9, 3, 5, 1], [4.0, 2.0, 2.0, 1.0])
+    assert _tie_sorted(Ranked([2, 1], [1.0, 3.0])) == ([1, 2], [3.0, 1.0])  # not best first: sorted
+    assert _tie_sorted(Ranked([], [])) == ([], [])
