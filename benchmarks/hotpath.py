@@ -106,6 +106,134 @@ def child(root: Path, index: Path, n: int, seed: int, out: Path) -> None:
     out.write_text(json.dumps({"ms": ms, "cpu_ms": cpu, "hits": hits}))
 
 
+def instructions_child(root: Path, index: Path, n: int, mode: str, flags: Path) -> None:
+    """(Child, under callgrind with instrumentation off) warm up, then run ``n`` searches of ``mode`` (fused or
+    by hand) between flag files, while the parent has instrumentation on (:func:`count_instructions`)."""
+    import gc
+
+    from latency import with_cached_queries
+
+    from hybrid_retriever import HybridRetriever
+
+    col = load_collection(root, "scifact")
+    qids = col.judged("test")[:n]
+    queries = [col.queries[q] for q in qids]
+    vectors = dict(zip(queries, load_embeddings("scifact").query_vectors(qids)))
+    r = HybridRetriever.open(str(index))
+    r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
+    rc, table = with_cached_queries(r, queries)
+    stages = {  # the search cut short after each of its stages (this checkout's internals)
+        "branch searches": lambda q: rc._branch_runs([q], None, None, False),
+        "+ completion": lambda q: rc._branch_runs([q], None, None, True),
+        "+ fusion": lambda q: rc._fuse_runs(rc._branch_runs([q], None, None, True)[0], limit=10),
+    }
+    search = rc.search if mode == "fused" else by_hand(rc, table) if mode == "by hand" else stages[mode]
+    for q in queries[:20]:
+        search(q)
+    gc.collect()
+    gc.freeze()
+    (flags / "ready").touch()
+    _wait_for(flags / "go")
+    for q in queries:
+        search(q)
+    (flags / "done").touch()
+    _wait_for(flags / "stop")
+    r.close()
+
+
+def _wait_for(flag: Path, proc: Any = None) -> None:
+    while not flag.exists():
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the child under valgrind exited ({proc.returncode}) before {flag.name}")
+        time.sleep(0.05)
+
+
+def count_instructions(checkout: Path, args: Any, mode: str) -> float:
+    """Instructions per search of ``mode`` with ``checkout``'s library (valgrind's callgrind, counted only while
+    the searches run): a cost that, unlike CPU time, does not move with the load on the machine."""
+    import re
+    import shutil
+    import tempfile
+
+    flags = Path(tempfile.mkdtemp(dir=WORK))
+    out = flags / "callgrind.out"
+    shutil.copytree(WORK / "index", flags / "index")  # an index folder serves one process: the runs go in parallel
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]), HF_HUB_OFFLINE="1")
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
+           str(Path(__file__).resolve()), "--instructions-child", mode, "--flags", str(flags), "--datasets",
+           str(args.datasets), "--queries", str(args.queries)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(flags / "ready", proc)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        (flags / "go").touch()
+        _wait_for(flags / "done", proc)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        (flags / "stop").touch()
+        proc.wait(timeout=600)
+        totals = re.search(r"^totals:\s*(\d+)", out.read_text(), re.M)
+        if totals is None:
+            raise SystemExit(f"no instruction totals in {out}")
+        return int(totals.group(1)) / args.queries
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(flags, ignore_errors=True)
+
+
+#: Searches cut short after each stage (``--instructions``, this checkout only): where the instructions go.
+STAGE_MODES = ("branch searches", "+ completion", "+ fusion")
+
+
+def instructions(args: Any) -> None:
+    """``--instructions``: instructions per query, fused and by hand, old checkout and new, and this checkout's search
+    cut short after each stage (:data:`STAGE_MODES`); the runs go in parallel (a count does not move with the load)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    systems = {args.base_label: args.base.resolve(), "new": ROOT}
+    jobs = [(name, mode) for name in systems for mode in ("fused", "by hand")] + [("new", m) for m in STAGE_MODES]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        done = {job: pool.submit(count_instructions, systems[job[0]], args, job[1]) for job in jobs}
+    counts: dict[str, dict[str, float]] = {name: {} for name in systems}
+    for (name, mode), f in done.items():
+        counts[name][mode] = f.result()
+    for name, c in counts.items():
+        log.info("%s: fused %.2fM, by hand %.2fM instructions per query", name, c["fused"] / 1e6, c["by hand"] / 1e6)
+    res = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
+    res["instructions"] = {
+        "command": f"python benchmarks/hotpath.py --instructions --base {args.base} --base-label {args.base_label} --queries {args.queries}",
+        "git_commit": machine_info()["git_commit"], "queries": args.queries, "per_query": counts,
+    }
+    write_results("hotpath", res, render(res, res.get("base_label", "old")) if "per_checkout" in res else render_instructions(res))
+
+
+def render_instructions(res: dict[str, Any]) -> str:
+    """The instruction counts (``--instructions``) as Markdown."""
+    ins = res["instructions"]
+    rows = [[name, c["fused"] / 1e6, c["by hand"] / 1e6, (c["fused"] - c["by hand"]) / 1e6, c["fused"] / c["by hand"]]
+            for name, c in ins["per_query"].items()]
+    new = ins["per_query"]["new"]
+    cuts = [("branch searches", "both branch searches (query_batch), answers read as keys, tie order, runs")]
+    cuts += [("+ completion", "the completion batch, its answers read as keys"), ("+ fusion", "adaptive DBSF fusion, top 10")]
+    stage_rows, before = [], 0.0
+    for mode, what in cuts + [("fused", "text ids, payloads (retrieve), documents and provenance of the top 10")]:
+        if mode in new:
+            stage_rows.append([mode if mode != "fused" else "+ hits (the whole search)", (new[mode] - before) / 1e6, what])
+            before = new[mode]
+    return f"""## Instructions per query (valgrind), old code against new
+
+Regenerate: `{ins['command']}` (git {ins['git_commit']}). Instructions executed by the whole process while
+{ins['queries']} SciFact test queries are searched (callgrind, instrumentation on for the timed loop only), per query:
+a count that the load on the shared cores does not move, unlike the CPU times above.
+
+{md_table(["code", "fused (M)", "by hand (M)", "library (fused - by hand, M)", "fused / by hand"], rows)}
+The new search cut short after each stage (millions of instructions each stage adds, per query):
+
+{md_table(["stage", "M instructions", "what"], stage_rows)}
+"""
+
+
 def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
     """The Edge calls of one fused search written directly (as ``latency.py``'s raw Edge calls)."""
     import qdrant_edge as qe
@@ -275,15 +403,22 @@ def main() -> None:
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--profile", action="store_true", help="profile this checkout's fused search by stage (no --base)")
     ap.add_argument("--profile-child", action="store_true")
+    ap.add_argument("--instructions", action="store_true", help="count instructions per query under valgrind (old and new)")
+    ap.add_argument("--instructions-child", choices=["fused", "by hand", *STAGE_MODES])
+    ap.add_argument("--flags", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.child:
         return child(args.datasets, WORK / "index", args.queries, args.seed, args.out)
     if args.profile_child:
         return profile_child(args.datasets, WORK / "index", args.queries, args.out)
+    if args.instructions_child:
+        return instructions_child(args.datasets, args.flags / "index", args.queries, args.instructions_child, args.flags)
     setup_logging()
     if args.profile:
         return profile(args)
+    if args.instructions:
+        return instructions(args)
     WORK.mkdir(parents=True, exist_ok=True)
     index = WORK / "index"
     if not (index / "manifest.json").is_file():
@@ -328,8 +463,9 @@ def main() -> None:
         "raw": {n: [{"ms": r["ms"], "cpu_ms": r["cpu_ms"]} for r in rs] for n, rs in runs.items()},
     }
     previous = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
-    if "profile" in previous:  # the stage table (--profile) is kept with the comparison
-        res["profile"] = previous["profile"]
+    for kept in ("profile", "instructions"):  # the stage table (--profile) and the counts (--instructions) stay
+        if kept in previous:
+            res[kept] = previous[kept]
     write_results("hotpath", res, render(res, old))
 
 
@@ -339,7 +475,8 @@ def render(res: dict[str, Any], old: str) -> str:
              v[clock]["fused_over_by_hand_median_ratio"]]
             for clock, clock_name in (("cpu_ms", "CPU time"), ("ms", "wall time")) for n, v in p.items()]
     new = p["new"]["cpu_ms"]
-    return _comparison(res, old, rows, new) + ("\n" + render_profile(res) if "profile" in res else "")
+    return (_comparison(res, old, rows, new) + ("\n" + render_instructions(res) if "instructions" in res else "")
+            + ("\n" + render_profile(res) if "profile" in res else ""))
 
 
 def _comparison(res: dict[str, Any], old: str, rows: list[list[Any]], new: dict[str, float]) -> str:
@@ -362,19 +499,25 @@ is the figure the targets are read on.
 {md_table(["code", "clock", "fused p50", "by hand p50", "library Python (median paired diff)", "fused / by hand (median ratio)"], rows)}
 
 New / old, fused search CPU time: {res['new_over_old_fused_median']:.3f} (median over rounds; per round
-{', '.join(f'{x:.3f}' for x in res['new_over_old_fused_per_round'])}). Top 10 of every query:
+{', '.join(f'{x:.3f}' for x in res['new_over_old_fused_per_round'])}). Top 10 of every query, ids and scores to the bit:
 {'identical' if res['same_top10_all_queries'] else 'DIFFERENT'} between the checkouts.
 
 Targets (issue 21), CPU time: library Python ≤ 1 ms per fused query: **{new['library_python_median_paired']:.2f} ms**;
 fused ≤ 1.15× the same work by hand: **{new['fused_over_by_hand_median_ratio']:.2f}×**.
 
-What changed: Edge returns point ids as `uuid.UUID` objects and parses text ids through
-`uuid.UUID` again (2-4 µs per id each way, ~350 ids per query); the Edge store now keeps a memo of
-both forms, so ids cross the boundary as lookups. Interpolation fusion (adaptive included) is
-computed with numpy in the same float operations as the loop it replaced (bit-identical scores,
-tests/test_fusion_vectorised.py; rankings: tests/test_rankings.py) and builds fused items only for
-the hits a search returns; the DBSF fit calls numpy's reductions directly. BM25's query is encoded
-on the calling thread (20 µs) instead of being handed to a worker thread.
+What changed (issue 21, second round; CPU times above are read with the load average in mind, the
+instruction counts below are not moved by it): a search keeps every point as the store's key until its
+final top k (`Store.search_ranked`; on Qdrant Edge the UUID's 128-bit integer, hashed and compared
+in C and ordered as the text ids are) through tie order, score completion (keys map back to Edge's
+own id objects, so no id is parsed again) and fusion, in parallel lists per branch
+(`hybrid_retriever/branch_runs.py`) instead of a `ScoredId` per hit; text ids, documents and
+provenance are made for the returned hits only (`search_branches` turns the same runs into its
+`BranchResult`s). Interpolation prepares its candidate columns with C-level dict and map calls and
+skips the NaN filters when there is no NaN; numpy's reductions are called directly. The dense
+model's fragmentation (a second tokenisation of each query) is measured only where adaptive
+fusion reads it (a query whose language is outside the model's languages). The first round
+(before f6482fa): an id memo in the Edge store, numpy interpolation, BM25 encoded on the calling
+thread.
 """
 
 

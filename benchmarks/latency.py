@@ -760,9 +760,11 @@ def render(res: dict[str, Any]) -> str:
         "texts are random mixes of real SciFact/NFCorpus sentences (SciFact-like lengths), dense vectors the "
         "normalised mean of the source documents' MiniLM vectors plus N(0, 0.03²) jitter. Queries: SciFact test "
         "queries. Systems were called query by query in a random order per query; ms per query. "
-        f"torch intra-op threads: {res.get('torch_threads_queries')} for the query measurements (two threads on this "
-        "shared 2-core machine oversubscribe the CPU and slow one-query MiniLM encodes several-fold), "
-        f"{res.get('ingest_with_encoding', {}).get('torch_threads')} for ingestion with encoding. "
+        "The library runs its default dense encoder: MiniLM on ONNX Runtime fp32 without torch (one intra-op thread, "
+        "`runtime.threads`); LangChain's embeddings and ingestion's raw encoders run sentence-transformers (torch "
+        f"intra-op threads: {res.get('torch_threads_queries')} for the query measurements, two threads on this "
+        "shared 2-core machine oversubscribe the CPU; "
+        f"{res.get('ingest_with_encoding', {}).get('torch_threads')} for ingestion with encoding). "
         "`gc.freeze()` after each index build keeps the harness's own objects out of GC passes.\n\n"
     )
     out.append("## Targets\n\n")
@@ -772,9 +774,9 @@ def render(res: dict[str, Any]) -> str:
         "batch's searches one after the other (fused pays the sum of the branches; threads do not help, see the "
         "strategies table), exact score completion is a second, dependent round trip, and the raw Edge calls alone "
         "(no library code) already cost ~2-3x the slowest branch. The library's own Python (fusion, request "
-        "building, id conversion, hits and provenance) adds ~1.5-1.7 ms per query. One Edge request with prefetches "
-        "and server-side fusion comes closest (1.2-1.5x the slowest branch in these runs) and returns no per-branch "
-        "scores (`fusion.server_side`). End to end, with query encoding, fused costs 1.10-1.15x a dense-only search.\n"
+        "building, ids, hits and provenance) is the paired difference in the targets table (benchmarks/results/"
+        "hotpath.md splits it by stage). One Edge request with prefetches and server-side fusion comes closest to the "
+        "slowest branch and returns no per-branch scores (`fusion.server_side`).\n"
     )
     main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "bm25-only library search (pre-encoded)",
                  "dense-only library search (pre-encoded)", "library e2e search", "dense-only library search (e2e)",
