@@ -336,6 +336,7 @@ def raw_onnx_encoder(r: HybridRetriever) -> Callable[[str], list[float]]:
     dense = r.branches["dense"]
     session = (dense.light or dense.encoder).transformer.session  # type: ignore[attr-defined]
     tok = Tokenizer.from_file(str(locate_model(dense.config.model) / "tokenizer.json"))  # type: ignore[attr-defined,operator]
+    tok.no_padding()  # tokenizer.json may pad every text to a fixed length (this model's: 128), as the library does not
     tok.enable_truncation(max_length=256)
     names = [i.name for i in session.get_inputs()]
 
