@@ -16,8 +16,9 @@ query, as:
 Reported per checkout: the library's own Python (fused - by hand, median of per-query
 differences) and fused / by hand (median of per-query ratios); between checkouts: new / old
 fused (median over rounds of the ratio of the rounds' medians), and whether both return the same
-top 10 with the same scores to the bit. ``--profile`` instead profiles this checkout's fused search
-(cProfile) and writes the table of where its time goes. Writes ``results/hotpath.{json,md}``.
+top 10 with the same scores to the bit. ``--instructions`` instead counts instructions per query under
+valgrind (old and new, and the new search cut short after each stage: where its time goes), which the
+load on shared cores does not move. Writes ``results/hotpath.{json,md}``.
 """
 
 from __future__ import annotations
@@ -122,12 +123,7 @@ def instructions_child(root: Path, index: Path, n: int, mode: str, flags: Path) 
     r = HybridRetriever.open(str(index))
     r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
     rc, table = with_cached_queries(r, queries)
-    stages = {  # the search cut short after each of its stages (this checkout's internals)
-        "branch searches": lambda q: rc._branch_runs([q], None, None, False),
-        "+ completion": lambda q: rc._branch_runs([q], None, None, True),
-        "+ fusion": lambda q: rc._fuse_runs(rc._branch_runs([q], None, None, True)[0], limit=10),
-    }
-    search = rc.search if mode == "fused" else by_hand(rc, table) if mode == "by hand" else stages[mode]
+    search = rc.search if mode == "fused" else by_hand(rc, table)
     for q in queries[:20]:
         search(q)
     gc.collect()
@@ -148,7 +144,7 @@ def _wait_for(flag: Path, proc: Any = None) -> None:
         time.sleep(0.05)
 
 
-def count_instructions(checkout: Path, args: Any, mode: str) -> float:
+def count_instructions(checkout: Path, args: Any, mode: str, label: str = "new") -> float:
     """Instructions per search of ``mode`` with ``checkout``'s library (valgrind's callgrind, counted only while
     the searches run): a cost that, unlike CPU time, does not move with the load on the machine."""
     import re
@@ -157,7 +153,6 @@ def count_instructions(checkout: Path, args: Any, mode: str) -> float:
 
     flags = Path(tempfile.mkdtemp(dir=WORK))
     out = flags / "callgrind.out"
-    shutil.copytree(WORK / "index", flags / "index")  # an index folder serves one process: the runs go in parallel
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]), HF_HUB_OFFLINE="1")
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
@@ -175,6 +170,7 @@ def count_instructions(checkout: Path, args: Any, mode: str) -> float:
         totals = re.search(r"^totals:\s*(\d+)", out.read_text(), re.M)
         if totals is None:
             raise SystemExit(f"no instruction totals in {out}")
+        shutil.copy(out, WORK / f"callgrind-{label}-{mode.replace(' ', '-')}.out")  # for callgrind_annotate
         return int(totals.group(1)) / args.queries
     finally:
         if proc.poll() is None:
@@ -182,22 +178,10 @@ def count_instructions(checkout: Path, args: Any, mode: str) -> float:
         shutil.rmtree(flags, ignore_errors=True)
 
 
-#: Searches cut short after each stage (``--instructions``, this checkout only): where the instructions go.
-STAGE_MODES = ("branch searches", "+ completion", "+ fusion")
-
-
 def instructions(args: Any) -> None:
-    """``--instructions``: instructions per query, fused and by hand, old checkout and new, and this checkout's search
-    cut short after each stage (:data:`STAGE_MODES`); the runs go in parallel (a count does not move with the load)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """``--instructions``: instructions per query, fused and by hand, old checkout and new (added to results/hotpath.*)."""
     systems = {args.base_label: args.base.resolve(), "new": ROOT}
-    jobs = [(name, mode) for name in systems for mode in ("fused", "by hand")] + [("new", m) for m in STAGE_MODES]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        done = {job: pool.submit(count_instructions, systems[job[0]], args, job[1]) for job in jobs}
-    counts: dict[str, dict[str, float]] = {name: {} for name in systems}
-    for (name, mode), f in done.items():
-        counts[name][mode] = f.result()
+    counts = {name: {mode: count_instructions(path, args, mode, name) for mode in ("fused", "by hand")} for name, path in systems.items()}
     for name, c in counts.items():
         log.info("%s: fused %.2fM, by hand %.2fM instructions per query", name, c["fused"] / 1e6, c["by hand"] / 1e6)
     res = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
@@ -208,19 +192,35 @@ def instructions(args: Any) -> None:
     write_results("hotpath", res, render(res, res.get("base_label", "old")) if "per_checkout" in res else render_instructions(res))
 
 
+#: Where the new code's instructions beyond the hand-written calls go: ``callgrind_annotate --inclusive=yes`` of its
+#: fused run (``<cache>/hotpath/callgrind-new-fused.out``), read on 2026-12-07 at git 9bb1ba2 (figures per query).
+WHERE_IT_GOES = """
+Where the new code's instructions beyond the hand-written calls go (``callgrind_annotate --inclusive=yes``
+of its fused run, kept as ``<benchmark cache>/hotpath/callgrind-new-fused.out``; per query, of ≈5.25M):
+
+- **Reading point ids from Edge's answers, ≈1.0M (≈19%).** qdrant-edge builds a Python `uuid.UUID`
+  (`uuid.UUID.__init__` runs in the interpreter) for every `ScoredPoint.id` read: ≈7,300 instructions
+  each. A fused search reads ≈341 per query (both branch lists with their tie margin, 2 × 110, and the
+  completion answers, whose scores must be matched to their points); the hand-written calls read ≈210
+  (they never look at the completion answers). qdrant-edge's Python API has no cheaper way to read ids.
+- **numpy, ≈0.56M**: fusion's small-array calls (normalisation, interpolation, top-k order).
+- **The rest, ≈3.7M, is interpreter time of the library's own Python**, spread over fusion (adaptive
+  signals and weights, the interpolation's candidate columns), the runs and score completion (key sets,
+  the id memo), the top 10's hits and provenance (a `BranchScore` per branch) and request building.
+
+Both sides pay alike for the native searches and for score completion's `HasIdCondition` (≈1.1M for
+≈140 ids: qdrant-edge first tries each `uuid.UUID` as an integer and formats a `TypeError` for it).
+1.15× would need the library's share cut from ≈0.70 of the hand-written calls to 0.15: more than its
+Python can give up while completion needs every id read as a Python object; a batch accessor in
+qdrant-edge (ids as integers or bytes) or completion inside one Edge request would be the next steps.
+"""
+
+
 def render_instructions(res: dict[str, Any]) -> str:
     """The instruction counts (``--instructions``) as Markdown."""
     ins = res["instructions"]
     rows = [[name, c["fused"] / 1e6, c["by hand"] / 1e6, (c["fused"] - c["by hand"]) / 1e6, c["fused"] / c["by hand"]]
             for name, c in ins["per_query"].items()]
-    new = ins["per_query"]["new"]
-    cuts = [("branch searches", "both branch searches (query_batch), answers read as keys, tie order, runs")]
-    cuts += [("+ completion", "the completion batch, its answers read as keys"), ("+ fusion", "adaptive DBSF fusion, top 10")]
-    stage_rows, before = [], 0.0
-    for mode, what in cuts + [("fused", "text ids, payloads (retrieve), documents and provenance of the top 10")]:
-        if mode in new:
-            stage_rows.append([mode if mode != "fused" else "+ hits (the whole search)", (new[mode] - before) / 1e6, what])
-            before = new[mode]
     return f"""## Instructions per query (valgrind), old code against new
 
 Regenerate: `{ins['command']}` (git {ins['git_commit']}). Instructions executed by the whole process while
@@ -228,10 +228,7 @@ Regenerate: `{ins['command']}` (git {ins['git_commit']}). Instructions executed 
 a count that the load on the shared cores does not move, unlike the CPU times above.
 
 {md_table(["code", "fused (M)", "by hand (M)", "library (fused - by hand, M)", "fused / by hand"], rows)}
-The new search cut short after each stage (millions of instructions each stage adds, per query):
-
-{md_table(["stage", "M instructions", "what"], stage_rows)}
-"""
+{WHERE_IT_GOES}"""
 
 
 def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
@@ -248,136 +245,6 @@ def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
         edge_calls(sparse_q[q], dense_q[q])
 
     return search
-
-
-#: Where a fused search's CPU time goes (``--profile``): stage -> what it covers.
-STAGES = {
-    "Edge query_batch (native)": "both branch searches and the completion batch, inside qdrant-edge",
-    "Edge retrieve (native)": "payloads of the top 10, inside qdrant-edge",
-    "completion id filter": "HasIdCondition of the missing ids: a Python set of UUIDs that Edge converts (by hand pays it too)",
-    "Edge answers to keys": "Store.search_ranked's Python: requests built, each answer's ids read (Edge makes a uuid.UUID per id) as keys",
-    "fusion": "adaptive signals and weights, DBSF interpolation of the candidates, the top 10's fused items",
-    "hits": "text ids, documents and provenance of the top 10 (Store.retrieve's Python included)",
-    "other library Python": "validation, encoding lookup, tie order, completion's candidate sets, runs",
-}
-
-
-def profile_child(root: Path, index: Path, n: int, out: Path) -> None:
-    """(Child) CPU time per fused search split into :data:`STAGES`, by timers around this checkout's methods."""
-    import gc
-
-    from latency import with_cached_queries
-
-    import hybrid_retriever.stores.edge as edge_module
-    from hybrid_retriever import HybridRetriever
-
-    col = load_collection(root, "scifact")
-    qids = col.judged("test")[:n]
-    emb = load_embeddings("scifact")
-    queries = [col.queries[q] for q in qids]
-    vectors = dict(zip(queries, emb.query_vectors(qids)))
-    r = HybridRetriever.open(str(index))
-    r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
-    rc, table = with_cached_queries(r, queries)
-    spent: dict[str, float] = {}
-
-    def timed(owner: Any, name: str, label: str) -> None:
-        f = getattr(owner, name)
-
-        def run(*a: Any, **kw: Any) -> Any:
-            c0 = time.process_time()
-            try:
-                return f(*a, **kw)
-            finally:
-                spent[label] = spent.get(label, 0.0) + time.process_time() - c0
-
-        setattr(owner, name, run)
-
-    class Shard:  # the Edge shard with timed native calls
-        def __init__(self, shard: Any) -> None:
-            self._shard = shard
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._shard, name)
-
-    store = r.store
-    store._shard = Shard(store._shard)  # type: ignore[attr-defined]
-    timed(store._shard, "query_batch", "query_batch")  # type: ignore[attr-defined]
-    timed(store._shard, "retrieve", "retrieve")  # type: ignore[attr-defined]
-    timed(edge_module, "to_edge_filter", "filter")
-    timed(store, "search_ranked", "search_ranked")
-    timed(store, "retrieve", "store retrieve")
-    timed(rc, "_fuse_runs", "fusion")
-    timed(rc, "_hits", "hits")
-    for q in queries[:20]:
-        rc.search(q)
-    gc.collect()
-    gc.freeze()
-    spent.clear()
-    c0 = time.process_time()
-    for q in queries:
-        rc.search(q)
-    total = time.process_time() - c0
-    us = {k: v / len(queries) * 1e6 for k, v in spent.items()}
-    hand = by_hand(rc, table)
-    c1 = time.process_time()
-    for q in queries:
-        hand(q)
-    hand_total = time.process_time() - c1
-    r.close()
-    stages = {
-        "Edge query_batch (native)": us["query_batch"],
-        "Edge retrieve (native)": us["retrieve"],
-        "completion id filter": us["filter"],
-        "Edge answers to keys": us["search_ranked"] - us["query_batch"] - us["filter"],
-        "fusion": us["fusion"],
-        "hits": us["hits"] - us["retrieve"],
-    }
-    stages["other library Python"] = total / len(queries) * 1e6 - sum(stages.values())
-    out.write_text(json.dumps({"stages_us": stages, "fused_us": total / len(queries) * 1e6,
-                               "by_hand_us": hand_total / len(queries) * 1e6, "queries": len(queries)}))
-
-
-def profile(args: Any) -> None:
-    """``--profile``: this checkout's stage table, median over ``--rounds`` fresh processes."""
-    rounds = []
-    for rnd in range(args.rounds):
-        out = WORK / f"profile-{os.getpid()}.json"
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "adapters")]), HF_HUB_OFFLINE="1")
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--profile-child", "--datasets", str(args.datasets),
-                        "--queries", str(args.queries), "--out", str(out)], env=env, check=True, timeout=3600)
-        rounds.append(json.loads(out.read_text()))
-        out.unlink()
-        log.info("profile round %d: fused %.0f us, by hand %.0f us", rnd + 1, rounds[-1]["fused_us"], rounds[-1]["by_hand_us"])
-    med = {k: statistics.median(r["stages_us"][k] for r in rounds) for k in STAGES}
-    res = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
-    res["profile"] = {
-        "command": f"python benchmarks/hotpath.py --profile --rounds {args.rounds} --queries {args.queries}",
-        "machine": machine_info() | {"loadavg_end": list(os.getloadavg())},
-        "rounds": rounds, "median_us": med,
-        "fused_us_median": statistics.median(r["fused_us"] for r in rounds),
-        "by_hand_us_median": statistics.median(r["by_hand_us"] for r in rounds),
-    }
-    write_results("hotpath", res, render(res, res.get("base_label", "old")) if "per_checkout" in res else render_profile(res))
-    log.info("stages (us per query): %s", {k: round(v) for k, v in med.items()})
-
-
-def render_profile(res: dict[str, Any]) -> str:
-    """The stage table (``--profile``) as Markdown."""
-    p = res["profile"]
-    load = " / ".join(f"{x:.2f}" for x in p["machine"]["loadavg"])
-    end = " / ".join(f"{x:.2f}" for x in p["machine"]["loadavg_end"])
-    rows = [[k, v / 1000, STAGES[k]] for k, v in p["median_us"].items()]
-    return f"""## Where a fused search's CPU time goes (this checkout)
-
-Regenerate: `{p['command']}` (git {p['machine']['git_commit']}, load average {load} at start, {end} at end).
-CPU time per query (``time.process_time``) of {p['rounds'][0]['queries']} SciFact test queries, split by timers
-around the library's own methods; median over {len(p['rounds'])} fresh processes. Fused search in total
-{p['fused_us_median'] / 1000:.3f} ms, the same Edge calls by hand {p['by_hand_us_median'] / 1000:.3f} ms in the same processes.
-
-{md_table(["stage", "ms per query", "what"], rows)}
-"""
 
 
 def run_child(checkout: Path, args: Any, seed: int) -> dict[str, Any]:
@@ -401,22 +268,16 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="profile this checkout's fused search by stage (no --base)")
-    ap.add_argument("--profile-child", action="store_true")
     ap.add_argument("--instructions", action="store_true", help="count instructions per query under valgrind (old and new)")
-    ap.add_argument("--instructions-child", choices=["fused", "by hand", *STAGE_MODES])
+    ap.add_argument("--instructions-child", choices=["fused", "by hand"])
     ap.add_argument("--flags", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.child:
         return child(args.datasets, WORK / "index", args.queries, args.seed, args.out)
-    if args.profile_child:
-        return profile_child(args.datasets, WORK / "index", args.queries, args.out)
     if args.instructions_child:
-        return instructions_child(args.datasets, args.flags / "index", args.queries, args.instructions_child, args.flags)
+        return instructions_child(args.datasets, WORK / "index", args.queries, args.instructions_child, args.flags)
     setup_logging()
-    if args.profile:
-        return profile(args)
     if args.instructions:
         return instructions(args)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -463,9 +324,8 @@ def main() -> None:
         "raw": {n: [{"ms": r["ms"], "cpu_ms": r["cpu_ms"]} for r in rs] for n, rs in runs.items()},
     }
     previous = json.loads((RESULTS / "hotpath.json").read_text()) if (RESULTS / "hotpath.json").is_file() else {}
-    for kept in ("profile", "instructions"):  # the stage table (--profile) and the counts (--instructions) stay
-        if kept in previous:
-            res[kept] = previous[kept]
+    if "instructions" in previous:  # the counts (--instructions) stay with the timings
+        res["instructions"] = previous["instructions"]
     write_results("hotpath", res, render(res, old))
 
 
@@ -475,8 +335,7 @@ def render(res: dict[str, Any], old: str) -> str:
              v[clock]["fused_over_by_hand_median_ratio"]]
             for clock, clock_name in (("cpu_ms", "CPU time"), ("ms", "wall time")) for n, v in p.items()]
     new = p["new"]["cpu_ms"]
-    return (_comparison(res, old, rows, new) + ("\n" + render_instructions(res) if "instructions" in res else "")
-            + ("\n" + render_profile(res) if "profile" in res else ""))
+    return _comparison(res, old, rows, new) + ("\n" + render_instructions(res) if "instructions" in res else "")
 
 
 def _comparison(res: dict[str, Any], old: str, rows: list[list[Any]], new: dict[str, float]) -> str:

@@ -282,13 +282,15 @@ def with_cached_queries(r: HybridRetriever, queries: list[str]) -> tuple[HybridR
 
 
 def interleaved(
-    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None
+    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """ms per query of each system, calling them query by query in a fresh random order each time.
 
     A random order (not a fixed rotation) gives every system random neighbours, so effects of
     what ran just before (caches, CPU-quota throttling after a burst) average out.
-    ``keep`` (optional) receives the raw per-query times, for paired comparisons.
+    ``keep`` (optional) receives the raw per-query times, for paired comparisons; ``cpu`` (optional) the
+    process's CPU time per call in ms (every thread), which waiting for a busy core does not inflate.
     """
     names = list(systems)
     rng = np.random.default_rng(0)
@@ -296,13 +298,17 @@ def interleaved(
         for s in names:
             systems[s](q)
     ms: dict[str, list[float]] = {s: [] for s in names}
+    cpu_ms: dict[str, list[float]] = {s: [] for s in names}
     for q in tqdm(queries, desc=desc, unit="q"):
         for s in (names[i] for i in rng.permutation(len(names))):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             systems[s](q)
             ms[s].append((time.perf_counter() - t0) * 1000)
+            cpu_ms[s].append((time.process_time() - c0) * 1000)
     if keep is not None:
         keep.update(ms)
+    if cpu is not None:
+        cpu.update(cpu_ms)
     return {s: percentiles(v) for s, v in ms.items()}
 
 
@@ -604,10 +610,13 @@ def ensemble_vs_library(
     ens = EnsembleRetriever(retrievers=[bm25, store.as_retriever(search_kwargs={"k": DEPTH})], weights=[0.5, 0.5])
     build = time.perf_counter() - t0
     rss = rss_mb() - rss0
+    cpu: dict[str, list[float]] = {}
     res = interleaved(
         {"LangChain EnsembleRetriever.invoke": lambda q: ens.invoke(q), "hybrid-retriever search (e2e)": lambda q: r.search(q)},
-        queries, warmup, "ensemble vs library",
+        queries, warmup, "ensemble vs library", cpu=cpu,
     )
+    res["cpu_ms"] = {k: percentiles(v) for k, v in cpu.items()}
+    res["speedup_cpu_p50"] = res["cpu_ms"]["LangChain EnsembleRetriever.invoke"]["p50"] / res["cpu_ms"]["hybrid-retriever search (e2e)"]["p50"]
     res["build_s"] = build
     res["rss_delta_mb"] = rss
     res["speedup_p50"] = res["LangChain EnsembleRetriever.invoke"]["p50"] / res["hybrid-retriever search (e2e)"]["p50"]
@@ -700,6 +709,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     info["loadavg_end"] = list(os.getloadavg())
     result["targets"] = targets(result)
+    result["command"] = "python benchmarks/latency.py " + " ".join(sys.argv[1:])
     write_results("latency", result, render(result))
 
 
@@ -751,11 +761,16 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
                     "(target <= 1.15)"] = o["ratio_median"]
         if s.get("ensemble"):
             out[f"{scale}: speed-up vs EnsembleRetriever, p50 (target >= 150x at 100K)"] = s["ensemble"]["speedup_p50"]
+            if "speedup_cpu_p50" in s["ensemble"]:
+                out[f"{scale}: speed-up vs EnsembleRetriever, CPU time p50 (the same calls)"] = s["ensemble"]["speedup_cpu_p50"]
     return out
 
 
 def render(res: dict[str, Any]) -> str:
-    out = ["# Latency, ingestion, memory\n\n", machine_md(res["machine"]), "\n"]
+    out = ["# Latency, ingestion, memory\n\n"]
+    if res.get("command"):
+        out.append(f"Regenerate: `{res['command']}` (the default command runs both stores at 300 queries)\n\n")
+    out += [machine_md(res["machine"]), "\n"]
     out.append(
         f"Branch depth {res['depth']}, k = 10. SciFact scale: the real 5,183 documents. **100k scale is synthetic**: "
         "texts are random mixes of real SciFact/NFCorpus sentences (SciFact-like lengths), dense vectors the "
@@ -837,6 +852,15 @@ def render(res: dict[str, Any]) -> str:
             rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
     out.append(md_table(["scale", "queries", "Ensemble p50", "Ensemble p95", "library p50", "library p95", "speed-up (p50)",
                          "Ensemble build s", "Ensemble RSS MiB"], rows))
+    for scale, s in res["scales"].items():
+        e = s.get("ensemble")
+        if e and "cpu_ms" in e:
+            a, b = e["cpu_ms"]["LangChain EnsembleRetriever.invoke"], e["cpu_ms"]["hybrid-retriever search (e2e)"]
+            out.append(f"\n{scale}: CPU time of the same calls (the process's, every thread), p50: Ensemble {a['p50']:,.0f} ms, "
+                       f"library {b['p50']:.1f} ms, speed-up {e['speedup_cpu_p50']:.1f}x.\n")
+        if e and e.get("run"):
+            out.append(f"\n{scale}: measured in a separate run: `{e['run']['command']}` ({e['run']['date']}, load average "
+                       f"{' / '.join(f'{x:.2f}' for x in e['run']['loadavg'])} at its start).\n")
     out.append("\n## Ingestion, optimize, memory, disk\n\n")
     rows = []
     for scale, s in res["scales"].items():
