@@ -352,9 +352,13 @@ class EdgeStore(Store):
             keys = [i.int for i in natives]
         except AttributeError:
             keys = [i.int if isinstance(i, uuid.UUID) else self._remember_text(i) for i in natives]
-        if len(self._key_native) >= _ID_MEMO_SIZE:
+        memo = self._key_native
+        if len(memo) >= _ID_MEMO_SIZE:
             self._forget_ids()
-        self._key_native.update(zip(keys, natives))
+        # New ids only: replacing every entry would keep a fresh object per id alive in a long-lived dict
+        # at each search (churn the garbage collector's older generations pay for).
+        for at in [at for at, k in enumerate(keys) if k not in memo]:
+            memo[keys[at]] = natives[at]
         return Ranked(keys, [p.score for p in answer])
 
     def key_texts(self, keys: Sequence[Any]) -> list[str]:
