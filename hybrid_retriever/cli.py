@@ -883,7 +883,7 @@ def _register_contributed_commands() -> None:
             raise InvalidInputError("`serve` needs the server extra: pip install 'hybrid-retriever[server]'")
 
 
-from hybrid_retriever.rerank.cli import train_reranker_command  # noqa: E402
+from hybrid_retriever.evaluation.rerank_cli import train_reranker_command  # noqa: E402
 
 app.command("train-reranker")(train_reranker_command)
 

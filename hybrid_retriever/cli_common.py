@@ -1,6 +1,6 @@
 """Shared pieces of the command line: the consoles, the error exit, opening and creating indexes.
 
-Every command module (``cli``, ``evaluation.cli``, ``rerank.cli``, ``repair``) imports
+Every command module (``cli``, ``evaluation.cli``, ``evaluation.rerank_cli``, ``repair``) imports
 these from here, so none of them imports another's module to reach them.
 """
 

@@ -123,3 +123,23 @@ def _value(value: Any, where: str, depth: int) -> Any:
         return _value(item(), where, depth)  # numpy scalar -> Python number
     hint = "pass a sorted list" if isinstance(value, (set, frozenset)) else "convert it to a string, number, bool, list or dict"
     raise InvalidInputError(f"{where} is of type {type(value).__name__}, which cannot be stored as metadata; {hint}")
+
+
+def as_list(items: Any, what: str, example: str) -> list[Any]:
+    """``items`` as a list; one string or a non-iterable is an error naming ``what``."""
+    if isinstance(items, (str, bytes)):
+        raise InvalidInputError(f"{what} must be a list, not one string; e.g. {example}")
+    try:
+        return list(items)
+    except TypeError:
+        raise InvalidInputError(f"{what} must be a list, got {type(items).__name__}; e.g. {example}") from None
+
+
+def validate_ids(ids: Any) -> list[str]:
+    """``ids`` as a list of document ids (non-empty strings that :func:`check_id` accepts)."""
+    out = as_list(ids, "ids", "['doc-1', 'doc-2']")
+    for i in out:
+        if not isinstance(i, str) or not i:
+            raise InvalidInputError(f"document ids must be non-empty strings, got {i!r}")
+        check_id(i, f"document id {i!r}")
+    return out

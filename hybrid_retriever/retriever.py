@@ -1,6 +1,8 @@
 """HybridRetriever: wires branches, a Qdrant store and fusion together.
 
-Orchestration only: branches encode, the store searches, fusion functions rank.
+Orchestration of search only: branches encode, the store searches, fusion functions rank, the
+PRF and rerank stages refine. Writing is :mod:`hybrid_retriever.index_writer`'s job, and the
+checks that an index matches the branches opening it are :mod:`hybrid_retriever.index_manifest`'s.
 
     >>> from hybrid_retriever import HybridRetriever, RetrieverConfig
     >>> cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": "/tmp/hr-doc-index"}})
@@ -13,16 +15,10 @@ Orchestration only: branches encode, the store searches, fusion functions rank.
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-import threading
 import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Sequence
-
-from tqdm.auto import tqdm
 
 from hybrid_retriever.branches import Branch, build_branch
 from hybrid_retriever.config import FusionConfig, RetrieverConfig
@@ -31,38 +27,31 @@ from hybrid_retriever.errors import (
     ConfigError,
     FilterError,
     HybridRetrieverError,
-    IndexMismatchError,
     InvalidInputError,
-    RemoteCodeError,
     StoreUnavailableError,
 )
-from hybrid_retriever.models.resolve import model_reference
-from hybrid_retriever.models.trust import how_to_grant
-from hybrid_retriever.payload import check_id, check_text, storable_metadata
 from hybrid_retriever.fusion import FusedItem
 from hybrid_retriever.fusion.adaptive import branch_signals, list_signals, no_query_tokens, vector_facts
 from hybrid_retriever.fusion.results import fuse_lists, fuse_results, served_weights
 from hybrid_retriever.fusion.types import BranchList
 from hybrid_retriever.branch_runs import BranchRun
+from hybrid_retriever.ids import point_id  # also importable from here, as older code does
+from hybrid_retriever.index_manifest import IndexManifest
+from hybrid_retriever.index_writer import IndexWriter, documents_from_texts
+from hybrid_retriever.ingest import IngestReport
 from hybrid_retriever.models.card import branch_languages
-from hybrid_retriever.ingest import PAYLOAD_HASH, BatchSizer, IdTracker, IngestReport, content_hash, settings_key
-from hybrid_retriever.language_refit import pending_branches, refit_pending
+from hybrid_retriever.models.threads import set_intra_op_threads
+from hybrid_retriever.payload import as_list, check_text, validate_ids
+from hybrid_retriever.prf import PRFPipeline
+from hybrid_retriever.rerank.stage import Reranker
+from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
 from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, Ranked
 from hybrid_retriever.stores.filters import FilterSpec
-from hybrid_retriever.stores.manifest import build_manifest, mismatches
 from hybrid_retriever.stores.stored_config import stored_config
-from hybrid_retriever.ids import point_id  # also importable from here, as older code does
-from hybrid_retriever.models.threads import set_intra_op_threads
-from hybrid_retriever.prf import PRFPipeline
-from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
-from hybrid_retriever.rerank.stage import Reranker
 from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, Vector
 
 log = logging.getLogger(__name__)
-
-#: Documents read before the first write of a new index to measure corpus statistics.
-FIT_SAMPLE = 10_000
 
 
 class HybridRetriever:
@@ -90,21 +79,18 @@ class HybridRetriever:
         if set(self.branches) != set(self.config.branch_names):
             raise ConfigError(f"branches {sorted(self.branches)} do not match the configuration's {self.config.branch_names}")
         self._pool = ThreadPoolExecutor(max_workers=self.config.runtime.max_workers, thread_name_prefix="hybrid-retriever")
-        self._write_lock = threading.Lock()
-        self._manifest: dict[str, Any] | None = self.store.read_manifest()
+        # What the index records about itself, checked against the branches (index_manifest.py): settings
+        # known without a model now, those that need a loaded model on first use (opening loads no model).
+        self._manifest = IndexManifest(self.store, self.branches)
+        # The write path (index_writer.py): add, delete, optimize, record sources.
+        self._writer = IndexWriter(self.store, self.branches, self._pool, self._manifest)
         # Pseudo-relevance feedback (hybrid_retriever.prf), when configured.
         self._prf = PRFPipeline(self) if self.config.prf.enabled else None
         # Rerank stage (hybrid_retriever.rerank): configured, or a ranker object passed in.
         self.reranker = Reranker(self.config.rerank, reranker) if self.config.rerank.enabled or reranker is not None else None
-        self._unoptimized = 0
         self._languages: dict[str, frozenset[str] | None] | None = None  # per branch, for adaptive fusion
-        # Settings that need a loaded model are checked on first use (_verify), after the
-        # call's own input was validated: opening an index loads no model.
-        self._verified = self._manifest is None
-        self._verify_lock = threading.Lock()
         try:
-            if self._manifest is not None:
-                self._check_manifest(self._manifest)
+            self._manifest.check_on_open()
             for b in built:  # e.g. a multivector branch sharing the dense branch's model
                 b.attach(self.branches)
         except Exception:
@@ -151,44 +137,6 @@ class HybridRetriever:
         retriever._owns_store = True  # opened here, so released by close()
         return retriever
 
-    def _check_manifest(self, manifest: dict[str, Any]) -> None:
-        """The settings known without loading a model: a different model is an error at once."""
-        for name, branch in self.branches.items():
-            stored = manifest.get("branches", {}).get(name, {})
-            if stored.get("remote_code") and not getattr(branch.config, "trust_remote_code", False):
-                raise RemoteCodeError(
-                    f"the index at {self.store.location} was built with branch {name!r}'s model "
-                    f"{stored.get('model')!r} running its own code (trust_remote_code); reopening it runs that code "
-                    "again, which only the caller can allow: set trust_remote_code: true on the branch in code, "
-                    + how_to_grant("HybridRetriever.open(path)")
-                )
-            branch.restore(stored)  # statistics learned at first ingest (BM25 avg_len, detected language)
-        self._raise_mismatches(mismatches(manifest, {n: b.declared_manifest() for n, b in self.branches.items()}, partial=True))
-
-    def _verify(self) -> None:
-        """Once, before the first encoding: every stored setting, including those read from loaded models."""
-        if self._verified:
-            return
-        with self._verify_lock:
-            if not self._verified:
-                self._raise_mismatches(mismatches(self._manifest or {}, self._branch_manifests()))
-                stored = (self._manifest or {}).get("branches", {})
-                for name, b in self.branches.items():
-                    b.check_probe((stored.get(name) or {}).get("probe"))  # the encoder reproduces the model's vector
-                self._verified = True
-
-    def _raise_mismatches(self, problems: list[str]) -> None:
-        if problems:
-            raise IndexMismatchError(
-                f"the index at {self.store.location} was built with other settings:\n  - "
-                + "\n  - ".join(problems)
-                + "\nReopen it with the settings it was built with (HybridRetriever.open(path) reads them from the "
-                "index), or build a new index at another path or collection."
-            )
-
-    def _branch_manifests(self) -> dict[str, dict[str, Any]]:
-        return {name: b.manifest() for name, b in self.branches.items()}
-
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
@@ -221,7 +169,7 @@ class HybridRetriever:
         view._prf = PRFPipeline(view) if view.config.prf.enabled else None
         return view
 
-    # ---------------------------------------------------------------- ingestion
+    # ---------------------------------------------------------------- ingestion (index_writer.py)
 
     def add_texts(
         self,
@@ -235,17 +183,7 @@ class HybridRetriever:
         report: IngestReport | None = None,
     ) -> list[str]:
         """Index texts (with optional metadata and ids); returns the document ids (see :meth:`add_documents`)."""
-        texts = _as_list(texts, "texts", "add_texts([text, ...])")
-        metas = _as_list(metadatas, "metadatas", "metadatas=[{...}, ...]") if metadatas is not None else [{} for _ in texts]
-        id_list = _as_list(ids, "ids", "ids=['a', ...]") if ids is not None else [None] * len(texts)
-        if not (len(texts) == len(metas) == len(id_list)):
-            raise InvalidInputError(
-                f"texts ({len(texts)}), metadatas ({len(metas)}) and ids ({len(id_list)}) must have the same length"
-            )
-        for n, m in enumerate(metas):
-            if m is not None and not isinstance(m, dict):
-                raise InvalidInputError(f"metadatas[{n}] is a {type(m).__name__}; each item must be a dict (or None)")
-        docs = [Document(text=t, metadata=dict(m or {}), id=i) for t, m, i in zip(texts, metas, id_list)]
+        docs = documents_from_texts(texts, metadatas, ids)
         return self.add_documents(
             docs, batch_size=batch_size, show_progress=show_progress, skip_unchanged=skip_unchanged, report=report
         )
@@ -282,198 +220,36 @@ class HybridRetriever:
         every few seconds and a stop is quick; by default every batch has ``batch_size``
         documents. ``total`` is the progress bar's total when ``documents`` is not a
         list. Returns the ids of the documents handled (written or skipped), in order.
+        (The write path: :mod:`hybrid_retriever.index_writer`.)
         """
-        report = report if report is not None else IngestReport()
-        written_before = report.written
-        batch_size = batch_size or self.config.runtime.ingest_batch_size
-        show = self.config.runtime.show_progress if show_progress is None else show_progress
-        if vectors is not None:
-            unknown = set(vectors) - set(self.branches)
-            if unknown:
-                raise InvalidInputError(f"vectors given for unknown branch(es) {sorted(unknown)}; branches: {sorted(self.branches)}")
-            if not isinstance(documents, Sequence):
-                raise InvalidInputError("precomputed vectors need documents as a list, in the same order")
-        ids_seen = IdTracker()
-        checked = 0  # leading documents whose ids were checked before the batches
-        if isinstance(documents, Sequence):
-            total = checked = len(documents)
-            ids_seen.check(documents, [])  # a list is checked whole: a repeated id writes nothing
-            _validate_documents(documents)
-        stream: Iterator[Document] = iter(documents)
-        added: list[str] = []
-        with self._write_lock:
-            self._verify()
-            if self._manifest is None:
-                head = list(itertools.islice(stream, FIT_SAMPLE))
-                if not head:
-                    raise InvalidInputError("no documents to index: the corpus is empty")
-                if not checked:
-                    ids_seen.check(head, [])
-                    checked = len(head)
-                _validate_documents(head)
-                for b in self.branches.values():
-                    b.fit([d.text for d in head])
-                stream = itertools.chain(head, stream)
-            elif pending_branches(self.branches):
-                # BM25's language is not decided for good: learn it again with these texts too (language_refit.py).
-                # Only read here: the batches below are checked and written as always.
-                head = list(itertools.islice(stream, FIT_SAMPLE))
-                self._manifest = refit_pending(self.branches, self.store, self._manifest, head) or self._manifest
-                stream = itertools.chain(head, stream)
-            settings = settings_key(self._manifest["branches"] if self._manifest is not None else self._branch_manifests())
-            # An ETA needs a total: for a stream the caller counts it first (the CLI does, cheaply).
-            bar = tqdm(total=total, desc="indexing", unit="doc", disable=not show, mininterval=1.0, smoothing=0.1)
-            sizer = BatchSizer(batch_size, batch_seconds)
-            try:
-                offset = 0
-                while not report.stop_requested:
-                    batch = list(itertools.islice(stream, sizer.size))
-                    if not batch:
-                        break
-                    ids_seen.check(batch[max(checked - offset, 0) :], report.written_ids)
-                    _validate_documents(batch)
-                    # Documents without an id get a random one; the caller's objects stay untouched.
-                    batch = [d if d.id is not None else replace(d, id=uuid.uuid4().hex) for d in batch]
-                    given = {n: list(v[offset : offset + len(batch)]) for n, v in (vectors or {}).items()}
-                    t0 = time.perf_counter()
-                    encoded = self._write_batch(batch, given, settings=settings, skip_unchanged=skip_unchanged, report=report)
-                    if encoded:
-                        sizer.record(encoded, time.perf_counter() - t0)
-                    added.extend(d.id for d in batch if d.id is not None)
-                    offset += len(batch)
-                    bar.update(len(batch))
-                    if report.skipped:
-                        bar.set_postfix_str(f"{report.skipped} unchanged", refresh=False)
-                report.stopped = report.stop_requested
-            except InvalidInputError as exc:
-                if type(exc) is InvalidInputError and report.written > written_before:
-                    raise InvalidInputError(f"{exc}. {_written_note(report)}") from exc
-                raise
-            finally:
-                bar.close()
-                if report.written > written_before:
-                    self._after_add(report.written - written_before)
-        if vectors is not None and total is not None and any(len(v) != total for v in vectors.values()):
-            log.warning("precomputed vector lists differ in length from the documents")
-        return added
-
-    def _write_batch(
-        self,
-        batch: list[Document],
-        given: dict[str, list[Vector]],
-        *,
-        settings: str = "",
-        skip_unchanged: bool = False,
-        report: IngestReport | None = None,
-    ) -> int:
-        """Encode and store ``batch`` (less the unchanged documents with ``skip_unchanged``); returns how many were encoded."""
-        hashes = [content_hash(d, settings) for d in batch]
-        if skip_unchanged and self._manifest is not None:
-            stored = {p.point_id: p.payload.get(PAYLOAD_HASH) for p in self.store.retrieve([point_id(d.id) for d in batch])}  # type: ignore[arg-type]
-            keep = [i for i, d in enumerate(batch) if stored.get(point_id(d.id)) != hashes[i]]  # type: ignore[arg-type]
-            if report is not None:
-                report.skipped += len(batch) - len(keep)
-                report.replaced += sum(1 for i in keep if point_id(batch[i].id) in stored)  # type: ignore[arg-type]
-            batch, hashes = [batch[i] for i in keep], [hashes[i] for i in keep]
-            given = {n: [v[i] for i in keep] for n, v in given.items()}
-            if not batch:
-                return 0
-        texts = [d.text for d in batch]
-        futures: dict[str, Future[list[Vector]]] = {
-            name: self._pool.submit(branch.encode_documents, texts)
-            for name, branch in self.branches.items()
-            if name not in given
-        }
-        encoded = {name: f.result() for name, f in futures.items()}
-        encoded.update(given)
-        for name, vecs in encoded.items():
-            if len(vecs) != len(batch):
-                raise InvalidInputError(f"branch {name!r} produced {len(vecs)} vectors for {len(batch)} documents")
-        if self._manifest is None:
-            self._create_index()
-        # A branch may store more than one named vector per document (e.g. a multi-vector and its FDE).
-        stored_vectors = {name: self.branches[name].stored_vectors(encoded[name]) for name in self.branches}
-        points = [
-            StoredPoint(
-                point_id=point_id(d.id),  # type: ignore[arg-type]
-                vectors={k: v for name in self.branches for k, v in stored_vectors[name][i].items()},
-                payload={
-                    PAYLOAD_ID: d.id,
-                    PAYLOAD_TEXT: d.text,
-                    PAYLOAD_METADATA: storable_metadata(d.metadata),
-                    PAYLOAD_HASH: hashes[i],
-                },
-            )
-            for i, d in enumerate(batch)
-        ]
-        known = list(self._manifest["metadata_fields"])  # type: ignore[index]
-        new_fields = {k for d in batch for k in d.metadata} - set(known)
-        if new_fields:
-            # Record fields before the points, so a filter never rejects a stored field.
-            self._manifest["metadata_fields"] = sorted(set(known) | new_fields)  # type: ignore[index]
-            self.store.write_manifest(self._manifest)  # type: ignore[arg-type]
-        try:
-            self.store.upsert(points)
-        except BaseException:
-            if new_fields:  # the points were refused: a filter on their new fields must stay an error
-                self._manifest["metadata_fields"] = known  # type: ignore[index]
-                self.store.write_manifest(self._manifest)  # type: ignore[arg-type]
-            raise
-        if report is not None:
-            report.written += len(batch)
-            report.written_ids.extend(d.id for d in batch)  # type: ignore[misc]
-        return len(batch)
-
-    def _create_index(self) -> None:
-        config = self.config.model_dump(mode="json", exclude={"store"})
-        for b in config["branches"]:
-            if b.get("model"):
-                b["model"] = model_reference(b["model"])  # never a path relative to this process's folder
-        branches = self._branch_manifests()
-        for name, b in self.branches.items():
-            recorded = b.identity_probe()  # the model's own vector for a fixed text (see models/probe.py)
-            if recorded is not None:
-                branches[name]["probe"] = recorded
-        manifest = build_manifest(branches, config, metadata_fields=[])
-        specs = [s for b in self.branches.values() for s in b.vector_specs]
-        self.store.create(specs, manifest)
-        self._manifest = manifest
-
-    def _after_add(self, n: int) -> None:
-        threshold = getattr(self.config.store, "optimize_after_add", 0)
-        self._unoptimized += n
-        if threshold and self._unoptimized >= threshold:
-            self.optimize()
+        return self._writer.add_documents(
+            self.config, documents, batch_size=batch_size, show_progress=show_progress, vectors=vectors,
+            skip_unchanged=skip_unchanged, report=report, total=total, batch_seconds=batch_seconds,
+        )
 
     def optimize(self) -> None:
         """Build Qdrant's indexes now (HNSW, sparse); done automatically after large adds."""
-        t0 = time.perf_counter()
-        self.store.optimize()
-        self._unoptimized = 0
-        log.info("optimized %s in %.1f s", self.store.location, time.perf_counter() - t0)
+        self._writer.optimize()
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
-        ids = _validate_ids(ids)
-        if ids and self._manifest is not None:
-            with self._write_lock:
-                self.store.delete([point_id(i) for i in ids])
+        self._writer.delete(ids)
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Stored documents by id, in the order asked; unknown ids are skipped."""
-        ids = _validate_ids(ids)
-        if not ids or self._manifest is None:
+        ids = validate_ids(ids)
+        if not ids or self._manifest.data is None:
             return []
         by_point = {p.point_id: p for p in self.store.retrieve([point_id(i) for i in ids])}
         return [_to_document(by_point[point_id(i)]) for i in ids if point_id(i) in by_point]
 
     def count(self, filter: Any = None) -> int:
         """Number of stored documents (matching ``filter``)."""
-        return self.store.count(self._filter(filter)) if self._manifest is not None else 0
+        return self.store.count(self._filter(filter)) if self._manifest.data is not None else 0
 
     def documents(self, batch_size: int = 256, filter: Any = None) -> Iterator[Document]:
         """Iterate over every stored document (matching ``filter``), page by page."""
-        if self._manifest is None:
+        if self._manifest.data is None:
             return
         spec = self._filter(filter)
         offset: str | None = None
@@ -487,20 +263,16 @@ class HybridRetriever:
     def sources(self) -> list[str] | None:
         """The sources recorded as having filled the index (see :mod:`hybrid_retriever.sync`); None
         when none were recorded (a new index, or one built before sources were recorded)."""
-        recorded = (self._manifest or {}).get("sources")
-        return [str(s) for s in recorded] if isinstance(recorded, list) else None
+        return self._manifest.sources
 
     def record_sources(self, sources: list[str]) -> None:
         """Record the sources that filled the index in its manifest (an index with no documents records nothing)."""
-        with self._write_lock:
-            if self._manifest is not None and self._manifest.get("sources") != sources:
-                self._manifest["sources"] = list(sources)
-                self.store.write_manifest(self._manifest)
+        self._writer.record_sources(sources)
 
     @property
     def metadata_fields(self) -> list[str]:
         """Metadata fields seen in stored documents (the fields filters may name)."""
-        return list(self._manifest["metadata_fields"]) if self._manifest else []
+        return self._manifest.metadata_fields
 
     # ------------------------------------------------------------------- search
 
@@ -549,7 +321,7 @@ class HybridRetriever:
         k = self._k(k)
         if isinstance(queries, str):
             raise InvalidInputError("search_batch takes a list of queries; use search() for one")
-        if self._manifest is None or not queries:
+        if self._manifest.data is None or not queries:
             _validate_queries(queries)
             return [[] for _ in queries]
         fusion = self.config.fusion
@@ -613,7 +385,7 @@ class HybridRetriever:
             name: (depth.get(name, self.config.branch(name).depth) if isinstance(depth, dict) else depth or self.config.branch(name).depth)
             for name in self.branches
         }
-        if self._manifest is None:
+        if self._manifest.data is None:
             return [{n: BranchRun([], []) for n in self.branches} for _ in queries]
         budget = CallBudget.begin(self.config.runtime)
         failures = BranchFailures(self.config.runtime.on_branch_error)
@@ -738,7 +510,7 @@ class HybridRetriever:
         self, queries: list[str], budget: CallBudget | None = None
     ) -> dict[str, tuple[list[Vector], float, str | None]]:
         """Each branch's query vectors, encoding time per query (ms) and error (None = encoded)."""
-        self._verify()
+        self._manifest.verify()
 
         def run(branch: Branch) -> tuple[list[Vector], float, str | None]:
             t0 = time.perf_counter()
@@ -1017,18 +789,8 @@ def _tie_sorted(answer: Ranked) -> tuple[list[Any], list[float]]:
     return [keys[i] for i in order], [scores[i] for i in order]
 
 
-def _as_list(items: Any, what: str, example: str) -> list[Any]:
-    """``items`` as a list; one string or a non-iterable is an error naming ``what``."""
-    if isinstance(items, (str, bytes)):
-        raise InvalidInputError(f"{what} must be a list, not one string; e.g. {example}")
-    try:
-        return list(items)
-    except TypeError:
-        raise InvalidInputError(f"{what} must be a list, got {type(items).__name__}; e.g. {example}") from None
-
-
 def _validate_queries(queries: Sequence[str]) -> list[str]:
-    out = _as_list(queries, "queries", "search_batch(['first query', 'second query'])")
+    out = as_list(queries, "queries", "search_batch(['first query', 'second query'])")
     for q in out:
         if not isinstance(q, str):
             raise InvalidInputError(f"a query must be a string, got {type(q).__name__}")
@@ -1036,48 +798,6 @@ def _validate_queries(queries: Sequence[str]) -> list[str]:
             raise InvalidInputError("the query is empty or whitespace; give some text to search for")
         check_text(q, "the query")
     return out
-
-
-def _validate_ids(ids: Sequence[str]) -> list[str]:
-    out = _as_list(ids, "ids", "['doc-1', 'doc-2']")
-    for i in out:
-        if not isinstance(i, str) or not i:
-            raise InvalidInputError(f"document ids must be non-empty strings, got {i!r}")
-        check_id(i, f"document id {i!r}")
-    return out
-
-
-def _validate_documents(docs: Sequence[Document]) -> None:
-    seen: set[str] = set()
-    for n, d in enumerate(docs):
-        if not isinstance(d, Document):
-            raise InvalidInputError(f"item {n} is a {type(d).__name__}, not a Document")
-        if not isinstance(d.text, str):
-            raise InvalidInputError(f"document #{n} has a {type(d.text).__name__} as text; give a string")
-        if not d.text.strip():
-            raise InvalidInputError(
-                f"document {d.id if d.id is not None else '#' + str(n)} has empty text; drop it or give it content"
-            )
-        if d.id is not None:
-            if not isinstance(d.id, str) or not d.id:
-                raise InvalidInputError(f"document #{n} has id {d.id!r}; ids must be non-empty strings")
-            check_id(d.id, f"document #{n}'s id")
-            if d.id in seen:
-                raise InvalidInputError(f"duplicate document id {d.id!r} in one batch; ids must be unique")
-            seen.add(d.id)
-        name = repr(d.id) if d.id is not None else f"#{n}"
-        check_text(d.text, f"the text of document {name}")
-        storable_metadata(d.metadata, f"document {name} metadata")
-
-
-def _written_note(report: IngestReport) -> str:
-    """What an ingestion stopped by an error had already stored (so nothing is silently half-done)."""
-    ids = report.written_ids
-    shown = ", ".join(repr(i) for i in ids[:3]) + (f", ..., {ids[-1]!r}" if len(ids) > 3 else "")
-    return (
-        f"{report.written} documents before it were written ({shown}) and nothing after it; fix the input and add "
-        "again with skip_unchanged to skip the ones already written"
-    )
 
 
 def _to_document(p: StoredPoint) -> Document:

@@ -7,7 +7,7 @@
 Every field of :class:`hybrid_retriever.config.RetrieverConfig` (nested sections and
 each branch kind included) becomes a table row: name, type with its bounds, default
 and meaning. The meaning is the field's ``Field(description=...)``; for fields that do
-not have one yet, ``FALLBACK`` below supplies it (a description in config.py wins).
+not have one yet, ``FALLBACK`` below supplies it (a description in hybrid_retriever/config/ wins).
 ``tests/test_cli.py`` fails when the README table differs from this output.
 """
 

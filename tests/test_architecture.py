@@ -115,3 +115,93 @@ def test_the_core_imports_no_adapter_world(name: str) -> None:
     path = modules()[name]
     bad = {n for n in imported_names(name, path) if n.split(".")[0] in ADAPTER_WORLDS}
     assert not bad, f"{name} imports {sorted(bad)}: the core must not depend on adapters"
+
+
+# ------------------------------------------------------------------------------------------- layers
+
+#: The layers, lowest first, read from the code's own imports: a module may import its own layer and
+#: those below it, never one above. A module's layer is that of its longest dotted prefix listed here
+#: (``hybrid_retriever`` alone is the package's ``__init__``, the public names it exports lazily).
+#: A new module must be placed here (test_every_module_has_a_layer).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundation", ("hybrid_retriever.version", "hybrid_retriever.lazy", "hybrid_retriever.errors",
+                    "hybrid_retriever.types", "hybrid_retriever.ids")),
+    ("documents and text", ("hybrid_retriever.languages", "hybrid_retriever.payload", "hybrid_retriever.chunking",
+                            "hybrid_retriever.ingest", "hybrid_retriever.grouping", "hybrid_retriever.sources",
+                            "hybrid_retriever.sync")),
+    ("models", ("hybrid_retriever.models",)),
+    ("configuration", ("hybrid_retriever.config", "hybrid_retriever.config_security")),
+    ("parts", ("hybrid_retriever.fusion", "hybrid_retriever.branches", "hybrid_retriever.resilience",
+               "hybrid_retriever.branch_runs")),
+    ("stores", ("hybrid_retriever.stores",)),
+    ("stages", ("hybrid_retriever.prf", "hybrid_retriever.rerank", "hybrid_retriever.language_refit",
+                "hybrid_retriever.repair", "hybrid_retriever.index_manifest")),
+    ("write path", ("hybrid_retriever.index_writer",)),
+    ("retriever", ("hybrid_retriever.retriever", "hybrid_retriever")),
+    ("command-line helpers", ("hybrid_retriever.cli_common",)),
+    ("evaluation", ("hybrid_retriever.evaluation",)),
+    ("command line", ("hybrid_retriever.cli",)),
+    ("adapters", ("hybrid_retriever_langchain", "hybrid_retriever_server")),
+]
+
+#: Up-layer imports tolerated, as (importer, imported): none. An entry needs a reason and a plan to remove it.
+ALLOWED_UP: set[tuple[str, str]] = set()
+
+
+def layer_of(name: str) -> int | None:
+    """Index in :data:`LAYERS` of module ``name`` (its longest listed prefix), or None if unplaced."""
+    parts = name.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix == "hybrid_retriever" and name != prefix:
+            continue  # the root entry is the package's __init__ only, not a catch-all
+        for i, (_, members) in enumerate(LAYERS):
+            if prefix in members:
+                return i
+    return None
+
+
+def up_layer_imports(graph: dict[str, set[str]], allowed: set[tuple[str, str]] | None = None) -> list[str]:
+    """Every import in ``graph`` (module -> modules it imports) of a module in a higher layer, described."""
+    found = []
+    for importer in sorted(graph):
+        low = layer_of(importer)
+        for imported in sorted(graph[importer]):
+            high = layer_of(imported)
+            if low is None or high is None or high <= low or (importer, imported) in (allowed or set()):
+                continue
+            found.append(f"{importer} ({LAYERS[low][0]}) imports {imported} ({LAYERS[high][0]})")
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(n for n in modules() if layer_of(n) is None)
+    assert not unplaced, f"place these modules in a layer of LAYERS: {unplaced}"
+
+
+def test_no_import_runs_up_the_layers() -> None:
+    found = up_layer_imports(import_graph(), ALLOWED_UP)
+    assert not found, "imports that run up the layers (move the code, or pass what it needs down):\n" + "\n".join(found)
+
+
+def test_the_allowed_up_layer_imports_still_exist() -> None:
+    graph = import_graph()
+    stale = sorted(pair for pair in ALLOWED_UP if pair[1] not in graph.get(pair[0], set()))
+    assert not stale, f"delete these entries from ALLOWED_UP, the imports are gone: {stale}"
+
+
+def test_the_layer_check_reports_an_up_layer_import(tmp_path: Path) -> None:
+    # An import inside a function counts: a lazy import cannot hide a layer break.
+    source = tmp_path / "rrf.py"
+    source.write_text("def fuse():\n    from hybrid_retriever.retriever import HybridRetriever\n    return HybridRetriever\n")
+    names = imported_names("hybrid_retriever.fusion.rrf", source)
+    graph = {"hybrid_retriever.fusion.rrf": {n for n in names if n in modules()}}
+    assert up_layer_imports(graph) == [
+        "hybrid_retriever.fusion.rrf (parts) imports hybrid_retriever.retriever (retriever)"
+    ]
+    # Down the layers, or within one, is fine; an allowed pair is not reported.
+    assert up_layer_imports({"hybrid_retriever.retriever": {"hybrid_retriever.fusion.rrf", "hybrid_retriever"}}) == []
+    assert up_layer_imports(graph, {("hybrid_retriever.fusion.rrf", "hybrid_retriever.retriever")}) == []
+    # The package's __init__ is not a catch-all: a new core module is unplaced until listed.
+    assert layer_of("hybrid_retriever.something_new") is None
+    assert layer_of("hybrid_retriever.stores.edge") == layer_of("hybrid_retriever.stores")

@@ -279,3 +279,81 @@ def test_a_missing_cross_encoder_is_warned_about_once_per_process_with_the_fix(t
     warned = [r for r in caplog.records if r.levelname == "WARNING" and "no-such-cross-encoder" in r.getMessage()]
     assert len(warned) == 1 and "Fix:" in warned[0].getMessage() and "rerank.model" in warned[0].getMessage()
     assert sum(r.levelname == "DEBUG" and "no-such-cross-encoder" in r.getMessage() for r in caplog.records) == 2
+
+
+# ----------------------------------------------------------------- ONNX Runtime and adaptive depth
+
+
+@pytest.fixture
+def onnx_cache(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("HYBRID_RETRIEVER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_onnx_runs_the_cross_encoder_on_onnx_runtime_with_the_models_scores(onnx_cache: Path, tiny_model: Path) -> None:
+    from hybrid_retriever.rerank.onnx_cross_encoder import OnnxCrossEncoderBackend
+    from hybrid_retriever.rerank.stage import build_backend, resolve_runtime
+
+    docs = ["Qdrant is a vector database.", "Cats sleep a lot.", "BM25 ranks documents by terms. " * 20, "42"]
+    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=TINY_MAX_LENGTH, device="cpu", batch_size=3,
+                       backend="onnx")
+    assert resolve_runtime(cfg) == "onnx" and RerankConfig().backend == "torch"
+    backend = build_backend(cfg)
+    assert isinstance(backend, OnnxCrossEncoderBackend)
+    scores = backend.score([QUERIES[0], QUERIES[1]], [docs, docs[:2]])
+    # Pairs are batched by length across queries, yet each score is the model's own logit for its pair.
+    assert scores[0] == pytest.approx(direct_logits(tiny_model, QUERIES[0], docs), abs=1e-4)
+    assert scores[1] == pytest.approx(direct_logits(tiny_model, QUERIES[1], docs[:2]), abs=1e-4)
+    assert len(list(onnx_cache.rglob("model.onnx"))) == 1  # exported once, cached
+    again = build_backend(cfg)
+    assert again.score([QUERIES[0]], [docs])[0] == pytest.approx(scores[0], abs=1e-6)
+    assert len(list(onnx_cache.rglob("model.onnx"))) == 1
+
+
+def test_a_tampered_onnx_export_is_refused(onnx_cache: Path, tiny_model: Path) -> None:
+    from hybrid_retriever.errors import ModelCacheError
+    from hybrid_retriever.rerank.stage import build_backend
+
+    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=TINY_MAX_LENGTH, device="cpu", backend="onnx")
+    build_backend(cfg)
+    (path,) = onnx_cache.rglob("model.onnx")
+    path.write_bytes(path.read_bytes()[:-16] + b"\0" * 16)
+    with pytest.raises(ModelCacheError, match="does not match the hash"):
+        build_backend(cfg)
+
+
+def test_an_int8_export_is_checked_against_torch_on_the_probe(onnx_cache: Path, tiny_model: Path, monkeypatch) -> None:
+    """int8 scores move; the probe bounds how far. With no room at all, the export is made again once, then refused."""
+    from hybrid_retriever.errors import ModelCacheError
+    from hybrid_retriever.rerank import onnx_cross_encoder
+    from hybrid_retriever.rerank.stage import build_backend
+
+    cfg = RerankConfig(enabled=True, model=str(tiny_model), max_length=TINY_MAX_LENGTH, device="cpu", backend="onnx-int8")
+    monkeypatch.setitem(onnx_cross_encoder.PROBE_TOLERANCE, "int8", 0.0)
+    with pytest.raises(ModelCacheError, match="scores the probe pairs"):
+        build_backend(cfg)
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        build_backend(cfg.model_copy(update={"device": "cuda"}))
+
+
+def test_adaptive_depth_reranks_only_queries_whose_branches_disagree(make_retriever, small_docs, tiny_model: Path,
+                                                                     onnx_cache: Path) -> None:
+    from hybrid_retriever.rerank.depth import agreement, hit_signals, rerank_depth
+
+    r = make_retriever(**rerank_cfg(tiny_model, depth=5))
+    r.add_documents(small_docs)
+    fused = r.search_batch(QUERIES, k=5, rerank=False)
+    support = [agreement(hit_signals(hs[0])) for hs in fused]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in support)
+    threshold = min(support)  # every query counts as clear
+    r.reranker = Reranker(r.config.rerank.model_copy(update={"adaptive_agreement": threshold, "adaptive_depth": 0}))
+    clear = r.search_batch(QUERIES, k=5)
+    assert [[h.id for h in hs] for hs in clear] == [[h.id for h in hs] for hs in fused]
+    assert all(h.rerank is not None and h.rerank.raw is None for hs in clear for h in hs)
+    r.reranker = Reranker(r.config.rerank.model_copy(update={"adaptive_agreement": threshold, "adaptive_depth": 2}))
+    two = r.search_batch(QUERIES, k=5)
+    assert all([h.rerank.raw is not None for h in hs] == [True, True, False, False, False] for hs in two)
+    cfg = r.config.rerank.model_copy(update={"adaptive_agreement": 1.0, "adaptive_depth": 2})
+    assert rerank_depth(cfg, hit_signals(fused[0][0])) == (2 if support[0] >= 1.0 else 5)
+    with pytest.raises(ConfigError, match="adaptive_depth"):
+        RetrieverConfig.validate_data(rerank_cfg(tiny_model, depth=5, adaptive_depth=6))

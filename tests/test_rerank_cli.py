@@ -64,8 +64,9 @@ def test_train_reranker_command(reranked_index: tuple[Path, Path]) -> None:
     root, model = reranked_index
     out = root / "trained"
     result = run("train-reranker", root / "beir", "--index", root / "index", "--base-model", model, "--out", out,
-                 "--negatives", 1, "--mine-depth", 4, "--batch-size", 2, "--max-length", 64, "--no-progress")
+                 "--negatives", 1, "--mine-depth", 4, "--batch-size", 2, "--max-length", 64, "--holdout", 0, "--no-progress")
     assert result.exit_code == 0, result.output
+    assert "No queries were held out" in result.stdout
     m = re.search(r"Trained on 3 queries \((\d+) labelled pairs, (\d+) steps", result.stdout)
     assert m, result.stdout
     # Each of the 3 judged pairs plus at most one negative (the relative margin may drop some), batches of 2.
@@ -74,3 +75,23 @@ def test_train_reranker_command(reranked_index: tuple[Path, Path]) -> None:
     assert (out / "model.safetensors").is_file()
     bad = run("train-reranker", root / "beir", "--index", root / "index", "--split", "nope", "--out", out)
     assert bad.exit_code == 2
+
+
+def test_train_reranker_refuses_to_write_a_config_that_does_not_beat_fused(reranked_index: tuple[Path, Path]) -> None:
+    """BM25 already ranks each held-out query's answer first; a random tiny cross-encoder cannot do better."""
+    root, model = reranked_index
+    docs = [Document(text=t, id=i) for i, t, _ in SMALL_CORPUS]
+    queries = {"a": "vector database for dense vectors", "b": "ranking documents by term frequency",
+               "c": "token embeddings of a document", "d": "fusion of ranked lists of documents",
+               "e": "dense embeddings for semantic search", "f": "documents scored by late interaction"}
+    qrels = {"a": {"qdrant": 1}, "b": {"bm25": 1}, "c": {"colbert": 1}, "d": {"rrf": 1}, "e": {"sbert": 1},
+             "f": {"colbert": 1}}
+    beir = write_beir(root / "beir6", docs, queries, qrels, {"train": list(queries)})
+    out = root / "refused"
+    result = run("train-reranker", beir, "--index", root / "index", "--base-model", model, "--out", out,
+                 "--negatives", 1, "--mine-depth", 4, "--batch-size", 2, "--max-length", 64, "--learning-rate", 1e-7,
+                 "--rerank-depths", "3,5", "--no-progress")
+    assert result.exit_code == 3, result.output
+    assert "Trained on 4 queries" in result.stdout and "depth 3: weight 0," in result.stdout
+    assert "No rerank configuration written" in result.stderr and "fused" in result.stderr
+    assert (out / "model.safetensors").is_file() and not (root / "refused.yaml").exists()

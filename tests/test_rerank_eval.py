@@ -107,3 +107,22 @@ def test_tune_cli_chooses_the_rerank_weight_and_writes_it(eval_index, tiny_model
     written = RetrieverConfig.from_file(tuned).rerank
     assert written.enabled and written.order == "interpolation" and written.weight == best
     assert "Rerank weight on ndcg@10" in res.output
+
+
+def test_eval_applies_adaptive_depth_as_search_does(eval_index, tiny_model: Path, tmp_path: Path) -> None:
+    """A threshold in the middle of the queries' agreement: eval's reranked lists equal search's, query by query."""
+    from hybrid_retriever.rerank.depth import agreement, hit_signals
+
+    ei = eval_index
+    judged = JudgedQueries(queries=ei.queries, qrels=ei.qrels, name="cisi-slice")
+    qids = list(ei.queries)
+    with with_rerank(ei, tiny_model) as r:
+        fused = r.search_batch([ei.queries[q] for q in qids], k=DEPTH, rerank=False)
+    levels = sorted(agreement(hit_signals(hs[0])) for hs in fused)
+    threshold = levels[len(levels) // 2]
+    with with_rerank(ei, tiny_model, adaptive_agreement=threshold, adaptive_depth=2) as r:
+        res = evaluate(r, judged, ["ndcg@10"], cache=ei.cache, cache_dir=tmp_path, progress=False)
+        hits = r.search_batch([ei.queries[q] for q in qids], k=DEPTH)
+    assert 0 < sum(1 for hs in hits if sum(h.rerank.raw is not None for h in hs) == 2) < len(qids)
+    ref = evaluate_ranked({q: [h.id for h in hs] for q, hs in zip(qids, hits)}, ei.qrels, ["ndcg@10"])["ndcg@10"]
+    assert res.systems["reranked"].per_query["ndcg@10"] == pytest.approx([ref[q] for q in res.qids], abs=1e-9)

@@ -12,7 +12,9 @@ One module per concern, all on the library's public API (fusion through the publ
 - :mod:`.tuning` search of the fusion space with cross-validation, tuned config out;
 - :mod:`.prf_tuning` pseudo-relevance feedback settings on one first stage, validated the same way;
 - :mod:`.synthetic` pseudo-queries cut from the corpus, for tuning without judgements;
-- :mod:`.report` JSON, Markdown and PNG plots.
+- :mod:`.report` JSON, Markdown and PNG plots;
+- :mod:`.rerank` reranker scores cached for eval and tune (depth, order, weight as re-sorts);
+- :mod:`.rerank_training` ``train-reranker``: fine-tune a cross-encoder, then choose (or refuse) its rerank settings on held-out queries.
 
     >>> from hybrid_retriever import HybridRetriever                           # doctest: +SKIP
     >>> from hybrid_retriever.evaluation import load_beir, evaluate

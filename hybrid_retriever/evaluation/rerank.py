@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from hybrid_retriever.evaluation.cache import append_cache_rows, read_cache_rows
 from hybrid_retriever.ids import point_id
+from hybrid_retriever.rerank.depth import rerank_depth
 from hybrid_retriever.rerank.order import rerank_order
 from hybrid_retriever.stores.base import PAYLOAD_TEXT
 
@@ -54,7 +55,7 @@ class RerankScores:
 
 def rerank_fingerprint(retriever: Any) -> dict[str, Any]:
     """What cached reranker scores depend on: the index (its documents' texts) and the model's settings."""
-    rc = retriever.config.rerank
+    rc = retriever.reranker.config if retriever.reranker is not None else retriever.config.rerank
     return {"location": str(retriever.store.location), "count": retriever.count(), "model": retriever.reranker.name,
             "model_type": rc.model_type, "max_length": rc.max_length}
 
@@ -200,14 +201,15 @@ def tune_rerank_weight(
     default = rc.weight if rc.order == "interpolation" else 1.0
     qids = [q for q in queries if q in runs]
     fused = {q: fuse_reference(runs[q], config) for q in qids}
-    scores = collect_rerank_scores(retriever, queries, {q: [it.id for it in fused[q][: rc.depth]] for q in qids},
+    depth = {q: rerank_depth(rc, fused[q][0].signals if fused[q] else None) for q in qids}  # adaptive depth, as search
+    scores = collect_rerank_scores(retriever, queries, {q: [it.id for it in fused[q][: depth[q]]] for q in qids},
                                    cache_dir=cache_dir, progress=progress)
     rows = [{point_id(d): g for d, g in qrels.get(q, {}).items()} for q in qids]
     stats = QrelsStats.build([qrels.get(q, {}) for q in qids], m.k)
     matrix = np.zeros((len(ws), len(qids)))
     for wi, w in enumerate(ws):
-        lists = [reranked_ids([it.id for it in fused[q]], [it.score for it in fused[q]], scores.scores[q], rc.depth,
-                              "interpolation", w) for q in qids]
+        lists = [reranked_ids([it.id for it in fused[q]], [it.score for it in fused[q]], scores.scores.get(q, {}),
+                              depth[q], "interpolation", w) for q in qids]
         gains, judged = gains_matrix(lists, rows, m.k)
         matrix[wi] = metric_from_arrays(m, gains, judged, stats)
     train_idx, dev_idx = split_indices(qids, train_qids, dev_qids)

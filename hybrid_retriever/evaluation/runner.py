@@ -208,15 +208,18 @@ def judgement_warnings(judged: JudgedQueries, fused: SystemResult, metrics: Sequ
 
 def reranked_lists(retriever: Any, queries: Mapping[str, str], cached: Sequence[Any], config: RetrieverConfig, *,
                    cache_dir: str | Path | None = None, progress: bool = True) -> tuple[list[list[str]], list[float]]:
-    """Each query's fused list with its top ``rerank.depth`` reordered by the reranker; the scoring ms per query."""
+    """Each query's fused list with its top ``rerank.depth`` (adaptive: :func:`~hybrid_retriever.rerank.depth.rerank_depth`)
+    reordered by the reranker; the scoring ms per query."""
     from hybrid_retriever.evaluation.rerank import collect_rerank_scores, reranked_ids
+    from hybrid_retriever.rerank.depth import rerank_depth
 
     rc = config.rerank
     fused = {qr.qid: fuse_reference(qr, config) for qr in cached}
-    candidates = {q: [it.id for it in items[: rc.depth]] for q, items in fused.items()}
+    depth = {q: rerank_depth(rc, items[0].signals if items else None) for q, items in fused.items()}
+    candidates = {q: [it.id for it in items[: depth[q]]] for q, items in fused.items()}
     scores = collect_rerank_scores(retriever, queries, candidates, cache_dir=cache_dir, progress=progress)
-    lists = [reranked_ids([it.id for it in fused[qr.qid]], [it.score for it in fused[qr.qid]], scores.scores[qr.qid],
-                          rc.depth, rc.order, rc.weight) for qr in cached]
+    lists = [reranked_ids([it.id for it in fused[qr.qid]], [it.score for it in fused[qr.qid]], scores.scores.get(qr.qid, {}),
+                          depth[qr.qid], rc.order, rc.weight) for qr in cached]
     return lists, [scores.ms.get(qr.qid, 0.0) for qr in cached]
 
 

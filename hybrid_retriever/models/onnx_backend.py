@@ -1,7 +1,8 @@
 """A transformer exported to ONNX and run with ONNX Runtime, exported locally and cached on disk.
 
 The dense branch's transformer (and with it the multi-vector branch's shared forward
-pass) can run on ONNX Runtime instead of torch: on this project's CPUs a single query
+pass), and a cross-encoder reranker (its classifier's ``logits`` as the output), can run
+on ONNX Runtime instead of torch: on this project's CPUs a single query
 encodes about twice as fast with identical vectors in float32
 (benchmarks/results/encoders.md). Nothing is downloaded: the export is made here from
 the weights already loaded (``torch.onnx.export``), optionally quantised to int8
@@ -119,23 +120,28 @@ def discard_export(model_name: str, variant: Variant, cache_dir: Path | None = N
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _hidden_states_module(model: Any, names: tuple[str, ...]) -> Any:
-    """``model`` (a Hugging Face encoder) as a module from plain tensors to its last hidden states, for export."""
+#: What the export returns: an encoder's token embeddings, or a sequence classifier's logits (a cross-encoder).
+Output = Literal["last_hidden_state", "logits"]
+
+
+def _output_module(model: Any, names: tuple[str, ...], output: Output) -> Any:
+    """``model`` (a Hugging Face model) as a module from plain tensors to one of its outputs, for export."""
     import torch
 
-    class HiddenStates(torch.nn.Module):
+    class OneOutput(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, *inputs: Any) -> Any:
-            return self.model(**dict(zip(names, inputs)), return_dict=True).last_hidden_state
+            return getattr(self.model(**dict(zip(names, inputs)), return_dict=True), output)
 
-    return HiddenStates().eval()
+    return OneOutput().eval()
 
 
 def export(
-    model: Any, input_names: tuple[str, ...], folder: Path, variant: Variant, fingerprint: str, files_sha256: str | None = None
+    model: Any, input_names: tuple[str, ...], folder: Path, variant: Variant, fingerprint: str, files_sha256: str | None = None,
+    output: Output = "last_hidden_state",
 ) -> None:
     """Export ``model`` (a Hugging Face encoder) to ``folder/model.onnx`` with its record; atomic."""
     import torch
@@ -148,7 +154,8 @@ def export(
         if "token_type_ids" in sample:
             sample["token_type_ids"] = torch.zeros((2, 8), dtype=torch.long)
         sample["attention_mask"][1, 5:] = 0  # a padded row, so the traced graph handles padding
-        axes = {n: {0: "batch", 1: "sequence"} for n in (*input_names, "last_hidden_state")}
+        axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in input_names}
+        axes[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
         was_training = model.training
         model.eval()
         try:
@@ -157,11 +164,11 @@ def export(
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    _hidden_states_module(model, input_names),
+                    _output_module(model, input_names, output),
                     tuple(sample[n] for n in input_names),
                     str(fp32),
                     input_names=list(input_names),
-                    output_names=["last_hidden_state"],
+                    output_names=[output],
                     dynamic_axes=axes,
                     opset_version=OPSET,
                     dynamo=False,
@@ -183,6 +190,7 @@ def export(
             "export_version": EXPORT_VERSION,
             "variant": variant,
             "inputs": list(input_names),
+            "output": output,
             "source_sha256": fingerprint,
             # The model folder's files (models/identity.py): lets a later process trust the export without torch.
             "source_files_sha256": files_sha256,
@@ -225,6 +233,7 @@ def cached_export(
     variant: Variant = "fp32",
     cache_dir: Path | None = None,
     source_folder: Path | None = None,
+    output: Output = "last_hidden_state",
 ) -> Path:
     """The verified ``model.onnx`` of ``model``'s current weights, exported first if missing or stale.
 
@@ -241,11 +250,12 @@ def cached_export(
         or record.get("source_sha256") != fingerprint
         or record.get("export_version") != EXPORT_VERSION
         or tuple(record.get("inputs", ())) != input_names
+        or record.get("output", "last_hidden_state") != output
     )
     if stale:
         why = "no export yet" if record is None else "the weights or export procedure changed"
         log.info("exporting %s to ONNX (%s, %s) in %s", model_name, variant, why, folder)
-        export(model, input_names, folder, variant, fingerprint, _files_sha256(source_folder))
+        export(model, input_names, folder, variant, fingerprint, _files_sha256(source_folder), output)
         return folder / _MODEL_FILE
     actual = file_sha256(folder / _MODEL_FILE)
     if actual != record.get("model_sha256"):

@@ -59,6 +59,9 @@ class CrossEncoderBackend(RerankBackend):
             from rerankers.models.transformer_ranker import TransformerRanker
         except ImportError:
             raise ConfigError("reranking needs the rerankers package: pip install 'hybrid-retriever[rerank]'") from None
+        from hybrid_retriever.models.threads import apply_torch_threads
+
+        apply_torch_threads()  # runtime.threads, as every other model loader (torch's default is one per core)
         self.name = config.model
         self.config = config
         self.device = resolve_device(config.device)

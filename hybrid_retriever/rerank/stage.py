@@ -18,8 +18,9 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from hybrid_retriever.config import RerankConfig
-from hybrid_retriever.errors import HybridRetrieverError
+from hybrid_retriever.errors import ConfigError, HybridRetrieverError
 from hybrid_retriever.rerank.base import RerankBackend
+from hybrid_retriever.rerank.depth import hit_signals, rerank_depth
 from hybrid_retriever.rerank.order import rerank_order
 from hybrid_retriever.types import Hit, RerankScore
 
@@ -39,10 +40,25 @@ def build_backend(config: RerankConfig, ranker: Any = None) -> RerankBackend:
 
         return RankerBackend(ranker)
     if config.model_type is None or config.model_type in ("cross-encoder", "transformers"):
-        from hybrid_retriever.rerank.cross_encoder import CrossEncoderBackend
+        runtime = resolve_runtime(config)
+        if runtime == "torch":
+            from hybrid_retriever.rerank.cross_encoder import CrossEncoderBackend
 
-        return CrossEncoderBackend(config)
+            return CrossEncoderBackend(config)
+        from hybrid_retriever.rerank.onnx_cross_encoder import OnnxCrossEncoderBackend
+
+        return OnnxCrossEncoderBackend(config, "int8" if runtime == "onnx-int8" else "fp32")
     return _rerankers_factory(config)
+
+
+def resolve_runtime(config: RerankConfig) -> str:
+    """What runs a cross-encoder: ``rerank.backend``; the ONNX ones need the CPU."""
+    from hybrid_retriever.models.resolve import pick_device
+
+    if config.backend != "torch" and pick_device(None if config.device == "auto" else config.device) != "cpu":
+        raise ConfigError(f"rerank.backend {config.backend} runs on the CPU, but rerank.device is {config.device!r}: "
+                          "set rerank.device: cpu, or rerank.backend: torch for the GPU")
+    return config.backend
 
 
 def _rerankers_factory(config: RerankConfig) -> RerankBackend:
@@ -153,9 +169,13 @@ class Reranker:
 
     def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]], k: int) -> list[list[Hit]]:
         """Each query's hits (fused order) with the top ``depth`` rescored and reordered; ``k`` kept."""
-        candidates = [list(h[: self.depth]) for h in hits]
+        candidates = [list(h[: rerank_depth(self.config, hit_signals(h[0]) if h else None)]) for h in hits]
+        todo = [i for i, c in enumerate(candidates) if c]
         try:
-            scores = self._score_in_time(queries, [[h.text for h in c] for c in candidates])
+            scored = self._score_in_time([queries[i] for i in todo], [[h.text for h in candidates[i]] for i in todo]) if todo else []
+            scores = [[] for _ in candidates]
+            for i, s in zip(todo, scored):
+                scores[i] = s
         except Exception as exc:
             if self.config.on_error == "raise":
                 raise RerankError(f"reranking failed: {type(exc).__name__}: {exc}") from exc
@@ -169,8 +189,6 @@ class Reranker:
         return await asyncio.to_thread(self.rerank, queries, hits, k)
 
     def _ordered(self, hits: Sequence[Hit], candidates: list[Hit], scores: list[float], k: int) -> list[Hit]:
-        if not candidates:
-            return []
         o = rerank_order([h.score for h in candidates], scores, self.config.order, self.config.weight)
         out = []
         for new_rank, i in enumerate(o.order, start=1):

@@ -1,9 +1,14 @@
-"""``hybrid-retriever train-reranker``: fine-tune a cross-encoder on judged training queries.
+"""``hybrid-retriever train-reranker``: fine-tune a cross-encoder on judged queries and write its rerank config.
 
 Registered in :mod:`hybrid_retriever.cli`; helpers from there are imported inside the
 function so either module can be imported first.
 
-    hybrid-retriever train-reranker DATA --index PATH [--split train] [--base-model ID|PATH] [--out reranker/]
+    hybrid-retriever train-reranker DATA --index PATH [--split train] [--holdout 0.2] [--out reranker/]
+                                    [--write-config reranker.yaml]
+
+Exit status 0 when a rerank configuration was written; :data:`EXIT_NOT_BETTER` when the
+model was trained and saved but did not beat the fused order on the held-out queries (no
+configuration is written; the numbers are printed); 2 for bad input.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from typing import Optional
 
 import typer
 
-from hybrid_retriever.rerank.training import DEFAULT_BASE_MODEL, TrainingSettings
+from hybrid_retriever.evaluation.rerank_training import DEFAULT_BASE_MODEL, TrainingSettings
+
+#: Exit status when the trained model does not beat the fused order on the held-out queries.
+EXIT_NOT_BETTER = 3
 
 
 def train_reranker_command(
@@ -35,12 +43,15 @@ def train_reranker_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the head's initialisation, the data order and dropout."),
     save_steps: int = typer.Option(100, "--save-steps", min=1, help="Steps between checkpoints (a rerun resumes from the latest)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the latest checkpoint in --out, or start over."),
+    holdout: float = typer.Option(0.2, "--holdout", min=0.0, help="Judged queries kept out of training to choose the rerank settings on: a share below 1, or a number of queries (0: choose nothing, write no config)."),
+    depths: str = typer.Option("10,20,50", "--rerank-depths", help="Rerank depths tried on the held-out queries."),
+    write_config: Optional[Path] = typer.Option(None, "--write-config", help="Where the chosen configuration goes (YAML or .json; default: <out>.yaml beside the model folder)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Fine-tune a cross-encoder reranker on judged training queries, with hard negatives from the hybrid index."""
     from hybrid_retriever.cli_common import console, err_console
-    from hybrid_retriever.evaluation.cli import _judged, _open_or_build
-    from hybrid_retriever.rerank.training import train_reranker
+    from hybrid_retriever.evaluation.cli import _ints, _judged, _open_or_build
+    from hybrid_retriever.evaluation.rerank_training import train_reranker
 
     if split == "test":
         err_console.print("note: training on the test split makes any evaluation on it meaningless; train on "
@@ -49,15 +60,37 @@ def train_reranker_command(
     settings = TrainingSettings(
         base_model=base_model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
         num_negatives=negatives, mine_depth=mine_depth, skip_top=skip_top, seed=seed, save_steps=save_steps,
+        holdout=holdout, depths=_ints(depths, "--rerank-depths"),
     )
+    config_path = write_config or out.with_name(out.name + ".yaml")
     retriever, _ = _open_or_build(index, None, judged.corpus, progress=progress,
                                   rebuild_hint="pass a BEIR folder (or --corpus) to build it")
     with retriever as r:
         result = train_reranker(r, judged.queries, judged.qrels, out, settings, progress=progress, resume=resume)
+        base = r.config
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     console.print(
         f"Trained on {result.n_queries} queries ({result.n_pairs} labelled pairs, {result.steps} steps; {secs})"
         + (f", resumed from {result.resumed_from}" if result.resumed_from else "")
-        + f". Model saved to {out}.\nUse it with:  rerank: {{enabled: true, model: {out}}}",
+        + f". Model saved to {out}.",
         markup=False, soft_wrap=True,
     )
+    choice = result.choice
+    if choice is None:
+        console.print(f"No queries were held out (--holdout 0), so no rerank settings were chosen. Use it with:  "
+                      f"rerank: {{enabled: true, model: {out}, order: interpolation, weight: ...}} and choose the "
+                      "weight with `hybrid-retriever tune --no-fusion --rerank-weights`", markup=False, soft_wrap=True)
+        return
+    for row in choice.per_depth:
+        console.print(f"  depth {row['depth']}: weight {row['weight']:g}, {choice.metric} {row['heldout_score']:.4f} "
+                      f"cross-validated vs {row['fused_score']:.4f} fused", markup=False, soft_wrap=True)
+    if not choice.accepted:
+        err_console.print(f"No rerank configuration written: {choice.reason}. The model is saved in {out}, but "
+                          "reranking with it would not improve on the fused order here; train longer or on more "
+                          "queries, or keep reranking off.", style="yellow", markup=False, soft_wrap=True)
+        raise typer.Exit(code=EXIT_NOT_BETTER)
+    cfg = choice.apply(base, str(out.resolve()), max_length)
+    cfg.save(config_path, header=choice.header())
+    console.print(f"Chose {choice.reason}. Wrote {config_path}; use it with --config {config_path} "
+                  f"(rerank: depth {choice.depth}, order {choice.order}, weight {choice.weight:g}).",
+                  markup=False, soft_wrap=True)
