@@ -31,8 +31,10 @@ from hybrid_retriever.errors import (
     StoreUnavailableError,
 )
 from hybrid_retriever.fusion import FusedItem
-from hybrid_retriever.fusion.adaptive import branch_signals, no_query_tokens
-from hybrid_retriever.fusion.results import fuse_results, served_weights
+from hybrid_retriever.fusion.adaptive import branch_signals, list_signals, no_query_tokens, vector_facts
+from hybrid_retriever.fusion.results import fuse_lists, fuse_results, served_weights
+from hybrid_retriever.fusion.types import BranchList
+from hybrid_retriever.branch_runs import BranchRun
 from hybrid_retriever.ids import point_id  # also importable from here, as older code does
 from hybrid_retriever.index_manifest import IndexManifest
 from hybrid_retriever.index_writer import IndexWriter, documents_from_texts
@@ -44,10 +46,10 @@ from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.rerank.stage import Reranker
 from hybrid_retriever.resilience import BranchFailures, CallBudget, describe, wait_until
 from hybrid_retriever.stores import SearchRequest, Store, StoredPoint, build_store, parse_filter
-from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, ScoredIds
+from hybrid_retriever.stores.base import PAYLOAD_ID, PAYLOAD_METADATA, PAYLOAD_TEXT, Ranked
 from hybrid_retriever.stores.filters import FilterSpec
 from hybrid_retriever.stores.stored_config import stored_config
-from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, ScoredId, Vector
+from hybrid_retriever.types import BranchResult, BranchScore, Document, Hit, Vector
 
 log = logging.getLogger(__name__)
 
@@ -328,14 +330,18 @@ class HybridRetriever:
         n = k if stage is None else max(k, stage.depth)
         if fusion.server_side:
             return self._reranked(stage, queries, self._server_side(queries, n, self._filter(filter)), k)
-        results = self.search_branches(queries, filter=filter, complete=fusion.completes_scores)
-        # Without PRF (which reads the whole fused list) only the hits returned are built.
-        fused = [self.fuse(r, limit=None if self._prf is not None else n) for r in results]
-        if self._prf is not None:
+        if self._prf is not None:  # PRF reads the whole fused list and the public branch results
+            results = self.search_branches(queries, filter=filter, complete=fusion.completes_scores)
+            fused = [self.fuse(r) for r in results]
             second = self._prf.run(results, fused, self._filter(filter))
-            hits = self._prf.annotate(self._hits(second.fused, second.results, n), results, fused, second.info)
+            runs = [{b: BranchRun.of(r) for b, r in per.items()} for per in second.results]
+            hits = self._prf.annotate(self._hits(second.fused, runs, n), results, fused, second.info)
             return self._reranked(stage, queries, hits, k)
-        return self._reranked(stage, queries, self._hits(fused, results, n), k)
+        # Points stay the store's keys until the top n: only the hits returned get text ids and provenance.
+        queries = _validate_queries(queries)
+        runs = self._branch_runs(queries, self._filter(filter), None, fusion.completes_scores)
+        fused = [self._fuse_runs(per, limit=n) for per in runs]
+        return self._reranked(stage, queries, self._hits(fused, runs, n), k)
 
     @staticmethod
     def _reranked(stage: Reranker | None, queries: Sequence[str], hits: list[list[Hit]], k: int) -> list[list[Hit]]:
@@ -364,12 +370,23 @@ class HybridRetriever:
         spec = self._filter(filter)
         if not queries:
             return []
+        runs = self._branch_runs(queries, spec, depth, complete, measure_all=True)
+        texts = self.store.key_texts
+        return [{n: run.result(n, texts) for n, run in per.items()} for per in runs]
+
+    def _branch_runs(
+        self, queries: list[str], spec: FilterSpec | None, depth: dict[str, int] | int | None, complete: bool,
+        measure_all: bool = False,
+    ) -> list[dict[str, BranchRun]]:
+        """:meth:`search_branches` with the points as the store's keys (:class:`BranchRun`).
+
+        Query-side measures are taken for every query with ``measure_all``, else only where fusion reads them."""
         depths = {
             name: (depth.get(name, self.config.branch(name).depth) if isinstance(depth, dict) else depth or self.config.branch(name).depth)
             for name in self.branches
         }
         if self._manifest.data is None:
-            return [{n: BranchResult(branch=n, hits=[]) for n in self.branches} for _ in queries]
+            return [{n: BranchRun([], []) for n in self.branches} for _ in queries]
         budget = CallBudget.begin(self.config.runtime)
         failures = BranchFailures(self.config.runtime.on_branch_error)
         encoded = self._encode_queries(queries, budget)
@@ -381,28 +398,29 @@ class HybridRetriever:
         requests = {n: [self._branch_request(n, qi, encoded, depths, spec, ok) for qi in range(len(queries))] for n in ok}
         answers, search_ms = self._search(requests, budget, failures)
         failures.raise_if_all(self.branches)
-        measured = self._query_signals(queries, ok)
-        results: list[dict[str, BranchResult]] = [{} for _ in queries]
+        answered = [n for n in ok if n not in failures.reasons]
+        measured = self._query_signals(queries, ok, None if measure_all else self._measures_read(encoded, answered, len(queries)))
+        runs: list[dict[str, BranchRun]] = [{} for _ in queries]
         for qi in range(len(queries)):
             for n in self.branches:
                 vecs, ms, _ = encoded[n]
                 err = failures.reasons.get(n)
-                answer = _tie_sorted(answers[n][qi]) if err is None else []
+                keys, scores = _tie_sorted(answers[n][qi]) if err is None else ([], [])
                 if not self.branches[n].rescores_others:
-                    answer = answer[: depths[n]]  # asked for a few more: ties at the cut are settled by point id
-                hits = [ScoredId(pid, s, r) for r, (pid, s) in enumerate(answer, start=1)]
-                results[qi][n] = BranchResult(
-                    branch=n, hits=hits, encode_ms=ms, search_ms=search_ms.get(n, 0.0), error=err,
+                    # asked for a few more: ties at the cut are settled by point id
+                    keys, scores = keys[: depths[n]], scores[: depths[n]]
+                runs[qi][n] = BranchRun(
+                    keys, scores, encode_ms=ms, search_ms=search_ms.get(n, 0.0), error=err,
                     query_vector=vecs[qi] if err is None else None,
                     signals=measured[n][qi] if n in measured else {},
                 )
         if complete and len(self.branches) - len(failures.reasons) > 1:
-            self._complete(results, encoded, spec, budget)
-        return results
+            self._complete(runs, encoded, spec, budget)
+        return runs
 
     def _search(
         self, requests: dict[str, list[SearchRequest]], budget: CallBudget, failures: BranchFailures
-    ) -> tuple[dict[str, list[ScoredIds]], dict[str, float]]:
+    ) -> tuple[dict[str, list[Ranked]], dict[str, float]]:
         """Each branch's answers (one per query) and its search time per query in ms; failures recorded.
 
         Without time limits every branch's searches go to Qdrant as one batch (the fast
@@ -415,7 +433,7 @@ class HybridRetriever:
             names = list(requests)
             t0 = time.perf_counter()
             try:
-                flat = self.store.search_batch([requests[n][qi] for qi in range(nq) for n in names])
+                flat = self.store.search_ranked([requests[n][qi] for qi in range(nq) for n in names])
             except HybridRetrieverError:
                 raise  # the store is down (every branch fails alike) or the caller's input is bad
             except Exception as exc:
@@ -425,14 +443,14 @@ class HybridRetriever:
                 return self._search_each(requests, failures)
             ms = (time.perf_counter() - t0) * 1000 / nq
             it = iter(flat)
-            answers: dict[str, list[ScoredIds]] = {n: [] for n in names}
+            answers: dict[str, list[Ranked]] = {n: [] for n in names}
             for _ in range(nq):
                 for n in names:
                     answers[n].append(next(it))
             return answers, {n: ms for n in names}
-        futures = {n: self._pool.submit(_timed, self.store.search_batch, reqs) for n, reqs in requests.items()}
+        futures = {n: self._pool.submit(_timed, self.store.search_ranked, reqs) for n, reqs in requests.items()}
         end = budget.branch_end
-        timed: dict[str, tuple[list[ScoredIds], float]] = {}
+        timed: dict[str, tuple[list[Ranked], float]] = {}
         for n, outcome in wait_until(futures, end).items():
             if outcome.late:
                 failures.add(n, "search", budget.late(end))
@@ -445,13 +463,13 @@ class HybridRetriever:
 
     def _search_each(
         self, requests: dict[str, list[SearchRequest]], failures: BranchFailures
-    ) -> tuple[dict[str, list[ScoredIds]], dict[str, float]]:
+    ) -> tuple[dict[str, list[Ranked]], dict[str, float]]:
         """Search branch by branch, recording the ones whose requests fail."""
-        answers: dict[str, list[ScoredIds]] = {}
+        answers: dict[str, list[Ranked]] = {}
         ms: dict[str, float] = {}
         for n, reqs in requests.items():
             try:
-                answers[n], took = _timed(self.store.search_batch, reqs)
+                answers[n], took = _timed(self.store.search_ranked, reqs)
             except Exception as exc:
                 _raise_if_callers_fault(exc)
                 failures.add(n, "search", describe(exc), exc)
@@ -523,7 +541,7 @@ class HybridRetriever:
 
     def _complete(
         self,
-        results: list[dict[str, BranchResult]],
+        runs: list[dict[str, BranchRun]],
         encoded: dict[str, tuple[list[Vector], float, str | None]],
         spec: FilterSpec | None,
         budget: CallBudget | None = None,
@@ -534,24 +552,22 @@ class HybridRetriever:
         warning and fusion treats the missing scores as ``fusion.missing: floor`` would.
         """
         requests: list[SearchRequest] = []
-        targets: list[tuple[int, str, list[str]]] = []
-        for qi, per_branch in enumerate(results):
-            union = {h.point_id for r in per_branch.values() for h in r.hits}
+        targets: list[tuple[int, str, list[Any]]] = []
+        for qi, per_branch in enumerate(runs):
+            union = set().union(*(r.keys for r in per_branch.values()))
             for n, r in per_branch.items():
                 if r.error is not None:
                     continue
-                missing = union - {h.point_id for h in r.hits}
+                missing = sorted(union.difference(r.keys))
                 if missing:
                     requests.append(
-                        SearchRequest(
-                            vector_name=n, vector=encoded[n][0][qi], limit=len(missing), filter=spec, point_ids=sorted(missing), exact=True
-                        )
+                        SearchRequest(vector_name=n, vector=encoded[n][0][qi], limit=len(missing), filter=spec, point_ids=missing, exact=True)
                     )
-                    targets.append((qi, n, sorted(missing)))
+                    targets.append((qi, n, missing))
         if not requests:
             return
         if budget is not None and budget.call_end is not None:
-            outcome = wait_until({"completion": self._pool.submit(self.store.search_batch, requests)}, budget.call_end)["completion"]
+            outcome = wait_until({"completion": self._pool.submit(self.store.search_ranked, requests)}, budget.call_end)["completion"]
             if outcome.late or outcome.error is not None:
                 why = budget.late(budget.call_end) if outcome.late else describe(outcome.error)  # type: ignore[arg-type]
                 if self.config.runtime.on_branch_error == "raise":
@@ -560,13 +576,13 @@ class HybridRetriever:
                 return
             answers = outcome.value
         else:
-            answers = self.store.search_batch(requests)
+            answers = self.store.search_ranked(requests)
         for (qi, n, asked), answer in zip(targets, answers):  # type: ignore[arg-type]
-            scores = dict(answer)
+            scores = dict(zip(answer.keys, answer.scores))
             if self.branches[n].vector_spec.kind == "sparse":
                 # A document sharing no term with the query is not returned: its exact score is 0.
                 scores.update({pid: 0.0 for pid in asked if pid not in scores})
-            results[qi][n].completed = scores
+            runs[qi][n].completed = scores
 
     # ------------------------------------------------------------------- fusion
 
@@ -580,6 +596,21 @@ class HybridRetriever:
             signals = branch_signals(per_branch, content, languages)
         return fuse_results(per_branch, fusion, weights, signals, limit=limit)
 
+    def _fuse_runs(self, runs: dict[str, BranchRun], limit: int | None = None) -> list[FusedItem]:
+        """:meth:`fuse` on one query's runs (the fused items' ids are the store's keys)."""
+        fusion = self.config.fusion
+        weights = served_weights(self.config.weights(), runs)
+        signals = {}
+        if fusion.method == "adaptive":
+            content, languages = self.adaptive_context()
+            signals = list_signals(
+                {n: r.keys if r.error is None else [] for n, r in runs.items()}, {n: r.scores for n, r in runs.items()},
+                {n: vector_facts(r.query_vector, r.signals) for n, r in runs.items()}, content, languages,
+            )
+        exact = fusion.missing == "exact"
+        lists = {n: BranchList(r.keys, r.scores, extra=r.completed if exact else {}) for n, r in runs.items() if r.error is None}
+        return fuse_lists(lists, fusion, weights, signals, limit=limit)
+
     def adaptive_context(self) -> tuple[str | None, dict[str, frozenset[str] | None]]:
         """What adaptive fusion knows beyond one query's branch results: the corpus (content) language and
         the languages each branch's model covers (its config, else its model card; None = any or unknown).
@@ -589,41 +620,74 @@ class HybridRetriever:
         content = next((b.content_language for b in self.branches.values() if getattr(b, "content_language", None)), None)
         return content, self._languages
 
-    def _query_signals(self, queries: list[str], names: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+    def _query_signals(
+        self, queries: list[str], names: Sequence[str], only: dict[str, list[int]] | None = None
+    ) -> dict[str, list[dict[str, float]]]:
         """Query-side measures of branches that take them (a dense model's fragmentation), for adaptive fusion.
 
-        Taken whatever the fusion method (a tokenisation per query), so cached evaluation runs can score adaptive fusion too."""
+        Taken whatever the fusion method (a tokenisation per query), so cached evaluation runs can score adaptive
+        fusion too; ``only`` (branch -> query positions) limits them to those queries (none for a branch not in it)."""
         out = {}
         for n in names:
             measure = getattr(self.branches[n], "query_signals", None)
-            if measure is not None:
+            if measure is None:
+                continue
+            if only is None:
                 out[n] = measure(queries)
+                continue
+            out[n] = [{} for _ in queries]
+            at = only.get(n, [])
+            for qi, m in zip(at, measure([queries[qi] for qi in at]) if at else []):
+                out[n][qi] = m
         return out
 
-    def _hits(self, fused: list[list[FusedItem]], results: list[dict[str, BranchResult]], k: int) -> list[list[Hit]]:
+    def _measures_read(self, encoded: dict[str, tuple[list[Vector], float, str | None]], names: Sequence[str], nq: int) -> dict[str, list[int]]:
+        """Which queries' measures fusion reads, per branch: adaptive fusion reads a branch's fragmentation only where
+        the query's language (a per-document-language BM25's choice, else the corpus's) is outside its model's languages
+        (:func:`~hybrid_retriever.fusion.adaptive.adaptive_weights`); elsewhere the tokenisation is skipped."""
+        if self.config.fusion.method != "adaptive":
+            return {}
+        content, languages = self.adaptive_context()
+        langs: list[str | None] = []
+        for qi in range(nq):
+            asked = (getattr(encoded[n][0][qi], "language", None) for n in names if encoded[n][2] is None)
+            langs.append(next((x for x in asked if x), None) or content)
+        out = {}
+        for n in names:
+            covered = languages.get(n)
+            if covered is not None:
+                out[n] = [qi for qi, lang in enumerate(langs) if lang is not None and lang not in covered]
+        return out
+
+    def _hits(self, fused: list[list[FusedItem]], runs: list[dict[str, BranchRun]], k: int) -> list[list[Hit]]:
+        """The top ``k`` fused items of each query as hits: stored documents and each branch's provenance.
+
+        Fused item ids are the runs' keys; only these hits' keys become text ids."""
         top = [items[:k] for items in fused]
-        points = {p.point_id: p for p in self.store.retrieve(sorted({it.id for items in top for it in items}))}
+        keys = list(dict.fromkeys(it.id for items in top for it in items))
+        text = dict(zip(keys, self.store.key_texts(keys)))
+        points = {p.point_id: p for p in self.store.retrieve(sorted(text.values()))}
         out: list[list[Hit]] = []
-        for items, per_branch in zip(top, results):
-            ranks = {n: {h.point_id: h for h in r.hits} for n, r in per_branch.items()}
+        for items, per_branch in zip(top, runs):
+            where = {n: dict(zip(r.keys, range(len(r.keys)))) for n, r in per_branch.items()}
             hits = []
             for rank, it in enumerate(items, start=1):
-                p = points.get(it.id)
+                p = points.get(text[it.id])
                 if p is None:  # deleted between search and fetch
                     continue
                 prov = {}
                 for n, r in per_branch.items():
-                    own = ranks[n].get(it.id)
-                    raw = own.score if own else r.completed.get(it.id)
-                    completed = own is None and it.id in r.completed
+                    at = where[n].get(it.id)
                     prov[n] = BranchScore(
-                        raw=raw, normalized=it.normalized.get(n), rank=own.rank if own else None, completed=completed,
+                        raw=r.scores[at] if at is not None else r.completed.get(it.id),
+                        normalized=it.normalized.get(n), rank=r.rank(at) if at is not None else None,
+                        completed=at is None and it.id in r.completed,
                         error=r.error, weight=it.weights.get(n) if it.weights else None,
                         flags=(it.flags or {}).get(n) or (["no_query_tokens"] if no_query_tokens(r.query_vector) else []),
                         signals=dict((it.signals or {}).get(n) or {}),
                     )
                 doc = _to_document(p)
-                hits.append(Hit(id=doc.id or it.id, text=doc.text, metadata=doc.metadata, score=it.score, rank=rank, provenance=prov))
+                hits.append(Hit(id=doc.id or text[it.id], text=doc.text, metadata=doc.metadata, score=it.score, rank=rank, provenance=prov))
             out.append(hits)
         return out
 
@@ -667,7 +731,7 @@ class HybridRetriever:
                 weights=[weights[n] / top_weight for n in names],
             )
             out.append([FusedItem(id=pid, score=s, normalized={n: None for n in names}, floored={}) for pid, s in answer])
-        empty = [{n: BranchResult(branch=n, hits=[], error=failures.reasons.get(n)) for n in self.branches} for _ in queries]
+        empty = [{n: BranchRun([], [], error=failures.reasons.get(n)) for n in self.branches} for _ in queries]
         return self._hits(out, empty, k)
 
     # ---------------------------------------------------------------- validation
@@ -698,7 +762,7 @@ def _raise_if_callers_fault(exc: BaseException) -> None:
         raise exc
 
 
-def _timed(fn: Callable[[Sequence[SearchRequest]], list[ScoredIds]], requests: Sequence[SearchRequest]) -> tuple[list[ScoredIds], float]:
+def _timed(fn: Callable[[Sequence[SearchRequest]], list[Ranked]], requests: Sequence[SearchRequest]) -> tuple[list[Ranked], float]:
     """``fn(requests)`` and how long it took in ms."""
     t0 = time.perf_counter()
     answers = fn(requests)
@@ -712,13 +776,17 @@ def _tie_margin(depth: int) -> int:
     return max(4, depth // 10)
 
 
-def _tie_sorted(answer: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """A branch's answer best first, equal scores in point-id order.
+def _tie_sorted(answer: Ranked) -> tuple[list[Any], list[float]]:
+    """A branch's answer best first, equal scores in point-id order (keys compare as the text ids do): keys, scores.
 
     Qdrant leaves the order of equal scores unspecified (Edge and qdrant-client differ),
     and ranks feed RRF and rank normalisation, so ties get one order on every back-end.
     """
-    return sorted(answer, key=lambda t: (-t[1], t[0]))
+    keys, scores = answer.keys, answer.scores
+    if all(a > b for a, b in zip(scores, scores[1:])):  # strictly descending (the usual answer): nothing to settle
+        return keys, scores
+    order = sorted(range(len(keys)), key=lambda i: (-scores[i], keys[i]))
+    return [keys[i] for i in order], [scores[i] for i in order]
 
 
 def _validate_queries(queries: Sequence[str]) -> list[str]:

@@ -21,7 +21,7 @@ from hybrid_retriever.branches import BM25Branch, DenseBranch
 from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
 from hybrid_retriever.stores import EdgeStore, QdrantStore, SearchRequest, Store
-from hybrid_retriever.stores.base import ScoredIds
+from hybrid_retriever.stores.base import Ranked
 
 POISON = "POISON"
 QUERY = "vector database for dense embeddings"
@@ -62,7 +62,8 @@ class Faulty:
         self.release = threading.Event()
         self.stalled = threading.Event()
 
-    def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
+    def search_ranked(self, requests: Sequence[SearchRequest]) -> list[Ranked]:
+        """The store call every search makes (``search_batch`` answers through it on Edge)."""
         hit = self.vector is not None and any(
             r.vector_name == self.vector and (r.point_ids is not None or not self.only_completion) for r in requests
         )
@@ -73,7 +74,7 @@ class Faulty:
             raise StoreUnavailableError("Qdrant at 127.0.0.1:1 did not answer (injected)")
         elif hit:
             raise ValueError(f"the store refused the {self.vector} request")
-        return super().search_batch(requests)  # type: ignore[misc]
+        return super().search_ranked(requests)  # type: ignore[misc]
 
 
 class FaultyEdge(Faulty, EdgeStore):
@@ -249,7 +250,7 @@ def test_one_branchs_requests_unavailable(tmp_path, dense_branch, small_docs):
 
 def test_store_down_everywhere_raises_store_unavailable(tmp_path, dense_branch, small_docs):
     class Down(FaultyEdge):
-        def search_batch(self, requests):
+        def search_ranked(self, requests):
             raise StoreUnavailableError("Qdrant at 127.0.0.1:1 did not answer (injected)")
 
     for runtime in ({}, {"branch_timeout_s": 5.0}):

@@ -238,13 +238,15 @@ def adaptive(
     the lists (:func:`clarity` of its scores, :func:`support` against the other lists).
     ``limit`` keeps the best ``limit`` items only (see :func:`interpolate`).
     """
-    returned = {n: [i for i, _ in bl.ranked()] for n, bl in lists.items()}
+    returned: dict[str, list[Any]] | None = None  # measured only when a branch's support is not given
     full: dict[str, BranchSignals] = {}
     for n, bl in lists.items():
         s = signals.get(n, BranchSignals())
         c = s.clarity if s.clarity is not None else clarity(bl.scores)
         sup = s.support
         if sup is None:
+            if returned is None:
+                returned = {m: [i for i, _ in other.ranked()] for m, other in lists.items()}
             sup = support(returned[n], {i for m, ids in returned.items() if m != n for i in ids})
         full[n] = BranchSignals(s.no_query_tokens, s.in_language, c, s.sparse, sup, s.fragmentation)
     aw = adaptive_weights(
@@ -269,12 +271,17 @@ def query_facts(result: BranchResult) -> dict[str, Any]:
     the branch took (``fragmentation``). Evaluation caches keep exactly this per branch and
     query, so fusing cached runs reads the same facts as fusing a live search.
     """
-    qv = result.query_vector
+    return vector_facts(result.query_vector, result.signals)
+
+
+def vector_facts(query_vector: Any, measured: Mapping[str, float]) -> dict[str, Any]:
+    """:func:`query_facts` from a branch's query vector and the query-side measures it took."""
+    qv = query_vector
     return {
         "sparse": isinstance(qv, SparseVector),
         "no_query_tokens": no_query_tokens(qv),
         "language": qv.language if isinstance(qv, SparseVector) else None,
-        **{k: float(v) for k, v in result.signals.items()},
+        **{k: float(v) for k, v in measured.items()},
     }
 
 
@@ -295,17 +302,29 @@ def branch_signals(
     """
     if facts is None:
         facts = {n: query_facts(r) for n, r in per_branch.items()}
+    ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
+    scores = {n: [h.score for h in r.hits] for n, r in per_branch.items()}
+    return list_signals(ids, scores, facts, content_language, languages)
+
+
+def list_signals(
+    ids: Mapping[str, Sequence[Any]],
+    scores: Mapping[str, Sequence[float]],
+    facts: Mapping[str, Mapping[str, Any]],
+    content_language: str | None,
+    languages: Mapping[str, frozenset[str] | None],
+) -> dict[str, BranchSignals]:
+    """:func:`branch_signals` from each branch's returned ids (empty for a failed branch) and scores, best first."""
     query_language = next((f["language"] for f in facts.values() if f.get("language")), None)
     content_language = query_language or content_language
-    ids = {n: [h.point_id for h in r.hits] if r.error is None else [] for n, r in per_branch.items()}
     out = {}
-    for n, r in per_branch.items():
+    for n in ids:
         langs = languages.get(n)
         f = facts.get(n, {})
         out[n] = BranchSignals(
             no_query_tokens=bool(f.get("no_query_tokens", False)),
             in_language=None if content_language is None or langs is None else content_language in langs,
-            clarity=clarity([h.score for h in r.hits]),
+            clarity=clarity(scores[n]),
             sparse=bool(f.get("sparse", False)),
             support=support(ids[n], {i for m, other in ids.items() if m != n for i in other}),
             fragmentation=f.get("fragmentation"),

@@ -20,8 +20,8 @@ How a completed score is normalised (``completed``):
 
 from __future__ import annotations
 
-import math
-from typing import Mapping
+from itertools import chain, count
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -56,19 +56,22 @@ def interpolate(
     check_weights(weights)
     if completed not in COMPLETED:
         raise ValueError(f"unknown completed-score normalisation {completed!r}; choose one of {list(COMPLETED)}")
-    index: dict[str, int] = {}  # candidate id -> column
-    columns: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]] = []
+    prepared = []
     for bl in lists.values():
-        ranked = bl.ranked()
-        pos = np.fromiter((index.setdefault(i, len(index)) for i, _ in ranked), dtype=np.int64, count=len(ranked))
-        scores = np.fromiter((s for _, s in ranked), dtype=np.float64, count=len(ranked))
-        returned = {i for i, _ in ranked}
-        extra = [(i, s) for i, s in bl.extra.items() if not math.isnan(s) and i not in returned]
-        normed, xnormed = _normalised(normalization, completed, scores, np.array([s for _, s in extra], dtype=np.float64))
-        # Completed scores count only where the branch has a scale for them (candidates as the loop had them).
-        xpos = np.fromiter((index.setdefault(i, len(index)) for i, _ in extra), dtype=np.int64, count=len(extra)) \
-            if normed is not None else np.zeros(0, dtype=np.int64)
-        columns.append((pos, normed, xpos, xnormed))
+        ids, scores = _returned(bl)
+        xids, xscores = _completed(bl, ids)
+        normed, xnormed = _normalised(normalization, completed, scores, xscores)
+        if normed is None:
+            xids = []  # completed scores count only where the branch has a scale for them
+        prepared.append((ids, normed, xids, xnormed))
+    # One column per candidate, in order of first appearance branch by branch (returned, then completed).
+    index = dict(zip(dict.fromkeys(chain.from_iterable(x for ids, _, xids, _ in prepared for x in (ids, xids))), count()))
+    at = index.__getitem__
+    columns = [
+        (np.fromiter(map(at, ids), dtype=np.int64, count=len(ids)), normed,
+         np.fromiter(map(at, xids), dtype=np.int64, count=len(xids)), xnormed)
+        for ids, normed, xids, xnormed in prepared
+    ]
     n = len(index)
     total = np.zeros(n, dtype=np.float64)
     values = np.full((len(lists), n), np.nan)
@@ -85,7 +88,7 @@ def interpolate(
                 has[b, xpos] = True
         if m:
             best[pos] = np.minimum(best[pos], np.arange(1, m + 1))
-        floor = floor_value if floor_value is not None else (float(normed.min()) if normed is not None and m else None)
+        floor = floor_value if floor_value is not None else (float(np.minimum.reduce(normed)) if normed is not None and m else None)
         floors.append(floor)
         filled = np.where(has[b], values[b], floor if floor is not None else 0.0)
         if floor is not None or has[b].any():
@@ -106,6 +109,29 @@ def interpolate(
             normalized[name] = v if h else floor
         out.append(FusedItem(id=ids[col], score=float(total[col]), normalized=normalized, floored=floored))
     return out
+
+
+def _returned(bl: BranchList) -> tuple[list[Any], np.ndarray]:
+    """The branch's returned ids and scores, NaN scores dropped (:meth:`BranchList.ranked`)."""
+    scores = np.asarray(bl.scores, dtype=np.float64).reshape(-1)
+    nan = np.isnan(scores)
+    if not nan.any():
+        return list(bl.ids), scores
+    return [i for i, missing in zip(bl.ids, nan.tolist()) if not missing], scores[~nan]
+
+
+def _completed(bl: BranchList, returned: list[Any]) -> tuple[list[Any], np.ndarray]:
+    """The branch's completed ids and scores (``extra``), NaN scores and returned ids dropped."""
+    if not bl.extra:
+        return [], np.zeros(0, dtype=np.float64)
+    xids = list(bl.extra)
+    xscores = np.fromiter(bl.extra.values(), dtype=np.float64, count=len(xids))
+    seen = set(returned)
+    nan = np.isnan(xscores)
+    if not nan.any() and seen.isdisjoint(xids):  # what completion gives: only ids the branch did not return
+        return xids, xscores
+    keep = [not missing and i not in seen for i, missing in zip(xids, nan.tolist())]
+    return [i for i, k in zip(xids, keep) if k], xscores[np.asarray(keep, dtype=bool)]
 
 
 def _normalised(

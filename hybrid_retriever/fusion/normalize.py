@@ -38,14 +38,14 @@ class Normalizer:
 
 
 def _minmax(scores: np.ndarray) -> Normalizer:
-    lo, hi = float(scores.min()), float(scores.max())
+    lo, hi = float(np.minimum.reduce(scores)), float(np.maximum.reduce(scores))  # ndarray.min/max, without their wrappers
     return Normalizer(shift=lo, scale=hi - lo, degenerate_value=1.0)
 
 
 def _mean_std(scores: np.ndarray, ddof: int) -> tuple[float, float]:
     # Equal scores are degenerate exactly: numpy's mean of equal floats can be off by
     # an ulp, which would give a std of ~1e-17 and blow completed scores up to ~1e16.
-    if scores.size <= ddof or scores.min() == scores.max():
+    if scores.size <= ddof or np.minimum.reduce(scores) == np.maximum.reduce(scores):
         return float(scores[0]), 0.0
     # numpy's own mean and std, step for step (same pairwise sums, so the same bits) without the
     # ~50 µs of argument handling per call that ``ndarray.mean``/``std`` spend on a 100-score list.

@@ -26,8 +26,10 @@ def adaptive_options(fusion: Any) -> dict[str, float]:
     return {k: float(getattr(fusion, k)) for k in ADAPTIVE_OPTIONS}
 
 
-def served_weights(weights: Mapping[str, float], per_branch: Mapping[str, BranchResult]) -> dict[str, float]:
-    """The weights a search fuses with: a branch left out of the call (failed) drops out, the rest renormalised."""
+def served_weights(weights: Mapping[str, float], per_branch: Mapping[str, BranchResult] | Mapping[str, Any]) -> dict[str, float]:
+    """The weights a search fuses with: a branch left out of the call (failed) drops out, the rest renormalised.
+
+    ``per_branch``: each branch's result (or anything with its ``error``, None = it answered)."""
     failed = {n for n, r in per_branch.items() if r.error is not None}
     if not failed:
         return dict(weights)
@@ -52,6 +54,17 @@ def fuse_results(
         for n, r in per_branch.items()
         if r.error is None
     }
+    return fuse_lists(lists, fusion, weights, signals, limit)
+
+
+def fuse_lists(
+    lists: Mapping[str, BranchList],
+    fusion: FusionConfig,
+    weights: Mapping[str, float],
+    signals: Mapping[str, BranchSignals] | None = None,
+    limit: int | None = None,
+) -> list[FusedItem]:
+    """:func:`fuse_results` on the answering branches' lists (``extra``: completed scores, when ``fusion.missing`` is exact)."""
     if fusion.method == "rrf":
         return weighted_rrf(lists, weights, k=fusion.rrf_k)[:limit]
     floor = fusion.floor_value if fusion.missing == "floor" else None

@@ -57,7 +57,8 @@ class SearchRequest:
     vector: Vector
     limit: int
     filter: FilterSpec | None = None
-    point_ids: Sequence[str] | None = None
+    #: Point ids as text, or as the keys :meth:`Store.search_ranked` returned (the store tells them apart).
+    point_ids: Sequence[Any] | None = None
     exact: bool = False
     #: Searches whose candidates this request re-scores (Qdrant prefetches); None = search all points.
     prefetch: list["SearchRequest"] | None = None
@@ -71,6 +72,19 @@ class SearchRequest:
 
 #: A search answer: (point id, score) pairs, best first.
 ScoredIds = list[tuple[str, float]]
+
+
+@dataclass
+class Ranked:
+    """A search answer in the store's own id form (:meth:`Store.search_ranked`): parallel lists, best first.
+
+    ``keys`` name points as the store finds cheapest (Qdrant Edge: a UUID's 128-bit integer, where its
+    text costs microseconds per id each way); they are hashable, compare as the text ids do, are
+    taken back wherever the store takes point ids, and :meth:`Store.key_texts` gives their text.
+    """
+
+    keys: list[Any]
+    scores: list[float]
 
 
 class Store(abc.ABC):
@@ -114,6 +128,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
         """Answer several searches at once, in order."""
+
+    def search_ranked(self, requests: Sequence[SearchRequest]) -> list[Ranked]:
+        """:meth:`search_batch` with the ids as keys (:class:`Ranked`); by default the keys are the text ids."""
+        return [Ranked([i for i, _ in answer], [s for _, s in answer]) for answer in self.search_batch(requests)]
+
+    def key_texts(self, keys: Sequence[Any]) -> list[str]:
+        """The text point ids of keys from :meth:`search_ranked`."""
+        return list(keys)
 
     @abc.abstractmethod
     def fused_search(

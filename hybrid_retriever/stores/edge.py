@@ -34,7 +34,7 @@ import qdrant_edge as qe
 
 from hybrid_retriever.branches.base import VectorSpec
 from hybrid_retriever.errors import IndexCorruptError, IndexLockedError, IndexPathError, InvalidInputError
-from hybrid_retriever.stores.base import RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
+from hybrid_retriever.stores.base import Ranked, RelevanceFeedback, ScoredIds, SearchRequest, Store, StoredPoint
 from hybrid_retriever.stores.filters import FilterSpec, to_edge_filter
 from hybrid_retriever.stores.folder_lock import FolderLock
 from hybrid_retriever.stores.manifest import DOCUMENTS_KEY, validate_manifest
@@ -102,11 +102,14 @@ class EdgeStore(Store):
         self._leftover = False
         self._leftover_error: str | None = None
         self._write_lock = threading.Lock()
-        #: Point ids seen in answers: Edge's own id object -> its text, and back. Edge returns ``uuid.UUID``
-        #: objects and parses text ids through ``uuid.UUID`` again: ~2-4 µs per id each way, ~1 ms per
-        #: fused query, where a lookup costs ~0.3 µs (benchmarks/results/latency.md).
-        self._id_text: dict[int, str] = {}
-        self._id_native: dict[str, Any] = {}
+        #: Point ids seen in answers. Edge returns ``uuid.UUID`` objects and parses text ids through
+        #: ``uuid.UUID`` again (~2-4 µs per id each way), so answers name points by the UUID's integer
+        #: (:meth:`search_ranked`'s keys: hashed and compared in C, ordered as the text ids are) and
+        #: these memos map a key to Edge's own id object and to its text (made for the hits returned
+        #: only), and text back to the object (benchmarks/results/hotpath.md).
+        self._key_native: dict[Any, Any] = {}
+        self._key_text: dict[Any, str] = {}
+        self._text_native: dict[str, Any] = {}
         self._lock: FolderLock | None = None
         #: How many documents the manifest says the shard holds (least, most); None = not recorded.
         self._documents: tuple[int, int] | None = None
@@ -310,8 +313,7 @@ class EdgeStore(Store):
         if not point_ids:
             return []
         wv = list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
-        native = self._id_native
-        records = self.shard.retrieve([native.get(i, i) for i in point_ids], with_payload=True, with_vector=wv)
+        records = self.shard.retrieve(self._natives(point_ids), with_payload=True, with_vector=wv)
         return [_to_point(r) for r in records]
 
     @_reads_store
@@ -321,8 +323,7 @@ class EdgeStore(Store):
         return int(self.shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(filter))))
 
     def _request(self, r: SearchRequest) -> qe.QueryRequest:
-        native = self._id_native
-        ids = [native.get(i, i) for i in r.point_ids] if r.point_ids is not None else None
+        ids = self._natives(r.point_ids) if r.point_ids is not None else None
         return qe.QueryRequest(
             limit=r.limit,
             query=_query(r),
@@ -334,34 +335,61 @@ class EdgeStore(Store):
 
     @_reads_store
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[ScoredIds]:
+        return [list(zip(self.key_texts(a.keys), a.scores)) for a in self.search_ranked(requests)]
+
+    @_reads_store
+    def search_ranked(self, requests: Sequence[SearchRequest]) -> list[Ranked]:
         if not requests:
             return []
         answers = self.shard.query_batch(qe.QueryBatchRequest([self._request(r) for r in requests]))
-        return [self._scored(answer) for answer in answers]
+        return [self._ranked(answer) for answer in answers]
 
-    def _scored(self, answer: Sequence[Any]) -> ScoredIds:
-        """(id text, score) pairs of an Edge answer, ids converted through the memo."""
-        text = self._id_text
-        out = []
-        for p in answer:
-            pid = p.id
-            try:
-                t = text[pid.int]  # keyed by the UUID's integer: hashing a UUID object runs Python code
-            except (KeyError, AttributeError):
-                t = self._remember(pid)
-            out.append((t, float(p.score)))
-        return out
+    def _ranked(self, answer: Sequence[Any]) -> Ranked:
+        """An Edge answer with its ids as keys: a UUID's integer (the text of any other id, which this
+        library never writes); each key's Edge id object is remembered for the requests that follow."""
+        natives = [p.id for p in answer]
+        try:
+            keys = [i.int for i in natives]
+        except AttributeError:
+            keys = [i.int if isinstance(i, uuid.UUID) else self._remember_text(i) for i in natives]
+        memo = self._key_native
+        if len(memo) >= _ID_MEMO_SIZE:
+            self._forget_ids()
+        # New ids only: replacing every entry would keep a fresh object per id alive in a long-lived dict
+        # at each search (churn the garbage collector's older generations pay for).
+        for at in [at for at, k in enumerate(keys) if k not in memo]:
+            memo[keys[at]] = natives[at]
+        return Ranked(keys, [p.score for p in answer])
 
-    def _remember(self, pid: Any) -> str:
-        """The text of Edge point id ``pid``, memoised both ways for UUIDs (bounded: cleared past 1M ids)."""
-        t = str(pid)
-        if isinstance(pid, uuid.UUID):
-            if len(self._id_text) >= _ID_MEMO_SIZE:
-                self._id_text.clear()
-                self._id_native.clear()
-            self._id_text[pid.int] = t
-            self._id_native[t] = pid
+    def key_texts(self, keys: Sequence[Any]) -> list[str]:
+        text = self._key_text
+        return [text.get(k) or self._key_to_text(k) for k in keys]
+
+    def _key_to_text(self, key: Any) -> str:
+        if isinstance(key, str):
+            return key
+        native = self._key_native.get(key) or uuid.UUID(int=key)
+        t = str(native)
+        self._key_text[key] = t
+        self._text_native[t] = native
         return t
+
+    def _remember_text(self, native: Any) -> str:
+        """The text of an id that is not a UUID (an integer id), remembered as its own key."""
+        t = str(native)
+        self._text_native[t] = native
+        return t
+
+    def _natives(self, ids: Sequence[Any]) -> list[Any]:
+        """Point ids as Edge takes them: text through the memo (else as given), keys to Edge's id objects."""
+        by_text, by_key = self._text_native, self._key_native
+        return [by_text.get(i, i) if isinstance(i, str) else (by_key.get(i) or uuid.UUID(int=i)) for i in ids]
+
+    def _forget_ids(self) -> None:
+        """Bound the id memos (cleared past :data:`_ID_MEMO_SIZE` ids)."""
+        self._key_native.clear()
+        self._key_text.clear()
+        self._text_native.clear()
 
     @_reads_store
     def fused_search(
@@ -381,8 +409,8 @@ class EdgeStore(Store):
             for r in requests
         ]
         fusion = qe.Fusion.Rrf(k=rrf_k, weights=list(weights) if weights else None) if method == "rrf" else qe.Fusion.Dbsf()
-        answer = self.shard.query(qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, with_payload=False))
-        return self._scored(answer)
+        ranked = self._ranked(self.shard.query(qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion, with_payload=False)))
+        return list(zip(self.key_texts(ranked.keys), ranked.scores))
 
     @_reads_store
     def scroll(
