@@ -19,8 +19,13 @@ venv: $(BIN)/.installed
 demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/hybrid-retriever demo
 
+# Two pytest-xdist workers (CI has 2 cores; the suite is mostly one-threaded model and subprocess work).
+# --dist loadfile keeps a file's tests on one worker, so its module fixtures (indexes, servers) are built once.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
+
 test: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Debian's chromium for the demo page's browser test (tests/test_server_browser.py); CI runs this
 # before `make test`. Without it that test skips locally and fails under CI=true.

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for torch and BLAS here and in the processes tests start (read when torch loads, so set
+# before it does): `make test` runs one worker per core (pytest-xdist), and a second thread per worker would
+# only make the workers wait for each other's cores. The library's own default is 1 too (models/threads.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig  # noqa: E402
 from hybrid_retriever.branches import DenseBranch  # noqa: E402

@@ -16,6 +16,7 @@ from hybrid_retriever.errors import ConfigError, ModelCacheError  # noqa: E402
 from hybrid_retriever.models import resolve_model_path  # noqa: E402
 from hybrid_retriever.models.onnx_backend import (  # noqa: E402
     cached_export,
+    export,
     export_folder,
     load_onnx_transformer,
     weights_fingerprint,
@@ -186,6 +187,22 @@ def test_export_matches_torch_and_is_reused(tmp_path: Path) -> None:
     made = record.stat().st_mtime_ns
     assert cached_export(model, "tiny", INPUTS, "fp32", tmp_path) == record.parent / "model.onnx"
     assert record.stat().st_mtime_ns == made  # reused, not exported again
+
+
+def test_an_export_finished_meanwhile_by_another_process_is_kept(tmp_path: Path) -> None:
+    """Two processes exporting the same weights at once (two test workers, two servers): the second keeps the first's
+    folder, which the first may be loading, instead of deleting it under its reader."""
+    model = _tiny_bert()
+    path = cached_export(model, "tiny", INPUTS, "fp32", tmp_path)  # the first process's export, done
+    first = path.stat().st_ino
+    # The second process found no export when it looked, so it exports too and finishes now.
+    export(model, INPUTS, path.parent, "fp32", weights_fingerprint(model))
+    assert path.stat().st_ino == first  # the first export's file, not replaced
+    assert sorted(p.name for p in path.parent.parent.iterdir()) == ["fp32"]  # the second's work folder is gone
+    f = _features()
+    real = f["attention_mask"].astype(bool)
+    onnx = load_onnx_transformer(model, "tiny", INPUTS, "fp32", threads=1, cache_dir=tmp_path)
+    np.testing.assert_allclose(onnx(f)[real], _reference_hidden(model, f["input_ids"], f["attention_mask"])[real], atol=1e-5)
 
 
 def test_export_is_rebuilt_when_the_weights_change(tmp_path: Path) -> None:

@@ -199,6 +199,11 @@ def export(
             "opset": OPSET,
         }
         (tmp / _RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if _is_current(read_record(folder), fingerprint, input_names, output):
+            # Another process (a second test worker, a second server) finished the same export while this
+            # one ran: keep theirs, which a reader may be loading right now, rather than delete it.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:
@@ -226,6 +231,17 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def _is_current(record: dict[str, Any] | None, fingerprint: str, input_names: tuple[str, ...], output: Output) -> bool:
+    """Whether ``record`` is of an export of these weights, by this procedure, with these inputs and output."""
+    return (
+        record is not None
+        and record.get("source_sha256") == fingerprint
+        and record.get("export_version") == EXPORT_VERSION
+        and tuple(record.get("inputs", ())) == input_names
+        and record.get("output", "last_hidden_state") == output
+    )
+
+
 def cached_export(
     model: Any,
     model_name: str,
@@ -245,14 +261,7 @@ def cached_export(
     folder = export_folder(cache_dir or default_cache_dir(), model_name, variant)
     fingerprint = weights_fingerprint(model)
     record = read_record(folder)
-    stale = (
-        record is None
-        or record.get("source_sha256") != fingerprint
-        or record.get("export_version") != EXPORT_VERSION
-        or tuple(record.get("inputs", ())) != input_names
-        or record.get("output", "last_hidden_state") != output
-    )
-    if stale:
+    if not _is_current(record, fingerprint, input_names, output):
         why = "no export yet" if record is None else "the weights or export procedure changed"
         log.info("exporting %s to ONNX (%s, %s) in %s", model_name, variant, why, folder)
         export(model, input_names, folder, variant, fingerprint, _files_sha256(source_folder), output)
