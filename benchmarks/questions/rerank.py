@@ -29,8 +29,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
