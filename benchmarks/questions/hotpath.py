@@ -354,6 +354,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def render(res: dict[str, Any]) -> str:
+    if "per_checkout" not in res:  # --instructions before any timing run
+        return render_instructions(res)
     old = next(n for n in res["per_checkout"] if n != "new")
     p = res["per_checkout"]
     rows = [[n, clock_name, v[clock]["fused_p50"], v[clock]["by_hand_p50"], v[clock]["library_python_median_paired"],
