@@ -17,7 +17,7 @@ Measured, interleaved query by query (random order per query) so shared-CPU nois
 - fused search only: ``HybridRetriever.search(q)`` with query vectors pre-encoded (branch searches +
   score completion + fusion + payload fetch of the top 10);
 - end to end: ``HybridRetriever.search(q)`` including query encoding;
-- raw (Edge): MiniLM ``encode`` + ``Bm25.embed_query`` + the same Edge calls made directly
+- raw (Edge): MiniLM on the library's ONNX Runtime session by hand + ``Bm25.embed_query`` + the same Edge calls made directly
   (``query_batch`` of both branches, one completion ``query_batch``, ``retrieve`` of 10 payloads);
   the library's overhead is end-to-end / raw - 1;
 - concurrency strategies for one query (encoders sequential vs threads; Edge ``query_batch`` vs
@@ -25,8 +25,12 @@ Measured, interleaved query by query (random order per query) so shared-CPU nois
   dense encoding);
 - LangChain ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore, same documents and vectors).
 
+The library runs its default dense encoder (MiniLM on ONNX Runtime, no torch: :func:`default_dense`); LangChain's
+embeddings and ingestion's raw encoders run sentence-transformers. The Ensemble comparison reports wall and CPU time.
+
 Ingestion (docs/s with precomputed vectors and with MiniLM encoding), ``optimize()`` time, peak RSS and
-disk size of the 100K Edge index are measured in child processes. Writes ``results/latency.{json,md}``.
+disk size of the 100K Edge index are measured in child processes (``--smoke``: one store, one scale, a few
+queries, one ingestion round, the build in this process and one child, for the serving RSS). Writes ``results/latency.{json,md}``.
 """
 
 from __future__ import annotations
