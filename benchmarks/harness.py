@@ -343,13 +343,15 @@ def randomization_test(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int =
 
 
 def interleaved(
-    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None
+    systems: dict[str, Callable[[str], Any]], queries: list[str], warmup: int, desc: str, keep: dict[str, list[float]] | None = None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """ms per query of each system, calling them query by query in a fresh random order each time.
 
     A random order (not a fixed rotation) gives every system random neighbours, so effects of
     what ran just before (caches, CPU-quota throttling after a burst) average out.
-    ``keep`` (optional) receives the raw per-query times, for paired comparisons.
+    ``keep`` (optional) receives the raw per-query times, for paired comparisons; ``cpu`` (optional) the
+    process's CPU time per call in ms (every thread), which waiting for a busy core does not inflate.
     """
     import time
 
@@ -361,13 +363,17 @@ def interleaved(
         for s in names:
             systems[s](q)
     ms: dict[str, list[float]] = {s: [] for s in names}
+    cpu_ms: dict[str, list[float]] = {s: [] for s in names}
     for q in tqdm(queries, desc=desc, unit="q"):
         for s in (names[i] for i in rng.permutation(len(names))):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             systems[s](q)
             ms[s].append((time.perf_counter() - t0) * 1000)
+            cpu_ms[s].append((time.process_time() - c0) * 1000)
     if keep is not None:
         keep.update(ms)
+    if cpu is not None:
+        cpu.update(cpu_ms)
     return {s: percentiles(v) for s, v in ms.items()}
 
 

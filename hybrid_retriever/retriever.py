@@ -530,7 +530,7 @@ class HybridRetriever:
             }
         # Sparse (BM25) query encoding takes ~20 µs, less than handing it to a thread: the calling
         # thread encodes those first, then the last model branch (by default the dense one) while
-        # the pool encodes any other model branches (benchmarks/latency.py).
+        # the pool encodes any other model branches (`python -m benchmarks latency`).
         out = {name: run(b) for name, b in self.branches.items() if b.vector_spec.kind == "sparse"}
         *others, last = [(name, b) for name, b in self.branches.items() if name not in out] or [(None, None)]
         futures = {name: self._pool.submit(run, b) for name, b in others}

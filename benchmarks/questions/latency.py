@@ -17,7 +17,7 @@ Measured, interleaved query by query (random order per query) so shared-CPU nois
 - fused search only: ``HybridRetriever.search(q)`` with query vectors pre-encoded (branch searches +
   score completion + fusion + payload fetch of the top 10);
 - end to end: ``HybridRetriever.search(q)`` including query encoding;
-- raw (Edge): MiniLM ``encode`` + ``Bm25.embed_query`` + the same Edge calls made directly
+- raw (Edge): MiniLM on the library's ONNX Runtime session by hand + ``Bm25.embed_query`` + the same Edge calls made directly
   (``query_batch`` of both branches, one completion ``query_batch``, ``retrieve`` of 10 payloads);
   the library's overhead is end-to-end / raw - 1;
 - concurrency strategies for one query (encoders sequential vs threads; Edge ``query_batch`` vs
@@ -25,8 +25,12 @@ Measured, interleaved query by query (random order per query) so shared-CPU nois
   dense encoding);
 - LangChain ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore, same documents and vectors).
 
+The library runs its default dense encoder (MiniLM on ONNX Runtime, no torch: :func:`default_dense`); LangChain's
+embeddings and ingestion's raw encoders run sentence-transformers. The Ensemble comparison reports wall and CPU time.
+
 Ingestion (docs/s with precomputed vectors and with MiniLM encoding), ``optimize()`` time, peak RSS and
-disk size of the 100K Edge index are measured in child processes. Writes ``results/latency.{json,md}``.
+disk size of the 100K Edge index are measured in child processes (``--smoke``: one store, one scale, a few
+queries, one ingestion round, the build in this process and one child, for the serving RSS). Writes ``results/latency.{json,md}``.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (SETTINGS, Question, cache, dense_branch, edge_request, fused_edge_calls, hwm_mb,
+from benchmarks.harness import (SETTINGS, Question, cache, dense_branch, edge_request, fused_edge_calls, git_commit, hwm_mb,
     interleaved, load_collection, load_embeddings, log, machine_info, machine_md, md_table, peak_rss_mb,
-    read_results, reset_peak_rss, rss_mb, with_cached_queries, write_results)
+    percentiles, read_results, reset_peak_rss, rss_mb, with_cached_queries, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
@@ -186,9 +190,22 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
     out.write_text(json.dumps(stats, indent=2))
 
 
+def default_dense() -> Any:
+    """The dense branch as a default retriever runs it: the torch-free ONNX Runtime encoder (``DenseBranch.light``;
+    its export must be cached, e.g. by :func:`dense_branch`'s encoder), else the sentence-transformers one."""
+    from hybrid_retriever.branches import DenseBranch
+    from hybrid_retriever.config import DenseBranchConfig
+
+    b = DenseBranch(DenseBranchConfig())
+    if b.light is None:
+        log.warning("no torch-free dense encoder (ONNX export not cached?): the library runs the sentence-transformers one")
+        _ = b.encoder
+    return b
+
+
 def child_serve_rss(root: Path, path: Path, out: Path) -> None:
-    """(Child process) RSS of a process that opens the index and answers 50 queries."""
-    dense = dense_branch()
+    """(Child process) RSS of a process that opens the index and answers 50 queries (the default, torch-free encoder)."""
+    dense = default_dense()
     col = load_collection(root, "scifact")
     queries = [col.queries[q] for q in col.judged("test")][:50]
     rss0 = rss_mb()
@@ -218,8 +235,10 @@ def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, A
     path = cache("latency") / f"edge-{scale}"
     stats_file = cache("latency") / f"edge-{scale}.build.json"
     if rebuild or not stats_file.is_file() or not (path / "manifest.json").is_file():
-        stats = run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)])
-        stats_file.write_text(json.dumps(stats, indent=2))
+        if SETTINGS.smoke:  # --smoke starts one child process only (serving RSS): the build runs here
+            child_build_edge(root, scale, path, stats_file)
+        else:
+            stats_file.write_text(json.dumps(run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)]), indent=2))
     else:
         log.info("reusing %s (built earlier; --rebuild to rebuild)", path)
     return path, json.loads(stats_file.read_text())
@@ -259,8 +278,9 @@ def raw_onnx_encoder(r: HybridRetriever) -> Callable[[str], list[float]]:
     from hybrid_retriever.models import locate_model
 
     dense = r.branches["dense"]
-    session = dense.encoder.transformer.session  # type: ignore[attr-defined]
+    session = (dense.light or dense.encoder).transformer.session  # type: ignore[attr-defined]
     tok = Tokenizer.from_file(str(locate_model(dense.config.model) / "tokenizer.json"))  # type: ignore[attr-defined,operator]
+    tok.no_padding()  # tokenizer.json may pad every text to a fixed length (this model's: 128), as the library does not
     tok.enable_truncation(max_length=256)
     names = [i.name for i in session.get_inputs()]
 
@@ -374,7 +394,7 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
 def measure(
     r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool, e2e: bool = True
 ) -> dict[str, Any]:
-    r.search(queries[0])  # the retriever checks the index's settings at its first search; the copies below share that
+    r.search(queries[0])  # checks the index settings once: the shallow copies below (one branch each) share that
     rc, table = with_cached_queries(r, queries)
     store = r.store
 
@@ -528,10 +548,13 @@ def ensemble_vs_library(
     ens = EnsembleRetriever(retrievers=[bm25, store.as_retriever(search_kwargs={"k": DEPTH})], weights=[0.5, 0.5])
     build = time.perf_counter() - t0
     rss = rss_mb() - rss0
+    cpu: dict[str, list[float]] = {}
     res = interleaved(
         {"LangChain EnsembleRetriever.invoke": lambda q: ens.invoke(q), "hybrid-retriever search (e2e)": lambda q: r.search(q)},
-        queries, warmup, "ensemble vs library",
+        queries, warmup, "ensemble vs library", cpu=cpu,
     )
+    res["cpu_ms"] = {k: percentiles(v) for k, v in cpu.items()}
+    res["speedup_cpu_p50"] = res["cpu_ms"]["LangChain EnsembleRetriever.invoke"]["p50"] / res["cpu_ms"]["hybrid-retriever search (e2e)"]["p50"]
     res["build_s"] = build
     res["rss_delta_mb"] = rss
     res["speedup_p50"] = res["LangChain EnsembleRetriever.invoke"]["p50"] / res["hybrid-retriever search (e2e)"]["p50"]
@@ -573,7 +596,9 @@ def run(args: argparse.Namespace) -> None:
         return refresh_builds(args)
 
     info = machine_info()
-    dense = dense_branch()
+    dense = dense_branch()  # sentence-transformers: LangChain's embeddings, ingestion's raw encoders
+    _ = dense.encoder  # caches the ONNX export the default encoder loads
+    library_dense = default_dense()  # what the library runs by default: ONNX Runtime fp32, no torch
     col = load_collection(args.datasets, "scifact")
     queries = [col.queries[q] for q in col.judged("test")]
     result: dict[str, Any] = {"machine": info, "scales": {}, "depth": DEPTH}
@@ -582,7 +607,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         import torch
 
-        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, tmp)
+        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, tmp,
+                                                              rounds=1 if SETTINGS.smoke else 2)
         result["ingest_with_encoding"]["torch_threads"] = torch.get_num_threads()
         log.info("ingest with encoding: %s", result["ingest_with_encoding"])
         if args.torch_threads:
@@ -596,7 +622,7 @@ def run(args: argparse.Namespace) -> None:
                 sres["edge_build"] = build
                 sres["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
                 cfg = edge_config(path)
-                r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+                r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), library_dense])
                 gc.collect()
                 gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
                 sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
@@ -607,7 +633,7 @@ def run(args: argparse.Namespace) -> None:
                 r.close()
             if "memory" in args.stores:
                 nq = args.memory_queries[0 if scale == "scifact" else 1]
-                r, mbuild = build_memory(ids, texts, vectors, dense, f"lat{scale}")
+                r, mbuild = build_memory(ids, texts, vectors, library_dense, f"lat{scale}")
                 gc.collect()
                 gc.freeze()
                 sres["memory_build"] = mbuild
@@ -620,7 +646,8 @@ def run(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     info["loadavg_end"] = list(os.getloadavg())
     result["targets"] = targets(result)
-    write_results("latency", result, render(result))
+    result["provenance"] = {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
+    write_results("latency", result, render(result), rendered_only=True)  # rendered with its provenance
 
 
 def refresh_builds(args: Any) -> None:
@@ -634,7 +661,10 @@ def refresh_builds(args: Any) -> None:
         res["scales"][scale]["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
     res["builds_refreshed"] = machine_info()["date"]
     res["targets"] = targets(res)
-    write_results("latency", res, render(res))
+    prov = res.get("provenance") or {"git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
+    commands = [c for c in prov.get("command", "").split(" + ") if c]
+    res["provenance"] = {**prov, "command": " + ".join([*commands, SETTINGS.command])}  # the run's, then this refresh
+    write_results("latency", res, render(res), rendered_only=True)
 
 
 def targets(res: dict[str, Any]) -> dict[str, Any]:
@@ -668,19 +698,27 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
                     "(target <= 1.15)"] = o["ratio_median"]
         if s.get("ensemble"):
             out[f"{scale}: speed-up vs EnsembleRetriever, p50 (target >= 150x at 100K)"] = s["ensemble"]["speedup_p50"]
+            if "speedup_cpu_p50" in s["ensemble"]:
+                out[f"{scale}: speed-up vs EnsembleRetriever, CPU time p50 (the same calls)"] = s["ensemble"]["speedup_cpu_p50"]
     return out
 
 
 def render(res: dict[str, Any]) -> str:
-    out = ["# Latency, ingestion, memory\n\n", machine_md(res["machine"]), "\n"]
+    out = ["# Latency, ingestion, memory\n\n"]
+    if res.get("provenance", {}).get("command", "python -m benchmarks latency").split(" + ")[0] != "python -m benchmarks latency":
+        out.append("Options: the header's first command (`python -m benchmarks latency` alone runs both scales and both stores "
+                   "at 300 queries).\n\n")
+    out += [machine_md(res["machine"]), "\n"]
     out.append(
         f"Branch depth {res['depth']}, k = 10. SciFact scale: the real 5,183 documents. **100k scale is synthetic**: "
         "texts are random mixes of real SciFact/NFCorpus sentences (SciFact-like lengths), dense vectors the "
         "normalised mean of the source documents' MiniLM vectors plus N(0, 0.03²) jitter. Queries: SciFact test "
         "queries. Systems were called query by query in a random order per query; ms per query. "
-        f"torch intra-op threads: {res.get('torch_threads_queries')} for the query measurements (two threads on this "
-        "shared 2-core machine oversubscribe the CPU and slow one-query MiniLM encodes several-fold), "
-        f"{res.get('ingest_with_encoding', {}).get('torch_threads')} for ingestion with encoding. "
+        "The library runs its default dense encoder: MiniLM on ONNX Runtime fp32 without torch (one intra-op thread, "
+        "`runtime.threads`); LangChain's embeddings and ingestion's raw encoders run sentence-transformers (torch "
+        f"intra-op threads: {res.get('torch_threads_queries')} for the query measurements, two threads on this "
+        "shared 2-core machine oversubscribe the CPU; "
+        f"{res.get('ingest_with_encoding', {}).get('torch_threads')} for ingestion with encoding). "
         "`gc.freeze()` after each index build keeps the harness's own objects out of GC passes.\n\n"
     )
     out.append("## Targets\n\n")
@@ -690,9 +728,9 @@ def render(res: dict[str, Any]) -> str:
         "batch's searches one after the other (fused pays the sum of the branches; threads do not help, see the "
         "strategies table), exact score completion is a second, dependent round trip, and the raw Edge calls alone "
         "(no library code) already cost ~2-3x the slowest branch. The library's own Python (fusion, request "
-        "building, id conversion, hits and provenance) adds ~1.5-1.7 ms per query. One Edge request with prefetches "
-        "and server-side fusion comes closest (1.2-1.5x the slowest branch in these runs) and returns no per-branch "
-        "scores (`fusion.server_side`). End to end, with query encoding, fused costs 1.10-1.15x a dense-only search.\n"
+        "building, ids, hits and provenance) is the paired difference in the targets table (benchmarks/results/"
+        "hotpath.md splits it by stage). One Edge request with prefetches and server-side fusion comes closest to the "
+        "slowest branch and returns no per-branch scores (`fusion.server_side`).\n"
     )
     main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "bm25-only library search (pre-encoded)",
                  "dense-only library search (pre-encoded)", "library e2e search", "dense-only library search (e2e)",
@@ -752,6 +790,15 @@ def render(res: dict[str, Any]) -> str:
             rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
     out.append(md_table(["scale", "queries", "Ensemble p50", "Ensemble p95", "library p50", "library p95", "speed-up (p50)",
                          "Ensemble build s", "Ensemble RSS MiB"], rows))
+    for scale, s in res["scales"].items():
+        e = s.get("ensemble")
+        if e and "cpu_ms" in e:
+            a, b = e["cpu_ms"]["LangChain EnsembleRetriever.invoke"], e["cpu_ms"]["hybrid-retriever search (e2e)"]
+            out.append(f"\n{scale}: CPU time of the same calls (the process's, every thread), p50: Ensemble {a['p50']:,.0f} ms, "
+                       f"library {b['p50']:.1f} ms, speed-up {e['speedup_cpu_p50']:.1f}x.\n")
+        if e and e.get("run"):
+            out.append(f"\n{scale}: measured in a separate run: `{e['run']['command']}` ({e['run']['date']}, load average "
+                       f"{' / '.join(f'{x:.2f}' for x in e['run']['loadavg'])} at its start).\n")
     out.append("\n## Ingestion, optimize, memory, disk\n\n")
     rows = []
     for scale, s in res["scales"].items():
@@ -786,4 +833,4 @@ def render(res: dict[str, Any]) -> str:
 QUESTION = Question("latency", "search latency, ingestion, memory and disk against raw Edge calls and LangChain, "
                     "at SciFact and 100K scale", add_arguments, run, {"latency": render},
                     smoke=["--scales", "scifact", "--queries", "3", "--memory-queries", "2", "2", "--ensemble-queries", "2",
-                           "--ingest-slice", "4"])
+                           "--ingest-slice", "4", "--stores", "edge"])

@@ -51,14 +51,14 @@ from hybrid_retriever.types import BranchResult, SparseVector
 
 #: Multiplier of a branch whose model does not cover the content language, before its query's
 #: fragmentation lowers it further (chosen with DEFAULT_FRAGMENTATION_WEIGHT on the dev halves of
-#: xquad-r/de and zh, benchmarks/multilingual.py --fragmentation).
+#: xquad-r/de and zh, `python -m benchmarks multilingual --fragmentation`).
 DEFAULT_FOREIGN_WEIGHT = 0.7
 #: How strongly a branch's clarity moves its weight: factor exp(weight · clarity) (0 = off, the default).
 DEFAULT_CLARITY_WEIGHT = 0.0
 #: How strongly a branch's support by the other branches moves its weight: factor exp(weight · support) (0 = off, the default).
 DEFAULT_SUPPORT_WEIGHT = 0.0
 #: How strongly an out-of-language branch's query fragmentation lowers its weight further (chosen on a dev split,
-#: benchmarks/multilingual.py): factor foreign_weight · exp(−weight · fragmentation).
+#: `python -m benchmarks multilingual --fragmentation`): factor foreign_weight · exp(−weight · fragmentation).
 DEFAULT_FRAGMENTATION_WEIGHT = 3.0
 #: Top of a branch's list whose support is measured.
 SUPPORT_DEPTH = 10
