@@ -61,9 +61,17 @@ class StalledBranch:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def search_batch(self, requests: Sequence[SearchRequest]) -> Any:
+    def _stall(self, requests: Sequence[SearchRequest]) -> None:
         if any(r.vector_name == self._vector for r in requests):
             self.release.wait(30)
+
+    # Search reads ranked keys (search_ranked); search_batch is the public per-hit form. Both stall.
+    def search_ranked(self, requests: Sequence[SearchRequest]) -> Any:
+        self._stall(requests)
+        return self._store.search_ranked(requests)
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> Any:
+        self._stall(requests)
         return self._store.search_batch(requests)
 
 
