@@ -57,14 +57,23 @@ def test_header_check_catches_a_removed_option() -> None:
 
 @pytest.fixture
 def isolated() -> object:
-    """Undo what a question changes in this process (torch threads, frozen GC objects, log levels)."""
+    """Undo what a question changes in this process (torch threads, frozen GC objects, log levels and
+    handlers: a question's ``logging.basicConfig`` would print later tests' INFO records into CLI output)."""
     import torch
 
+    from hybrid_retriever import languages
+
+    root = logging.getLogger()
     threads, level = torch.get_num_threads(), logging.getLogger("hybrid_retriever").level
+    root_level, root_handlers = root.level, list(root.handlers)
+    words_to_decide = languages.WORDS_TO_DECIDE
     yield
     torch.set_num_threads(threads)
     gc.unfreeze()
     logging.getLogger("hybrid_retriever").setLevel(level)
+    root.setLevel(root_level)
+    root.handlers[:] = root_handlers
+    assert languages.WORDS_TO_DECIDE == words_to_decide, "a question left the library's WORDS_TO_DECIDE changed"
 
 
 @pytest.mark.parametrize("name", list(QUESTIONS))

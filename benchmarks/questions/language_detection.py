@@ -243,9 +243,12 @@ def run(args: argparse.Namespace) -> None:
         log.info("%s: %s", name, passages[name])
     chosen = choose_words(passages, args.target)
     library = L.WORDS_TO_DECIDE
-    if chosen is not None:
-        L.WORDS_TO_DECIDE = chosen  # the growing-index simulation runs with the measured value
-    simulation = simulate(corpora, args.streams, args.seed, SETTLES)
+    try:
+        if chosen is not None:
+            L.WORDS_TO_DECIDE = chosen  # the growing-index simulation runs with the measured value
+        simulation = simulate(corpora, args.streams, args.seed, SETTLES)
+    finally:
+        L.WORDS_TO_DECIDE = library  # the process's library keeps its own value (the smoke runs in-process)
     from importlib import metadata
 
     report = {
