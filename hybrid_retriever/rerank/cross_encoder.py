@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from hybrid_retriever.config import RerankConfig
 from hybrid_retriever.errors import ConfigError
 from hybrid_retriever.models.resolve import pick_device, resolve_model_path
-from hybrid_retriever.rerank.base import RerankBackend
+from hybrid_retriever.rerank.base import RerankBackend, logits_to_scores, per_query
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-
-
-def logits_to_scores(logits: Any) -> list[float]:
-    """One relevance score per row: the single logit, or positive minus negative for two labels."""
-    logits = logits.float()
-    if logits.ndim == 1:
-        return logits.tolist()
-    if logits.shape[1] == 1:
-        return logits[:, 0].tolist()
-    if logits.shape[1] == 2:
-        return (logits[:, 1] - logits[:, 0]).tolist()
-    raise ConfigError(
-        f"the reranker outputs {logits.shape[1]} labels per pair; a cross-encoder needs 1 (a relevance logit) or 2"
-    )
 
 
 class CrossEncoderBackend(RerankBackend):
@@ -87,12 +73,8 @@ class CrossEncoderBackend(RerankBackend):
         with torch.inference_mode():
             for start in range(0, len(pairs), size):
                 inputs = self.ranker.tokenize(pairs[start : start + size])
-                flat.extend(logits_to_scores(self.ranker.model(**inputs).logits))
-        out, pos = [], 0
-        for ds in docs:
-            out.append(flat[pos : pos + len(ds)])
-            pos += len(ds)
-        return out
+                flat.extend(logits_to_scores(self.ranker.model(**inputs).logits.float().cpu().numpy()))
+        return per_query(flat, docs)
 
     def close(self) -> None:
         self.ranker = None  # type: ignore[assignment]

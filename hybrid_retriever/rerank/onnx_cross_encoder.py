@@ -30,7 +30,7 @@ from hybrid_retriever.models.onnx_backend import (
 from hybrid_retriever.models.probe import PROBE_TEXT
 from hybrid_retriever.models.resolve import locate_model, resolve_model_path
 from hybrid_retriever.models.threads import intra_op_threads
-from hybrid_retriever.rerank.base import RerankBackend
+from hybrid_retriever.rerank.base import RerankBackend, logits_to_scores, per_query
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,6 @@ PROBE_PASSAGES = (
 )
 #: Largest |ONNX − torch| score allowed on the probe, as a share of the torch scores' spread (at least 1).
 PROBE_TOLERANCE = {"fp32": 1e-3, "int8": 0.25}
-
-
-def logits_to_scores(logits: np.ndarray) -> list[float]:
-    """One relevance score per row: the single logit, or positive minus negative for two labels."""
-    a = np.asarray(logits, dtype=np.float32)
-    if a.ndim == 1:
-        return a.tolist()
-    if a.shape[1] == 1:
-        return a[:, 0].tolist()
-    if a.shape[1] == 2:
-        return (a[:, 1] - a[:, 0]).tolist()
-    raise ConfigError(f"the reranker outputs {a.shape[1]} labels per pair; a cross-encoder needs 1 (a relevance logit) or 2")
 
 
 def length_order(pairs: Sequence[tuple[str, str]]) -> list[int]:
@@ -140,11 +128,7 @@ class OnnxCrossEncoderBackend(RerankBackend):
             scores = logits_to_scores(self.session(self._features([pairs[i] for i in idx])))
             for i, s in zip(idx, scores):
                 flat[i] = s
-        out, pos = [], 0
-        for ds in docs:
-            out.append(flat[pos : pos + len(ds)])
-            pos += len(ds)
-        return out
+        return per_query(flat, docs)
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
