@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,23 @@ def require_dataset(root: Path) -> None:
     if in_ci():
         pytest.fail(f"{DATASET_SKIP}: {root} is not there, and CI must run the tests that need it (CI=true)", pytrace=False)
     pytest.skip(f"{DATASET_SKIP}: {root} (these tests run where ../shared/datasets is present, as in CI)")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Any:
+    """Each test starts with the library logger's level and the root logger as the session found them.
+
+    Code under test may change them for the whole process: ``hybrid-retriever -v`` sets the library's
+    level to INFO and leaves it (an embedding application keeps its own logging, cli._setup_logging),
+    and a benchmark run in-process calls ``logging.basicConfig``. Without this, a later test in the
+    same worker (xdist runs many files in one process) got INFO lines in a CLI command's ``--json`` output.
+    """
+    library, root = logging.getLogger("hybrid_retriever"), logging.getLogger()
+    level, root_level, root_handlers = library.level, root.level, list(root.handlers)
+    yield
+    library.setLevel(level)
+    root.setLevel(root_level)
+    root.handlers[:] = root_handlers
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import io
 import json
-import logging
 import shlex
 from pathlib import Path
 
@@ -57,22 +56,17 @@ def test_header_check_catches_a_removed_option() -> None:
 
 @pytest.fixture
 def isolated() -> object:
-    """Undo what a question changes in this process (torch threads, frozen GC objects, log levels and
-    handlers: a question's ``logging.basicConfig`` would print later tests' INFO records into CLI output)."""
+    """Undo what a question changes in this process (torch threads, frozen GC objects); logging is
+    restored for every test by conftest's ``_logging_as_found``."""
     import torch
 
     from hybrid_retriever import languages
 
-    root = logging.getLogger()
-    threads, level = torch.get_num_threads(), logging.getLogger("hybrid_retriever").level
-    root_level, root_handlers = root.level, list(root.handlers)
+    threads = torch.get_num_threads()
     words_to_decide = languages.WORDS_TO_DECIDE
     yield
     torch.set_num_threads(threads)
     gc.unfreeze()
-    logging.getLogger("hybrid_retriever").setLevel(level)
-    root.setLevel(root_level)
-    root.handlers[:] = root_handlers
     assert languages.WORDS_TO_DECIDE == words_to_decide, "a question left the library's WORDS_TO_DECIDE changed"
 
 
