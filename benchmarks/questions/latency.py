@@ -667,13 +667,15 @@ def refresh_builds(args: Any) -> None:
     write_results("latency", res, render(res), rendered_only=True)
 
 
+def measured_stores(scale: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The stores measured at one scale, Edge first: (``edge`` | ``memory``, its measurements)."""
+    return [(store, scale[store]) for store in ("edge", "memory") if scale.get(store)]
+
+
 def targets(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scale, s in res["scales"].items():
-        for store in ("edge", "memory"):
-            m = s.get(store)
-            if not m:
-                continue
+        for store, m in measured_stores(s):
             slowest = max(m["bm25 search"]["p50"], m["dense search"]["p50"])
             fused = m["fused search (pre-encoded)"]["p50"]
             out[f"{scale}/{store}: fused p50 / slowest branch search p50 (target <= 1.3)"] = fused / slowest
@@ -739,10 +741,7 @@ def render(res: dict[str, Any]) -> str:
     out.append("\n## Search latency (ms/query, p50 / p95)\n\n")
     rows = []
     for scale, s in res["scales"].items():
-        for store in ("edge", "memory"):
-            m = s.get(store)
-            if not m:
-                continue
+        for store, m in measured_stores(s):
             for k in main_rows:
                 if k in m:
                     rows.append([scale, "Edge" if store == "edge" else ":memory:", k, m[k]["n"], m[k]["p50"], m[k]["p95"]])
@@ -751,10 +750,7 @@ def render(res: dict[str, Any]) -> str:
     out.append("\n### Where the fused time goes (pre-encoded, means, so the parts add up)\n\n")
     rows = []
     for scale, s in res["scales"].items():
-        for store in ("edge", "memory"):
-            m = s.get(store)
-            if not m:
-                continue
+        for store, m in measured_stores(s):
             a = m["fused: search_branches no completion"]["mean"]
             b = m["fused: search_branches + completion"]["mean"]
             c = m["fused search (pre-encoded)"]["mean"]
