@@ -38,7 +38,6 @@ is tuned on them). Writes ``results/multilingual.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import pickle

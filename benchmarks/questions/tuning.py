@@ -87,7 +87,6 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
         qrels.update({q: coll.qrels[s][q] for q in qs})
     queries = {q: coll.queries[q] for q in qrels}
     deepest = 100
-    t0 = time.perf_counter()
     runs = collect_runs(r, queries, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs", progress=False)
     search_s = sum(runs[q].wall_ms for q in queries) / 1000  # measured when searched, also when resumed from the cache
     grid = FusionGrid.from_cache(runs, qrels, qids=list(queries), max_k=100)
@@ -115,7 +114,6 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
         tuned_pq = results["tuned"].heldout_scores(grid, METRIC)
         top_pq = results["tuned_top_score"].heldout_scores(grid, METRIC)
         validation = f"{args.folds}-fold cross-validation over {grid.n_queries} queries"
-    res = results["tuned"]
     default_report = means(grid, default, report_idx)
     default_pq = grid.score([default], METRIC)[0][report_idx]
     branch_report = {}
@@ -126,7 +124,6 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     # synthetic: pseudo-queries from the corpus, tuned without judgements, reported on the real queries
     docs = [Document(text=t, id=d) for d, t in zip(coll.doc_ids, coll.texts) if t.strip()]
     sq, sqrels = pseudo_queries(docs, n=args.n_synthetic, seed=args.seed)
-    t0 = time.perf_counter()
     sruns = collect_runs(r, sq, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs-synthetic", progress=False)
     synth_search_s = sum(sruns[q].wall_ms for q in sq) / 1000
     sgrid = FusionGrid.from_cache(sruns, sqrels, max_k=100)
