@@ -14,7 +14,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from benchmarks import harness
 from benchmarks.questions import QUESTIONS, question
@@ -23,12 +23,13 @@ from benchmarks.questions import QUESTIONS, question
 COMMON = ("question", "smoke", "render_only", "out", "datasets")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The entry point's parser: one sub-command per question, with the common options and the question's own."""
+def parser(names: Iterable[str] = QUESTIONS) -> argparse.ArgumentParser:
+    """The entry point's parser: one sub-command per question of ``names`` (default all; building one imports
+    its module), with the common options and the question's own."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="question", required=True, metavar="QUESTION")
-    for name in QUESTIONS:
+    for name in names:
         q = question(name)
         p = sub.add_parser(name, help=q.about, description=q.about)
         p.add_argument("--smoke", action="store_true", help="a tiny slice in a temporary folder, in seconds")
@@ -55,9 +56,10 @@ def recorded_command(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = parser()
+    one = bool(argv) and argv[0] in QUESTIONS
+    ap = parser(argv[:1] if one else QUESTIONS)  # a question asked: only its module is imported
     # --smoke: the question's smoke options first, so that options given here override them.
-    smoke = question(argv[0]).smoke if argv and argv[0] in QUESTIONS and "--smoke" in argv else []
+    smoke = question(argv[0]).smoke if one and "--smoke" in argv else []
     args = ap.parse_args([*argv[:1], *smoke, *argv[1:]])
     q = question(args.question)
     options: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in COMMON}

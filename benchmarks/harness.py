@@ -232,6 +232,11 @@ class EmbeddingCache:
         return self.queries[[pos[i] for i in ids]]
 
 
+def has_embeddings(name: str) -> bool:
+    """Whether :func:`load_embeddings` has the collection's embeddings (under ``--smoke`` always: it encodes the slice)."""
+    return SETTINGS.smoke or (cache_dir(name) / "docs.npy").is_file()
+
+
 def load_embeddings(name: str) -> EmbeddingCache:
     """The cached MiniLM embeddings of a collection (``python -m benchmarks cache embeddings NAME`` builds them);
     under ``--smoke`` those of the collection's slice, encoded here by the library's dense branch."""
@@ -240,12 +245,39 @@ def load_embeddings(name: str) -> EmbeddingCache:
     d = cache_dir(name)
     if not (d / "docs.npy").is_file():
         raise SystemExit(f"no embedding cache at {d}; run: python -m benchmarks cache embeddings --collections {name}")
-    return EmbeddingCache(
-        doc_ids=json.loads((d / "doc_ids.json").read_text()),
-        docs=np.load(d / "docs.npy"),
-        query_ids=json.loads((d / "query_ids.json").read_text()),
-        queries=np.load(d / "queries.npy"),
-    )
+    return read_embeddings(d)
+
+
+def read_embeddings(d: Path) -> EmbeddingCache:
+    """The embedding cache in folder ``d`` (see :func:`write_embeddings`)."""
+    return EmbeddingCache(json.loads((d / "doc_ids.json").read_text()), np.load(d / "docs.npy"),
+                          json.loads((d / "query_ids.json").read_text()), np.load(d / "queries.npy"))
+
+
+def write_embeddings(col: Collection, d: Path, chunk: int = 256) -> EmbeddingCache:
+    """Encode every query and document of ``col`` through the library's dense branch (:func:`dense_branch`) into
+    folder ``d``: ``queries.npy``, ``query_ids.json`` (every query, file order), ``doc_ids.json``, ``docs.npy``
+    (float32, L2-normalised, row i = ``doc_ids.json[i]``). ``docs.npy`` is written last: its presence marks a
+    complete cache. Texts go in chunks of ``chunk``, so tqdm can show progress."""
+    from tqdm.auto import tqdm
+
+    b = dense_branch()
+
+    def encode(fn: Callable[[list[str]], Any], texts: list[str], kind: str) -> np.ndarray:
+        out: list[Any] = []
+        for i in tqdm(range(0, len(texts), chunk), desc=f"  {kind}", unit="chunk", leave=False):
+            out.extend(fn(texts[i : i + chunk]))
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+    qids = list(col.queries)
+    queries = encode(b.encode_queries, [col.queries[q] for q in qids], "queries")
+    emb = EmbeddingCache(col.doc_ids, encode(b.encode_documents, col.texts, "docs"), qids, queries)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "queries.npy", emb.queries)
+    (d / "query_ids.json").write_text(json.dumps(qids))
+    (d / "doc_ids.json").write_text(json.dumps(emb.doc_ids))
+    np.save(d / "docs.npy", emb.docs)
+    return emb
 
 
 #: Folder of the smoke slices' embeddings, shared by this process and its children (they inherit the variable),
@@ -262,20 +294,9 @@ def _smoke_embeddings(name: str) -> EmbeddingCache:
         os.environ[SMOKE_EMBEDDINGS] = tempfile.mkdtemp(prefix="bench-smoke-emb-")
         atexit.register(shutil.rmtree, os.environ[SMOKE_EMBEDDINGS], True)
     d = Path(os.environ[SMOKE_EMBEDDINGS]) / name.replace("/", "__")
-    if (d / "doc_ids.json").is_file():
-        return EmbeddingCache(json.loads((d / "doc_ids.json").read_text()), np.load(d / "docs.npy"),
-                              json.loads((d / "query_ids.json").read_text()), np.load(d / "queries.npy"))
-    col = _SMOKE_COLLECTIONS.get(name) or load_collection(DEFAULT_DATASETS, name)
-    b = dense_branch()
-    qids = list(col.queries)
-    emb = EmbeddingCache(col.doc_ids, np.asarray(b.encode_documents(col.texts), dtype=np.float32),
-                         qids, np.asarray(b.encode_queries([col.queries[q] for q in qids]), dtype=np.float32))
-    d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "docs.npy", emb.docs)
-    np.save(d / "queries.npy", emb.queries)
-    (d / "query_ids.json").write_text(json.dumps(qids))
-    (d / "doc_ids.json").write_text(json.dumps(emb.doc_ids))  # written last: its presence means complete
-    return emb
+    if (d / "docs.npy").is_file():
+        return read_embeddings(d)
+    return write_embeddings(_SMOKE_COLLECTIONS.get(name) or load_collection(DEFAULT_DATASETS, name), d)
 
 
 def new_edge_retriever(path: Path, branches: list[dict[str, Any]], **runtime: Any) -> Any:

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO, Question, log, read_results, write_results
+from benchmarks.harness import REPO, Question, log, md_table, read_results, write_results
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -46,20 +46,20 @@ def run(args: argparse.Namespace) -> None:
 
 def render(data: dict[str, Any]) -> str:
     s, t = data["setup"], data["timing"]
-    head = ("| trial | aimed at | landed | killed after (last line + delay) | reported written | found after reopen | "
-            "in-flight batch stored | scratch stored | duplicates | data lost | reopen | search | re-ingest converged |")
-    rows = [head, "|" + "---|" * 13] + [
-        f"| {x['trial']} | {x['kill_point']} | {x['landed']} | {x['killed_after']} | {x['reported_written']} | "
-        f"{x['found_after_reopen']} | {x['in_flight_stored']} | {x['scratch_stored']} | {x['duplicates']} | {x['data_lost']} | "
-        f"{x['reopen']} | {'ok' if x['search_ok'] else 'FAIL'} | {'yes' if x['reingest_converged'] else 'NO'} |"
-        for x in data["trials"]
-    ]
+    head = ["trial", "aimed at", "landed", "killed after (last line + delay)", "reported written", "found after reopen",
+            "in-flight batch stored", "scratch stored", "duplicates", "data lost", "reopen", "search", "re-ingest converged"]
+    keys = ["trial", "kill_point", "landed", "killed_after", "reported_written", "found_after_reopen", "in_flight_stored",
+            "scratch_stored", "duplicates", "data_lost", "reopen"]
+    rows = [[*(str(x[k]) for k in keys), "ok" if x["search_ok"] else "FAIL", "yes" if x["reingest_converged"] else "NO"]
+            for x in data["trials"]]
     return (
         f"# Crash trials\n\n`python tests/crash_harness.py --trials {s['trials']} --docs {s['docs']} --batch-size {s['batch_size']}` "
         f"on {data['machine_line']}.\n\n"
         f"{s['trials']} trials, {s['docs']} documents in batches of {s['batch_size']}; child timing on this machine: "
         f"batch {t['batch_s'] * 1000:.0f} ms, delete {t['delete_s'] * 1000:.0f} ms, optimize {t['optimize_s'] * 1000:.0f} ms, "
-        f"whole run {t['total_s']:.1f} s\n\n" + "\n".join(rows) + "\n" + (f"\n{data['notes']}" if data.get("notes") else "")
+        f"whole run {t['total_s']:.1f} s\n\n"
+        + md_table(head, rows)
+        + (f"\n{data['notes']}" if data.get("notes") else "")
     )
 
 

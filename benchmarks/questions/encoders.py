@@ -8,20 +8,12 @@ Run it plain (not under ``nice``): latency measured at low priority loses to the
 the machine. Every part interleaves its systems (a random order per query or per round), so
 shared-CPU noise hits all alike; read the ratios.
 
-- ``latency``: single-query encode of the SciFact test queries, one call per query per system:
-  today's path (``SentenceTransformer.encode``, torch's default intra-op threads) against the
-  library's direct path (``SentenceEncoder``: tokenise, forward, pool, normalise) on torch and on
-  ONNX Runtime (float32 and int8), with 1 and 2 intra-op threads.
-- ``quality``: the query vectors of each backend against the cached MiniLM document vectors
-  (``benchmarks/.cache/minilm``, encoded by the library on torch): brute-force cosine, nDCG@10 on
-  the test qrels of SciFact and NFCorpus, top-10 agreement with the cached query vectors.
-- ``ingest``: documents/s encoding a fixed sample of SciFact documents (``--docs``) per system,
-  and each system's cosine to the vectors of today's path (does it keep the stored vectors?).
-
-- ``gpu`` (on a machine with CUDA): the dense branch's automatic device choice, CPU/GPU agreement,
-  encoding throughput and end to end on synthetic documents (``results/gpu_dense``; see ``gpu.py``).
-
-Writes ``results/encoders.{json,md}``; parts not run keep their previous numbers.
+Parts: ``latency`` (single-query encode of the SciFact test queries: today's path,
+``SentenceTransformer.encode``, against the library's direct ``SentenceEncoder`` on torch and ONNX Runtime),
+``quality`` (each backend's query vectors against the cached document vectors), ``ingest`` (documents/s on a
+fixed sample of SciFact documents, and the cosine to today's vectors) and ``gpu`` (on a machine with CUDA:
+``results/gpu_dense``, see ``gpu.py``). Writes ``results/encoders.{json,md}``; parts not run keep their
+previous numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
 import time
 from pathlib import Path
@@ -37,10 +30,9 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmarks.harness import (Question, has_embeddings, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, metrics, percentiles, read_results, write_results)
 from benchmarks.questions.gpu import gpu_arguments, render_gpu, run_gpu
-
-from benchmarks.harness import (Question, cache_dir, load_collection, load_embeddings, log, machine_info, machine_md,
-    md_table, metrics, percentiles, read_results, write_results)
 
 NAME = "encoders"
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed"]
@@ -76,10 +68,6 @@ class Systems:
                 self.encoders[f"{label}/{threads}"] = (SentenceEncoder(self.st, onnx, label), threads)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
-    def _threads(self, n: int) -> None:
-        if self.torch.get_num_threads() != n:
-            self.torch.set_num_threads(n)
-
     def st_encode(self, threads: int) -> System:
         def run(texts: list[str]) -> np.ndarray:
             return np.asarray(
@@ -90,22 +78,20 @@ class Systems:
 
         return threads, run
 
-    def direct(self, key: str, threads: int, batch_size: int | None = None, max_len: int | None = None,
-               budget: bool = True) -> System:
+    def direct(self, key: str, threads: int, max_len: int | None = None, budget: bool = True) -> System:
         from hybrid_retriever.models.sentence_encoder import SentenceEncoder
 
-        enc, session_threads = self.encoders[key]
+        enc = self.encoders[key][0]
         if not budget:  # the whole batch in one forward pass
             enc = SentenceEncoder(self.st, enc.transformer, enc.backend, max_batch_tokens=None)
-        bs = batch_size or self.batch_size
 
         def run(texts: list[str]) -> np.ndarray:
             if max_len is None:
-                return enc.encode(texts, batch_size=bs)
+                return enc.encode(texts, batch_size=self.batch_size)
             old = self.st.max_seq_length
             self.st.max_seq_length = max_len
             try:
-                return enc.encode(texts, batch_size=bs)
+                return enc.encode(texts, batch_size=self.batch_size)
             finally:
                 self.st.max_seq_length = old
 
@@ -114,7 +100,8 @@ class Systems:
     def call(self, system: System, texts: list[str]) -> tuple[np.ndarray, float]:
         """Vectors and milliseconds of one call; torch's thread count is set before the clock starts."""
         threads, fn = system
-        self._threads(threads)
+        if self.torch.get_num_threads() != threads:
+            self.torch.set_num_threads(threads)
         t0 = time.perf_counter()
         v = fn(texts)
         return v, (time.perf_counter() - t0) * 1000
@@ -168,18 +155,15 @@ def ndcg10(qids: list[str], doc_ids: list[str], qvec: np.ndarray, docs: np.ndarr
 
 def run_quality(s: Systems, root: Path, latency_vectors: dict[str, np.ndarray] | None, scifact_ids: list[str],
                 collections: list[str], encode_missing: bool) -> dict[str, Any]:
-    systems = {
-        "torch, direct": s.direct("torch", 1),
-        "onnx fp32": s.direct("onnx/1", 1),
-        "onnx int8": s.direct("onnx-int8/1", 1),
-    }
+    # Each backend's single-thread system of the latency part (whose query vectors it reuses when it has them).
     from_latency = {"torch, direct": "torch, direct, 1 thread", "onnx fp32": "onnx fp32, direct, 1 thread",
                     "onnx int8": "onnx int8, direct, 1 thread"}
+    systems = {name: latency_systems(s)[lat] for name, lat in from_latency.items()}
     out: dict[str, Any] = {}
     for name in collections:
         col = load_collection(root, name)
         qids = col.judged("test")
-        if (cache_dir(name) / "docs.npy").is_file():
+        if has_embeddings(name):
             emb = load_embeddings(name)
             emb_docs = emb.doc_vectors(col.doc_ids)
             cached = emb.query_vectors(qids)
@@ -232,12 +216,12 @@ def ingest_systems(s: Systems) -> dict[str, System]:
     }
 
 
-def run_ingest(s: Systems, root: Path, n_docs: int, rounds: int, only: list[str] | None = None) -> dict[str, Any]:
+def run_ingest(s: Systems, root: Path, n_docs: int, rounds: int) -> dict[str, Any]:
     col = load_collection(root, "scifact")
     rng = random.Random(1)
     idx = sorted(rng.sample(range(len(col.doc_ids)), n_docs))
     texts = [col.texts[i] for i in idx]
-    systems = {n: f for n, f in ingest_systems(s).items() if n == BASELINE or not only or any(o in n for o in only)}
+    systems = ingest_systems(s)
     names = list(systems)
     # The stored vectors: what the library wrote before this change (the cache was built the same way).
     cached = s.call(systems[BASELINE], texts)[0]
@@ -266,12 +250,9 @@ def run_ingest(s: Systems, root: Path, n_docs: int, rounds: int, only: list[str]
 
 
 def cpu_flags() -> dict[str, bool]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    cpuinfo = Path("/proc/cpuinfo")
+    m = re.search(r"^flags\s*:(.*)$", cpuinfo.read_text() if cpuinfo.is_file() else "", re.M)
+    flags = set(m.group(1).split()) if m else set()
     return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 
@@ -353,7 +334,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--docs", type=int, default=96, help="SciFact documents encoded per ingest round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--ingest-only", nargs="+", help="ingest: only the systems whose names contain one of these")
     ap.add_argument("--name", default=NAME, choices=[NAME, "encoders_slices"], help="results file name (results/NAME.{json,md})")
     ap.add_argument("--collections", nargs="+", default=COLLECTIONS, help="collections of the quality part")
     ap.add_argument("--encode-missing", action="store_true",
@@ -385,7 +365,7 @@ def run(args: argparse.Namespace) -> None:
         quality = run_quality(s, args.datasets, vectors, qids, args.collections, args.encode_missing)
         data["quality"] = {**data.get("quality", {}), **quality}
     if "ingest" in parts:
-        data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds, args.ingest_only)
+        data["ingest"] = run_ingest(s, args.datasets, args.docs, args.rounds)
     info["loadavg_end"] = list(os.getloadavg())
     data["machine"] = info
     run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}

@@ -2,11 +2,10 @@
 CPU/GPU agreement, encoding throughput, end to end. Writes ``results/gpu_dense.{json,md}``.
 
 Run on a machine with CUDA (the lent device machine here); ``--smoke`` runs the same code on CPU with a
-few documents. ``--model-dir`` is a sentence-transformers folder with the all-MiniLM-L6-v2 architecture
-(default: the library's packaged MiniLM). The device machine could not receive the 90 MB weights within
-its transfer limit, so when the folder has no weights they are initialised randomly (seeded): throughput
-depends on the architecture, not on the weights, and CPU/GPU agreement is checked on the same weights.
-Documents are synthetic (random words of the model's vocabulary).
+few documents. The model is the library's packaged all-MiniLM-L6-v2. The device machine could not receive
+its 90 MB weights within its transfer limit, so when the folder has no weights they are initialised randomly
+(seeded): throughput depends on the architecture, not on the weights, and CPU/GPU agreement is checked on the
+same weights. Documents are synthetic (random words of the model's vocabulary).
 """
 
 from __future__ import annotations
@@ -14,24 +13,24 @@ from __future__ import annotations
 import argparse
 import platform
 import random
-import statistics
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.harness import SETTINGS, write_results
+from benchmarks.harness import SETTINGS, interleaved, md_table, new_edge_retriever, write_results
 
 
 def gpu_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model-dir", type=Path, default=None, help="gpu: the model folder (default: the packaged MiniLM)")
     ap.add_argument("--gpu-docs", type=int, default=10_000, help="gpu: synthetic documents encoded")
     ap.add_argument("--gpu-queries", type=int, default=500, help="gpu: synthetic queries")
 
 
 def ensure_weights(model_dir: Path) -> Path:
+    """``model_dir``, or a copy of it with seeded random weights when it has none."""
     if (model_dir / "model.safetensors").exists():
         return model_dir
     import torch
@@ -39,8 +38,6 @@ def ensure_weights(model_dir: Path) -> Path:
 
     torch.manual_seed(0)
     out = Path(tempfile.mkdtemp()) / "minilm-random"
-    import shutil
-
     shutil.copytree(model_dir, out)
     BertModel(BertConfig.from_pretrained(str(model_dir))).save_pretrained(str(out))
     return out
@@ -52,10 +49,14 @@ def synthetic_texts(vocab_file: Path, n: int, words: tuple[int, int], seed: int)
     return [" ".join(rnd.choices(vocab, k=rnd.randint(*words))) for _ in range(n)]
 
 
+def ms_per_call(fn: Callable[[str], Any], texts: list[str], desc: str) -> dict[str, float]:
+    """Percentiles of ms per call of ``fn``, one text after the other (no warm-up)."""
+    return interleaved({desc: fn}, texts, warmup=0, desc=desc)[desc]
+
+
 def run_gpu(args: argparse.Namespace) -> None:
     import torch
 
-    from hybrid_retriever import HybridRetriever, RetrieverConfig
     from hybrid_retriever.branches import DenseBranch
     from hybrid_retriever.config import DenseBranchConfig
     from hybrid_retriever.models import pick_device, resolve_model_path
@@ -63,7 +64,7 @@ def run_gpu(args: argparse.Namespace) -> None:
 
     if not torch.cuda.is_available() and not SETTINGS.smoke:
         raise SystemExit("the gpu part needs CUDA: run it on a machine with a GPU (--smoke checks its code on CPU)")
-    model_dir = args.model_dir or Path(resolve_model_path(DenseBranchConfig().model))
+    model_dir = Path(resolve_model_path(DenseBranchConfig().model))
     path = ensure_weights(model_dir)
     docs = synthetic_texts(model_dir / "vocab.txt", args.gpu_docs, (80, 200), seed=1)
     queries = synthetic_texts(model_dir / "vocab.txt", args.gpu_queries, (4, 12), seed=2)
@@ -88,6 +89,7 @@ def run_gpu(args: argparse.Namespace) -> None:
     result["cpu_gpu_min_cosine"] = float((g * c).sum(1).min())
 
     def docs_per_s(branch: DenseBranch, texts: list[str]) -> float:
+        """One batch encode after a warm-up; CUDA is synchronised so the clock covers the GPU's work."""
         branch.encode_documents(texts[:64])
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -99,45 +101,22 @@ def run_gpu(args: argparse.Namespace) -> None:
 
     result["encode_docs_per_s_gpu"] = docs_per_s(gpu, docs)
     result["encode_docs_per_s_cpu"] = docs_per_s(cpu, docs[:1000])
-
-    def query_ms(branch: DenseBranch) -> float:
-        times = []
-        for q in queries[:200]:
-            t0 = time.perf_counter()
-            branch.encode_queries([q])
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
-
-    result["query_encode_ms_p50_gpu"] = query_ms(gpu)
-    result["query_encode_ms_p50_cpu"] = query_ms(cpu)
+    for device, branch in (("gpu", gpu), ("cpu", cpu)):
+        result[f"query_encode_ms_p50_{device}"] = ms_per_call(lambda q: branch.encode_queries([q]), queries[:200], f"{device} query")["p50"]
 
     # End to end: BM25 + dense (GPU chosen automatically) on Qdrant Edge.
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RetrieverConfig.model_validate(
-            {
-                "store": {"kind": "edge", "path": str(Path(tmp) / "index")},
-                "branches": [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5, "model": str(path), "batch_size": 128}],
-                "runtime": {"show_progress": False, "ingest_batch_size": 1024},
-            }
-        )
-        with HybridRetriever(cfg) as r:
+        branches = [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5, "model": str(path), "batch_size": 128}]
+        with new_edge_retriever(Path(tmp) / "index", branches, ingest_batch_size=1024) as r:
             t0 = time.perf_counter()
             r.add_documents([Document(text=t, id=str(i)) for i, t in enumerate(docs)])
             result["ingest_docs_per_s"] = len(docs) / (time.perf_counter() - t0)
-            times = []
-            for q in queries:
-                t0 = time.perf_counter()
-                r.search(q, k=10)
-                times.append((time.perf_counter() - t0) * 1000)
-            times.sort()
-            result["search_ms_p50"] = times[len(times) // 2]
-            result["search_ms_p95"] = times[int(len(times) * 0.95)]
-            result["dense_device_in_retriever"] = str(r.branches["dense"].model.device)  # type: ignore[attr-defined]
+            search = ms_per_call(lambda q: r.search(q, k=10), queries, "search")
+            result["search_ms_p50"], result["search_ms_p95"] = search["p50"], search["p95"]
+            result["dense_device_in_retriever"] = str(r.branches["dense"].model.device)
     write_results("gpu_dense", result, render_gpu(result))
 
 
 def render_gpu(result: dict[str, Any]) -> str:
-    lines = ["# Dense branch on a GPU", "", f"Machine: {result['machine']}", "", "| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()
-              if k not in ("machine", "provenance")]
-    return "\n".join(lines) + "\n"
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result.items() if k not in ("machine", "provenance")]
+    return f"# Dense branch on a GPU\n\nMachine: {result['machine']}\n\n" + md_table(["measure", "value"], rows)

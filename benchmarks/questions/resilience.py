@@ -3,24 +3,19 @@
     python -m benchmarks resilience                 # ~5 min on 2 shared cores
     python -m benchmarks resilience --docs 1000 --queries 300
 
-Data: the first ``--docs`` SciFact documents (MiniLM vectors from the embedding cache) in a
-Qdrant Edge index (bm25 + dense, optimised); SciFact test queries, dense query vectors
-pre-encoded from the cache (so a search measures the search path, not MiniLM).
-
-Measured interleaved, query by query in a random order (``latency.interleaved``):
+Measured interleaved, query by query in a random order (``harness.interleaved``), dense query vectors
+pre-encoded from the cache (so a search measures the search path, not MiniLM):
 
 - ``fast path``: today's retriever without limits (the default), one batched Qdrant request: the reference
   (results up to 2026-12 also ran ``before``, the retriever class at the merge base, which the write path's move
   to ``index_writer.py`` retired);
 - ``limits, healthy``: ``branch_timeout_s`` set but nothing fails: each branch's search is its own
   request on the thread pool (the price of being able to stop waiting for one);
-- ``dense stalled, timeout T``: the dense branch's Qdrant request blocks (until the call has
-  returned) and ``branch_timeout_s = T``: the call must return after about T with BM25's results;
-- ``dense stalled, deadline T``: the same with ``deadline_s = T`` instead.
+- ``dense stalled``: the dense branch's Qdrant request blocks and ``branch_timeout_s`` or ``deadline_s`` is T:
+  the call must return after about T with BM25's results.
 
-Then the remote store (qdrant-client over HTTP): time until ``StoreUnavailableError`` for a read
-against a closed loopback port and against a loopback server that accepts and never answers, for
-several ``timeout`` values (qdrant-client alone rounds timeouts up to whole seconds).
+Then the remote store (qdrant-client over HTTP): time until ``StoreUnavailableError`` for a read against a
+closed loopback port and against a loopback server that accepts and never answers.
 
 Writes ``results/resilience.{json,md}``.
 """
@@ -34,15 +29,16 @@ import socket
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (Question, interleaved, load_collection, load_embeddings, machine_info,
-    machine_md, md_table, new_edge_retriever, percentiles, with_cached_queries, write_results)
+from benchmarks.harness import (Collection, Question, index_collection, interleaved, load_collection, load_embeddings,
+    machine_info, machine_md, md_table, percentiles, with_cached_queries, write_results)
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever import HybridRetriever, RetrieverConfig
 from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
 from hybrid_retriever.stores import SearchRequest
 
@@ -164,10 +160,10 @@ def remote_errors(repeats: int) -> dict[str, dict[str, float]]:
     stalled_url = f"http://127.0.0.1:{port}"
     cases: dict[str, Any] = {}
     for t in STORE_TIMEOUTS_S:
-        cases[f"closed port, timeout {t:g} s, retries 2"] = (lambda t: lambda: read_once(dead, t, 2))(t)
-        cases[f"stalled server, timeout {t:g} s, retries 2"] = (lambda t: lambda: read_once(stalled_url, t, 2))(t)
+        cases[f"closed port, timeout {t:g} s, retries 2"] = partial(read_once, dead, t, 2)
+        cases[f"stalled server, timeout {t:g} s, retries 2"] = partial(read_once, stalled_url, t, 2)
     for t in STORE_TIMEOUTS_S[:2]:
-        cases[f"stalled server, qdrant-client alone (before), timeout {t:g} s"] = (lambda t: lambda: raw_read_once(stalled_url, t))(t)
+        cases[f"stalled server, qdrant-client alone (before), timeout {t:g} s"] = partial(raw_read_once, stalled_url, t)
     ms: dict[str, list[float]] = {c: [] for c in cases}
     try:
         for _ in range(repeats):
@@ -195,53 +191,38 @@ def run(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore", message="Failed to obtain server version")
 
     col = load_collection(args.datasets, "scifact", splits=("test",))
-    emb = load_embeddings("scifact")
-    ids = [d for d in emb.doc_ids if d in set(col.doc_ids)][: args.docs]
-    text = dict(zip(col.doc_ids, col.texts))
-    qids = [q for q in col.judged("test") if q in set(emb.query_ids)][: args.queries]
+    emb = load_embeddings("scifact")  # in corpus order (the cache question checks it)
+    docs = Collection(col.name, col.doc_ids[: args.docs], col.texts[: args.docs], col.queries, col.qrels)
+    qids = col.judged("test")[: args.queries]
     queries = [col.queries[q] for q in qids]
 
     # The index goes to a private temporary folder (benchmarks/.cache may be a link to a shared cache).
     workdir = Path(tempfile.mkdtemp(prefix="hr-resilience-"))
-    r = new_edge_retriever(workdir / "edge", [{"kind": "bm25"}, {"kind": "dense"}])
-    r.add_documents([Document(text=text[i], id=i) for i in ids], vectors={"dense": list(emb.doc_vectors(ids))})
-    r.optimize()
+    r, _ = index_collection(docs, workdir / "edge", {"branches": [{"kind": "bm25"}, {"kind": "dense"}]})
     # Dense query vectors from the cache: a search measures the search path only.
     qvec = dict(zip(queries, emb.query_vectors(qids)))
-    dense = r.branches["dense"]
-    dense.encode_queries = lambda texts: [qvec[t] for t in texts]  # type: ignore[method-assign]
+    r.branches["dense"].encode_queries = lambda texts: [qvec[t] for t in texts]
     rc, _ = with_cached_queries(r, queries)
 
-    systems: dict[str, Any] = {
-        "fast path (no limits)": lambda q: rc.search(q),
-        "limits, healthy (branch_timeout_s=1)": (lambda s: lambda q: s.search(q))(with_runtime(rc, branch_timeout_s=1.0)),
-    }
-    outcomes: dict[str, dict[str, int]] = {}
-    for t in TIMEOUTS_S:
-        for kind in ("branch_timeout_s", "deadline_s"):
-            counts = outcomes[f"{kind}={t:g}"] = {"answered by bm25 alone": 0, "every branch missed the limit": 0}
-            systems[f"dense stalled, {kind}={t:g}"] = stalled(rc, counts, **{kind: t})
+    ref, healthy = "fast path (no limits)", "limits, healthy (branch_timeout_s=1)"
+    systems: dict[str, Any] = {ref: rc.search, healthy: with_runtime(rc, branch_timeout_s=1.0).search}
+    limits = {f"{kind}={t:g}": (kind, t) for t in TIMEOUTS_S for kind in ("branch_timeout_s", "deadline_s")}
+    outcomes = {key: {"answered by bm25 alone": 0, "every branch missed the limit": 0} for key in limits}
+    for key, (kind, t) in limits.items():
+        systems[f"dense stalled, {key}"] = stalled(rc, outcomes[key], **{kind: t})
     keep: dict[str, list[float]] = {}
     stats = interleaved(systems, queries, warmup=10, desc="resilience", keep=keep)
 
-    ref = "fast path (no limits)"
-    ratios = {
-        name: {
-            "median_per_query_ratio": float(np.median(np.asarray(keep[name]) / np.asarray(keep[ref]))),
-            "p50_ratio": stats[name]["p50"] / stats[ref]["p50"],
-        }
-        for name in ("limits, healthy (branch_timeout_s=1)",)
-    }
+    ratios = {healthy: {"median_per_query_ratio": float(np.median(np.asarray(keep[healthy]) / np.asarray(keep[ref]))),
+                        "p50_ratio": stats[healthy]["p50"] / stats[ref]["p50"]}}
     stall = {}
-    for t in TIMEOUTS_S:
-        for kind in ("branch_timeout_s", "deadline_s"):
-            s = stats[f"dense stalled, {kind}={t:g}"]
-            stall[f"{kind}={t:g}"] = {
-                "limit_ms": t * 1000, "p50_ms": s["p50"], "p95_ms": s["p95"], "max_ms": max(keep[f"dense stalled, {kind}={t:g}"]),
-                "p50_over_limit_ms": s["p50"] - t * 1000, "p95_over_limit_ms": s["p95"] - t * 1000,
-                "p95_ratio_to_limit": s["p95"] / (t * 1000),
-                **outcomes[f"{kind}={t:g}"],
-            }
+    for key, (_, t) in limits.items():
+        s, limit_ms = stats[f"dense stalled, {key}"], t * 1000
+        stall[key] = {
+            "limit_ms": limit_ms, "p50_ms": s["p50"], "p95_ms": s["p95"], "max_ms": max(keep[f"dense stalled, {key}"]),
+            "p50_over_limit_ms": s["p50"] - limit_ms, "p95_over_limit_ms": s["p95"] - limit_ms,
+            "p95_ratio_to_limit": s["p95"] / limit_ms, **outcomes[key],
+        }
 
     # Remote store: time to a clear error.
     remote = remote_errors(args.repeats)
@@ -249,7 +230,7 @@ def run(args: argparse.Namespace) -> None:
     info = machine_info()
     data = {
         "machine": info,
-        "setup": {"docs": len(ids), "queries": len(queries), "store": "edge (optimised)", "branches": ["bm25", "dense"],
+        "setup": {"docs": len(docs.doc_ids), "queries": len(queries), "store": "edge (optimised)", "branches": ["bm25", "dense"],
                   "dense query vectors": "pre-encoded (cache)"},
         "latency_ms": stats,
         "ratios_to_fast_path": ratios,

@@ -3,28 +3,17 @@
     nice -n 10 python -m benchmarks service                  # ~3-5 min on 2 shared cores
     python -m benchmarks service --requests 100 --levels 1 8  # shorter
 
-The SciFact corpus (5,183 documents) is indexed once into ``benchmarks/.cache/service/`` with the
-cached MiniLM document vectors (``python -m benchmarks cache embeddings``) and optimised; a copy of the folder is
-made, because an Edge index is held by one process: the server opens one, this process the other.
-
-Measured:
-
-- load: SciFact test queries (cycled) sent by ``c`` client threads (1, 8, 32), each with its own
-  keep-alive connection, ``--requests`` per level (bounded, loopback only): requests/s, latency
-  p50/p95 as the client sees it, error rate (any non-200 or transport error);
-- the server's RSS (psutil) after start-up and warm-up, after each level, and at the end;
-- added latency at 1 client: for each query, ``POST /search`` and a direct ``HybridRetriever.search``
-  on the copy in this process, back to back in random order; the median per-query ratio (target <= 1.2).
-
-The client threads share the 2 cores with the server, so requests/s at 8 and 32 clients is a
-lower bound on what the server alone would sustain. Writes ``results/service.{json,md}``.
+SciFact is indexed into ``benchmarks/.cache/service/`` (the cached MiniLM document vectors, optimised) and the
+folder copied, because an Edge index is held by one process: the server opens one, this process the other.
+Each load level sends ``--requests`` searches (SciFact test queries, cycled) from ``c`` client threads, each with
+its own keep-alive connection; the added latency at 1 client compares, query by query in random order,
+``POST /search`` with ``HybridRetriever.search`` on the copy. Writes ``results/service.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -39,39 +28,27 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.harness import (SETTINGS, Question, cache, cache_dir, load_collection, load_embeddings, log,
-    machine_info, machine_md, md_table, new_edge_retriever, percentiles, write_results)
+from benchmarks.harness import (Collection, Question, cache, cache_dir, has_embeddings, index_collection, interleaved,
+    load_collection, log, machine_info, machine_md, md_table, percentiles, write_results)
 
-from hybrid_retriever import Document, HybridRetriever
+from hybrid_retriever import HybridRetriever
 
-#: Set by ``run`` from ``--workdir`` (default: the benchmark cache's ``service`` folder).
-WORKDIR = INDEX = DIRECT = Path()
 K = 10
 
 
-def build_index(root: Path) -> int:
-    """SciFact into an Edge index with cached dense vectors (BM25 computed), optimised; then a copy.
-
-    Without the embedding cache the documents are encoded through the library (~15 min on 2 cores).
-    """
-    coll = load_collection(root, "scifact")
-    vectors = None
-    if SETTINGS.smoke or (cache_dir("scifact") / "docs.npy").is_file():
-        emb = load_embeddings("scifact")
-        assert emb.doc_ids == coll.doc_ids, "the embedding cache does not match the corpus order"
-        vectors = {"dense": list(emb.docs)}
-    else:
-        log.warning("no embedding cache at %s: encoding SciFact through the library", cache_dir("scifact"))
-    r = new_edge_retriever(INDEX, [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5}], ingest_batch_size=512)
-    docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts)]
+def build_index(col: Collection, index: Path, direct: Path) -> int:
+    """SciFact into an optimised Edge index at ``index`` (BM25 + dense, the dense vectors from the embedding cache;
+    without it the library encodes, ~15 min on 2 cores), then a copy at ``direct``."""
+    vectors = "cache" if has_embeddings(col.name) else None
+    if vectors is None:
+        log.warning("no embedding cache at %s: encoding SciFact through the library", cache_dir(col.name))
     t0 = time.perf_counter()
-    r.add_documents(docs, vectors=vectors, show_progress=vectors is None)
-    r.optimize()
+    r, _ = index_collection(col, index, {"runtime": {"ingest_batch_size": 512}}, vectors=vectors)
     n = r.count()
     r.close()
     log.info("indexed %d SciFact documents in %.1f s", n, time.perf_counter() - t0)
-    shutil.rmtree(DIRECT, ignore_errors=True)
-    shutil.copytree(INDEX, DIRECT)
+    shutil.rmtree(direct, ignore_errors=True)
+    shutil.copytree(index, direct)
     return n
 
 
@@ -81,21 +58,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, torch_threads: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, torch_threads: int, index: Path, log_path: Path) -> subprocess.Popen[bytes]:
     cli = Path(sys.executable).with_name("hybrid-retriever")
     # OMP_NUM_THREADS sets torch's intra-op threads in the server, as torch.set_num_threads does here.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)}
     env.pop("HYBRID_RETRIEVER_API_KEY", None)
-    log_file = open(WORKDIR / "serve.log", "wb")
+    log_file = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(cli), "serve", "--index", str(INDEX), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [str(cli), "serve", "--index", str(index), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         stdout=log_file, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"serve exited with {proc.returncode}; see {WORKDIR / 'serve.log'}")
+            raise SystemExit(f"serve exited with {proc.returncode}; see {log_path}")
         try:
             if httpx.get(url + "/ready", timeout=2).json().get("ready"):
                 return proc
@@ -116,13 +93,10 @@ def load_level(url: str, queries: list[str], clients: int, requests: int) -> dic
     errors = 0
     lock = threading.Lock()
     counter = iter(range(requests))
-    local = threading.local()
 
     def worker() -> None:
         nonlocal errors
-        client = httpx.Client(base_url=url, timeout=120)
-        local.client = client
-        try:
+        with httpx.Client(base_url=url, timeout=120) as client:
             while True:
                 with lock:
                     i = next(counter, None)
@@ -138,8 +112,6 @@ def load_level(url: str, queries: list[str], clients: int, requests: int) -> dic
                 with lock:
                     latencies.append(ms)
                     errors += 0 if ok else 1
-        finally:
-            client.close()
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -157,46 +129,31 @@ def load_level(url: str, queries: list[str], clients: int, requests: int) -> dic
     }
 
 
-def added_latency(url: str, queries: list[str], n: int, seed: int = 0) -> dict[str, Any]:
+def added_latency(url: str, queries: list[str], n: int, direct_path: Path) -> dict[str, Any]:
     """HTTP search vs the direct library call on the copy, interleaved per query in random order."""
-    rng = random.Random(seed)
-    direct = HybridRetriever.open(str(DIRECT))
-    http: list[float] = []
-    lib: list[float] = []
-    pairs: list[float] = []  # per query: HTTP time / library time, measured back to back
+    direct = HybridRetriever.open(str(direct_path))
+    ranked: dict[str, list[list[str]]] = {"http": [], "library": []}
+    keep: dict[str, list[float]] = {}
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
-            for q in queries[:3]:  # warm both paths
-                direct.search(q, k=K)
-                client.post("/search", json={"query": q, "k": K}).raise_for_status()
-            for q in queries[:n]:
-                order = ["http", "lib"]
-                rng.shuffle(order)
-                for which in order:
-                    t0 = time.perf_counter()
-                    if which == "http":
-                        res = client.post("/search", json={"query": q, "k": K})
-                        res.raise_for_status()
-                        ids = [h["id"] for h in res.json()["hits"]]
-                        http.append((time.perf_counter() - t0) * 1000)
-                        http_ids = ids
-                    else:
-                        ids = [h.id for h in direct.search(q, k=K)]
-                        lib.append((time.perf_counter() - t0) * 1000)
-                        lib_ids = ids
-                assert http_ids == lib_ids, f"the service and the library disagree on {q!r}"
-                pairs.append(http[-1] / lib[-1])
+            def http(q: str) -> None:
+                res = client.post("/search", json={"query": q, "k": K})
+                res.raise_for_status()
+                ranked["http"].append([h["id"] for h in res.json()["hits"]])
+
+            def library(q: str) -> None:
+                ranked["library"].append([h.id for h in direct.search(q, k=K)])
+
+            stats = interleaved({"http": http, "library": library}, queries[:n], warmup=3, desc="added latency", keep=keep)
             # The framework's and the transport's own cost: a request that does no retrieval work.
-            health = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                client.get("/health").raise_for_status()
-                health.append((time.perf_counter() - t0) * 1000)
+            health = interleaved({"health": lambda q: client.get("/health").raise_for_status()}, queries[:n], 0, "health")
     finally:
         direct.close()
-    ph, pl = percentiles(http), percentiles(lib)
+    assert ranked["http"] == ranked["library"], "the service and the library returned different rankings"
+    ph, pl = stats["http"], stats["library"]
+    pairs = np.asarray(keep["http"]) / np.asarray(keep["library"])  # per query, measured back to back
     return {
-        "queries": len(http),
+        "queries": ph["n"],
         "http_ms": ph,
         "library_ms": pl,
         "ratio_paired_median": float(np.median(pairs)),
@@ -205,7 +162,7 @@ def added_latency(url: str, queries: list[str], n: int, seed: int = 0) -> dict[s
         "ratio_mean": ph["mean"] / pl["mean"],
         "added_ms_p50": ph["p50"] - pl["p50"],
         "same_rankings": True,
-        "health_ms": percentiles(health),
+        "health_ms": health["health"],
     }
 
 
@@ -218,30 +175,28 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="torch intra-op threads in the server and this process (as latency: 2 oversubscribe the shared 2 cores)",
     )
     ap.add_argument("--warm-up", type=int, default=40, help="requests at 4 clients before measuring")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the two index folders and serve.log go")
 
 
 def run(args: argparse.Namespace) -> None:
-    global WORKDIR, INDEX, DIRECT
-    WORKDIR = args.workdir or cache("service")
-    INDEX, DIRECT = WORKDIR / "scifact-edge", WORKDIR / "scifact-edge-direct"
     import torch
+
+    workdir = cache("service")
+    index, direct = workdir / "scifact-edge", workdir / "scifact-edge-direct"
     info = machine_info()
-    WORKDIR.mkdir(parents=True, exist_ok=True)
-    n_docs = build_index(args.datasets)  # encoding (when needed) with torch's default threads
+    col = load_collection(args.datasets, "scifact")
+    n_docs = build_index(col, index, direct)  # encoding (when needed) with torch's default threads
     torch.set_num_threads(args.torch_threads)
-    coll = load_collection(args.datasets, "scifact")
-    queries = [coll.queries[q] for q in coll.judged("test")]
+    queries = [col.queries[q] for q in col.judged("test")]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(port, args.torch_threads)
+    proc = start_server(port, args.torch_threads, index, workdir / "serve.log")
     server = psutil.Process(proc.pid)
     try:
         rss_ready = rss_mb(server)
         warm = load_level(url, queries, 4, args.warm_up)  # first requests fill caches and thread pools
         rss_before = rss_mb(server)
         # The comparison first, at 1 client on an otherwise idle server.
-        added = added_latency(url, queries, args.compare)
+        added = added_latency(url, queries, args.compare, direct)
         log.info(
             "added latency at 1 client: paired median ratio %.3f, ratio of medians %.3f (%.2f ms)",
             added["ratio_paired_median"], added["ratio_p50"], added["added_ms_p50"],
