@@ -693,3 +693,15 @@ def fused_edge_calls(shard: Any, depth: int) -> Callable[[Any, list[float]], Non
         shard.retrieve(list(dict.fromkeys(top)), True, False)
 
     return edge_calls
+
+
+# ---- added by misc
+
+
+def free_port() -> int:
+    """A loopback TCP port free at the time of the call (nothing listens there until someone binds it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -8,12 +8,8 @@ Run it plain (not under ``nice``): latency measured at low priority loses to the
 the machine. Every part interleaves its systems (a random order per query or per round), so
 shared-CPU noise hits all alike; read the ratios.
 
-Parts: ``latency`` (single-query encode of the SciFact test queries: today's path,
-``SentenceTransformer.encode``, against the library's direct ``SentenceEncoder`` on torch and ONNX Runtime),
-``quality`` (each backend's query vectors against the cached document vectors), ``ingest`` (documents/s on a
-fixed sample of SciFact documents, and the cosine to today's vectors) and ``gpu`` (on a machine with CUDA:
-``results/gpu_dense``, see ``gpu.py``). Writes ``results/encoders.{json,md}``; parts not run keep their
-previous numbers.
+Parts (``--parts``): ``latency``, ``quality``, ``ingest`` (``results/encoders.{json,md}``; parts not run keep
+their previous numbers) and ``gpu`` (on a machine with CUDA: ``results/gpu_dense``, see ``gpu.py``).
 """
 
 from __future__ import annotations
@@ -61,11 +57,10 @@ class Systems:
         name = resolve_model_path(branch.config.model)
         inputs = tuple(k for k in self.st.preprocess(["a"]) if k != "modality")
         auto = self.st[0].auto_model
-        self.encoders: dict[str, tuple[Any, int]] = {"torch": (SentenceEncoder(self.st), 1)}
-        for variant, label in (("fp32", "onnx"), ("int8", "onnx-int8")):
-            for threads in (1, 2):
-                onnx = load_onnx_transformer(auto, name, inputs, variant, threads)  # type: ignore[arg-type]
-                self.encoders[f"{label}/{threads}"] = (SentenceEncoder(self.st, onnx, label), threads)  # type: ignore[arg-type]
+        self.encoders: dict[str, Any] = {"torch": SentenceEncoder(self.st)}
+        for variant, label, threads in (("fp32", "onnx", 1), ("fp32", "onnx", 2), ("int8", "onnx-int8", 1)):
+            onnx = load_onnx_transformer(auto, name, inputs, variant, threads)  # type: ignore[arg-type]
+            self.encoders[f"{label}/{threads}"] = SentenceEncoder(self.st, onnx, label)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
     def st_encode(self, threads: int) -> System:
@@ -81,7 +76,7 @@ class Systems:
     def direct(self, key: str, threads: int, max_len: int | None = None, budget: bool = True) -> System:
         from hybrid_retriever.models.sentence_encoder import SentenceEncoder
 
-        enc = self.encoders[key][0]
+        enc = self.encoders[key]
         if not budget:  # the whole batch in one forward pass
             enc = SentenceEncoder(self.st, enc.transformer, enc.backend, max_batch_tokens=None)
 

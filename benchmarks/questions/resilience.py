@@ -3,21 +3,13 @@
     python -m benchmarks resilience                 # ~5 min on 2 shared cores
     python -m benchmarks resilience --docs 1000 --queries 300
 
-Measured interleaved, query by query in a random order (``harness.interleaved``), dense query vectors
-pre-encoded from the cache (so a search measures the search path, not MiniLM):
-
-- ``fast path``: today's retriever without limits (the default), one batched Qdrant request: the reference
-  (results up to 2026-12 also ran ``before``, the retriever class at the merge base, which the write path's move
-  to ``index_writer.py`` retired);
-- ``limits, healthy``: ``branch_timeout_s`` set but nothing fails: each branch's search is its own
-  request on the thread pool (the price of being able to stop waiting for one);
-- ``dense stalled``: the dense branch's Qdrant request blocks and ``branch_timeout_s`` or ``deadline_s`` is T:
-  the call must return after about T with BM25's results.
-
-Then the remote store (qdrant-client over HTTP): time until ``StoreUnavailableError`` for a read against a
-closed loopback port and against a loopback server that accepts and never answers.
-
-Writes ``results/resilience.{json,md}``.
+Systems, interleaved query by query (``harness.interleaved``) on the first ``--docs`` SciFact documents: the fast
+path (no limits, one batched Qdrant request: the reference); limits set but nothing failing (each branch's search
+is its own request on the thread pool: the price of being able to stop waiting for one); the dense branch's
+request stalled under ``branch_timeout_s`` or ``deadline_s`` = T (the call must return after about T with BM25's
+results). Results up to 2026-12 also ran ``before``, the retriever class at the merge base, which the write path's
+move to ``index_writer.py`` retired. Then the remote store: time until ``StoreUnavailableError`` against a closed
+loopback port and a loopback server that never answers. Writes ``results/resilience.{json,md}``.
 """
 
 from __future__ import annotations
@@ -35,8 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (Collection, Question, index_collection, interleaved, load_collection, load_embeddings,
-    machine_info, machine_md, md_table, percentiles, with_cached_queries, write_results)
+from benchmarks.harness import (Collection, Question, free_port, index_collection, interleaved, load_collection,
+    load_embeddings, machine_info, machine_md, md_table, percentiles, with_cached_queries, write_results)
 
 from hybrid_retriever import HybridRetriever, RetrieverConfig
 from hybrid_retriever.errors import BranchFailureError, StoreUnavailableError
@@ -57,18 +49,10 @@ class StalledBranch:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def _stall(self, requests: Sequence[SearchRequest]) -> None:
+    def search_ranked(self, requests: Sequence[SearchRequest]) -> Any:  # what a search asks the store
         if any(r.vector_name == self._vector for r in requests):
             self.release.wait(30)
-
-    # Search reads ranked keys (search_ranked); search_batch is the public per-hit form. Both stall.
-    def search_ranked(self, requests: Sequence[SearchRequest]) -> Any:
-        self._stall(requests)
         return self._store.search_ranked(requests)
-
-    def search_batch(self, requests: Sequence[SearchRequest]) -> Any:
-        self._stall(requests)
-        return self._store.search_batch(requests)
 
 
 def with_runtime(r: HybridRetriever, **runtime: Any) -> HybridRetriever:
@@ -104,14 +88,6 @@ def stalled(r: HybridRetriever, outcomes: dict[str, int], **runtime: Any) -> Any
 
 
 # ------------------------------------------------------------------------------ remote store
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def stalling_server() -> tuple[socket.socket, int]:
@@ -155,7 +131,7 @@ def raw_read_once(url: str, timeout: float) -> float:
 
 def remote_errors(repeats: int) -> dict[str, dict[str, float]]:
     """Time to a clear error per case, the cases interleaved round by round."""
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     sock, port = stalling_server()
     stalled_url = f"http://127.0.0.1:{port}"
     cases: dict[str, Any] = {}

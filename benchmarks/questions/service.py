@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +27,8 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.harness import (Collection, Question, cache, cache_dir, has_embeddings, index_collection, interleaved,
-    load_collection, log, machine_info, machine_md, md_table, percentiles, write_results)
+from benchmarks.harness import (Collection, Question, cache, cache_dir, free_port, has_embeddings, index_collection,
+    interleaved, load_collection, log, machine_info, machine_md, md_table, percentiles, write_results)
 
 from hybrid_retriever import HybridRetriever
 
@@ -52,13 +51,9 @@ def build_index(col: Collection, index: Path, direct: Path) -> int:
     return n
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(port: int, torch_threads: int, index: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_server(torch_threads: int, index: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``hybrid-retriever serve`` on a free loopback port, once ready: the process and its URL."""
+    port = free_port()
     cli = Path(sys.executable).with_name("hybrid-retriever")
     # OMP_NUM_THREADS sets torch's intra-op threads in the server, as torch.set_num_threads does here.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)}
@@ -75,7 +70,7 @@ def start_server(port: int, torch_threads: int, index: Path, log_path: Path) -> 
             raise SystemExit(f"serve exited with {proc.returncode}; see {log_path}")
         try:
             if httpx.get(url + "/ready", timeout=2).json().get("ready"):
-                return proc
+                return proc, url
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -170,10 +165,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per level")
     ap.add_argument("--requests", type=int, default=300, help="requests per level (bounded)")
     ap.add_argument("--compare", type=int, default=100, help="queries of the added-latency comparison")
-    ap.add_argument(
-        "--torch-threads", type=int, default=1,
-        help="torch intra-op threads in the server and this process (as latency: 2 oversubscribe the shared 2 cores)",
-    )
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads in the server and this process (as latency: 2 oversubscribe the shared 2 cores)")
     ap.add_argument("--warm-up", type=int, default=40, help="requests at 4 clients before measuring")
 
 
@@ -187,9 +180,7 @@ def run(args: argparse.Namespace) -> None:
     n_docs = build_index(col, index, direct)  # encoding (when needed) with torch's default threads
     torch.set_num_threads(args.torch_threads)
     queries = [col.queries[q] for q in col.judged("test")]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_server(port, args.torch_threads, index, workdir / "serve.log")
+    proc, url = start_server(args.torch_threads, index, workdir / "serve.log")
     server = psutil.Process(proc.pid)
     try:
         rss_ready = rss_mb(server)
