@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import (RESULTS, SETTINGS, cache, load_collection, load_embeddings, log, machine_info,
-    machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, percentiles, read_results, write_results)
+    interleaved, machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, read_results, write_results)
 
 # ----------------------------------------------------------------------------- token cache
 
@@ -200,15 +200,13 @@ STORAGE: dict[str, dict[str, Any]] = {
 EQUAL = {"bm25": 1 / 3, "dense": 1 / 3, "multivector": 1 / 3}
 
 
-def build(path: Path, col: Any, ids: list[str], mats: list[np.ndarray] | None, dense: np.ndarray, mv: dict | None) -> Any:
+def build(path: Path, col: Any, ids: list[str], dense: np.ndarray, mats: list[np.ndarray] | None = None, mv: dict | None = None) -> Any:
+    """BM25 + dense (+ the multi-vector rescorer with storage ``mv``) on the documents ``ids``, vectors from the caches."""
     from hybrid_retriever import Document
 
-    branches: list[dict] = [{"kind": "bm25"}, {"kind": "dense"}] + ([{**MV, **mv}] if mv is not None else [])
-    r = new_edge_retriever(path, branches)
+    r = new_edge_retriever(path, [{"kind": "bm25"}, {"kind": "dense"}] + ([{**MV, **mv}] if mv is not None else []))
     pos = {d: i for i, d in enumerate(col.doc_ids)}
-    vectors: dict[str, list] = {"dense": list(dense)}
-    if mv is not None:
-        vectors["multivector"] = mats
+    vectors = {"dense": list(dense)} if mv is None else {"dense": list(dense), "multivector": mats}
     r.add_documents([Document(text=col.texts[pos[i]], id=i) for i in ids], vectors=vectors)
     return r
 
@@ -225,7 +223,6 @@ def fused_run(results: list[dict], weights: dict[str, float], back: dict[str, st
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-
     from hybrid_retriever.retriever import point_id
 
     tuned = (read_results("multivector") or json.loads((RESULTS / "multivector.json").read_text()))["tuned"]["rescorer"]["weights"]
@@ -233,18 +230,19 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.collections:
         col = load_collection(args.datasets, name)
         tok = load_tokens(name, args.datasets)
-        emb = load_embeddings(name)
         ids = tok["doc_ids"]
-        dense = emb.doc_vectors(ids)
+        dense = load_embeddings(name).doc_vectors(ids)
         mats = [m.astype(np.float32) for m in tok["docs"]]
         qids = col.judged("test")
         texts = [col.queries[q] for q in qids]
         qrels = col.qrels["test"]
         back = {point_id(i): i for i in ids}
+        score = lambda runs: metrics(dict(zip(qids, runs)), qrels)  # noqa: E731
         rows: dict[str, Any] = {}
         for label, setting in STORAGE.items():
+            path = cache("mv-rescorer") / name / label.replace(" ", "")
             t0 = time.perf_counter()
-            r = build(cache("mv-rescorer") / name / label.replace(" ", ""), col, ids, mats, dense, setting)
+            r = build(path, col, ids, dense, mats, setting)
             ingest = time.perf_counter() - t0
             disk = r.store.disk_bytes() / 2**20
             results: list[dict] = []
@@ -253,15 +251,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 results += r.search_branches(texts[s : s + 64])
             search = time.perf_counter() - t0
             r.close()
-            shutil.rmtree(cache("mv-rescorer") / name / label.replace(" ", ""), ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
             if label == "float32":
-                rows["bm25+dense (0.5/0.5)"] = metrics(
-                    dict(zip(qids, fused_run(results, {"bm25": 0.5, "dense": 0.5}, back))), qrels)
-            alone = [[back[h.point_id] for h in per["multivector"].hits][:100] for per in results]
+                rows["bm25+dense (0.5/0.5)"] = score(fused_run(results, {"bm25": 0.5, "dense": 0.5}, back))
             rows[label] = {
-                "multivector alone": metrics(dict(zip(qids, alone)), qrels),
-                "equal weights": metrics(dict(zip(qids, fused_run(results, EQUAL, back))), qrels),
-                "tuned weights": metrics(dict(zip(qids, fused_run(results, tuned, back))), qrels),
+                "multivector alone": score([[back[h.point_id] for h in per["multivector"].hits][:100] for per in results]),
+                "equal weights": score(fused_run(results, EQUAL, back)),
+                "tuned weights": score(fused_run(results, tuned, back)),
                 "ingest_s": ingest, "disk_mib": disk, "search_s": search,
             }
             log.info("%s %s: %s", name, label, rows[label])
@@ -275,27 +271,19 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
     col = load_collection(args.datasets, "scifact")
     tok = load_tokens("scifact", args.datasets)
-    emb = load_embeddings("scifact")
     ids = tok["doc_ids"][: (args.docs or 1000)]
-    dense = emb.doc_vectors(ids)
+    dense = load_embeddings("scifact").doc_vectors(ids)
     mats = [m.astype(np.float32) for m in tok["docs"][: (args.docs or 1000)]]
     queries = [col.queries[q] for q in col.judged("test")][: (args.queries or 200)]
-    systems = {"bm25+dense": build(cache("mv-rescorer") / "lat" / "base", col, ids, None, dense, None)}
+    systems = {"bm25+dense": build(cache("mv-rescorer") / "lat" / "base", col, ids, dense)}
     for label, setting in STORAGE.items():
-        systems[label] = build(cache("mv-rescorer") / "lat" / label.replace(" ", ""), col, ids, mats, dense, setting)
-    for r in systems.values():  # warm-up: models loaded, pages mapped
-        for q in queries[:5]:
-            r.search(q)
-    times: dict[str, list[float]] = {k: [] for k in systems}
-    for q in queries:  # interleaved, so load changes hit every system alike
-        for k, r in systems.items():
-            t0 = time.perf_counter()
-            r.search(q, k=10)
-            times[k].append((time.perf_counter() - t0) * 1000)
+        systems[label] = build(cache("mv-rescorer") / "lat" / label.replace(" ", ""), col, ids, dense, mats, setting)
+    times: dict[str, list[float]] = {}
+    ms = interleaved({k: (lambda r: lambda q: r.search(q, k=10))(r) for k, r in systems.items()}, queries, warmup=5,
+                     desc="rescorer latency", keep=times)
     base = np.array(times["bm25+dense"])
-    out = {"docs": len(ids), "queries": len(queries), "systems": {}}
-    for k, v in times.items():
-        out["systems"][k] = {**percentiles(v), "median_ratio_vs_bm25_dense": float(np.median(np.array(v) / base))}
+    out = {"docs": len(ids), "queries": len(queries),
+           "systems": {k: {**ms[k], "median_ratio_vs_bm25_dense": float(np.median(np.array(v) / base))} for k, v in times.items()}}
     for r in systems.values():
         r.close()
     return out
@@ -352,7 +340,6 @@ def render_rescorer(res: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ full
 
 def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
-
     from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id
     from hybrid_retriever.stores import SearchRequest
@@ -372,24 +359,24 @@ def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     back = {point_id(i): i for i in tok["doc_ids"]}
     qpos = {q: i for i, q in enumerate(tok["query_ids"])}
     qids = col.judged("test")
-    hnsw, exact, t_hnsw, t_exact, overlap = {}, {}, [], [], []
-    for q in qids:
-        qv = tok["queries"][qpos[q]].astype(np.float32)
-        t0 = time.perf_counter()
-        a = r.store.search_batch([SearchRequest(vector_name="multivector", vector=qv, limit=100)])[0]
-        t_hnsw.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        b = r.store.search_batch([SearchRequest(vector_name="multivector", vector=qv, limit=100, exact=True)])[0]
-        t_exact.append((time.perf_counter() - t0) * 1000)
-        hnsw[q] = [back[p] for p, _ in a]
-        exact[q] = [back[p] for p, _ in b]
-        overlap.append(len(set(hnsw[q]) & set(exact[q])) / max(len(exact[q]), 1))
+    qvec = {q: tok["queries"][qpos[q]].astype(np.float32) for q in qids}
+    found: dict[str, dict[str, list[str]]] = {"hnsw": {}, "exact": {}}
+
+    def search(kind: str) -> Any:
+        """The HNSW search the branch makes, or an exact MaxSim scan of the same shard."""
+        def one(q: str) -> None:
+            req = SearchRequest(vector_name="multivector", vector=qvec[q], limit=100, exact=kind == "exact")
+            found[kind][q] = [back[p] for p, _ in r.store.search_batch([req])[0]]
+        return one
+
+    ms = interleaved({kind: search(kind) for kind in found}, qids, warmup=0, desc=name)
+    hnsw, exact = found["hnsw"], found["exact"]
     out = {
         "docs": len(docs), "queries": len(qids),
-        "hnsw": {**metrics(hnsw, col.qrels["test"]), "ms": percentiles(t_hnsw)},
-        "exact": {**metrics(exact, col.qrels["test"]), "ms": percentiles(t_exact)},
-        "overlap_at_100": float(np.mean(overlap)), "upsert_s": upsert, "optimize_s": optimize,
-        "disk_mib": r.store.disk_bytes() / 2**20, "peak_rss_mib": peak_rss_mb(),
+        "hnsw": {**metrics(hnsw, col.qrels["test"]), "ms": ms["hnsw"]},
+        "exact": {**metrics(exact, col.qrels["test"]), "ms": ms["exact"]},
+        "overlap_at_100": float(np.mean([len(set(hnsw[q]) & set(exact[q])) / max(len(exact[q]), 1) for q in qids])),
+        "upsert_s": upsert, "optimize_s": optimize, "disk_mib": r.store.disk_bytes() / 2**20, "peak_rss_mib": peak_rss_mb(),
     }
     r.close()
     shutil.rmtree(path, ignore_errors=True)
