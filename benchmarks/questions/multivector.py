@@ -5,22 +5,18 @@
 
 Parts (``--parts``, default ``report``):
 
-- ``device`` (this module; needs CUDA, run where the 2-core CPU is too slow to encode the collections):
-  ``--device-in IN_DIR`` holds ``minilm/`` (all-MiniLM-L6-v2, weights stored as float16 to fit the transfer
-  limit) and ``data/<name>/{corpus,queries}.jsonl.gz``. Token vectors follow the library's ``tokens`` format
-  exactly (sentence-transformers tokenisation, padding and punctuation dropped from documents, L2-normalised;
-  see hybrid_retriever/branches/late_interaction); pooling and MUVERA FDEs are the library's own modules, loaded
-  by path (the device machine may lack the library's other dependencies). Writes ``<name>.npz`` per collection
-  into ``<cache>/mvdev_out`` (or ``--device-out``): exact MaxSim of every query against every document
-  (float16), FDE top-1000 candidates, the top-100 (ids, scores) per pool factor 2/3/4, token counts.
-- ``report`` (this module): from those ``.npz``, the dense embedding cache (``minilm/<name>/``), BM25 from
-  Qdrant itself (an Edge index with the library's BM25 branch, built here) and the latency parts' files.
-  Modes are evaluated with the exact arithmetic Qdrant performs (tests/test_multivector_branch.py checks that
-  Qdrant's MaxSim scores equal this arithmetic): ``full`` = exact MaxSim over the whole collection (an HNSW
-  graph can only lose recall against it); ``rescorer`` = MaxSim of the union of the BM25 and dense top-100;
-  ``muvera`` = MaxSim of the FDE top-300 (exact FDE search; Qdrant's HNSW on the FDE is approximate). Fusion is
-  the library's own ``interpolate``. Weights are tuned on SciFact's train qrels only and applied unchanged to
-  every collection's test split.
+- ``device`` (needs CUDA: the 2-core CPU is too slow to encode the collections): MiniLM token vectors in the
+  library's ``tokens`` format (sentence-transformers tokenisation, padding and punctuation dropped from documents,
+  L2-normalised), exact MaxSim of every query against every document, the MUVERA FDE top-1000 and the top-100 per
+  pool factor 2/3/4, into ``<cache>/mvdev_out/<name>.npz`` (or ``--device-out``). ``--device-in`` holds ``minilm/``
+  (weights stored as float16 to fit the transfer limit) and ``data/<name>/{corpus,queries}.jsonl.gz``; the
+  library's pooling and MUVERA modules are loaded by path (the device machine may lack its other dependencies).
+- ``report``: those scores, the dense embedding cache and BM25 from an Edge index built here (the library's BM25
+  branch), evaluated with the arithmetic Qdrant performs (tests/test_multivector_branch.py checks Qdrant's MaxSim
+  against it): ``full`` = exact MaxSim over the whole collection (an HNSW graph can only lose recall against it);
+  ``rescorer`` = MaxSim of the union of the BM25 and dense top-100; ``muvera`` = MaxSim of the exact FDE top-300
+  (Qdrant's HNSW on the FDE is approximate). Weights are tuned on SciFact's train qrels only and applied unchanged
+  to every collection's test split. The latency parts' files go into its latency and targets sections.
 - ``tokens``, ``pooling``, ``rescorer``, ``rescorer-latency``, ``full``: through the library on the CPU
   (``multivector_library.py``; results ``multivector_pooling``, ``multivector_rescorer``, ``multivector_full``).
 - ``synthetic``, ``e2e``, ``micro``: latency, ingest, size and memory (``multivector_latency.py``).
@@ -51,6 +47,12 @@ DEPTH = 100
 MUVERA_CANDIDATES = 300
 DIM = 384
 MODES = ("full", "rescorer", "muvera")
+#: The ``synthetic`` part's files the report shows (``--label`` names them), with their section titles.
+SYNTHETIC = {
+    "synthetic_50k.json": "Synthetic 50,000 documents × 64 tokens × 128 dims — device machine (16 CPU cores of an H100 host; Qdrant Edge is CPU-only)",
+    "synthetic_5k_full.json": "Synthetic 5,000 documents × 64 × 128 with the `full` mode's HNSW (m 16, ef_construct 100) — device machine",
+    "synthetic_scifact_local.json": "SciFact size: 5,183 documents × 230 tokens × 384 dims (MiniLM's mean token count) — this 2-core machine, shared with other jobs",
+}
 
 # ------------------------------------------------------------------------------ device (GPU)
 
@@ -324,20 +326,14 @@ def tune(datasets: Path) -> dict[str, Any]:
     return best
 
 
-def collect_latency(res: dict[str, Any]) -> None:
-    """The latency parts' files (``dev_out``) into ``res["latency"]``."""
-    for fname, key in (("synthetic_50k.json", None), ("synthetic_5k_full.json", None), ("synthetic_scifact_local.json", None),
-                       ("e2e_local.json", "e2e_local"), ("sharing_micro.json", "sharing_micro")):
-        if dev_out(fname).is_file():
-            res.setdefault("latency", {})[key or fname] = json.loads(dev_out(fname).read_text())
-
-
 def run_report(args: argparse.Namespace) -> None:
     res: dict[str, Any] = {"machine": machine_info()}
     res["tuned"] = tune(args.datasets)
     tuned = {k: v["weights"] for k, v in res["tuned"].items()}
     res["collections"] = {name: evaluate(name, tuned, args.datasets) for name in args.collections}
-    collect_latency(res)
+    for fname, key in [*((f, f) for f in SYNTHETIC), ("e2e_local.json", "e2e_local"), ("sharing_micro.json", "sharing_micro")]:
+        if dev_out(fname).is_file():  # the latency parts' files
+            res.setdefault("latency", {})[key] = json.loads(dev_out(fname).read_text())
     write_results("multivector", res, render(res))
 
 
@@ -393,11 +389,7 @@ def render(res: dict[str, Any]) -> str:
 
 def latency_section(lat: dict[str, Any]) -> str:
     out = ["\n## Latency, ingest, size, memory\n"]
-    for fname, title in (
-        ("synthetic_50k.json", "Synthetic 50,000 documents × 64 tokens × 128 dims — device machine (16 CPU cores of an H100 host; Qdrant Edge is CPU-only)"),
-        ("synthetic_5k_full.json", "Synthetic 5,000 documents × 64 × 128 with the `full` mode's HNSW (m 16, ef_construct 100) — device machine"),
-        ("synthetic_scifact_local.json", "SciFact size: 5,183 documents × 230 tokens × 384 dims (MiniLM's mean token count) — this 2-core machine, shared with other jobs"),
-    ):
+    for fname, title in SYNTHETIC.items():
         if fname in lat:
             out.append(f"\n### {title}\n\n")
             out.append(md_table(

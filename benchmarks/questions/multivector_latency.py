@@ -1,30 +1,21 @@
 """Latency, ingest time, disk size and memory of the multi-vector modes (parts of ``python -m benchmarks multivector``).
 
-- ``synthetic``: the modes on synthetic data, written to ``<cache>/mvdev_out/synthetic_<label>.json`` (read by
-  the ``report`` part). Documents are clustered token matrices (topic centroids + noise, L2-normalised);
-  queries are noisy samples of one document's tokens, so exact MaxSim has a true answer. Each mode is a
-  Qdrant Edge shard built and queried the way the library builds and queries it (the same vector
-  parameters and request shapes as hybrid_retriever/stores/edge.py):
+Each part leaves a JSON in ``<cache>/mvdev_out`` (:func:`dev_out`) for the ``report`` part.
 
-  - ``baseline``: the two first-stage searches of a BM25+dense retriever (a sparse vector with the IDF
-    modifier and a dense vector with HNSW), one after the other;
-  - ``rescorer``: one request whose prefetches are those two searches, re-scored by MaxSim on an
-    unindexed multivector (m=0); reported as overhead over ``baseline``;
-  - ``exact``: brute-force MaxSim over every document (``SearchParams(exact=True)``);
-  - ``muvera``: FDE vector with HNSW prefetch (``--candidates``), re-scored by MaxSim;
-  - ``full``: HNSW on the multivector itself (only when named in ``--modes``: its build is slow);
-  - ``rescorer_fp16_int8``: the rescorer on float16 storage with int8 scalar quantization (rescored).
-
-  Each mode runs in its own process so its peak RSS is its own. Needs only numpy, scipy and
-  qdrant-edge-py (the FDE code is the library's, loaded by path), so it runs on the device machine too.
-- ``e2e``: end-to-end latency of the real retriever (MiniLM query encoding included) and the shared
-  forward pass (``<cache>/mvdev_out/e2e_local.json``). BM25 + dense (+ multivector rescorer) indexes on the
-  first ``--docs`` SciFact documents built with the library itself (every branch encodes; dense and
-  multivector share one MiniLM pass), then ``search()`` timed at depth 100 for BM25+dense and for
-  BM25+dense+multivector (rescorer) (``harness.interleaved``), and ingest with and without the shared forward
-  pass on ``--share-docs`` documents.
-- ``micro``: one shared MiniLM pass against two separate passes side by side
-  (``<cache>/mvdev_out/sharing_micro.json``).
+- ``synthetic`` (``synthetic_<label>.json``): documents are clustered token matrices (topic centroids + noise,
+  L2-normalised), queries noisy samples of one document's tokens, so exact MaxSim has a true answer. Each mode is a
+  Qdrant Edge shard with the vector parameters and request shapes of hybrid_retriever/stores/edge.py:
+  ``baseline`` the two first-stage searches of BM25+dense (sparse with the IDF modifier, dense with HNSW);
+  ``rescorer`` one request whose prefetches are those two, re-scored by MaxSim on an unindexed multivector (m=0);
+  ``rescorer_fp16_int8`` the same on float16 storage with int8 quantization (rescored); ``exact`` brute-force
+  MaxSim over every document; ``muvera`` an FDE HNSW prefetch (``--candidates``) re-scored by MaxSim; ``full`` HNSW
+  on the multivector itself (only when named in ``--modes``: its build is slow). Each mode runs in its own process
+  so its peak RSS is its own. Needs only numpy, scipy and qdrant-edge-py (the FDE code is the library's, loaded by
+  path), so it runs on the device machine too.
+- ``e2e`` (``e2e_local.json``): the real retriever on the first ``--docs`` SciFact documents, every branch encoding
+  (dense and multi-vector share one MiniLM pass): ``search()`` at depth 100 for BM25+dense and
+  BM25+dense+multivector (rescorer), and ingest with and without the shared pass on ``--share-docs`` documents.
+- ``micro`` (``sharing_micro.json``): one shared MiniLM pass against two separate passes, side by side.
 """
 
 from __future__ import annotations

@@ -1,35 +1,22 @@
-"""The multi-vector branch through the library on the CPU: token cache, pooling, rescorer, mode ``full``.
+"""The multi-vector branch through the library on the CPU (parts of ``python -m benchmarks multivector``).
 
-Parts of ``python -m benchmarks multivector`` (see ``multivector.py``):
-
-- ``tokens`` (``python -m benchmarks cache tokens --collections NAMES``): the branch's own MiniLM token vectors of a
-  collection, cached under ``<cache>/tokens/`` with the library's ``MultiVectorBranch`` (format ``tokens``),
-  so the cached vectors are exactly what the branch stores and searches with: ``doc_vectors`` (all
-  documents' token vectors stacked, float16), ``doc_offsets`` (row ``i``'s tokens are
-  ``doc_vectors[off[i]:off[i+1]]``), the same for queries, and the ids. Documents with empty text are
-  skipped (the library refuses them). About 15 documents/s on the 2-core machine. Under ``--smoke`` the
-  slice's tokens are encoded on the spot.
-- ``pooling``: quality of exact multi-vector search against pool factor, two centroid styles. Every
-  document is pooled with the library's ``pool_tokens`` at factors 1-4 and every test query scored
-  against every document by exact MaxSim (one matrix product over all document tokens, then a
-  per-document max). ``mean`` is the plain cluster mean (shorter than unit length), ``unit`` the mean
-  re-normalised to unit length (what the library stores). Results ``multivector_pooling``.
-- ``rescorer`` / ``rescorer-latency``: the rescorer mode through Qdrant Edge: quality and latency of
-  cheaper MaxSim. The rescorer's cost is MaxSim arithmetic: candidates × document vectors × query
-  vectors × dimension. Two settings shrink it: token pooling (factor 2 halves the document vectors) and
-  int8 scalar quantization scored without re-scoring (``quantization_rescore: false``; Qdrant then
-  computes MaxSim on the int8 copy). ``rescorer`` builds one Edge index per setting and collection with
-  the library (BM25 + dense + multi-vector rescorer, vectors from the embedding and token caches),
-  searches every test query with ``search_branches`` (depth 100, exact score completion) and fuses with
-  equal weights and with the weights tuned on SciFact train (results/multivector.json).
-  ``rescorer-latency`` times ``search()`` end to end (real MiniLM query encoding, one forward pass shared
-  by dense and multi-vector) for BM25+dense and each setting, interleaved query by query. Results
-  ``multivector_rescorer``.
-- ``full``: mode ``full`` on real collections: HNSW over MaxSim in Qdrant Edge against exact MaxSim
-  search. A multi-vector-only index (mode ``full``, the branch's default storage: pool factor 2, int8)
-  is built with the library from the token cache, the HNSW build (``optimize``) timed, then every test
-  query searched twice through the same Qdrant shard: the HNSW search the branch makes, and an exact
-  MaxSim scan (``exact=True``). Results ``multivector_full``.
+- ``tokens`` (also ``python -m benchmarks cache tokens --collections NAMES``): the branch's own MiniLM token vectors
+  (``MultiVectorBranch``, format ``tokens``), so the cache holds exactly what the branch stores and searches with:
+  ``<cache>/tokens/<name>.npz``, every document's token vectors stacked (float16) with their offsets, the same for
+  queries, and the ids. Documents with empty text are skipped (the library refuses them). About 15 documents/s on
+  the 2-core machine; under ``--smoke`` the slice's tokens are encoded on the spot.
+- ``pooling``: every document pooled with the library's ``pool_tokens`` at factors 1-4, every test query scored
+  against every document by exact MaxSim. ``unit``: centroids re-normalised to unit length (what the library
+  stores); ``mean``: plain cluster means (shorter than unit length). Results ``multivector_pooling``.
+- ``rescorer`` / ``rescorer-latency``: the rescorer's cost is MaxSim arithmetic (candidates × document vectors ×
+  query vectors × dimension); pool factor 2 halves the document vectors, int8 without re-scoring makes Qdrant
+  compute MaxSim on the int8 copy. ``rescorer``: one Edge index per setting and collection (BM25 + dense +
+  multi-vector, vectors from the embedding and token caches), every test query through ``search_branches``, fused
+  with equal weights and with those tuned on SciFact train (results/multivector.json). ``rescorer-latency``:
+  ``search()`` end to end (real MiniLM query encoding) for BM25+dense and each setting. Results ``multivector_rescorer``.
+- ``full``: a multi-vector-only index in mode ``full`` (the branch's default storage), the HNSW build timed, then
+  every test query searched through the same shard twice: the HNSW search the branch makes and an exact MaxSim
+  scan. Results ``multivector_full``.
 """
 
 from __future__ import annotations
@@ -116,25 +103,23 @@ def _mv_branch() -> Any:
 
 # --------------------------------------------------------------------------------- pooling
 
-FACTORS = (1, 2, 3, 4)
 #: (factor, centroid style) measured: every factor with the library's unit centroids, factor 2 also with plain means.
 VARIANTS = [(1, "unit"), (2, "unit"), (2, "mean"), (3, "unit"), (4, "unit")]
 
 
-def exact_top(queries: list[np.ndarray], docs: list[np.ndarray], k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` document indices and MaxSim scores per query, exactly (float32)."""
+def exact_top(queries: list[np.ndarray], docs: list[np.ndarray], k: int = 100) -> np.ndarray:
+    """Top-``k`` document indices per query by exact MaxSim (float32): one matrix product over all document
+    tokens, then a per-document max."""
     k = min(k, len(docs))
     flat = np.concatenate(docs).astype(np.float32)
     starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
     ids = np.zeros((len(queries), k), dtype=np.int64)
-    scores = np.zeros((len(queries), k), dtype=np.float32)
     for i, q in enumerate(queries):
         sim = np.asarray(q, dtype=np.float32) @ flat.T  # (query tokens, all document tokens)
         per_doc = np.maximum.reduceat(sim, starts, axis=1).sum(axis=0)
         top = np.argpartition(-per_doc, k - 1)[:k]
-        top = top[np.argsort(-per_doc[top], kind="stable")]
-        ids[i], scores[i] = top, per_doc[top]
-    return ids, scores
+        ids[i] = top[np.argsort(-per_doc[top], kind="stable")]
+    return ids
 
 
 def run_pooling(args: argparse.Namespace) -> None:
@@ -143,8 +128,7 @@ def run_pooling(args: argparse.Namespace) -> None:
     from hybrid_retriever.branches.late_interaction.pooling import pool_tokens
 
     partial = cache() / "multivector_pooling.partial.json"
-    info = machine_info()
-    out: dict = {"machine": info, "collections": {}}
+    out: dict = {"machine": machine_info(), "collections": {}}
     done = json.loads(partial.read_text()) if partial.is_file() else {}  # resumable: each variant takes minutes
     for name in args.collections:
         col = load_collection(args.datasets, name)
@@ -161,7 +145,7 @@ def run_pooling(args: argparse.Namespace) -> None:
             with threadpool_limits(limits=1, user_api="blas"):  # as the branch pools: small matrices
                 docs = raw if factor == 1 else [pool_tokens(d, factor, 1, normalize=style == "unit") for d in raw]
             pool_s = time.perf_counter() - t0
-            ids, scores = exact_top(queries, docs)
+            ids = exact_top(queries, docs)
             m = metrics({q: [tok["doc_ids"][j] for j in ids[i]] for i, q in enumerate(qids)}, {q: col.qrels["test"][q] for q in qids})
             m["vectors_per_doc"] = float(np.mean([len(d) for d in docs]))
             m["pool_s"] = pool_s
