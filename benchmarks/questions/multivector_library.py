@@ -25,14 +25,14 @@ import argparse
 import json
 import shutil
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (RESULTS, SETTINGS, cache, load_collection, load_embeddings, log, machine_info,
-    interleaved, machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, read_results, write_results)
+from benchmarks.harness import (RESULTS, SETTINGS, cache, interleaved, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, read_results, write_results)
 
 # ----------------------------------------------------------------------------- token cache
 
@@ -263,8 +263,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     for label, setting in STORAGE.items():
         systems[label] = build(cache("mv-rescorer") / "lat" / label.replace(" ", ""), col, ids, dense, mats, setting)
     times: dict[str, list[float]] = {}
-    ms = interleaved({k: (lambda r: lambda q: r.search(q, k=10))(r) for k, r in systems.items()}, queries, warmup=5,
-                     desc="rescorer latency", keep=times)
+    ms = interleaved({k: partial(r.search, k=10) for k, r in systems.items()}, queries, warmup=5, desc="rescorer latency", keep=times)
     base = np.array(times["bm25+dense"])
     out = {"docs": len(ids), "queries": len(queries),
            "systems": {k: {**ms[k], "median_ratio_vs_bm25_dense": float(np.median(np.array(v) / base))} for k, v in times.items()}}
@@ -320,7 +319,6 @@ def render_rescorer(res: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-
 # ------------------------------------------------------------------------------------ full
 
 def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -369,8 +367,7 @@ def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_full(args: argparse.Namespace) -> None:
-    info = machine_info()
-    res = {"machine": info, "collections": {n: run_full_one(n, args) for n in args.collections}}
+    res = {"machine": machine_info(), "collections": {n: run_full_one(n, args) for n in args.collections}}
     write_results("multivector_full", res, render_full(res))
 
 
