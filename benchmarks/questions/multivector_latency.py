@@ -1,30 +1,21 @@
 """Latency, ingest time, disk size and memory of the multi-vector modes (parts of ``python -m benchmarks multivector``).
 
-- ``synthetic``: the modes on synthetic data, written to ``<cache>/mvdev_out/synthetic_<label>.json`` (read by
-  the ``report`` part). Documents are clustered token matrices (topic centroids + noise, L2-normalised);
-  queries are noisy samples of one document's tokens, so exact MaxSim has a true answer. Each mode is a
-  Qdrant Edge shard built and queried the way the library builds and queries it (the same vector
-  parameters and request shapes as hybrid_retriever/stores/edge.py):
+Each part leaves a JSON in ``<cache>/mvdev_out`` (:func:`dev_out`) for the ``report`` part.
 
-  - ``baseline``: the two first-stage searches of a BM25+dense retriever (a sparse vector with the IDF
-    modifier and a dense vector with HNSW), as one batch;
-  - ``rescorer``: one request whose prefetches are those two searches, re-scored by MaxSim on an
-    unindexed multivector (m=0); reported as overhead over ``baseline``;
-  - ``exact``: brute-force MaxSim over every document (``SearchParams(exact=True)``);
-  - ``muvera``: FDE vector with HNSW prefetch (``--candidates``), re-scored by MaxSim;
-  - ``full``: HNSW on the multivector itself (only when named in ``--modes``: its build is slow);
-  - ``rescorer_fp16_int8``: the rescorer on float16 storage with int8 scalar quantization (rescored).
-
-  Each mode runs in its own process so its peak RSS is its own. Needs only numpy, scipy and
-  qdrant-edge-py (the FDE code is the library's, loaded by path), so it runs on the device machine too.
-- ``e2e``: end-to-end latency of the real retriever (MiniLM query encoding included) and the shared
-  forward pass (``<cache>/mvdev_out/e2e_local.json``). BM25 + dense (+ multivector rescorer) indexes on the
-  first ``--docs`` SciFact documents built with the library itself (every branch encodes; dense and
-  multivector share one MiniLM pass), then ``search()`` timed at depth 100 for BM25+dense and for
-  BM25+dense+multivector (rescorer), and ingest with and without the shared forward pass on
-  ``--share-docs`` documents.
-- ``micro``: one shared MiniLM pass against two separate passes side by side
-  (``<cache>/mvdev_out/sharing_micro.json``).
+- ``synthetic`` (``synthetic_<label>.json``): documents are clustered token matrices (topic centroids + noise,
+  L2-normalised), queries noisy samples of one document's tokens, so exact MaxSim has a true answer. Each mode is a
+  Qdrant Edge shard with the vector parameters and request shapes of hybrid_retriever/stores/edge.py:
+  ``baseline`` the two first-stage searches of BM25+dense (sparse with the IDF modifier, dense with HNSW);
+  ``rescorer`` one request whose prefetches are those two, re-scored by MaxSim on an unindexed multivector (m=0);
+  ``rescorer_fp16_int8`` the same on float16 storage with int8 quantization (rescored); ``exact`` brute-force
+  MaxSim over every document; ``muvera`` an FDE HNSW prefetch (``--candidates``) re-scored by MaxSim; ``full`` HNSW
+  on the multivector itself (only when named in ``--modes``: its build is slow). Each mode runs in its own process
+  so its peak RSS is its own. Needs only numpy, scipy and qdrant-edge-py (the FDE code is the library's, loaded by
+  path), so it runs on the device machine too.
+- ``e2e`` (``e2e_local.json``): the real retriever on the first ``--docs`` SciFact documents, every branch encoding
+  (dense and multi-vector share one MiniLM pass): ``search()`` at depth 100 for BM25+dense and
+  BM25+dense+multivector (rescorer), and ingest with and without the shared pass on ``--share-docs`` documents.
+- ``micro`` (``sharing_micro.json``): one shared MiniLM pass against two separate passes, side by side.
 """
 
 from __future__ import annotations
@@ -33,17 +24,18 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import REPO, SETTINGS, cache, load_collection, log, new_edge_retriever, percentiles
+from benchmarks.harness import (REPO, SETTINGS, cache, interleaved, load_collection, log, new_edge_retriever, peak_rss_mb,
+    percentiles)
 
 LI = REPO / "hybrid_retriever" / "branches" / "late_interaction"
 
@@ -53,10 +45,11 @@ def dev_out(name: str) -> Path:
     return cache("mvdev_out") / name
 
 
-def _muvera():
-    spec = importlib.util.spec_from_file_location("muvera", LI / "muvera.py")
+def late_interaction(name: str) -> Any:
+    """The library's ``late_interaction/<name>.py`` loaded by path: the device machine may lack the library's other dependencies."""
+    spec = importlib.util.spec_from_file_location(name, LI / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["muvera"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
 
@@ -71,9 +64,8 @@ def data(n: int, t: int, d: int, nq: int, seed: int = 0):
         x = topics[picks[r.integers(0, 4, size=t)]] + 0.8 * r.standard_normal((t, d)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    targets = rng.integers(0, n, size=nq)
     queries = []
-    for j, i in enumerate(targets):
+    for i in rng.integers(0, n, size=nq):
         x = doc(int(i))[rng.integers(0, t, size=24)] + 0.3 * rng.standard_normal((24, d)).astype(np.float32)
         queries.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
     return doc, queries
@@ -84,30 +76,33 @@ def sparse_of(x: np.ndarray, vocab: int = 30000) -> tuple[list[int], list[float]
     return ids.tolist(), [1.0] * len(ids)
 
 
+def unit_mean(x: np.ndarray) -> list[float]:
+    """The synthetic dense vector of a token matrix: its mean, L2-normalised."""
+    m = x.mean(0)
+    return (m / np.linalg.norm(m)).tolist()
+
+
 def build(mode: str, args, path: Path) -> dict:
+    """One mode's shard on the synthetic data: upsert, optimize, then every query timed (the first 3 not counted)."""
     import qdrant_edge as qe
 
-    mv = _muvera()
+    mv = late_interaction("muvera")
     fde = mv.FDEEncoder(mv.FDEParams(dimension=args.dim, k_sim=4, dim_proj=8, repetitions=16, seed=42))
     doc, queries = data(args.docs, args.tokens, args.dim, args.queries)
     shutil.rmtree(path, ignore_errors=True)
-    mvp = dict(size=args.dim, distance=qe.Distance.Dot, multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim))
-    if mode == "full":
-        mvp["hnsw_config"] = qe.HnswIndexConfig(m=args.hnsw_m, ef_construct=args.hnsw_ef, full_scan_threshold=10000)
-    else:
-        mvp["hnsw_config"] = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000)
+    mvp = dict(size=args.dim, distance=qe.Distance.Dot, multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+               hnsw_config=qe.HnswIndexConfig(m=args.hnsw_m, ef_construct=args.hnsw_ef, full_scan_threshold=10000) if mode == "full"
+               else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000))
     if mode.endswith("fp16_int8"):
         mvp["datatype"] = qe.VectorStorageDatatype.Float16
         mvp["quantization_config"] = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
-    vectors = {"mv": qe.EdgeVectorParams(**mvp)}
+    vectors = {} if mode == "baseline" else {"mv": qe.EdgeVectorParams(**mvp)}
     sparse = None
     if mode.startswith("rescorer") or mode == "baseline":
         vectors["dense"] = qe.EdgeVectorParams(size=args.dim, distance=qe.Distance.Cosine)
         sparse = {"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
     if mode == "muvera":
         vectors["fde"] = qe.EdgeVectorParams(size=fde.size, distance=qe.Distance.Dot)
-    if mode == "baseline":
-        del vectors["mv"]
     shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse))
     t0 = time.perf_counter()
     fde_s = 0.0
@@ -119,8 +114,7 @@ def build(mode: str, args, path: Path) -> dict:
             if "mv" in vectors:
                 v["mv"] = x.tolist()
             if "dense" in vectors:
-                m = x.mean(0)
-                v["dense"] = (m / np.linalg.norm(m)).tolist()
+                v["dense"] = unit_mean(x)
                 ids, vals = sparse_of(x)
                 v["bm25"] = qe.SparseVector(indices=ids, values=vals)
             if "fde" in vectors:
@@ -137,41 +131,39 @@ def build(mode: str, args, path: Path) -> dict:
     shard.flush()
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
-    def req(q: np.ndarray, kind: str):
-        m = q.mean(0)
-        dense = qe.Prefetch(limit=100, query=qe.Query.Nearest((m / np.linalg.norm(m)).tolist(), using="dense"))
+    def requests(q: np.ndarray) -> list:
+        """The mode's requests for one query, built the same way for every mode (part of the time measured)."""
         ids, vals = sparse_of(q)
-        bm25 = qe.Prefetch(limit=100, query=qe.Query.Nearest(qe.SparseVector(indices=ids, values=vals), using="bm25"))
-        if kind == "baseline":
-            return [
-                qe.QueryRequest(limit=100, query=qe.Query.Nearest(qe.SparseVector(indices=ids, values=vals), using="bm25")),
-                qe.QueryRequest(limit=100, query=qe.Query.Nearest((m / np.linalg.norm(m)).tolist(), using="dense")),
-            ]
-        params = None
-        if kind.endswith("fp16_int8"):
-            params = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0))
-        if kind.startswith("rescorer"):
-            return [qe.QueryRequest(limit=200, prefetches=[bm25, dense], query=qe.Query.Nearest(q.tolist(), using="mv"), params=params)]
-        if kind == "muvera":
+        bm25 = qe.Query.Nearest(qe.SparseVector(indices=ids, values=vals), using="bm25")
+        dense = qe.Query.Nearest(unit_mean(q), using="dense")
+        maxsim = qe.Query.Nearest(q.tolist(), using="mv")
+        if mode == "baseline":
+            return [qe.QueryRequest(limit=100, query=bm25), qe.QueryRequest(limit=100, query=dense)]
+        if mode.startswith("rescorer"):
+            params = None
+            if mode.endswith("fp16_int8"):
+                params = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0))
+            pre = [qe.Prefetch(limit=100, query=bm25), qe.Prefetch(limit=100, query=dense)]
+            return [qe.QueryRequest(limit=200, prefetches=pre, query=maxsim, params=params)]
+        if mode == "muvera":
             pre = qe.Prefetch(limit=args.candidates, query=qe.Query.Nearest(fde.query(q).tolist(), using="fde"))
-            return [qe.QueryRequest(limit=100, prefetches=[pre], query=qe.Query.Nearest(q.tolist(), using="mv"))]
-        if kind == "exact":
-            return [qe.QueryRequest(limit=100, query=qe.Query.Nearest(q.tolist(), using="mv"), params=qe.SearchParams(exact=True))]
-        return [qe.QueryRequest(limit=100, query=qe.Query.Nearest(q.tolist(), using="mv"))]
+            return [qe.QueryRequest(limit=100, prefetches=[pre], query=maxsim)]
+        if mode == "exact":
+            return [qe.QueryRequest(limit=100, query=maxsim, params=qe.SearchParams(exact=True))]
+        return [qe.QueryRequest(limit=100, query=maxsim)]
 
     lat, answers = [], []
     for q in queries:
         t0 = time.perf_counter()
-        r = [shard.query(x) for x in req(q, mode)] if mode == "baseline" else [shard.query(req(q, mode)[0])]
+        r = [shard.query(x) for x in requests(q)]
         lat.append((time.perf_counter() - t0) * 1000)
         answers.append([int(uuid.UUID(str(p.id)).int) - 1 for p in r[-1]])
     shard.close()
+    ms = percentiles(lat[3:])
     return {
         "mode": mode, "docs": args.docs, "tokens": args.tokens, "dim": args.dim, "upsert_s": upsert_s,
-        "optimize_s": optimize_s, "fde_encode_s": fde_s, "disk_mb": disk / 2**20,
-        "p50_ms": float(np.percentile(lat[3:], 50)), "p95_ms": float(np.percentile(lat[3:], 95)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "answers": answers,
-        "fde_size": fde.size if mode == "muvera" else None,
+        "optimize_s": optimize_s, "fde_encode_s": fde_s, "disk_mb": disk / 2**20, "p50_ms": ms["p50"], "p95_ms": ms["p95"],
+        "peak_rss_mb": peak_rss_mb(), "answers": answers, "fde_size": fde.size if mode == "muvera" else None,
     }
 
 
@@ -217,6 +209,7 @@ def run_e2e(args: argparse.Namespace) -> None:
     import torch
 
     from hybrid_retriever import Document
+    from hybrid_retriever.retriever import point_id
 
     args = argparse.Namespace(**{**vars(args), "docs": args.docs or 5183, "queries": args.queries or 100})  # defaults of this part
     work = cache("mv-e2e")
@@ -234,37 +227,23 @@ def run_e2e(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         r.add_documents(sub)
         ingest = time.perf_counter() - t0
-        lat = []
-        for q in queries[:30]:
-            t0 = time.perf_counter()
-            r.search(q, k=10)
-            lat.append((time.perf_counter() - t0) * 1000)
-        out[f"share_{share}"] = {"ingest_s": ingest, "docs_per_s": len(sub) / ingest, "search_ms": percentiles(lat)}
+        search = interleaved({"search": lambda q: r.search(q, k=10)}, queries[:30], warmup=0, desc=f"share {share}")["search"]
+        out[f"share_{share}"] = {"ingest_s": ingest, "docs_per_s": len(sub) / ingest, "search_ms": search}
         log.info("%s", out[f"share_{share}"])
         r.close()
-    # Rescorer overhead at depth 100 over fused BM25+dense, end to end (query encoding included).
+    # Rescorer overhead at depth 100 over fused BM25+dense, end to end (query encoding included); both indexes
+    # hold the same dense vectors (the three-branch one encodes them, the two-branch one is given them).
     r = retriever(work / "three", [{"kind": "bm25"}, {"kind": "dense"}, mv])
     t0 = time.perf_counter()
     r.add_documents(docs)
     out["ingest_s"] = time.perf_counter() - t0
     out["disk_mb"] = r.store.disk_bytes() / 2**20
-    from hybrid_retriever.retriever import point_id
-
     stored = {p.point_id: p.vectors["dense"] for p in r.store.retrieve([point_id(d.id) for d in docs], with_vectors=["dense"])}
-    dense_vecs = [stored[point_id(d.id)] for d in docs]
     base = retriever(work / "two", [{"kind": "bm25"}, {"kind": "dense"}])
-    base.add_documents(docs, vectors={"dense": dense_vecs})
+    base.add_documents(docs, vectors={"dense": [stored[point_id(d.id)] for d in docs]})
     out["disk_mb_bm25_dense"] = base.store.disk_bytes() / 2**20
-    for q in queries[:5]:
-        r.search(q)
-        base.search(q)
-    times: dict[str, list[float]] = {"bm25+dense": [], "bm25+dense+multivector (rescorer)": []}
-    for q in queries:
-        for name, ret in (("bm25+dense", base), ("bm25+dense+multivector (rescorer)", r)):
-            t0 = time.perf_counter()
-            ret.search(q, k=10)
-            times[name].append((time.perf_counter() - t0) * 1000)
-    out["search_ms"] = {k: percentiles(v) for k, v in times.items()}
+    systems = {"bm25+dense": lambda q: base.search(q, k=10), "bm25+dense+multivector (rescorer)": lambda q: r.search(q, k=10)}
+    out["search_ms"] = interleaved(systems, queries, warmup=5, desc="e2e")
     r.close()
     base.close()
     dev_out("e2e_local.json").write_text(json.dumps(out, indent=1))

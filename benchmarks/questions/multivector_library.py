@@ -1,35 +1,22 @@
-"""The multi-vector branch through the library on the CPU: token cache, pooling, rescorer, mode ``full``.
+"""The multi-vector branch through the library on the CPU (parts of ``python -m benchmarks multivector``).
 
-Parts of ``python -m benchmarks multivector`` (see ``multivector.py``):
-
-- ``tokens`` (``python -m benchmarks cache tokens --collections NAMES``): the branch's own MiniLM token vectors of a
-  collection, cached under ``<cache>/tokens/`` with the library's ``MultiVectorBranch`` (format ``tokens``),
-  so the cached vectors are exactly what the branch stores and searches with: ``doc_vectors`` (all
-  documents' token vectors stacked, float16), ``doc_offsets`` (row ``i``'s tokens are
-  ``doc_vectors[off[i]:off[i+1]]``), the same for queries, and the ids. Documents with empty text are
-  skipped (the library refuses them). About 15 documents/s on the 2-core machine. Under ``--smoke`` the
-  slice's tokens are encoded on the spot.
-- ``pooling``: quality of exact multi-vector search against pool factor, two centroid styles. Every
-  document is pooled with the library's ``pool_tokens`` at factors 1-4 and every test query scored
-  against every document by exact MaxSim (one matrix product over all document tokens, then a
-  per-document max). ``mean`` is the plain cluster mean (shorter than unit length), ``unit`` the mean
-  re-normalised to unit length (what the library stores). Results ``multivector_pooling``.
-- ``rescorer`` / ``rescorer-latency``: the rescorer mode through Qdrant Edge: quality and latency of
-  cheaper MaxSim. The rescorer's cost is MaxSim arithmetic: candidates × document vectors × query
-  vectors × dimension. Two settings shrink it: token pooling (factor 2 halves the document vectors) and
-  int8 scalar quantization scored without re-scoring (``quantization_rescore: false``; Qdrant then
-  computes MaxSim on the int8 copy). ``rescorer`` builds one Edge index per setting and collection with
-  the library (BM25 + dense + multi-vector rescorer, vectors from the embedding and token caches),
-  searches every test query with ``search_branches`` (depth 100, exact score completion) and fuses with
-  equal weights and with the weights tuned on SciFact train (results/multivector.json).
-  ``rescorer-latency`` times ``search()`` end to end (real MiniLM query encoding, one forward pass shared
-  by dense and multi-vector) for BM25+dense and each setting, interleaved query by query. Results
-  ``multivector_rescorer``.
-- ``full``: mode ``full`` on real collections: HNSW over MaxSim in Qdrant Edge against exact MaxSim
-  search. A multi-vector-only index (mode ``full``, the branch's default storage: pool factor 2, int8)
-  is built with the library from the token cache, the HNSW build (``optimize``) timed, then every test
-  query searched twice through the same Qdrant shard: the HNSW search the branch makes, and an exact
-  MaxSim scan (``exact=True``). Results ``multivector_full``.
+- ``tokens`` (also ``python -m benchmarks cache tokens --collections NAMES``): the branch's own MiniLM token vectors
+  (``MultiVectorBranch``, format ``tokens``), so the cache holds exactly what the branch stores and searches with:
+  ``<cache>/tokens/<name>.npz``, every document's token vectors stacked (float16) with their offsets, the same for
+  queries, and the ids. Documents with empty text are skipped (the library refuses them). About 15 documents/s on
+  the 2-core machine; under ``--smoke`` the slice's tokens are encoded on the spot.
+- ``pooling``: every document pooled with the library's ``pool_tokens`` at factors 1-4, every test query scored
+  against every document by exact MaxSim. ``unit``: centroids re-normalised to unit length (what the library
+  stores); ``mean``: plain cluster means (shorter than unit length). Results ``multivector_pooling``.
+- ``rescorer`` / ``rescorer-latency``: the rescorer's cost is MaxSim arithmetic (candidates × document vectors ×
+  query vectors × dimension); pool factor 2 halves the document vectors, int8 without re-scoring makes Qdrant
+  compute MaxSim on the int8 copy. ``rescorer``: one Edge index per setting and collection (BM25 + dense +
+  multi-vector, vectors from the embedding and token caches), every test query through ``search_branches``, fused
+  with equal weights and with those tuned on SciFact train (results/multivector.json). ``rescorer-latency``:
+  ``search()`` end to end (real MiniLM query encoding) for BM25+dense and each setting. Results ``multivector_rescorer``.
+- ``full``: a multi-vector-only index in mode ``full`` (the branch's default storage), the HNSW build timed, then
+  every test query searched through the same shard twice: the HNSW search the branch makes and an exact MaxSim
+  scan. Results ``multivector_full``.
 """
 
 from __future__ import annotations
@@ -38,14 +25,14 @@ import argparse
 import json
 import shutil
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (RESULTS, SETTINGS, cache, load_collection, load_embeddings, log, machine_info,
-    machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, percentiles, read_results, write_results)
+from benchmarks.harness import (RESULTS, SETTINGS, cache, interleaved, load_collection, load_embeddings, log, machine_info,
+    machine_md, md_table, metrics, new_edge_retriever, peak_rss_mb, read_results, write_results)
 
 # ----------------------------------------------------------------------------- token cache
 
@@ -116,25 +103,23 @@ def _mv_branch() -> Any:
 
 # --------------------------------------------------------------------------------- pooling
 
-FACTORS = (1, 2, 3, 4)
 #: (factor, centroid style) measured: every factor with the library's unit centroids, factor 2 also with plain means.
 VARIANTS = [(1, "unit"), (2, "unit"), (2, "mean"), (3, "unit"), (4, "unit")]
 
 
-def exact_top(queries: list[np.ndarray], docs: list[np.ndarray], k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` document indices and MaxSim scores per query, exactly (float32)."""
+def exact_top(queries: list[np.ndarray], docs: list[np.ndarray], k: int = 100) -> np.ndarray:
+    """Top-``k`` document indices per query by exact MaxSim (float32): one matrix product over all document
+    tokens, then a per-document max."""
     k = min(k, len(docs))
     flat = np.concatenate(docs).astype(np.float32)
     starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
     ids = np.zeros((len(queries), k), dtype=np.int64)
-    scores = np.zeros((len(queries), k), dtype=np.float32)
     for i, q in enumerate(queries):
         sim = np.asarray(q, dtype=np.float32) @ flat.T  # (query tokens, all document tokens)
         per_doc = np.maximum.reduceat(sim, starts, axis=1).sum(axis=0)
         top = np.argpartition(-per_doc, k - 1)[:k]
-        top = top[np.argsort(-per_doc[top], kind="stable")]
-        ids[i], scores[i] = top, per_doc[top]
-    return ids, scores
+        ids[i] = top[np.argsort(-per_doc[top], kind="stable")]
+    return ids
 
 
 def run_pooling(args: argparse.Namespace) -> None:
@@ -143,8 +128,7 @@ def run_pooling(args: argparse.Namespace) -> None:
     from hybrid_retriever.branches.late_interaction.pooling import pool_tokens
 
     partial = cache() / "multivector_pooling.partial.json"
-    info = machine_info()
-    out: dict = {"machine": info, "collections": {}}
+    out: dict = {"machine": machine_info(), "collections": {}}
     done = json.loads(partial.read_text()) if partial.is_file() else {}  # resumable: each variant takes minutes
     for name in args.collections:
         col = load_collection(args.datasets, name)
@@ -161,7 +145,7 @@ def run_pooling(args: argparse.Namespace) -> None:
             with threadpool_limits(limits=1, user_api="blas"):  # as the branch pools: small matrices
                 docs = raw if factor == 1 else [pool_tokens(d, factor, 1, normalize=style == "unit") for d in raw]
             pool_s = time.perf_counter() - t0
-            ids, scores = exact_top(queries, docs)
+            ids = exact_top(queries, docs)
             m = metrics({q: [tok["doc_ids"][j] for j in ids[i]] for i, q in enumerate(qids)}, {q: col.qrels["test"][q] for q in qids})
             m["vectors_per_doc"] = float(np.mean([len(d) for d in docs]))
             m["pool_s"] = pool_s
@@ -200,15 +184,13 @@ STORAGE: dict[str, dict[str, Any]] = {
 EQUAL = {"bm25": 1 / 3, "dense": 1 / 3, "multivector": 1 / 3}
 
 
-def build(path: Path, col: Any, ids: list[str], mats: list[np.ndarray] | None, dense: np.ndarray, mv: dict | None) -> Any:
+def build(path: Path, col: Any, ids: list[str], dense: np.ndarray, mats: list[np.ndarray] | None = None, mv: dict | None = None) -> Any:
+    """BM25 + dense (+ the multi-vector rescorer with storage ``mv``) on the documents ``ids``, vectors from the caches."""
     from hybrid_retriever import Document
 
-    branches: list[dict] = [{"kind": "bm25"}, {"kind": "dense"}] + ([{**MV, **mv}] if mv is not None else [])
-    r = new_edge_retriever(path, branches)
+    r = new_edge_retriever(path, [{"kind": "bm25"}, {"kind": "dense"}] + ([{**MV, **mv}] if mv is not None else []))
     pos = {d: i for i, d in enumerate(col.doc_ids)}
-    vectors: dict[str, list] = {"dense": list(dense)}
-    if mv is not None:
-        vectors["multivector"] = mats
+    vectors = {"dense": list(dense)} if mv is None else {"dense": list(dense), "multivector": mats}
     r.add_documents([Document(text=col.texts[pos[i]], id=i) for i in ids], vectors=vectors)
     return r
 
@@ -225,7 +207,6 @@ def fused_run(results: list[dict], weights: dict[str, float], back: dict[str, st
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-
     from hybrid_retriever.retriever import point_id
 
     tuned = (read_results("multivector") or json.loads((RESULTS / "multivector.json").read_text()))["tuned"]["rescorer"]["weights"]
@@ -233,18 +214,19 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.collections:
         col = load_collection(args.datasets, name)
         tok = load_tokens(name, args.datasets)
-        emb = load_embeddings(name)
         ids = tok["doc_ids"]
-        dense = emb.doc_vectors(ids)
+        dense = load_embeddings(name).doc_vectors(ids)
         mats = [m.astype(np.float32) for m in tok["docs"]]
         qids = col.judged("test")
         texts = [col.queries[q] for q in qids]
         qrels = col.qrels["test"]
         back = {point_id(i): i for i in ids}
+        score = lambda runs: metrics(dict(zip(qids, runs)), qrels)  # noqa: E731
         rows: dict[str, Any] = {}
         for label, setting in STORAGE.items():
+            path = cache("mv-rescorer") / name / label.replace(" ", "")
             t0 = time.perf_counter()
-            r = build(cache("mv-rescorer") / name / label.replace(" ", ""), col, ids, mats, dense, setting)
+            r = build(path, col, ids, dense, mats, setting)
             ingest = time.perf_counter() - t0
             disk = r.store.disk_bytes() / 2**20
             results: list[dict] = []
@@ -253,15 +235,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 results += r.search_branches(texts[s : s + 64])
             search = time.perf_counter() - t0
             r.close()
-            shutil.rmtree(cache("mv-rescorer") / name / label.replace(" ", ""), ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
             if label == "float32":
-                rows["bm25+dense (0.5/0.5)"] = metrics(
-                    dict(zip(qids, fused_run(results, {"bm25": 0.5, "dense": 0.5}, back))), qrels)
-            alone = [[back[h.point_id] for h in per["multivector"].hits][:100] for per in results]
+                rows["bm25+dense (0.5/0.5)"] = score(fused_run(results, {"bm25": 0.5, "dense": 0.5}, back))
             rows[label] = {
-                "multivector alone": metrics(dict(zip(qids, alone)), qrels),
-                "equal weights": metrics(dict(zip(qids, fused_run(results, EQUAL, back))), qrels),
-                "tuned weights": metrics(dict(zip(qids, fused_run(results, tuned, back))), qrels),
+                "multivector alone": score([[back[h.point_id] for h in per["multivector"].hits][:100] for per in results]),
+                "equal weights": score(fused_run(results, EQUAL, back)),
+                "tuned weights": score(fused_run(results, tuned, back)),
                 "ingest_s": ingest, "disk_mib": disk, "search_s": search,
             }
             log.info("%s %s: %s", name, label, rows[label])
@@ -275,27 +255,18 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
     col = load_collection(args.datasets, "scifact")
     tok = load_tokens("scifact", args.datasets)
-    emb = load_embeddings("scifact")
     ids = tok["doc_ids"][: (args.docs or 1000)]
-    dense = emb.doc_vectors(ids)
+    dense = load_embeddings("scifact").doc_vectors(ids)
     mats = [m.astype(np.float32) for m in tok["docs"][: (args.docs or 1000)]]
     queries = [col.queries[q] for q in col.judged("test")][: (args.queries or 200)]
-    systems = {"bm25+dense": build(cache("mv-rescorer") / "lat" / "base", col, ids, None, dense, None)}
+    systems = {"bm25+dense": build(cache("mv-rescorer") / "lat" / "base", col, ids, dense)}
     for label, setting in STORAGE.items():
-        systems[label] = build(cache("mv-rescorer") / "lat" / label.replace(" ", ""), col, ids, mats, dense, setting)
-    for r in systems.values():  # warm-up: models loaded, pages mapped
-        for q in queries[:5]:
-            r.search(q)
-    times: dict[str, list[float]] = {k: [] for k in systems}
-    for q in queries:  # interleaved, so load changes hit every system alike
-        for k, r in systems.items():
-            t0 = time.perf_counter()
-            r.search(q, k=10)
-            times[k].append((time.perf_counter() - t0) * 1000)
+        systems[label] = build(cache("mv-rescorer") / "lat" / label.replace(" ", ""), col, ids, dense, mats, setting)
+    times: dict[str, list[float]] = {}
+    ms = interleaved({k: partial(r.search, k=10) for k, r in systems.items()}, queries, warmup=5, desc="rescorer latency", keep=times)
     base = np.array(times["bm25+dense"])
-    out = {"docs": len(ids), "queries": len(queries), "systems": {}}
-    for k, v in times.items():
-        out["systems"][k] = {**percentiles(v), "median_ratio_vs_bm25_dense": float(np.median(np.array(v) / base))}
+    out = {"docs": len(ids), "queries": len(queries),
+           "systems": {k: {**ms[k], "median_ratio_vs_bm25_dense": float(np.median(np.array(v) / base))} for k, v in times.items()}}
     for r in systems.values():
         r.close()
     return out
@@ -348,11 +319,9 @@ def render_rescorer(res: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-
 # ------------------------------------------------------------------------------------ full
 
 def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
-
     from hybrid_retriever import Document
     from hybrid_retriever.retriever import point_id
     from hybrid_retriever.stores import SearchRequest
@@ -372,24 +341,24 @@ def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     back = {point_id(i): i for i in tok["doc_ids"]}
     qpos = {q: i for i, q in enumerate(tok["query_ids"])}
     qids = col.judged("test")
-    hnsw, exact, t_hnsw, t_exact, overlap = {}, {}, [], [], []
-    for q in qids:
-        qv = tok["queries"][qpos[q]].astype(np.float32)
-        t0 = time.perf_counter()
-        a = r.store.search_batch([SearchRequest(vector_name="multivector", vector=qv, limit=100)])[0]
-        t_hnsw.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        b = r.store.search_batch([SearchRequest(vector_name="multivector", vector=qv, limit=100, exact=True)])[0]
-        t_exact.append((time.perf_counter() - t0) * 1000)
-        hnsw[q] = [back[p] for p, _ in a]
-        exact[q] = [back[p] for p, _ in b]
-        overlap.append(len(set(hnsw[q]) & set(exact[q])) / max(len(exact[q]), 1))
+    qvec = {q: tok["queries"][qpos[q]].astype(np.float32) for q in qids}
+    found: dict[str, dict[str, list[str]]] = {"hnsw": {}, "exact": {}}
+
+    def search(kind: str) -> Any:
+        """The HNSW search the branch makes, or an exact MaxSim scan of the same shard."""
+        def one(q: str) -> None:
+            req = SearchRequest(vector_name="multivector", vector=qvec[q], limit=100, exact=kind == "exact")
+            found[kind][q] = [back[p] for p, _ in r.store.search_batch([req])[0]]
+        return one
+
+    ms = interleaved({kind: search(kind) for kind in found}, qids, warmup=0, desc=name)
+    hnsw, exact = found["hnsw"], found["exact"]
     out = {
         "docs": len(docs), "queries": len(qids),
-        "hnsw": {**metrics(hnsw, col.qrels["test"]), "ms": percentiles(t_hnsw)},
-        "exact": {**metrics(exact, col.qrels["test"]), "ms": percentiles(t_exact)},
-        "overlap_at_100": float(np.mean(overlap)), "upsert_s": upsert, "optimize_s": optimize,
-        "disk_mib": r.store.disk_bytes() / 2**20, "peak_rss_mib": peak_rss_mb(),
+        "hnsw": {**metrics(hnsw, col.qrels["test"]), "ms": ms["hnsw"]},
+        "exact": {**metrics(exact, col.qrels["test"]), "ms": ms["exact"]},
+        "overlap_at_100": float(np.mean([len(set(hnsw[q]) & set(exact[q])) / max(len(exact[q]), 1) for q in qids])),
+        "upsert_s": upsert, "optimize_s": optimize, "disk_mib": r.store.disk_bytes() / 2**20, "peak_rss_mib": peak_rss_mb(),
     }
     r.close()
     shutil.rmtree(path, ignore_errors=True)
@@ -398,8 +367,7 @@ def run_full_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_full(args: argparse.Namespace) -> None:
-    info = machine_info()
-    res = {"machine": info, "collections": {n: run_full_one(n, args) for n in args.collections}}
+    res = {"machine": machine_info(), "collections": {n: run_full_one(n, args) for n in args.collections}}
     write_results("multivector_full", res, render_full(res))
 
 
