@@ -364,7 +364,11 @@ def run(args: argparse.Namespace) -> None:
     info["loadavg_end"] = list(os.getloadavg())
     data["machine"] = info
     run = {k: info[k] for k in ("date", "loadavg", "loadavg_end", "git_commit")}
-    data.setdefault("runs", {}).update({part: run for part in parts})
+    # A quality run without SciFact (the header's second command: NFCorpus alone) keeps its own run record, so
+    # that regenerating both commands in order keeps both "Run ..." lines.
+    solo = "scifact" not in args.collections
+    keys = [f"quality ({args.collections[0].split('-')[0]})" if p == "quality" and solo else p for p in parts]
+    data.setdefault("runs", {}).update({key: run for key in keys})
     write_results(args.name, data, render(data))
 
 
