@@ -261,12 +261,11 @@ def mean_ndcg(per: dict[str, Any], split: str, analyzer: str, fusion: dict[str, 
     return float(ndcg(per, split, fused_lists(per, analyzer, fusion, **kw)).mean())
 
 
-
 # ------------------------------------------------------------------------------ the tables
 
-#: Systems of the main table: (label, analyzer, fusion or branch name, dense weight).
 NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight", "clarity_weight", "sparse_clarity_offset", "support_weight", "fragmentation_weight")}
 FIXED_DEFAULT = {**NEW_DEFAULT, "method": "interpolation"}
+#: Systems of the main table: (label, analyzer, fusion setting or branch name).
 SYSTEMS: list[tuple[str, str, Any]] = [
     ("BM25, English analyzer (k1 1.2)", "english", "bm25"),
     ("BM25, auto analyzer", "auto", "bm25"),
@@ -287,8 +286,6 @@ JOINT_GRID = [(s, c) for s in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0) for c in (0.0, 0.5)
 NO_SUPPORT = {"support_weight": 0.0}
 FOREIGN_WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 COMPLETION_GRID = [(n, c) for n in ("minmax", "zscore") for c in ("raw", "clamp", "union")]
-
-
 #: The paired tests of the main table: name -> (A, B), indexes into SYSTEMS; the difference is B - A.
 TESTS = {"adaptive vs fixed": (5, 6), "adaptive vs old default": (3, 6), "fixed vs old default": (3, 5),
          "BM25 auto vs English": (0, 1), "adaptive + QPP vs adaptive": (6, 7), "adaptive + QPP vs fixed": (5, 7),
@@ -335,7 +332,6 @@ def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-
 # ------------------------------------------------------------------------------ fragmentation (issue 22)
 
 #: Today's default before issue 22 (foreign_weight 0.3 for every out-of-language query).
@@ -349,7 +345,6 @@ SPLIT_HALVES = ("xquad-r/de", "xquad-r/zh")
 def is_dev(qid: str) -> bool:
     """The dev half of a collection without a dev split: a fixed hash of the query id (about half the queries)."""
     return hashlib.sha1(qid.encode()).digest()[0] % 2 == 0
-
 
 
 def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> np.ndarray:
@@ -497,7 +492,6 @@ def mixed_collection(root: Path) -> tuple[Collection, dict[str, str], Any, dict[
     return col, source, lambda wanted: np.stack([vectors[i] for i in wanted]), known
 
 
-
 def evaluate_mixed(root: Path) -> dict[str, Any]:
     """Majority analyzer vs per-document languages on the mixed corpus: BM25 alone and the adaptive default."""
     from hybrid_retriever.languages import detect_each
@@ -603,7 +597,6 @@ def detection_accuracy(col: Collection, expected: str) -> dict[str, Any]:
         "query_accuracy": q_hits / len(qs),
         "ms_per_document": 1000 * doc_s / len(docs),
     }
-
 
 
 def adaptive_cost(per: dict[str, Any], rounds: int = 3) -> dict[str, float]:

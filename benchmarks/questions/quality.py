@@ -113,10 +113,7 @@ def run_baselines(col: Collection, r: HybridRetriever, dense: Any, emb: Any, qid
     from rank_bm25 import BM25Okapi
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        from langchain_classic.retrievers import EnsembleRetriever
-    except ImportError:  # langchain < 1.0 ships it in langchain itself
-        from langchain.retrievers import EnsembleRetriever  # type: ignore[no-redef]
+    from langchain_classic.retrievers import EnsembleRetriever  # the dev dependencies pin langchain-classic >= 1.0
     from langchain_community.retrievers import BM25Retriever
     from langchain_core.documents import Document as LCDocument
     from langchain_core.embeddings import Embeddings
@@ -361,7 +358,7 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
     chosen = current_row if keep_current else by_rule
     p_current = randomization_test(pooled(overall), pooled(current))
     strip = lambda g: {k: v for k, v in g.items() if k != "per_query"}  # noqa: E731
-    keys = ("method", "normalization", "missing", "rrf_k", "w_dense", "depth")
+    keys = (*FAMILY_KEYS, "w_dense", "depth")
     return {
         "dev_splits": {n: DEV_SPLITS[n] for n in names},
         "dev_queries": {n: len(dev_data[n][2]) for n in names},
@@ -403,16 +400,16 @@ def render(res: dict[str, Any]) -> str:
         f"Library on Qdrant Edge; {s['dense']}; {s['bm25']}. Fusion at depth {s['depth_test']} per branch, "
         f"weights 0.5/0.5 unless named. {s['metrics']}. Test split (`qrels/test.tsv`).\n"
     )
-    methods = list(next(iter(res["test"].values()))["rows"])
+    # each method's and baseline's metrics on each collection
+    cells = {m: [res["test"][c]["rows"].get(m, {}) for c in cols] for m in next(iter(res["test"].values()))["rows"]}
+    cells.update({f"baseline: {b}": [res["baselines"].get(c, {}).get(b, {}) for c in cols]
+                  for b in next(iter(res["baselines"].values()), {})})
     for metric in METRICS:
         out.append(f"\n## {metric} (test)\n")
         rows = []
-        for m in methods:
-            vals = [res["test"][c]["rows"].get(m, {}).get(metric, float("nan")) for c in cols]
-            rows.append([m, *vals, float(np.mean(vals))])
-        for b in next(iter(res["baselines"].values()), {}) if res["baselines"] else []:
-            vals = [res["baselines"].get(c, {}).get(b, {}).get(metric, float("nan")) for c in cols]
-            rows.append([f"baseline: {b}", *vals, float(np.mean(vals))])
+        for label, per in cells.items():
+            vals = [x.get(metric, float("nan")) for x in per]
+            rows.append([label, *vals, float(np.mean(vals))])
         out.append(md_table(["method", *cols, "mean"], rows))
     if res["baselines"]:
         out.append("\n## Baselines side by side (test queries, ms/query p50 / p95, timed interleaved)\n")
@@ -464,16 +461,16 @@ def render_dev(dev: dict[str, Any]) -> str:
     out = [f"\n## Defaults chosen on dev data ({splits})\n"]
     out.append("Single branches on dev: " + "; ".join(
         f"{b}: " + ", ".join(f"{n} {dev['single_branches'][b][n]['ndcg@10']:.3f}" for n in names) for b in ("bm25", "dense")) + "\n")
+    grid = dev["grid_depth100"]  # best first
+    best_weights: dict[str, dict[str, Any]] = {}  # each family's first (best) row
+    for g in grid:
+        best_weights.setdefault(fusion_name(g), g)
+    row = lambda g: [fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]]  # noqa: E731
     out.append("\nTop 15 of the grid at depth 100 (fusion family × dense weight), by macro-mean dev nDCG@10:\n")
-    rows = [[fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]] for g in dev["grid_depth100"][:15]]
-    out.append(md_table(["fusion", "w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], rows))
+    out.append(md_table(["fusion", "w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], map(row, grid[:15])))
     out.append("\nBest weight per fusion family (depth 100):\n")
-    seen, rows = set(), []
-    for g in dev["grid_depth100"]:
-        if fusion_name(g) not in seen:
-            seen.add(fusion_name(g))
-            rows.append([fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]])
-    out.append(md_table(["fusion", "best w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], rows))
+    out.append(md_table(["fusion", "best w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"],
+                        map(row, best_weights.values())))
     out.append("\nDepth sweep (each family at its best weight):\n")
     rows = [[fusion_name(g), g["w_dense"], g["depth"], g["mean_ndcg@10"], g["mean_recall@100"]] for g in dev["depth_sweep"]]
     out.append(md_table(["fusion", "w_dense", "depth", "mean nDCG@10", "mean R@100"], rows))
@@ -502,7 +499,7 @@ def write_defaults(res: dict[str, Any]) -> None:
         "chosen_on": {n: f"qrels/{s}.tsv" for n, s in dev["dev_splits"].items()},
         "rule": dev["rule"],
         "dev_mean_ndcg@10": dev["chosen_dev"]["mean_ndcg@10"],
-        "best_on_dev": {k: v for k, v in dev["best_on_dev"].items() if k in ("method", "normalization", "missing", "rrf_k", "w_dense", "depth", "mean_ndcg@10")},
+        "best_on_dev": {k: v for k, v in dev["best_on_dev"].items() if k in (*FAMILY_KEYS, "w_dense", "depth", "mean_ndcg@10")},
         "p_value_best_vs_current": dev["p_value_best_vs_current"],
         "tied_with_best": dev["tied_with_best"],
         "differs_from_current": dev["differs_from_current"],
