@@ -514,18 +514,17 @@ def evaluate_mixed(root: Path) -> dict[str, Any]:
     def part(v: np.ndarray, sub: set[str]) -> np.ndarray:  # the per-query values of a subset of the queries
         return v[[index[q] for q in sorted(sub)]]
 
-    tables: dict[str, Any] = {}
+    runs: dict[str, dict[str, np.ndarray]] = {}  # qrels -> system -> nDCG@10 per query
     for split in ("test", "parallel"):
-        rows: dict[str, np.ndarray] = {}
+        rows = runs[split] = {}
         for analyzer in MIXED_ANALYZERS:
             rows[f"BM25, {analyzer}"] = ndcg(per, split, system_lists(per, analyzer, "bm25"))
             rows[f"adaptive default, {analyzer}"] = ndcg(per, split, fused_lists(per, analyzer, NEW_DEFAULT))
         rows["dense MiniLM"] = ndcg(per, split, system_lists(per, "per_document", "dense"))
-        tables[split] = {label: {name: float(part(v, sub).mean()) for name, sub in subsets.items()} for label, v in rows.items()}
-        if split == "test":
-            judged_own = rows
-    tests = {what: {name: randomization_test(part(judged_own[f"{what}, majority"], sub),
-                                             part(judged_own[f"{what}, per_document"], sub)).as_dict()
+    tables = {split: {label: {name: float(part(v, sub).mean()) for name, sub in subsets.items()} for label, v in rows.items()}
+              for split, rows in runs.items()}
+    tests = {what: {name: randomization_test(part(runs["test"][f"{what}, majority"], sub),
+                                             part(runs["test"][f"{what}, per_document"], sub)).as_dict()
                     for name, sub in subsets.items()}
              for what in ("BM25", "adaptive default")}
     query_langs = [d["bm25"][5] for d in per["per_document"]["queries"]]
