@@ -95,8 +95,8 @@ def grid_name(k1: float, b: float) -> str:
 BM25_SETTINGS = {**ANALYZERS, **MIXED_ANALYZERS,
                  **{grid_name(k1, b): {"language": "auto", "k1": k1, "b": b} for k1, b in BM25_GRID}}
 
-#: Languages of all-MiniLM-L6-v2 from its model card (English).
-DENSE_LANGUAGES = branch_languages(DenseBranchConfig())
+#: Each branch's languages: all-MiniLM-L6-v2's from its model card (English); BM25's are any.
+BRANCH_LANGUAGES = {"bm25": None, "dense": branch_languages(DenseBranchConfig())}
 
 #: Per branch: ids, scores, completed, no tokens (BM25), fragmentation (dense, under MiniLM's tokenizer), the
 #: language a BM25 query was analysed in.
@@ -218,13 +218,12 @@ def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_de
     cfg = FusionConfig(**fusion)
     weights = {"bm25": 1.0 - w_dense, "dense": w_dense}
     content = (run["manifest"].get("language_detection") or {}).get("language") or run["manifest"]["language"]
-    langs = {"bm25": None, "dense": DENSE_LANGUAGES}
     out = {}
     for q, data in zip(per["qids"], run["queries"]):
         if only is not None and q not in only:
             continue
         res = as_results(data, data["bm25"][5])
-        signals = branch_signals(res, content, langs) if cfg.method == "adaptive" else None
+        signals = branch_signals(res, content, BRANCH_LANGUAGES) if cfg.method == "adaptive" else None
         if signal is not None and signals is not None:
             for n, sig in signals.items():
                 other = next(m for m in data if m != n)
@@ -604,10 +603,9 @@ def adaptive_cost(per: dict[str, Any], rounds: int = 3) -> dict[str, float]:
     fixed, adapt = FusionConfig(**FIXED_DEFAULT), FusionConfig(**NEW_DEFAULT)
     weights = {"bm25": 0.5, "dense": 0.5}
     content = run["manifest"]["language"]
-    langs = {"bm25": None, "dense": DENSE_LANGUAGES}
     results = [as_results(d) for d in run["queries"]] * rounds
     ms = interleaved({"fixed": lambda res: fuse_results(res, fixed, weights),
-                      "adaptive": lambda res: fuse_results(res, adapt, weights, branch_signals(res, content, langs))},
+                      "adaptive": lambda res: fuse_results(res, adapt, weights, branch_signals(res, content, BRANCH_LANGUAGES))},
                      results, 0, f"{per['collection'].name}: fusion cost")  # type: ignore[arg-type]
     t_fixed, t_adapt = ms["fixed"]["mean"], ms["adaptive"]["mean"]
     return {"fixed_ms": t_fixed, "adaptive_ms": t_adapt, "added_ms": t_adapt - t_fixed}
