@@ -705,3 +705,65 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# ---- added by qual: judged qrels, cached branch lists (questions quality and multilingual)
+
+
+def judged_qrels(qrels: dict[str, dict[str, int]], qids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """The qrels of the ``qids`` judged in ``qrels``, in sorted query-id order: the order :func:`per_query_metrics`
+    gives its values in, so per-query scores pair up position by position (a paired test draws its signs per position)."""
+    return {q: qrels[q] for q in sorted(q for q in qids if q in qrels)}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A cache key: the library's sources, qdrant-edge-py's version and ``parts`` (as JSON)."""
+    h = hashlib.sha256()
+    for f in sorted((REPO / "hybrid_retriever").rglob("*.py")):
+        h.update(f.read_bytes())
+    h.update(metadata.version("qdrant-edge-py").encode())
+    h.update(json.dumps(parts).encode())
+    return h.hexdigest()[:16]
+
+
+def pickled(folder: Path, stem: str, key: str, compute: Callable[[], Any], refresh: bool = False) -> Any:
+    """``compute()``, kept in ``folder/<stem>.<key>.pkl``: read back while the key holds (unless ``refresh``);
+    a new one replaces every older key of ``stem``."""
+    import pickle
+
+    f = folder / f"{stem}.{key}.pkl"
+    if f.is_file() and not refresh:
+        log.info("%s from cache", f.name)
+        return pickle.loads(f.read_bytes())
+    out = compute()
+    for old in folder.glob(f"{stem}.*.pkl"):
+        old.unlink()
+    f.write_bytes(pickle.dumps(out))
+    return out
+
+
+def branch_lists(
+    r: Any, docs: Sequence[Any], texts: Sequence[str], depth: int, batch: int, more: Callable[[str, Any], tuple] | None = None,
+) -> list[dict[str, tuple]]:
+    """``r.search_branches(complete=True)`` at ``depth`` for every text, ``batch`` queries at a time: per query and branch,
+    (document ids, scores, completed scores by document id, ``*more(branch, result)``); ``docs`` are the documents
+    indexed (:func:`index_collection`), which map Qdrant's point ids back to document ids."""
+    from tqdm.auto import tqdm
+
+    from hybrid_retriever import point_id
+
+    back = {point_id(d.id): d.id for d in docs}
+    out = []
+    for i in tqdm(range(0, len(texts), batch), desc="search_branches", unit="batch"):
+        for per in r.search_branches(list(texts[i : i + batch]), depth=depth, complete=True):
+            out.append({
+                n: ([back[h.point_id] for h in res.hits], [h.score for h in res.hits],
+                    {back[p]: s for p, s in res.completed.items()}, *(more(n, res) if more else ()))
+                for n, res in per.items()
+            })
+    return out
+
+
+def single_lists(data: Sequence[dict[str, tuple]], qids: Sequence[str], branch: str) -> dict[str, list[str]]:
+    """One branch's own top 100 per query, from :func:`branch_lists` data."""
+    return {q: x[branch][0][:100] for q, x in zip(qids, data)}

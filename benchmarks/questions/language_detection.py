@@ -1,31 +1,12 @@
 """How many words language detection needs to be right, and when a growing index decides its BM25 language.
 
-    python -m benchmarks language_detection --datasets /work/shared/datasets
+    python -m benchmarks language_detection
     python -m benchmarks language_detection --trials 200 --streams 10   # a quick look
 
-Two measurements on the shared collections (scifact, nfcorpus-preprocessed, cranfield, cisi:
-English; xquad-r/en, de, zh), with the library's detector (lingua, low-accuracy mode, the
-languages of ``hybrid_retriever.languages.DETECTABLE``):
-
-1. **Passages.** For each length N (words as ``count_words`` counts them: a Chinese character
-   is a word), ``--trials`` random passages of N consecutive words (from a random document; a
-   short one continues in another random document of the same collection) are detected; the
-   accuracy is the share named in the collection's language. ``WORDS_TO_DECIDE`` is the smallest
-   N at which every collection is at least ``--target`` (99.5%) right, at that N and every longer
-   one measured.
-2. **Growing indexes.** ``--streams`` random orders of each collection's documents cut into
-   sentences (the small chunks a LangChain app adds one by one), and of 50/50 mixtures of two
-   xquad-r languages (starting with one document of each, or in random order), are added one
-   document at a time; after each, ``decide_language`` (with the measured WORDS_TO_DECIDE) says
-   whether a language is found. The decision becomes final once the sample also holds a number of
-   documents (``DOCUMENTS_TO_SETTLE``; compared: 1, 10, 20, 30). Reported: how many words finding
-   the language took, how many documents until final, and whether the final decision was right
-   (one-language streams: that language, not mixed; mixtures: mixed, with both languages analysed
-   per document). Beside it, the old rule (``detect_language`` on the first 1, 2 or 5 documents,
-   which the index then kept for good).
-
-Nothing here is tuned on a test split: detection does not read queries or judgements. Writes
-``results/language_detection.{json,md}``.
+With the library's detector, on the shared collections (English, and xquad-r de and zh): the accuracy of random
+passages of N words, which gives ``WORDS_TO_DECIDE``; then documents cut into sentences added one at a time to a
+growing index (one language, or 50/50 mixtures of two), for ``decide_language`` at several ``DOCUMENTS_TO_SETTLE``
+and the old rule (decide on the first batch). Detection reads no queries or judgements: nothing is tuned on a test split.
 """
 
 from __future__ import annotations

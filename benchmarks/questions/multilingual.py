@@ -2,45 +2,21 @@
 
     python -m benchmarks multilingual                 # all seven collections
     python -m benchmarks multilingual --collections xquad-r/de
-
-Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi, xquad-r/en, xquad-r/de, xquad-r/zh):
-
-1. Two Edge indexes built with the library (``HybridRetriever.add_documents`` with the cached MiniLM
-   document vectors from ``benchmarks/.cache/minilm``): BM25 with the English analyzer (the old
-   default) and BM25 with ``language: auto`` (the detected language's analyzer). Query vectors come
-   from the same cache.
-2. ``search_branches(complete=True)`` at depth 100 for every judged query (cached under
-   ``.cache/multilingual``), then fusion offline with ``HybridRetriever.fuse`` under each setting.
-3. nDCG@10 per system and paired randomisation tests (``hybrid_retriever.evaluation.significance``)
-   against the fixed default; language detection accuracy (documents and queries) on xquad-r; the
-   adaptive method's added cost per query (fusion time, interleaved with the fixed method's).
-
-``--mixed`` answers a second question: on a mixed-language corpus (the three xquad-r corpora in one
-index, 3,570 documents, every query of the three languages), does analysing each document and query in
-its own language (``bm25.language_per_document``, on by default for a mixed corpus) beat one analyzer
-for all (the majority's)? It adds a ``mixed`` section to the results (nothing is tuned there).
-``--bm25-grid`` chooses BM25's k1 / b on the dev splits and runs the choice against the default on every
-test split once (``bm25_grid`` section).
-``--fragmentation`` (issue 22) chooses adaptive fusion's ``foreign_weight`` / ``fragmentation_weight`` on the dev
-halves of xquad-r/de and zh (a fixed hash of the query id), then runs the issue-13 default, the dev choice and each
-single branch on every given collection through ``HybridRetriever.search_batch`` (``fragmentation`` section, with
-the largest per-query difference to offline fusion of the cached lists). Collections given without xquad-r/de and
-zh keep the earlier choice and are added to the section:
-
     python -m benchmarks multilingual --fragmentation --collections xquad-r/de xquad-r/zh
     python -m benchmarks multilingual --fragmentation --collections cisi   # and each other collection
 
-Choices are made on dev data only: scifact ``qrels/train.tsv`` and nfcorpus ``qrels/dev.tsv``. cranfield,
-cisi and xquad-r have only a test split; they are evaluated with settings fixed in advance (nothing
-is tuned on them). Writes ``results/multilingual.{json,md}``.
+Per collection and BM25 analyzer, one library index (:func:`harness.index_collection`, query vectors from the MiniLM
+cache too) and ``search_branches(complete=True)`` at depth 100 once (cached), then offline fusion under each setting.
+``--mixed``, ``--bm25-grid`` and ``--fragmentation`` each add their section to the existing results. Choices are made
+on dev data only (scifact ``qrels/train.tsv``, nfcorpus ``qrels/dev.tsv``; for ``--fragmentation`` the dev halves of
+xquad-r/de and zh, by a fixed hash of the query id); cranfield, cisi and xquad-r are evaluated with settings fixed
+in advance. ``--fragmentation`` without xquad-r/de and zh keeps the earlier choice and adds the collections given.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import pickle
 import shutil
 import tempfile
 import time
@@ -49,11 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (DEV_SPLITS, REPO, Collection, Question, cache, load_collection, load_embeddings, log,
-    machine_info, machine_md, md_table, read_results, write_results)
-from benchmarks.questions.quality import Evaluator
+from benchmarks.harness import (DEV_SPLITS, Collection, Question, branch_lists, cache, fingerprint, index_collection,
+    interleaved, judged_qrels, load_collection, load_embeddings, log, machine_info, machine_md, md_table, per_query_metrics,
+    pickled, read_results, single_lists, write_results)
 
-from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
+from hybrid_retriever import FusionConfig, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
 from hybrid_retriever.branches.dense import DenseBranch
 from hybrid_retriever.config import DenseBranchConfig
@@ -66,7 +42,6 @@ from hybrid_retriever.types import BranchResult, ScoredId, SparseVector
 COLLECTIONS = ["scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en", "xquad-r/de", "xquad-r/zh"]
 ENGLISH = {"scifact", "nfcorpus-preprocessed", "cranfield", "cisi", "xquad-r/en"}
 DEPTH = 100
-#: Analyzers compared: the old default (English rules whatever the corpus) and language detection.
 NOTES = (
     "How the choices were made. Only the dev splits, scifact train and nfcorpus-preprocessed dev, were used "
     "to choose anything; cranfield, cisi and xquad-r have no dev split and are reported with the dev choices, nothing "
@@ -120,10 +95,11 @@ def grid_name(k1: float, b: float) -> str:
 BM25_SETTINGS = {**ANALYZERS, **MIXED_ANALYZERS,
                  **{grid_name(k1, b): {"language": "auto", "k1": k1, "b": b} for k1, b in BM25_GRID}}
 
-#: Languages of all-MiniLM-L6-v2 from its model card (English).
-DENSE_LANGUAGES = branch_languages(DenseBranchConfig())
+#: Each branch's languages: all-MiniLM-L6-v2's from its model card (English); BM25's are any.
+BRANCH_LANGUAGES = {"bm25": None, "dense": branch_languages(DenseBranchConfig())}
 
-#: ids, scores, completed, no tokens, fragmentation (dense, under MiniLM's tokenizer)
+#: Per branch: ids, scores, completed, no tokens (BM25), fragmentation (dense, under MiniLM's tokenizer), the
+#: language a BM25 query was analysed in.
 BranchData = dict[str, tuple[Any, ...]]
 
 
@@ -141,32 +117,20 @@ class CachedQueryDense(DenseBranch):
         return [self.known[t] for t in texts]
 
 
+def cached_dense(col: Collection) -> CachedQueryDense:
+    """The dense branch with the collection's query vectors from the MiniLM cache."""
+    emb = load_embeddings(col.name)
+    have = [q for q in emb.query_ids if q in col.queries]
+    return CachedQueryDense(dict(zip([col.queries[q] for q in have], emb.query_vectors(have))))
+
+
 def splits_of(name: str) -> list[str]:
     return ["test", DEV_SPLITS[name]] if name in DEV_SPLITS else ["test"]
 
 
-def fingerprint(col: Collection, analyzer: str, qids: list[str]) -> str:
-    h = hashlib.sha256()
-    for f in ("branches/bm25.py", "languages.py", "retriever.py", "branches/dense.py", "models/fragmentation.py"):
-        h.update((REPO / "hybrid_retriever" / f).read_bytes())
-    h.update(json.dumps([col.name, len(col.doc_ids), analyzer, qids, DEPTH]).encode())
-    return h.hexdigest()[:16]
-
-
-def build_index(col: Collection, analyzer: str, dense: CachedQueryDense, path: Path,
-                doc_vectors: Any = None) -> tuple[HybridRetriever, dict[str, str]]:
-    docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
-    vectors = doc_vectors([d.id for d in docs]) if doc_vectors else load_embeddings(col.name).doc_vectors([d.id for d in docs])
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = RetrieverConfig.validate_data({
-        "store": {"kind": "edge", "path": str(path)},
-        "branches": [{"kind": "bm25", "weight": 0.5, **BM25_SETTINGS[analyzer]}, {"kind": "dense", "weight": 0.5}],
-        "runtime": {"show_progress": False},
-    })
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
-    r.add_documents(docs, vectors={"dense": list(vectors)})
-    r.optimize()
-    return r, {point_id(d.id): d.id for d in docs}  # type: ignore[misc]
+def bm25_config(analyzer: str) -> dict[str, Any]:
+    """The retriever configuration data of an index: BM25 with the named setting and dense, 0.5 / 0.5."""
+    return {"branches": [{"kind": "bm25", "weight": 0.5, **BM25_SETTINGS[analyzer]}, {"kind": "dense", "weight": 0.5}]}
 
 
 def index_path(name: str, analyzer: str, tmp: Path) -> Path:
@@ -176,39 +140,26 @@ def index_path(name: str, analyzer: str, tmp: Path) -> Path:
     return tmp / f"{name.replace('/', '__')}-{analyzer}"
 
 
-def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: list[str], tmp: Path,
-                doc_vectors: Any = None) -> dict[str, Any]:
-    """Branch lists (with completion) of every query, and the BM25 analyzer the index chose; cached.
+def _more(n: str, res: BranchResult) -> tuple[Any, ...]:
+    """What fusion reads of a branch result besides its lists (:data:`BranchData`)."""
+    bm25 = n == "bm25"
+    return bool(bm25 and not res.query_vector.indices), res.signals.get("fragmentation"), res.query_vector.language if bm25 else None
 
-    With a per-document-language BM25 the language each query was analysed in is kept too (``languages``).
-    """
-    f = cache("multilingual") / f"{col.name.replace('/', '__')}.{analyzer}.{fingerprint(col, analyzer, qids)}.pkl"
-    if f.is_file():
-        return pickle.loads(f.read_bytes())
-    r, back = build_index(col, analyzer, dense, index_path(col.name, analyzer, tmp), doc_vectors)
-    try:
-        bm25 = r.branches["bm25"]
-        out: dict[str, Any] = {"describe": bm25.describe(), "manifest": bm25.manifest(), "queries": [], "languages": []}
-        texts = [col.queries[q] for q in qids]
-        for i in range(0, len(texts), 64):
-            for per in r.search_branches(texts[i : i + 64], depth=DEPTH, complete=True):
-                out["queries"].append({
-                    n: (
-                        [back[h.point_id] for h in res.hits],
-                        [h.score for h in res.hits],
-                        {back[p]: s for p, s in res.completed.items()},
-                        bool(n == "bm25" and not res.query_vector.indices),
-                        res.signals.get("fragmentation"),
-                    )
-                    for n, res in per.items()
-                })
-                out["languages"].append(per["bm25"].query_vector.language)
-    finally:
-        r.close()
-    for old in cache("multilingual").glob(f"{col.name.replace('/', '__')}.{analyzer}.*.pkl"):
-        old.unlink()
-    f.write_bytes(pickle.dumps(out))
-    return out
+
+def branch_data(col: Collection, analyzer: str, dense: CachedQueryDense, qids: list[str], tmp: Path,
+                doc_vectors: Any = "cache") -> dict[str, Any]:
+    """Branch lists (with completion) of every query (:data:`BranchData`), and the BM25 analyzer the index chose; cached."""
+    def compute() -> dict[str, Any]:
+        r, docs = index_collection(col, index_path(col.name, analyzer, tmp), bm25_config(analyzer), dense, doc_vectors)
+        try:
+            bm25 = r.branches["bm25"]
+            return {"describe": bm25.describe(), "manifest": bm25.manifest(),
+                    "queries": branch_lists(r, docs, [col.queries[q] for q in qids], DEPTH, 64, _more)}
+        finally:
+            r.close()
+
+    key = fingerprint(col.name, len(col.doc_ids), analyzer, qids, DEPTH)
+    return pickled(cache("multilingual"), f"{col.name.replace('/', '__')}.{analyzer}", key, compute)
 
 
 def as_results(data: BranchData, language: str | None = None) -> dict[str, BranchResult]:
@@ -221,33 +172,32 @@ def as_results(data: BranchData, language: str | None = None) -> dict[str, Branc
             # language the query was analysed in (per-document-language BM25).
             query_vector=SparseVector(indices=[] if blind else [0], values=[] if blind else [1.0], language=language)
             if n == "bm25" else None,
-            signals={"fragmentation": rest[0]} if rest and rest[0] is not None else {},
+            signals={"fragmentation": frag} if frag is not None else {},
         )
-        for n, (ids, sc, comp, blind, *rest) in data.items()
+        for n, (ids, sc, comp, blind, frag, _) in data.items()
     }
+
+
+def collection_runs(root: Path, name: str, analyzers: Sequence[str], splits: list[str], tmp: Path) -> dict[str, Any]:
+    """A collection's judged queries and their branch data under each BM25 setting (built or read from the cache)."""
+    col = load_collection(root, name, splits)
+    qids = sorted({q for s in col.qrels.values() for q in s if q in col.queries})
+    dense = cached_dense(col)
+    per: dict[str, Any] = {"collection": col, "qids": qids}
+    for analyzer in analyzers:
+        t0 = time.perf_counter()
+        per[analyzer] = branch_data(col, analyzer, dense, qids, tmp)
+        log.info("%s / %s: %s (%.0f s)", name, analyzer, per[analyzer]["describe"], time.perf_counter() - t0)
+    return per
 
 
 def gather(args: argparse.Namespace, analyzers: Sequence[str] = tuple(ANALYZERS)) -> dict[str, Any]:
     """Branch data of every collection and analyzer (built or read from the cache)."""
-    out: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="multilingual-"))
     try:
-        for name in args.collections:
-            col = load_collection(args.datasets, name, splits_of(name))
-            qids = sorted({q for s in col.qrels.values() for q in s if q in col.queries})
-            emb = load_embeddings(name)
-            dense = CachedQueryDense(dict(zip([col.queries[q] for q in emb.query_ids if q in col.queries],
-                                              emb.query_vectors([q for q in emb.query_ids if q in col.queries]))))
-            per: dict[str, Any] = {"collection": col, "qids": qids}
-            for analyzer in analyzers:
-                t0 = time.perf_counter()
-                per[analyzer] = branch_data(col, analyzer, dense, qids, tmp)
-                log.info("%s / %s: %s (%.0f s)", name, analyzer, per[analyzer]["describe"], time.perf_counter() - t0)
-            out[name] = per
+        return {name: collection_runs(args.datasets, name, analyzers, splits_of(name), tmp) for name in args.collections}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
 
 
 # ------------------------------------------------------------------------------ systems
@@ -268,13 +218,12 @@ def fused_lists(per: dict[str, Any], analyzer: str, fusion: dict[str, Any], w_de
     cfg = FusionConfig(**fusion)
     weights = {"bm25": 1.0 - w_dense, "dense": w_dense}
     content = (run["manifest"].get("language_detection") or {}).get("language") or run["manifest"]["language"]
-    langs = {"bm25": None, "dense": DENSE_LANGUAGES}
     out = {}
-    for q, data, qlang in zip(per["qids"], run["queries"], run.get("languages") or [None] * len(per["qids"])):
+    for q, data in zip(per["qids"], run["queries"]):
         if only is not None and q not in only:
             continue
-        res = as_results(data, qlang)
-        signals = branch_signals(res, content, langs) if cfg.method == "adaptive" else None
+        res = as_results(data, data["bm25"][5])
+        signals = branch_signals(res, content, BRANCH_LANGUAGES) if cfg.method == "adaptive" else None
         if signal is not None and signals is not None:
             for n, sig in signals.items():
                 other = next(m for m in data if m != n)
@@ -301,21 +250,21 @@ OTHER_SIGNALS: dict[str, Any] = {
 OTHER_GRID = [(b, o) for b in (0.5, 1.0, 2.0, 4.0) for o in (0.0, 0.125, 0.25)]
 
 
-def single_lists(per: dict[str, Any], analyzer: str, branch: str) -> dict[str, list[str]]:
-    return {q: data[branch][0][:100] for q, data in zip(per["qids"], per[analyzer]["queries"])}
-
-
 def ndcg(per: dict[str, Any], split: str, lists: dict[str, list[str]]) -> np.ndarray:
-    ev = Evaluator(per["collection"].qrels[split], per["qids"])
-    return ev.per_query(lists)
+    """nDCG@10 per judged query of ``split`` (sorted query ids)."""
+    return per_query_metrics(lists, judged_qrels(per["collection"].qrels[split], per["qids"]))["ndcg@10"]
 
+
+def mean_ndcg(per: dict[str, Any], split: str, analyzer: str, fusion: dict[str, Any], **kw: Any) -> float:
+    """Mean nDCG@10 on ``split`` of one fusion setting (:func:`fused_lists`)."""
+    return float(ndcg(per, split, fused_lists(per, analyzer, fusion, **kw)).mean())
 
 
 # ------------------------------------------------------------------------------ the tables
 
-#: Systems of the main table: (label, analyzer, fusion or branch name, dense weight).
 NEW_DEFAULT = {k: v for k, v in FusionConfig().model_dump().items() if k in ("method", "normalization", "missing", "completed", "foreign_weight", "clarity_weight", "sparse_clarity_offset", "support_weight", "fragmentation_weight")}
 FIXED_DEFAULT = {**NEW_DEFAULT, "method": "interpolation"}
+#: Systems of the main table: (label, analyzer, fusion setting or branch name).
 SYSTEMS: list[tuple[str, str, Any]] = [
     ("BM25, English analyzer (k1 1.2)", "english", "bm25"),
     ("BM25, auto analyzer", "auto", "bm25"),
@@ -336,60 +285,49 @@ JOINT_GRID = [(s, c) for s in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0) for c in (0.0, 0.5)
 NO_SUPPORT = {"support_weight": 0.0}
 FOREIGN_WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0]
 COMPLETION_GRID = [(n, c) for n in ("minmax", "zscore") for c in ("raw", "clamp", "union")]
+#: The paired tests of the main table: name -> (A, B), indexes into SYSTEMS; the difference is B - A.
+TESTS = {"adaptive vs fixed": (5, 6), "adaptive vs old default": (3, 6), "fixed vs old default": (3, 5),
+         "BM25 auto vs English": (0, 1), "adaptive + QPP vs adaptive": (6, 7), "adaptive + QPP vs fixed": (5, 7),
+         "adaptive + QPP vs old default": (3, 7), "adaptive + NQC vs old default": (3, 8)}
 
 
 def system_lists(per: dict[str, Any], analyzer: str, what: Any) -> dict[str, list[str]]:
-    return single_lists(per, analyzer, what) if isinstance(what, str) else fused_lists(per, analyzer, what)
+    """A branch's own lists (``what`` names it) or a fusion setting's."""
+    if isinstance(what, str):
+        return single_lists(per[analyzer]["queries"], per["qids"], what)
+    return fused_lists(per, analyzer, what)
 
 
 def evaluate_collection(name: str, per: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"analyzer": per["auto"]["describe"], "splits": {}}
     for split in splits_of(name):
         rows: dict[str, np.ndarray] = {label: ndcg(per, split, system_lists(per, an, what)) for label, an, what in SYSTEMS}
-        fixed, adaptive_, old = (rows[SYSTEMS[i][0]] for i in (5, 6, 3))
-        tests = {
-            "adaptive vs fixed": randomization_test(fixed, adaptive_).as_dict(),
-            "adaptive vs old default": randomization_test(old, adaptive_).as_dict(),
-            "fixed vs old default": randomization_test(old, fixed).as_dict(),
-            "BM25 auto vs English": randomization_test(rows[SYSTEMS[0][0]], rows[SYSTEMS[1][0]]).as_dict(),
-            "adaptive + QPP vs adaptive": randomization_test(adaptive_, rows[SYSTEMS[7][0]]).as_dict(),
-            "adaptive + QPP vs fixed": randomization_test(fixed, rows[SYSTEMS[7][0]]).as_dict(),
-            "adaptive + QPP vs old default": randomization_test(old, rows[SYSTEMS[7][0]]).as_dict(),
-            "adaptive + NQC vs old default": randomization_test(old, rows[SYSTEMS[8][0]]).as_dict(),
-        }
-        completion = {
-            f"{n} {c}": float(ndcg(per, split, fused_lists(per, "auto", {**BASE, "normalization": n, "completed": c})).mean())
-            for n, c in COMPLETION_GRID
-        }
-        out["splits"][split] = {
-            "n": int(len(fixed)),
+        out["splits"][split] = res = {
+            "n": int(len(rows[SYSTEMS[5][0]])),
             "ndcg@10": {k: float(v.mean()) for k, v in rows.items()},
-            "tests": tests,
-            "completion": completion,
+            "tests": {t: randomization_test(rows[SYSTEMS[a][0]], rows[SYSTEMS[b][0]]).as_dict() for t, (a, b) in TESTS.items()},
+            "completion": {f"{n} {c}": mean_ndcg(per, split, "auto", {**BASE, "normalization": n, "completed": c})
+                           for n, c in COMPLETION_GRID},
         }
         if split != "test":  # the parameters are chosen here, never on a test split
-            out["splits"][split]["clarity_grid"] = {
-                f"{b}/{o}": float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b, "sparse_clarity_offset": o})).mean())
+            res["clarity_grid"] = {
+                f"{b}/{o}": mean_ndcg(per, split, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b, "sparse_clarity_offset": o})
                 for b in CLARITY_WEIGHTS for o in (CLARITY_OFFSETS if b > 0 else [0.0])
             }
             only = set(per["collection"].judged(split))
-            out["splits"][split]["other_signals"] = {
-                name: {f"{b}/{o}": float(ndcg(per, split, fused_lists(
-                    per, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b, "sparse_clarity_offset": o}, signal=fn, only=only)).mean())
-                    for b, o in OTHER_GRID}
+            res["other_signals"] = {
+                name: {f"{b}/{o}": mean_ndcg(per, split, "auto", {**NEW_DEFAULT, **NO_SUPPORT, "clarity_weight": b,
+                                                                  "sparse_clarity_offset": o}, signal=fn, only=only)
+                       for b, o in OTHER_GRID}
                 for name, fn in OTHER_SIGNALS.items()
             }
-            out["splits"][split]["joint_grid"] = {
-                f"{sw}/{cw}": float(ndcg(per, split, fused_lists(
-                    per, "auto", {**NEW_DEFAULT, "support_weight": sw, "clarity_weight": cw, "sparse_clarity_offset": 0.0}, only=only)).mean())
+            res["joint_grid"] = {
+                f"{sw}/{cw}": mean_ndcg(per, split, "auto", {**NEW_DEFAULT, "support_weight": sw, "clarity_weight": cw,
+                                                             "sparse_clarity_offset": 0.0}, only=only)
                 for sw, cw in JOINT_GRID
             }
     if name not in ENGLISH:
-        split = "test"
-        out["foreign_weight"] = {
-            str(fw): float(ndcg(per, split, fused_lists(per, "auto", {**NEW_DEFAULT, "foreign_weight": fw})).mean())
-            for fw in FOREIGN_WEIGHTS
-        }
+        out["foreign_weight"] = {str(fw): mean_ndcg(per, "test", "auto", {**NEW_DEFAULT, "foreign_weight": fw}) for fw in FOREIGN_WEIGHTS}
     return out
 
 
@@ -408,20 +346,16 @@ def is_dev(qid: str) -> bool:
     return hashlib.sha1(qid.encode()).digest()[0] % 2 == 0
 
 
-def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> tuple[np.ndarray, list[list[str]]]:
+def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryDense, tmp: Path) -> np.ndarray:
     """nDCG@10 per judged query (test split) of ``HybridRetriever.search_batch`` on the collection's index with
     ``fusion``: the search path end to end (query vectors from the MiniLM cache, which `cache embeddings` checks are
     the library's own encodings; fragmentation measured by the library's MiniLM tokenizer)."""
     col = per["collection"]
     path = index_path(col.name, "auto", tmp)
     if not (path / "manifest.json").is_file():
-        build_index(col, "auto", dense, path)[0].close()
-    cfg = RetrieverConfig.validate_data({
-        "store": {"kind": "edge", "path": str(path)},
-        "branches": [{"kind": "bm25", "weight": 0.5, **BM25_SETTINGS["auto"]}, {"kind": "dense", "weight": 0.5}],
-        "fusion": fusion,
-        "runtime": {"show_progress": False},
-    })
+        index_collection(col, path, bm25_config("auto"), dense)[0].close()
+    cfg = RetrieverConfig.validate_data({"store": {"kind": "edge", "path": str(path)}, **bm25_config("auto"),
+                                         "fusion": fusion, "runtime": {"show_progress": False}})
     qids = per["qids"]
     lists: dict[str, list[str]] = {}
     with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
@@ -429,7 +363,7 @@ def served_ndcg(per: dict[str, Any], fusion: dict[str, Any], dense: CachedQueryD
             part = qids[i : i + 64]
             for q, hits in zip(part, r.search_batch([col.queries[q] for q in part], k=100)):
                 lists[q] = [h.id for h in hits]
-    return ndcg(per, "test", lists), [lists[q] for q in qids]
+    return ndcg(per, "test", lists)
 
 
 def evaluate_fragmentation(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -448,12 +382,11 @@ def evaluate_fragmentation(args: argparse.Namespace, previous: dict[str, Any] | 
     for name in SPLIT_HALVES if choose else ():
         per = data[name]
         dev = {q for q in per["collection"].judged("test") if is_dev(q)}
-        qrels = per["collection"].qrels["test"]
-        ev = Evaluator({q: qrels[q] for q in dev}, sorted(dev))
+        qrels = judged_qrels(per["collection"].qrels["test"], dev)
         out["grid"][name] = {}
         for fw, w in FRAG_GRID:
-            out["grid"][name][f"{fw}/{w}"] = float(ev.per_query(fused_lists(
-                per, "auto", {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}, only=dev)).mean())
+            lists = fused_lists(per, "auto", {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}, only=dev)
+            out["grid"][name][f"{fw}/{w}"] = float(per_query_metrics(lists, qrels)["ndcg@10"].mean())
             log.info("%s dev half: foreign %s, fragmentation %s: %.4f", name, fw, w, out["grid"][name][f"{fw}/{w}"])
     if choose:
         keys = list(out["grid"][SPLIT_HALVES[0]])
@@ -462,19 +395,15 @@ def evaluate_fragmentation(args: argparse.Namespace, previous: dict[str, Any] | 
         fw, w = (float(x) for x in best.split("/"))
         out["chosen"] = {"foreign_weight": fw, "fragmentation_weight": w, "dev_mean": mean[best],
                          "issue13_dev_mean": mean["0.3/0.0"]}
-    fw, w = out["chosen"]["foreign_weight"], out["chosen"]["fragmentation_weight"]
-    chosen = {**NEW_DEFAULT, "foreign_weight": fw, "fragmentation_weight": w}
+    chosen = {**NEW_DEFAULT, **{k: out["chosen"][k] for k in ("foreign_weight", "fragmentation_weight")}}
     tmp = Path(tempfile.mkdtemp(prefix="multilingual-"))
     try:
         for name, per in data.items():
-            emb = load_embeddings(name)
-            dense = CachedQueryDense(dict(zip([per["collection"].queries[q] for q in emb.query_ids if q in per["collection"].queries],
-                                              emb.query_vectors([q for q in emb.query_ids if q in per["collection"].queries]))))
+            dense = cached_dense(per["collection"])
             t0 = time.perf_counter()
-            old, old_lists = served_ndcg(per, ISSUE13_DEFAULT, dense, tmp)
-            new, new_lists = served_ndcg(per, chosen, dense, tmp)
+            old, new = served_ndcg(per, ISSUE13_DEFAULT, dense, tmp), served_ndcg(per, chosen, dense, tmp)
             offline = ndcg(per, "test", fused_lists(per, "auto", chosen))
-            bm25, dense_ = (ndcg(per, "test", single_lists(per, "auto", b)) for b in ("bm25", "dense"))
+            bm25, dense_ = (ndcg(per, "test", system_lists(per, "auto", b)) for b in ("bm25", "dense"))
             row: dict[str, Any] = {
                 "n": int(len(old)),
                 "issue13_default": float(old.mean()), "default": float(new.mean()),
@@ -490,7 +419,7 @@ def evaluate_fragmentation(args: argparse.Namespace, previous: dict[str, Any] | 
                 row["test_half"] = {"n": int(mask.sum()), "issue13_default": float(old[mask].mean()), "default": float(new[mask].mean()),
                                     "bm25": float(bm25[mask].mean()), "dense": float(dense_[mask].mean()),
                                     "default_vs_issue13": randomization_test(old[mask], new[mask]).as_dict()}
-            frag = [d["dense"][4] for d in per["auto"]["queries"] if len(d["dense"]) > 4 and d["dense"][4] is not None]
+            frag = [d["dense"][4] for d in per["auto"]["queries"] if d["dense"][4] is not None]
             out["fragmentation"][name] = {"mean": float(np.mean(frag)), "p10": float(np.percentile(frag, 10)),
                                           "p50": float(np.percentile(frag, 50)), "p90": float(np.percentile(frag, 90))}
             out["collections"][name] = row
@@ -580,23 +509,24 @@ def evaluate_mixed(root: Path) -> dict[str, Any]:
     langs = list(per["per_document"]["manifest"]["per_document_languages"])
     subsets = {"all": set(qids), **{lang: {q for q in qids if source[q] == lang} for lang in MIXED_PARTS.values()}}
     index = {q: k for k, q in enumerate(qids)}
-    tables: dict[str, Any] = {}
+
+    def part(v: np.ndarray, sub: set[str]) -> np.ndarray:  # the per-query values of a subset of the queries
+        return v[[index[q] for q in sorted(sub)]]
+
+    runs: dict[str, dict[str, np.ndarray]] = {}  # qrels -> system -> nDCG@10 per query
     for split in ("test", "parallel"):
-        rows: dict[str, np.ndarray] = {}
+        rows = runs[split] = {}
         for analyzer in MIXED_ANALYZERS:
-            rows[f"BM25, {analyzer}"] = ndcg(per, split, single_lists(per, analyzer, "bm25"))
+            rows[f"BM25, {analyzer}"] = ndcg(per, split, system_lists(per, analyzer, "bm25"))
             rows[f"adaptive default, {analyzer}"] = ndcg(per, split, fused_lists(per, analyzer, NEW_DEFAULT))
-        rows["dense MiniLM"] = ndcg(per, split, single_lists(per, "per_document", "dense"))
-        tables[split] = {label: {name: float(v[[index[q] for q in sorted(sub)]].mean()) for name, sub in subsets.items()}
-                         for label, v in rows.items()}
-        if split == "test":
-            judged_own = rows
-    tests = {}
-    for what in ("BM25", "adaptive default"):
-        a, b = judged_own[f"{what}, majority"], judged_own[f"{what}, per_document"]
-        tests[what] = {name: randomization_test(a[[index[q] for q in sorted(sub)]], b[[index[q] for q in sorted(sub)]]).as_dict()
-                       for name, sub in subsets.items()}
-    query_langs = per["per_document"]["languages"]
+        rows["dense MiniLM"] = ndcg(per, split, system_lists(per, "per_document", "dense"))
+    tables = {split: {label: {name: float(part(v, sub).mean()) for name, sub in subsets.items()} for label, v in rows.items()}
+              for split, rows in runs.items()}
+    tests = {what: {name: randomization_test(part(runs["test"][f"{what}, majority"], sub),
+                                             part(runs["test"][f"{what}, per_document"], sub)).as_dict()
+                    for name, sub in subsets.items()}
+             for what in ("BM25", "adaptive default")}
+    query_langs = [d["bm25"][5] for d in per["per_document"]["queries"]]
     t0 = time.perf_counter()
     doc_langs = detect_each(col.texts, langs)
     doc_ms = 1000 * (time.perf_counter() - t0) / len(col.texts)
@@ -621,35 +551,23 @@ def evaluate_bm25_grid(root: Path) -> dict[str, Any]:
     """BM25's k1 / b chosen on the dev splits (the adaptive default's mean nDCG@10), then the choice
     against the library's default on every test split, once."""
     tmp = Path(tempfile.mkdtemp(prefix="multilingual-bm25-"))
-
-    def runs(name: str, settings: list[str], splits: list[str]) -> dict[str, Any]:
-        col = load_collection(root, name, splits)
-        qids = sorted({q for sp in col.qrels.values() for q in sp if q in col.queries})
-        emb = load_embeddings(name)
-        have = [q for q in emb.query_ids if q in col.queries]
-        dense = CachedQueryDense(dict(zip([col.queries[q] for q in have], emb.query_vectors(have))))
-        per: dict[str, Any] = {"collection": col, "qids": qids}
-        for setting in settings:
-            per[setting] = branch_data(col, setting, dense, qids, tmp)
-        return per
-
     names = [grid_name(k1, b) for k1, b in BM25_GRID]
     try:
         dev: dict[str, dict[str, float]] = {n: {} for n in names}
         for name, split in DEV_SPLITS.items():
-            per = runs(name, names, [split])
+            per = collection_runs(root, name, names, [split], tmp)
             only = set(per["collection"].judged(split))
             for n in names:
-                dev[n][f"{name} ({split})"] = float(ndcg(per, split, fused_lists(per, n, NEW_DEFAULT, only=only)).mean())
+                dev[n][f"{name} ({split})"] = mean_ndcg(per, split, n, NEW_DEFAULT, only=only)
         chosen = max(names, key=lambda n: float(np.mean(list(dev[n].values()))))
         default = names[0]
         test: dict[str, Any] = {}
         for name in COLLECTIONS:
-            per = runs(name, [default, chosen], ["test"])
+            per = collection_runs(root, name, [default, chosen], ["test"], tmp)
             a, b = (ndcg(per, "test", fused_lists(per, n, NEW_DEFAULT)) for n in (default, chosen))
             test[name] = {"default": float(a.mean()), "chosen": float(b.mean()),
-                          "bm25_default": float(ndcg(per, "test", single_lists(per, default, "bm25")).mean()),
-                          "bm25_chosen": float(ndcg(per, "test", single_lists(per, chosen, "bm25")).mean()),
+                          "bm25_default": float(ndcg(per, "test", system_lists(per, default, "bm25")).mean()),
+                          "bm25_chosen": float(ndcg(per, "test", system_lists(per, chosen, "bm25")).mean()),
                           "test": randomization_test(a, b).as_dict()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -680,144 +598,125 @@ def detection_accuracy(col: Collection, expected: str) -> dict[str, Any]:
 
 
 def adaptive_cost(per: dict[str, Any], rounds: int = 3) -> dict[str, float]:
-    """Fusion time per query, adaptive vs fixed, interleaved query by query (same branch results)."""
+    """Fusion time per query, adaptive vs fixed, timed interleaved (the same branch results, ``rounds`` times over)."""
     run = per["auto"]
     fixed, adapt = FusionConfig(**FIXED_DEFAULT), FusionConfig(**NEW_DEFAULT)
     weights = {"bm25": 0.5, "dense": 0.5}
     content = run["manifest"]["language"]
-    langs = {"bm25": None, "dense": DENSE_LANGUAGES}
-    results = [as_results(d) for d in run["queries"]]
-    t_fixed = t_adapt = 0.0
-    for _ in range(rounds):
-        for res in results:
-            t0 = time.perf_counter()
-            fuse_results(res, fixed, weights)
-            t1 = time.perf_counter()
-            fuse_results(res, adapt, weights, branch_signals(res, content, langs))
-            t2 = time.perf_counter()
-            t_fixed += t1 - t0
-            t_adapt += t2 - t1
-    n = rounds * len(results)
-    return {"fixed_ms": 1000 * t_fixed / n, "adaptive_ms": 1000 * t_adapt / n, "added_ms": 1000 * (t_adapt - t_fixed) / n}
+    results = [as_results(d) for d in run["queries"]] * rounds
+    ms = interleaved({"fixed": lambda res: fuse_results(res, fixed, weights),
+                      "adaptive": lambda res: fuse_results(res, adapt, weights, branch_signals(res, content, BRANCH_LANGUAGES))},
+                     results, 0, f"{per['collection'].name}: fusion cost")  # type: ignore[arg-type]
+    t_fixed, t_adapt = ms["fixed"]["mean"], ms["adaptive"]["mean"]
+    return {"fixed_ms": t_fixed, "adaptive_ms": t_adapt, "added_ms": t_adapt - t_fixed}
+
+
+def diff_p(t: dict[str, float]) -> str:
+    """A paired test's table cell: the mean difference and p."""
+    return f"{t['mean_diff']:+.4f} (p={t['p_value']:.3g})"
+
+
+def with_mean(xs: list[float]) -> list[str]:
+    """The values and their mean, to 4 decimals."""
+    return [f"{x:.4f}" for x in xs + [float(np.mean(xs))]]
 
 
 def fragmentation_md(f: dict[str, Any]) -> str:
-    c = f["chosen"]
+    c, by = f["chosen"], f["collections"]
+    cols = list(by)
+    rows = [[label] + [by[k][key] for k in cols] for label, key in (
+        ("BM25 alone (auto analyzer; its list from search_branches)", "bm25"),
+        ("dense MiniLM alone (its list from search_branches)", "dense"),
+        ("issue-13 default (foreign_weight 0.3; search_batch)", "issue13_default"),
+        ("default with fragmentation (search_batch)", "default"))]
+    rows += [["default - issue-13 default (p)"] + [diff_p(by[k]["default_vs_issue13"]) for k in cols],
+             ["default - best branch (p)"] + [diff_p(by[k]["default_vs_best_branch"]) for k in cols],
+             ["queries"] + [by[k]["n"] for k in cols],
+             ["offline fusion vs search_batch: max per-query difference"] + [f"{by[k]['offline_max_abs_diff']:.1e}" for k in cols]]
     out = ["\n## The default against its best single branch, through the search path (issue 22)\n",
-           "".join(f"- Run: {f['machine']['date']}, git {f['machine']['git_commit']}\n" for _ in [0]),
+           f"- Run: {f['machine']['date']}, git {f['machine']['git_commit']}\n",
            f"\nDev choice: foreign_weight {c['foreign_weight']:g}, fragmentation_weight {c['fragmentation_weight']:g} (dev mean "
-           f"{c['dev_mean']:.4f}; issue 13's 0.3 / 0: {c['issue13_dev_mean']:.4f}).\n\n"]
-    cols = list(f["collections"])
-    rows = []
-    for label, key in (("BM25 alone (auto analyzer; its list from search_branches)", "bm25"),
-                       ("dense MiniLM alone (its list from search_branches)", "dense"),
-                       ("issue-13 default (foreign_weight 0.3; search_batch)", "issue13_default"),
-                       ("default with fragmentation (search_batch)", "default")):
-        rows.append([label] + [f["collections"][k][key] for k in cols])
-    rows.append(["default - issue-13 default (p)"] + [
-        f"{f['collections'][k]['default_vs_issue13']['mean_diff']:+.4f} (p={f['collections'][k]['default_vs_issue13']['p_value']:.3g})" for k in cols])
-    rows.append(["default - best branch (p)"] + [
-        f"{f['collections'][k]['default_vs_best_branch']['mean_diff']:+.4f} (p={f['collections'][k]['default_vs_best_branch']['p_value']:.3g})" for k in cols])
-    rows.append(["queries"] + [f["collections"][k]["n"] for k in cols])
-    rows.append(["offline fusion vs search_batch: max per-query difference"] + [f"{f['collections'][k]['offline_max_abs_diff']:.1e}" for k in cols])
-    out.append(md_table(["nDCG@10, test split"] + cols, rows))
-    halves = [k for k in cols if "test_half" in f["collections"][k]]
+           f"{c['dev_mean']:.4f}; issue 13's 0.3 / 0: {c['issue13_dev_mean']:.4f}).\n\n",
+           md_table(["nDCG@10, test split"] + cols, rows)]
+    halves = [k for k in cols if "test_half" in by[k]]
     if halves:
         out.append("\nThe test halves (queries not used for the choice), search path:\n\n")
         out.append(md_table(["test half"] + halves, [
-            [key] + [f["collections"][k]["test_half"][key] for k in halves] for key in ("n", "bm25", "dense", "issue13_default", "default")
-        ] + [["default - issue-13 default (p)"] + [
-            f"{f['collections'][k]['test_half']['default_vs_issue13']['mean_diff']:+.4f} (p={f['collections'][k]['test_half']['default_vs_issue13']['p_value']:.3g})"
-            for k in halves]]))
+            [key] + [by[k]["test_half"][key] for k in halves] for key in ("n", "bm25", "dense", "issue13_default", "default")
+        ] + [["default - issue-13 default (p)"] + [diff_p(by[k]["test_half"]["default_vs_issue13"]) for k in halves]]))
     out.append("\nQuery fragmentation under MiniLM's tokenizer (share of word pieces continued or unknown):\n\n")
     out.append(md_table(["collection", "mean", "p10", "median", "p90"],
                         [[k, v["mean"], v["p10"], v["p50"], v["p90"]] for k, v in f["fragmentation"].items()]))
     out.append("\nDev grid (dev halves; nDCG@10 per `foreign_weight / fragmentation_weight`, mean of the two):\n\n")
     names = list(f["grid"])
-    keys = list(f["grid"][names[0]])
     out.append(md_table(["foreign / fragmentation"] + names + ["mean"],
-                        [[k] + [f"{f['grid'][n][k]:.4f}" for n in names] + [f"{np.mean([f['grid'][n][k] for n in names]):.4f}"] for k in keys]))
+                        [[k] + with_mean([f["grid"][n][k] for n in names]) for k in f["grid"][names[0]]]))
     out.append("\n" + f.get("notes", "") + "\n")
     return "".join(out)
 
 
 def markdown(report: dict[str, Any]) -> str:
     cols = list(report["collections"])
+
+    def at(c: str, s: str) -> dict[str, Any]:  # one collection's results on one split
+        return report["collections"][c]["splits"][s]
+
+    def dev_grid(key: str, intro: str, first: str, fmt: Any) -> str:
+        """A dev grid on the dev splits that have it, with the mean over them (the best mean in bold)."""
+        where = [(c, s) for c, s in dev if key in at(c, s)]
+        if not where:
+            return ""
+        vals = {k: [at(c, s)[key][k] for c, s in where] for k in at(*where[0])[key]}
+        best = max(vals, key=lambda k: float(np.mean(vals[k])))
+        return intro + md_table([first] + [f"{c} ({s})" for c, s in where] + ["mean"],
+                                [[f"**{k}**" if k == best else k] + fmt(vals[k]) for k in vals])
+
     out = [
         "# Beyond English: language-aware BM25, completed-score normalisation, adaptive fusion (issue 13)\n",
         machine_md(report["machine"]),
-        "".join(f"- Added in a later run ({', '.join(m['collections'])}): {m['machine']['date']}, git {m['machine']['git_commit']}\n"
-                for m in report.get("merged_runs", [])),
         "\nnDCG@10 on each collection's test split (judged queries), BM25 + all-MiniLM-L6-v2 (cached vectors), "
         "weights 0.5/0.5, depth 100, on Qdrant Edge through the library. p-values: paired randomisation test "
         "(`hybrid_retriever.evaluation.significance`, 10,000 sign flips).\n",
     ]
     if report.get("fragmentation"):
         out.append(fragmentation_md(report["fragmentation"]))
-    out.append("\n## nDCG@10 (test; issue 13, offline fusion of cached branch lists)\n")
     labels = [s[0] for s in SYSTEMS]
-    rows = [[label] + [report["collections"][c]["splits"]["test"]["ndcg@10"][label] for c in cols] for label in labels]
-    out.append(md_table(["system"] + cols, rows))
+    out.append("\n## nDCG@10 (test; issue 13, offline fusion of cached branch lists)\n")
+    out.append(md_table(["system"] + cols, [[label] + [at(c, "test")["ndcg@10"][label] for c in cols] for label in labels]))
     out.append("\n## Paired tests (test split): mean difference B - A and p\n")
-    tnames = list(report["collections"][cols[0]]["splits"]["test"]["tests"])
-    trow = []
-    for t in tnames:
-        cells = []
-        for c in cols:
-            x = report["collections"][c]["splits"]["test"]["tests"][t]
-            cells.append(f"{x['mean_diff']:+.4f} (p={x['p_value']:.3g})")
-        trow.append([t] + cells)
-    out.append(md_table(["test"] + cols, trow))
+    out.append(md_table(["test"] + cols, [[t] + [diff_p(at(c, "test")["tests"][t]) for c in cols] for t in at(cols[0], "test")["tests"]]))
     dev = [(c, s) for c in cols for s in report["collections"][c]["splits"] if s != "test"]
     if dev:
+        heads = [f"{c} ({s})" for c, s in dev]
         out.append("\n## Dev splits (where the choices were made)\n")
-        out.append(md_table(["system"] + [f"{c} ({s})" for c, s in dev],
-                            [[label] + [report["collections"][c]["splits"][s]["ndcg@10"][label] for c, s in dev] for label in labels]))
+        out.append(md_table(["system"] + heads, [[label] + [at(c, s)["ndcg@10"][label] for c, s in dev] for label in labels]))
         out.append("\nCompleted-score normalisation on dev (interpolation, auto analyzer, 0.5/0.5):\n\n")
-        keys = list(report["collections"][dev[0][0]]["splits"][dev[0][1]]["completion"])
-        out.append(md_table(["normalisation, completion"] + [f"{c} ({s})" for c, s in dev],
-                            [[k] + [report["collections"][c]["splits"][s]["completion"][k] for c, s in dev] for k in keys]))
-        grids = [(c, s) for c, s in dev if "clarity_grid" in report["collections"][c]["splits"][s]]
-        if grids:
-            out.append("\nAdaptive fusion's clarity parameters on dev (support off): nDCG@10 per `clarity_weight / "
-                       "sparse_clarity_offset` (0/0 = clarity off), and the mean over the dev splits (the first choice was "
-                       "its maximum):\n\n")
-            keys = list(report["collections"][grids[0][0]]["splits"][grids[0][1]]["clarity_grid"])
-            vals = {k: [report["collections"][c]["splits"][s]["clarity_grid"][k] for c, s in grids] for k in keys}
-            best = max(keys, key=lambda k: float(np.mean(vals[k])))
-            out.append(md_table(["clarity_weight / offset"] + [f"{c} ({s})" for c, s in grids] + ["mean"],
-                                [[("**" + k + "**") if k == best else k] + vals[k] + [float(np.mean(vals[k]))] for k in keys]))
-        others = [(c, s) for c, s in dev if "other_signals" in report["collections"][c]["splits"][s]]
+        out.append(md_table(["normalisation, completion"] + heads,
+                            [[k] + [at(c, s)["completion"][k] for c, s in dev] for k in at(*dev[0])["completion"]]))
+        out.append(dev_grid("clarity_grid", "\nAdaptive fusion's clarity parameters on dev (support off): nDCG@10 per "
+                            "`clarity_weight / sparse_clarity_offset` (0/0 = clarity off), and the mean over the dev splits "
+                            "(the first choice was its maximum):\n\n", "clarity_weight / offset",
+                            lambda xs: xs + [float(np.mean(xs))]))
+        others = [(c, s) for c, s in dev if "other_signals" in at(c, s)]
         if others:
             out.append("\nOther per-branch signals in place of NQC over the top 10 (dev, same mapping; the best "
                        "`clarity_weight / offset` of each by the mean over the dev splits, and that mean; NQC top 10 for "
                        "comparison):\n\n")
+            grids = {name: {k: [at(c, s)["other_signals"][name][k] for c, s in others] for k in g}
+                     for name, g in at(*others[0])["other_signals"].items()}
+            grids["NQC, top 10 (the library's)"] = {k: [at(c, s)["clarity_grid"][k] for c, s in others] for k in at(*others[0])["clarity_grid"]}
             rows = []
-            for name in report["collections"][others[0][0]]["splits"][others[0][1]]["other_signals"]:
-                g = {k: [report["collections"][c]["splits"][s]["other_signals"][name][k] for c, s in others]
-                     for k in report["collections"][others[0][0]]["splits"][others[0][1]]["other_signals"][name]}
+            for name, g in grids.items():
                 k = max(g, key=lambda x: float(np.mean(g[x])))
-                rows.append([name, k] + [f"{x:.4f}" for x in g[k] + [float(np.mean(g[k]))]])
-            cg = {k: [report["collections"][c]["splits"][s]["clarity_grid"][k] for c, s in others]
-                  for k in report["collections"][others[0][0]]["splits"][others[0][1]]["clarity_grid"]}
-            k = max(cg, key=lambda x: float(np.mean(cg[x])))
-            rows.append(["NQC, top 10 (the library's)", k] + [f"{x:.4f}" for x in cg[k] + [float(np.mean(cg[k]))]])
-            rows.append(["none (clarity off)", "0.0/0.0"] + [f"{x:.4f}" for x in cg["0.0/0.0"] + [float(np.mean(cg["0.0/0.0"]))]])
+                rows.append([name, k] + with_mean(g[k]))
+            rows.append(["none (clarity off)", "0.0/0.0"] + with_mean(grids["NQC, top 10 (the library's)"]["0.0/0.0"]))
             out.append(md_table(["signal", "best weight / offset"] + [f"{c} ({s})" for c, s in others] + ["mean"], rows))
-        joint = [(c, s) for c, s in dev if "joint_grid" in report["collections"][c]["splits"][s]]
-        if joint:
-            out.append("\nBoth signals together on dev: nDCG@10 per `support_weight / clarity_weight` (offset 0; the dev "
-                       "choice is the maximum of the mean; the default keeps both at 0, see the notes):\n\n")
-            keys = list(report["collections"][joint[0][0]]["splits"][joint[0][1]]["joint_grid"])
-            vals = {k: [report["collections"][c]["splits"][s]["joint_grid"][k] for c, s in joint] for k in keys}
-            best = max(keys, key=lambda k: float(np.mean(vals[k])))
-            out.append(md_table(["support_weight / clarity_weight"] + [f"{c} ({s})" for c, s in joint] + ["mean"],
-                                [[("**" + k + "**") if k == best else k] + [f"{x:.4f}" for x in vals[k] + [float(np.mean(vals[k]))]]
-                                 for k in keys]))
+        out.append(dev_grid("joint_grid", "\nBoth signals together on dev: nDCG@10 per `support_weight / clarity_weight` "
+                            "(offset 0; the dev choice is the maximum of the mean; the default keeps both at 0, see the "
+                            "notes):\n\n", "support_weight / clarity_weight", with_mean))
     out.append("\n## Completed-score normalisation on every collection (test; interpolation, auto analyzer, 0.5/0.5)\n")
-    keys = list(report["collections"][cols[0]]["splits"]["test"]["completion"])
     out.append(md_table(["normalisation, completion"] + cols,
-                        [[k] + [report["collections"][c]["splits"]["test"]["completion"][k] for c in cols] for k in keys]))
+                        [[k] + [at(c, "test")["completion"][k] for c in cols] for k in at(cols[0], "test")["completion"]]))
     fw = [c for c in cols if "foreign_weight" in report["collections"][c]]
     if fw:
         out.append("\n## Adaptive: foreign_weight (dense weight multiplier outside the model's languages), test\n")
@@ -833,47 +732,44 @@ def markdown(report: dict[str, Any]) -> str:
         out.append(md_table(["collection", "fixed ms", "adaptive ms", "added ms"],
                             [[c, x["fixed_ms"], x["adaptive_ms"], x["added_ms"]] for c, x in report["cost"].items()]))
     if report.get("mixed"):
-        m = report["mixed"]
-        out.append(f"\n## Mixed-language corpus: the three xquad-r corpora in one index ({m['documents']:,} documents, "
-                   f"{m['queries']:,} queries, test)\n")
-        out.append("".join(f"- BM25 `{a}`: {d}\n" for a, d in m["analyzers"].items()))
-        out.append("\nnDCG@10 by the queries' language (each query's judged document is the one in its own language):\n\n")
-        names = list(next(iter(m["ndcg@10"].values())))
-        out.append(md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10"].items()]))
-        out.append("\nThe same runs with the judged document's translations in the two other languages relevant too (the "
-                   "corpora are parallel):\n\n")
-        out.append(md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10_translations_relevant"].items()]))
-        out.append("\nPer-document languages vs the majority's analyzer (own-language qrels; mean difference, p):\n\n")
-        out.append(md_table(["system"] + names, [[what] + [f"{t[n]['mean_diff']:+.4f} (p={t[n]['p_value']:.3g})" for n in names]
-                                                 for what, t in m["tests"].items()]))
-        acc = m["query_language_accuracy"]
-        out.append(
-            f"\nLanguage routing: documents placed in their own language {m['document_language_accuracy']:.3f}; queries "
-            + ", ".join(f"{n} {acc[n]:.3f}" for n in names)
-            + f". Detection costs {m['detection_ms']['per_document']:.2f} ms per document at ingest and "
-            f"{m['detection_ms']['per_query']:.2f} ms per query.\n"
-        )
+        out.append(mixed_md(report["mixed"]))
     if report.get("bm25_grid"):
         g = report["bm25_grid"]
         out.append("\n## BM25 k1 / b on the dev splits (auto analyzer, adaptive default fusion)\n")
-        cols_dev = list(next(iter(g["dev"].values())))
-        out.append(md_table(["setting"] + cols_dev + ["mean"], [
-            [("**" + n + "**") if n == g["chosen"] else n] + [f"{v[c]:.4f}" for c in cols_dev] + [f"{float(np.mean(list(v.values()))):.4f}"]
-            for n, v in g["dev"].items()]))
+        out.append(md_table(["setting"] + list(next(iter(g["dev"].values()))) + ["mean"],
+                            [[f"**{n}**" if n == g["chosen"] else n] + with_mean(list(v.values())) for n, v in g["dev"].items()]))
         out.append(f"\nThe dev choice ({g['chosen']}, since then the default) against Qdrant's ({g['default']}, the default "
                    "before) on every test split, run once:\n\n")
         out.append(md_table(["collection", "BM25, k1 before", "BM25, dev choice", "adaptive, k1 before", "adaptive, dev choice",
-                             "difference (p)"], [
-            [c, x["bm25_default"], x["bm25_chosen"], x["default"], x["chosen"], f"{x['test']['mean_diff']:+.4f} (p={x['test']['p_value']:.3g})"]
-            for c, x in g["test"].items()]))
+                             "difference (p)"], [[c, x["bm25_default"], x["bm25_chosen"], x["default"], x["chosen"], diff_p(x["test"])]
+                                                 for c, x in g["test"].items()]))
     out.append("\n" + report.get("notes", "") + "\n")
     return "".join(out)
 
 
+def mixed_md(m: dict[str, Any]) -> str:
+    names = list(next(iter(m["ndcg@10"].values())))
+    acc = m["query_language_accuracy"]
+    return "".join([
+        f"\n## Mixed-language corpus: the three xquad-r corpora in one index ({m['documents']:,} documents, "
+        f"{m['queries']:,} queries, test)\n",
+        "".join(f"- BM25 `{a}`: {d}\n" for a, d in m["analyzers"].items()),
+        "\nnDCG@10 by the queries' language (each query's judged document is the one in its own language):\n\n",
+        md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10"].items()]),
+        "\nThe same runs with the judged document's translations in the two other languages relevant too (the "
+        "corpora are parallel):\n\n",
+        md_table(["system"] + names, [[label] + [v[n] for n in names] for label, v in m["ndcg@10_translations_relevant"].items()]),
+        "\nPer-document languages vs the majority's analyzer (own-language qrels; mean difference, p):\n\n",
+        md_table(["system"] + names, [[what] + [diff_p(t[n]) for n in names] for what, t in m["tests"].items()]),
+        f"\nLanguage routing: documents placed in their own language {m['document_language_accuracy']:.3f}; queries "
+        + ", ".join(f"{n} {acc[n]:.3f}" for n in names)
+        + f". Detection costs {m['detection_ms']['per_document']:.2f} ms per document at ingest and "
+        f"{m['detection_ms']['per_query']:.2f} ms per query.\n",
+    ])
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--collections", nargs="+", default=COLLECTIONS)
-    ap.add_argument("--gather-only", action="store_true", help="only build the branch-data cache")
-    ap.add_argument("--merge", action="store_true", help="add these collections to the existing results file")
     ap.add_argument("--mixed", action="store_true", help="only the mixed-language corpus, added to the existing results")
     ap.add_argument("--fragmentation", action="store_true", help="only issue 22: the fragmentation signal chosen on dev halves, "
                     "then every collection through the search path, added to the existing results")
@@ -882,43 +778,30 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     info = machine_info()
-    if args.fragmentation:
+    if args.fragmentation or args.mixed or args.bm25_grid:  # a section added to the existing results
         report = read_results("multilingual")
-        previous = report.get("fragmentation")
-        report["fragmentation"] = {"machine": previous["machine"] if previous and not all(
-            n in args.collections for n in SPLIT_HALVES) else info, **evaluate_fragmentation(args, previous), "notes": FRAG_NOTES}
-        order = [c for c in COLLECTIONS if c in report["fragmentation"]["collections"]]
-        report["fragmentation"]["collections"] = {c: report["fragmentation"]["collections"][c] for c in order}
-        report["notes"] = NOTES
-        write_results("multilingual", report, markdown(report))
-        return
-    if args.mixed or args.bm25_grid:
-        report = read_results("multilingual")
+        if args.fragmentation:
+            previous = report.get("fragmentation")
+            frag = report["fragmentation"] = {"machine": previous["machine"] if previous and not all(
+                n in args.collections for n in SPLIT_HALVES) else info, **evaluate_fragmentation(args, previous)}
+            frag["collections"] = {c: frag["collections"][c] for c in COLLECTIONS if c in frag["collections"]}
         if args.mixed:
             report["mixed"] = {"machine": info, **evaluate_mixed(args.datasets)}
         if args.bm25_grid:
             report["bm25_grid"] = {"machine": info, **evaluate_bm25_grid(args.datasets)}
-        report["notes"] = NOTES
-        write_results("multilingual", report, markdown(report))
+        write_results("multilingual", report, render(report))
         return
-    data = gather(args)
-    if args.gather_only:
-        return
-    report: dict[str, Any] = {"machine": info, "defaults": {"fixed": FIXED_DEFAULT, "adaptive": NEW_DEFAULT}, "collections": {}, "detection": {}, "cost": {}}
-    if args.merge and read_results("multilingual"):
-        report = read_results("multilingual")
-        report.setdefault("merged_runs", []).append({"collections": args.collections, "machine": info})
-    for name, per in data.items():
+    report: dict[str, Any] = {"machine": info, "defaults": {"fixed": FIXED_DEFAULT, "adaptive": NEW_DEFAULT}, "collections": {},
+                              "detection": {}, "cost": {}}
+    for name, per in gather(args).items():
         log.info("%s: evaluating", name)
         report["collections"][name] = evaluate_collection(name, per)
         if name.startswith("xquad-r/"):
-            lang = {"en": "english", "de": "german", "zh": "chinese"}[name.split("/")[1]]
-            report["detection"][name] = detection_accuracy(per["collection"], lang)
+            report["detection"][name] = detection_accuracy(per["collection"], MIXED_PARTS[name.split("/")[1]])
         report["cost"][name] = adaptive_cost(per)
     info["loadavg_end"] = list(__import__("os").getloadavg())
     report["collections"] = {c: report["collections"][c] for c in COLLECTIONS if c in report["collections"]}
-    report["notes"] = NOTES
-    write_results("multilingual", report, markdown(report))
+    write_results("multilingual", report, render(report))
 
 
 def render(report: dict[str, Any]) -> str:

