@@ -12,6 +12,7 @@ import contextlib
 import gc
 import io
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -46,6 +47,45 @@ def test_result_header_names_a_command_that_still_parses(md: Path) -> None:
         assert md.stem in question(args.question).render, f"{md.name}: {args.question} does not render it"
     prov = json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))["provenance"]
     assert (prov["git_commit"], prov["config_hash"]) == (m["commit"], m["config"]), f"{md.name}: header and JSON disagree"
+
+
+#: The documents that quote benchmark commands to their readers.
+DOCS = [harness.REPO / "README.md", harness.BENCH / "README.md", *sorted((harness.REPO / "docs").glob("*.md"))]
+#: A quoted command: inside a code span (which may wrap onto a second line), or on a line of a code block (up to a comment).
+QUOTED = re.compile(r"python -m benchmarks ([^`#\n]+(?:\n[^`#\n]+)?)`|python -m benchmarks ([^`#\n]+)")
+
+
+def quoted_commands(text: str) -> list[list[str]]:
+    """The argument lists of the concrete ``python -m benchmarks`` commands in ``text`` (not the synopses that
+    name a placeholder QUESTION, optional ``[...]`` parts or an ellipsis); ``OLD_CHECKOUT`` stands for any folder."""
+    found = []
+    for m in QUOTED.finditer(text):
+        words = shlex.split((m[1] or m[2]).replace("OLD_CHECKOUT", "/old"))
+        if words and "QUESTION" not in words and not any(w.startswith("[") or w in ("…", "...") for w in words):
+            found.append(words)
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(p.relative_to(harness.REPO)) for p in DOCS])
+def test_documents_quote_commands_that_still_parse(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    old = re.findall(r"python3? benchmarks/\w+\.py", text)
+    assert not old, f"{doc.name} quotes benchmark scripts that no longer exist: {old}; quote `python -m benchmarks QUESTION ...`"
+    ap = parser()
+    for words in quoted_commands(text):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                ap.parse_args(words)
+            except SystemExit:
+                pytest.fail(f"{doc.name}: `python -m benchmarks {shlex.join(words)}` no longer parses: "
+                            f"{err.getvalue().strip().splitlines()[-1]}")
+
+
+def test_quoted_commands_are_found() -> None:
+    text = "run `python -m benchmarks latency --stores edge\n--queries 150` or\n    nice python -m benchmarks prf tune   # dev\n"
+    assert quoted_commands(text) == [["latency", "--stores", "edge", "--queries", "150"], ["prf", "tune"]]
+    assert quoted_commands("`python -m benchmarks QUESTION [--smoke]`") == []
 
 
 def test_header_check_catches_a_removed_option() -> None:
