@@ -3,34 +3,18 @@
     python -m benchmarks latency                  # both scales, both stores (~15-25 min on 2 cores)
     python -m benchmarks latency --scales scifact --stores edge
 
-Scales: ``scifact`` (the real 5,183 SciFact documents, MiniLM vectors from the cache) and ``100k``
-(SYNTHETIC: 100,000 documents whose text is a random mix of real SciFact and NFCorpus sentences of
-SciFact-like length, and whose dense vector is the normalised mean of its source documents' cached
-MiniLM vectors plus Gaussian jitter; see ``synth_corpus``). Queries: SciFact test queries.
+Scales: ``scifact`` (the real documents, MiniLM vectors from the cache) and ``100k`` (synthetic: :func:`synth_corpus`).
+Stores: Qdrant Edge (the library default, after ``optimize()``) and qdrant-client ``:memory:`` (pure-Python local mode;
+few queries at 100K because its sparse search takes about a second). Queries: SciFact test queries, the systems
+interleaved query by query (``harness.interleaved``) so shared-CPU noise hits all alike: each branch's search, the fused
+search with the query vectors pre-encoded and end to end (:func:`measure`), the same work written by hand (raw encoders
+and Edge calls) and concurrency strategies for one query (:func:`edge_raw_systems`), LangChain's ``EnsembleRetriever``
+(:func:`ensemble_vs_library`). The library runs its default dense encoder (:func:`default_dense`); LangChain's
+embeddings and ingestion's raw encoders run sentence-transformers.
 
-Stores: Qdrant Edge (the library default, after ``optimize()``) and qdrant-client ``:memory:``
-(pure-Python local mode; few queries at 100K because its sparse search takes about a second).
-
-Measured, interleaved query by query (random order per query) so shared-CPU noise hits all alike:
-
-- per branch search only: one ``Store.search_batch`` request of that branch (depth 100, vector pre-encoded);
-- fused search only: ``HybridRetriever.search(q)`` with query vectors pre-encoded (branch searches +
-  score completion + fusion + payload fetch of the top 10);
-- end to end: ``HybridRetriever.search(q)`` including query encoding;
-- raw (Edge): MiniLM on the library's ONNX Runtime session by hand + ``Bm25.embed_query`` + the same Edge calls made directly
-  (``query_batch`` of both branches, one completion ``query_batch``, ``retrieve`` of 10 payloads);
-  the library's overhead is end-to-end / raw - 1;
-- concurrency strategies for one query (encoders sequential vs threads; Edge ``query_batch`` vs
-  separate ``query`` calls vs threads; one request with prefetches; overlapping BM25 search with
-  dense encoding);
-- LangChain ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore, same documents and vectors).
-
-The library runs its default dense encoder (MiniLM on ONNX Runtime, no torch: :func:`default_dense`); LangChain's
-embeddings and ingestion's raw encoders run sentence-transformers. The Ensemble comparison reports wall and CPU time.
-
-Ingestion (docs/s with precomputed vectors and with MiniLM encoding), ``optimize()`` time, peak RSS and
-disk size of the 100K Edge index are measured in child processes (``--smoke``: one store, one scale, a few
-queries, one ingestion round, the build in this process and one child, for the serving RSS). Writes ``results/latency.{json,md}``.
+Ingestion, ``optimize()`` time, peak RSS and disk of the Edge index are measured in child processes (``--smoke``: one
+store, one scale, a few queries, one ingestion round, the build in this process and one child, for the serving RSS).
+Writes ``results/latency.{json,md}``.
 """
 
 from __future__ import annotations
@@ -42,8 +26,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,9 +34,9 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (SETTINGS, Question, cache, dense_branch, edge_request, fused_edge_calls, git_commit, hwm_mb,
+from benchmarks.harness import (SETTINGS, Question, cache, child_json, dense_branch, edge_query_vectors, edge_request, fused_edge_calls, git_commit, hwm_mb,
     interleaved, load_collection, load_embeddings, log, machine_info, machine_md, md_table, peak_rss_mb,
-    percentiles, read_results, reset_peak_rss, rss_mb, with_cached_queries, write_results)
+    percentiles, reset_peak_rss, rss_mb, with_cached_queries, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
@@ -138,30 +120,26 @@ def scale_data(root: Path, scale: str) -> tuple[list[str], list[str], np.ndarray
 # ---------------------------------------------------------------------------- index building
 
 
-def edge_config(path: Path) -> RetrieverConfig:
-    return RetrieverConfig.model_validate(
-        {"store": {"kind": "edge", "path": str(path), "optimize_after_add": 0}, "runtime": {"show_progress": True}}
-    )
+def retriever(dense: Any, path: Path | None = None, memory: str = "") -> HybridRetriever:
+    """The default BM25 + dense retriever with the given dense branch object, on the Qdrant Edge index at ``path``
+    (opened, or made when there is none; no optimisation after adding) or on a qdrant-client ``:memory:`` collection."""
+    store = ({"kind": "qdrant", "location": ":memory:", "collection": memory} if memory
+             else {"kind": "edge", "path": str(path), "optimize_after_add": 0})
+    cfg = RetrieverConfig.model_validate({"store": store, "runtime": {"show_progress": True}})
+    return HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
 
 
-def memory_config(name: str) -> RetrieverConfig:
-    return RetrieverConfig.model_validate(
-        {"store": {"kind": "qdrant", "location": ":memory:", "collection": name}, "runtime": {"show_progress": True}}
-    )
-
-
-def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
+def child_build_edge(root: Path, scale: str, path: Path) -> dict[str, Any]:
     """(Child process) build an Edge index with precomputed dense vectors; record time, RSS and disk."""
     dense = dense_branch()
     ids, texts, vectors = scale_data(root, scale)
     docs = [Document(text=t, id=i) for i, t in zip(ids, texts)]
     vec_list = list(vectors)
     shutil.rmtree(path, ignore_errors=True)
-    cfg = edge_config(path)
     gc.collect()
     rss0 = rss_mb()
     peak_reset = reset_peak_rss()  # the peak from here on: model loading and data reading are excluded
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, path)
     t0 = time.perf_counter()
     r.add_documents(docs, vectors={"dense": vec_list})
     ingest = time.perf_counter() - t0
@@ -172,7 +150,7 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
     rss_opt = rss_mb()
     store = r.store
     r.close()
-    stats = {
+    return {
         "docs": len(docs),
         "ingest_s": ingest,
         "ingest_docs_per_s": len(docs) / ingest,
@@ -187,7 +165,6 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
         "disk_mb": store.disk_bytes() / 2**20,  # type: ignore[attr-defined]
         "note": "rss_before includes the loaded MiniLM model and the corpus (texts + vectors) in memory",
     }
-    out.write_text(json.dumps(stats, indent=2))
 
 
 def default_dense() -> Any:
@@ -203,31 +180,20 @@ def default_dense() -> Any:
     return b
 
 
-def child_serve_rss(root: Path, path: Path, out: Path) -> None:
+def child_serve_rss(root: Path, path: Path) -> dict[str, Any]:
     """(Child process) RSS of a process that opens the index and answers 50 queries (the default, torch-free encoder)."""
     dense = default_dense()
     col = load_collection(root, "scifact")
     queries = [col.queries[q] for q in col.judged("test")][:50]
     rss0 = rss_mb()
-    cfg = edge_config(path)
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, path)
     rss_open = rss_mb()
     for q in queries:
         r.search(q)
     rss_q = rss_mb()
     r.close()
-    out.write_text(json.dumps({"rss_before_open_mb": rss0, "rss_after_open_mb": rss_open, "rss_after_50_queries_mb": rss_q,
-                               "index_rss_mb": rss_q - rss0}, indent=2))
-
-
-def run_child(args: list[str], timeout: int = 3600) -> dict[str, Any]:
-    out = cache("latency") / f"child-{os.getpid()}-{time.time_ns()}.json"
-    cmd = [sys.executable, "-m", "benchmarks", "latency", *args, "--child-out", str(out), *(["--smoke"] if SETTINGS.smoke else [])]
-    log.info("child: %s", " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, timeout=timeout)
-    data = json.loads(out.read_text())
-    out.unlink()
-    return data
+    return {"rss_before_open_mb": rss0, "rss_after_open_mb": rss_open, "rss_after_50_queries_mb": rss_q,
+            "index_rss_mb": rss_q - rss0}
 
 
 def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, Any]]:
@@ -236,38 +202,30 @@ def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, A
     stats_file = cache("latency") / f"edge-{scale}.build.json"
     if rebuild or not stats_file.is_file() or not (path / "manifest.json").is_file():
         if SETTINGS.smoke:  # --smoke starts one child process only (serving RSS): the build runs here
-            child_build_edge(root, scale, path, stats_file)
+            build = child_build_edge(root, scale, path)
         else:
-            stats_file.write_text(json.dumps(run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)]), indent=2))
+            build = child_json("latency", ["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)])
+        stats_file.write_text(json.dumps(build, indent=2))
     else:
         log.info("reusing %s (built earlier; --rebuild to rebuild)", path)
     return path, json.loads(stats_file.read_text())
 
 
-# ---------------------------------------------------------------------------- cached queries
-
-
 # ------------------------------------------------------------------------------- measurement
 
 
-def with_depth(r: HybridRetriever, depth: int) -> HybridRetriever:
-    """A shallow copy of ``r`` whose branches return ``depth`` candidates each."""
-    rd = copy.copy(r)
+def variant(r: HybridRetriever, depth: int = 0, only: str = "") -> HybridRetriever:
+    """A shallow copy of ``r`` (same store, same library path) whose branches return ``depth`` candidates each, or
+    that searches branch ``only``."""
+    rv = copy.copy(r)
     data = r.config.model_dump()
     for b in data["branches"]:
-        b["depth"] = depth
-    rd.config = RetrieverConfig.validate_data(data)
-    return rd
-
-
-def single_branch(r: HybridRetriever, name: str) -> HybridRetriever:
-    """A shallow copy of ``r`` that searches one branch only (same store, same library path)."""
-    rs = copy.copy(r)
-    data = r.config.model_dump()
-    data["branches"] = [b for b in data["branches"] if (b.get("name") or b["kind"]) == name]
-    rs.config = RetrieverConfig.validate_data(data)
-    rs.branches = {name: r.branches[name]}
-    return rs
+        b["depth"] = depth or b["depth"]
+    if only:
+        data["branches"] = [b for b in data["branches"] if (b.get("name") or b["kind"]) == only]
+        rv.branches = {only: r.branches[only]}
+    rv.config = RetrieverConfig.validate_data(data)
+    return rv
 
 
 def raw_onnx_encoder(r: HybridRetriever) -> Callable[[str], list[float]]:
@@ -300,9 +258,7 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
 
     shard = r.store.shard  # type: ignore[attr-defined]
     bm25 = r.branches["bm25"]._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch uses
-    sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
-    dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
-
+    sparse_q, dense_q = edge_query_vectors(table)
     enc_dense = raw_onnx_encoder(r)
 
     def enc_sparse(q: str) -> Any:
@@ -391,15 +347,16 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
     }
 
 
-def measure(
-    r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool, e2e: bool = True
-) -> dict[str, Any]:
+def measure(r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool) -> dict[str, Any]:
     r.search(queries[0])  # checks the index settings once: the shallow copies below (one branch each) share that
     rc, table = with_cached_queries(r, queries)
     store = r.store
 
     def branch(name: str) -> Callable[[str], Any]:
         return lambda q: store.search_batch([SearchRequest(vector_name=name, vector=table[name][q], limit=DEPTH)])
+
+    def searcher(s: HybridRetriever) -> Callable[[str], Any]:
+        return lambda q: s.search(q)
 
     systems: dict[str, Callable[[str], Any]] = {
         "bm25 search": branch("bm25"),
@@ -409,15 +366,14 @@ def measure(
         "fused: search_branches + completion": lambda q: rc.search_branches([q], complete=True),
     }
     for name in r.branches:
-        systems[f"{name}-only library search (pre-encoded)"] = (lambda s: lambda q: s.search(q))(single_branch(rc, name))
-    if e2e:
-        systems["library e2e search"] = lambda q: r.search(q)
-        systems["dense-only library search (e2e)"] = (lambda s: lambda q: s.search(q))(single_branch(r, "dense"))
+        systems[f"{name}-only library search (pre-encoded)"] = searcher(variant(rc, only=name))
+    systems["library e2e search"] = lambda q: r.search(q)
+    systems["dense-only library search (e2e)"] = searcher(variant(r, only="dense"))
     pool = ThreadPoolExecutor(max_workers=2)
     if raw:
         systems.update(edge_raw_systems(r, table, pool))
         for d in DEPTH_SWEEP:  # what a deeper (or shallower) default branch depth would cost
-            systems[f"fused search (pre-encoded), depth {d}"] = (lambda s: lambda q: s.search(q))(with_depth(rc, d))
+            systems[f"fused search (pre-encoded), depth {d}"] = searcher(variant(rc, depth=d))
     times: dict[str, list[float]] = {}
     res = interleaved(systems, queries, warmup, desc, keep=times)
     if raw:
@@ -463,13 +419,12 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
     texts = [t for _, t in keep]
     docs = lambda: [Document(text=t, id=i) for i, t in keep]  # noqa: E731
     rates: dict[str, list[float]] = {"library_encode": [], "raw_encoders": [], "library_precomputed": []}
-    bm25 = build_branch(edge_config(tmp / "x").branches[0])
+    bm25 = build_branch(RetrieverConfig().branches[0])
     bm25.fit(texts)
     bm25_model = bm25._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch would use
 
     def library_encode(k: int) -> None:
-        cfg = edge_config(tmp / f"enc{k}")
-        with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        with retriever(dense, tmp / f"enc{k}") as r:
             t0 = time.perf_counter()
             r.add_documents(docs())
             rates["library_encode"].append(len(keep) / (time.perf_counter() - t0))
@@ -482,8 +437,7 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
         rates["raw_encoders"].append(len(keep) / (time.perf_counter() - t0))
 
     def library_precomputed(k: int) -> None:
-        cfg = edge_config(tmp / f"pre{k}")
-        with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        with retriever(dense, tmp / f"pre{k}") as r:
             t0 = time.perf_counter()
             r.add_documents(docs(), vectors={"dense": list(emb.doc_vectors([i for i, _ in keep]))})
             rates["library_precomputed"].append(len(keep) / (time.perf_counter() - t0))
@@ -500,8 +454,7 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
 
 
 def build_memory(ids: list[str], texts: list[str], vectors: np.ndarray, dense: Any, name: str) -> tuple[HybridRetriever, dict[str, Any]]:
-    cfg = memory_config(name)
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, memory=name)
     rss0 = rss_mb()
     t0 = time.perf_counter()
     r.add_documents([Document(text=t, id=i) for i, t in zip(ids, texts)], vectors={"dense": list(vectors)})
@@ -558,7 +511,6 @@ def ensemble_vs_library(
     res["build_s"] = build
     res["rss_delta_mb"] = rss
     res["speedup_p50"] = res["LangChain EnsembleRetriever.invoke"]["p50"] / res["hybrid-retriever search (e2e)"]["p50"]
-    del ens, bm25, store, lc_docs
     return res
 
 
@@ -581,19 +533,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     # internal: child processes
     ap.add_argument("--child-build-edge", metavar="SCALE")
     ap.add_argument("--child-serve-rss", action="store_true")
-    ap.add_argument("--refresh-builds", action="store_true",
-                    help="only rebuild the Edge indexes (child processes) and update their rows in results/latency.*")
     ap.add_argument("--index", type=Path)
     ap.add_argument("--child-out", type=Path)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.child_build_edge:
-        return child_build_edge(args.datasets, args.child_build_edge, args.index, args.child_out)
+        return args.child_out.write_text(json.dumps(child_build_edge(args.datasets, args.child_build_edge, args.index)))
     if args.child_serve_rss:
-        return child_serve_rss(args.datasets, args.index, args.child_out)
-    if args.refresh_builds:
-        return refresh_builds(args)
+        return args.child_out.write_text(json.dumps(child_serve_rss(args.datasets, args.index)))
 
     info = machine_info()
     dense = dense_branch()  # sentence-transformers: LangChain's embeddings, ingestion's raw encoders
@@ -620,9 +568,8 @@ def run(args: argparse.Namespace) -> None:
             if "edge" in args.stores:
                 path, build = edge_index(args.datasets, scale, args.rebuild)
                 sres["edge_build"] = build
-                sres["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
-                cfg = edge_config(path)
-                r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), library_dense])
+                sres["edge_serve"] = child_json("latency", ["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
+                r = retriever(library_dense, path)
                 gc.collect()
                 gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
                 sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
@@ -648,23 +595,6 @@ def run(args: argparse.Namespace) -> None:
     result["targets"] = targets(result)
     result["provenance"] = {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
     write_results("latency", result, render(result), rendered_only=True)  # rendered with its provenance
-
-
-def refresh_builds(args: Any) -> None:
-    """Rebuild the Edge indexes and replace their build/serving rows in an existing results/latency.json."""
-    res = read_results("latency")
-    for scale in args.scales:
-        if scale not in res["scales"]:
-            continue
-        path, build = edge_index(args.datasets, scale, rebuild=True)
-        res["scales"][scale]["edge_build"] = build
-        res["scales"][scale]["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
-    res["builds_refreshed"] = machine_info()["date"]
-    res["targets"] = targets(res)
-    prov = res.get("provenance") or {"git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
-    commands = [c for c in prov.get("command", "").split(" + ") if c]
-    res["provenance"] = {**prov, "command": " + ".join([*commands, SETTINGS.command])}  # the run's, then this refresh
-    write_results("latency", res, render(res), rendered_only=True)
 
 
 def measured_stores(scale: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
