@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -150,6 +151,7 @@ def child_build_edge(root: Path, scale: str, path: Path) -> dict[str, Any]:
     rss_opt = rss_mb()
     store = r.store
     r.close()
+    peak = hwm_mb() if peak_reset else peak_rss_mb()  # closing included
     return {
         "docs": len(docs),
         "ingest_s": ingest,
@@ -159,8 +161,8 @@ def child_build_edge(root: Path, scale: str, path: Path) -> dict[str, Any]:
         "rss_before_mb": rss0,
         "rss_after_ingest_mb": rss_ingest,
         "rss_after_optimize_mb": rss_opt,
-        "peak_rss_mb": hwm_mb() if peak_reset else peak_rss_mb(),
-        "peak_rss_over_start_mb": (hwm_mb() if peak_reset else peak_rss_mb()) - rss0,
+        "peak_rss_mb": peak,
+        "peak_rss_over_start_mb": peak - rss0,
         "peak_covers_build_only": peak_reset,
         "disk_mb": store.disk_bytes() / 2**20,  # type: ignore[attr-defined]
         "note": "rss_before includes the loaded MiniLM model and the corpus (texts + vectors) in memory",
@@ -542,6 +544,7 @@ def run(args: argparse.Namespace) -> None:
         return args.child_out.write_text(json.dumps(child_build_edge(args.datasets, args.child_build_edge, args.index)))
     if args.child_serve_rss:
         return args.child_out.write_text(json.dumps(child_serve_rss(args.datasets, args.index)))
+    import torch
 
     info = machine_info()
     dense = dense_branch()  # sentence-transformers: LangChain's embeddings, ingestion's raw encoders
@@ -550,47 +553,39 @@ def run(args: argparse.Namespace) -> None:
     col = load_collection(args.datasets, "scifact")
     queries = [col.queries[q] for q in col.judged("test")]
     result: dict[str, Any] = {"machine": info, "scales": {}, "depth": DEPTH}
-    tmp = cache("latency") / f"tmp-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        import torch
-
-        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, tmp,
+    with tempfile.TemporaryDirectory(dir=cache("latency")) as tmp:  # its indexes
+        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, Path(tmp),
                                                               rounds=1 if SETTINGS.smoke else 2)
-        result["ingest_with_encoding"]["torch_threads"] = torch.get_num_threads()
-        log.info("ingest with encoding: %s", result["ingest_with_encoding"])
-        if args.torch_threads:
-            torch.set_num_threads(args.torch_threads)
-        result["torch_threads_queries"] = torch.get_num_threads()
-        for scale in args.scales:
-            ids, texts, vectors = scale_data(args.datasets, scale)
-            sres: dict[str, Any] = {"docs": len(ids), "synthetic": scale != "scifact"}
-            if "edge" in args.stores:
-                path, build = edge_index(args.datasets, scale, args.rebuild)
-                sres["edge_build"] = build
-                sres["edge_serve"] = child_json("latency", ["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
-                r = retriever(library_dense, path)
-                gc.collect()
-                gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
-                sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
-                if scale != "scifact" or len(args.scales) == 1:
-                    sres["ensemble"] = ensemble_vs_library(
-                        r, ids, texts, vectors, dense, queries[: args.ensemble_queries], 2
-                    )
-                r.close()
-            if "memory" in args.stores:
-                nq = args.memory_queries[0 if scale == "scifact" else 1]
-                r, mbuild = build_memory(ids, texts, vectors, library_dense, f"lat{scale}")
-                gc.collect()
-                gc.freeze()
-                sres["memory_build"] = mbuild
-                sres["memory"] = measure(r, queries[:nq], 2 if nq > 10 else 1, f":memory: {scale}", raw=False)
-                r.close()
-                del r
-            result["scales"][scale] = sres
-            (cache("latency") / "partial.json").write_text(json.dumps(result, indent=2, default=str))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result["ingest_with_encoding"]["torch_threads"] = torch.get_num_threads()
+    log.info("ingest with encoding: %s", result["ingest_with_encoding"])
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    result["torch_threads_queries"] = torch.get_num_threads()
+    for scale in args.scales:
+        ids, texts, vectors = scale_data(args.datasets, scale)
+        sres: dict[str, Any] = {"docs": len(ids), "synthetic": scale != "scifact"}
+        if "edge" in args.stores:
+            path, build = edge_index(args.datasets, scale, args.rebuild)
+            sres["edge_build"] = build
+            sres["edge_serve"] = child_json("latency", ["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
+            r = retriever(library_dense, path)
+            gc.collect()
+            gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
+            sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
+            if scale != "scifact" or len(args.scales) == 1:
+                sres["ensemble"] = ensemble_vs_library(r, ids, texts, vectors, dense, queries[: args.ensemble_queries], 2)
+            r.close()
+        if "memory" in args.stores:
+            nq = args.memory_queries[0 if scale == "scifact" else 1]
+            r, mbuild = build_memory(ids, texts, vectors, library_dense, f"lat{scale}")
+            gc.collect()
+            gc.freeze()
+            sres["memory_build"] = mbuild
+            sres["memory"] = measure(r, queries[:nq], 2 if nq > 10 else 1, f":memory: {scale}", raw=False)
+            r.close()
+            del r
+        result["scales"][scale] = sres
+        (cache("latency") / "partial.json").write_text(json.dumps(result, indent=2, default=str))
     info["loadavg_end"] = list(os.getloadavg())
     result["targets"] = targets(result)
     result["provenance"] = {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
@@ -664,65 +659,52 @@ def render(res: dict[str, Any]) -> str:
         "hotpath.md splits it by stage). One Edge request with prefetches and server-side fusion comes closest to the "
         "slowest branch and returns no per-branch scores (`fusion.server_side`).\n"
     )
+    stores = [(scale, store, m) for scale, s in res["scales"].items() for store, m in measured_stores(s)]
+    edges = [(scale, s["edge"]) for scale, s in res["scales"].items() if s.get("edge")]
     main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "bm25-only library search (pre-encoded)",
                  "dense-only library search (pre-encoded)", "library e2e search", "dense-only library search (e2e)",
                  "raw e2e (encode both + Edge calls)", "raw Edge calls only (pre-encoded)", "raw MiniLM encode only (ONNX Runtime by hand)",
                  "raw BM25 encode only"]
     out.append("\n## Search latency (ms/query, p50 / p95)\n\n")
     rows = []
-    for scale, s in res["scales"].items():
-        for store, m in measured_stores(s):
-            for k in main_rows:
-                if k in m:
-                    rows.append([scale, "Edge" if store == "edge" else ":memory:", k, m[k]["n"], m[k]["p50"], m[k]["p95"]])
-            rows.append([scale, "Edge" if store == "edge" else ":memory:", "fusion only (fuse), mean", m["fusion only (fuse)"]["n"], m["fusion only (fuse)"]["mean"], None])
+    for scale, store, m in stores:
+        name = "Edge" if store == "edge" else ":memory:"
+        rows += [[scale, name, k, m[k]["n"], m[k]["p50"], m[k]["p95"]] for k in main_rows if k in m]
+        rows.append([scale, name, "fusion only (fuse), mean", m["fusion only (fuse)"]["n"], m["fusion only (fuse)"]["mean"], None])
     out.append(md_table(["scale", "store", "what", "queries", "p50", "p95"], rows))
     out.append("\n### Where the fused time goes (pre-encoded, means, so the parts add up)\n\n")
     rows = []
-    for scale, s in res["scales"].items():
-        for store, m in measured_stores(s):
-            a = m["fused: search_branches no completion"]["mean"]
-            b = m["fused: search_branches + completion"]["mean"]
-            c = m["fused search (pre-encoded)"]["mean"]
-            rows.append([scale, store, a, b - a, m["fusion only (fuse)"]["mean"], c - b - m["fusion only (fuse)"]["mean"], c,
-                         m["_candidates"]["union_mean"], m["_candidates"]["completed_mean"]])
+    for scale, store, m in stores:
+        a = m["fused: search_branches no completion"]["mean"]
+        b = m["fused: search_branches + completion"]["mean"]
+        c = m["fused search (pre-encoded)"]["mean"]
+        fuse = m["fusion only (fuse)"]["mean"]
+        rows.append([scale, store, a, b - a, fuse, c - b - fuse, c, m["_candidates"]["union_mean"], m["_candidates"]["completed_mean"]])
     out.append(md_table(["scale", "store", "branch searches", "+ completion", "+ fusion", "+ payload/other", "fused total",
                          "union size", "completed scores"], rows))
     out.append("\n### Fused search (pre-encoded) vs branch depth (Edge; k = 10)\n\n")
-    rows = []
-    for scale, s in res["scales"].items():
-        m = s.get("edge")
-        if m:
-            for d in sorted([DEPTH] + DEPTH_SWEEP):
-                key = "fused search (pre-encoded)" if d == DEPTH else f"fused search (pre-encoded), depth {d}"
-                if key in m:
-                    rows.append([scale, d, m[key]["p50"], m[key]["p95"], m[key]["mean"]])
+    depths = {d: "fused search (pre-encoded)" if d == DEPTH else f"fused search (pre-encoded), depth {d}"
+              for d in sorted([DEPTH] + DEPTH_SWEEP)}
+    rows = [[scale, d, m[k]["p50"], m[k]["p95"], m[k]["mean"]] for scale, m in edges for d, k in depths.items() if k in m]
     out.append(md_table(["scale", "depth per branch", "p50", "p95", "mean"], rows))
     out.append("\n## Concurrency strategies for one query (Edge, ms p50 / p95)\n\n")
-    rows = []
-    for scale, s in res["scales"].items():
-        m = s.get("edge")
-        if m:
-            for k, v in m.items():
-                if k.startswith("strategy:"):
-                    rows.append([scale, k.removeprefix("strategy: "), v["p50"], v["p95"]])
+    rows = [[scale, k.removeprefix("strategy: "), v["p50"], v["p95"]] for scale, m in edges for k, v in m.items()
+            if k.startswith("strategy:")]
     out.append(md_table(["scale", "strategy", "p50", "p95"], rows))
     out.append("\n## LangChain EnsembleRetriever vs the library (end to end, same documents and vectors)\n\n")
+    ensembles = [(scale, s["ensemble"]) for scale, s in res["scales"].items() if s.get("ensemble")]
     rows = []
-    for scale, s in res["scales"].items():
-        e = s.get("ensemble")
-        if e:
-            a, b = e["LangChain EnsembleRetriever.invoke"], e["hybrid-retriever search (e2e)"]
-            rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
+    for scale, e in ensembles:
+        a, b = e["LangChain EnsembleRetriever.invoke"], e["hybrid-retriever search (e2e)"]
+        rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
     out.append(md_table(["scale", "queries", "Ensemble p50", "Ensemble p95", "library p50", "library p95", "speed-up (p50)",
                          "Ensemble build s", "Ensemble RSS MiB"], rows))
-    for scale, s in res["scales"].items():
-        e = s.get("ensemble")
-        if e and "cpu_ms" in e:
+    for scale, e in ensembles:
+        if "cpu_ms" in e:
             a, b = e["cpu_ms"]["LangChain EnsembleRetriever.invoke"], e["cpu_ms"]["hybrid-retriever search (e2e)"]
             out.append(f"\n{scale}: CPU time of the same calls (the process's, every thread), p50: Ensemble {a['p50']:,.0f} ms, "
                        f"library {b['p50']:.1f} ms, speed-up {e['speedup_cpu_p50']:.1f}x.\n")
-        if e and e.get("run"):
+        if e.get("run"):
             out.append(f"\n{scale}: measured in a separate run: `{e['run']['command']}` ({e['run']['date']}, load average "
                        f"{' / '.join(f'{x:.2f}' for x in e['run']['loadavg'])} at its start).\n")
     out.append("\n## Ingestion, optimize, memory, disk\n\n")
