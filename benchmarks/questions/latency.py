@@ -35,9 +35,9 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (SETTINGS, Question, cache, child_json, dense_branch, edge_query_vectors, edge_request, fused_edge_calls, git_commit, hwm_mb,
-    interleaved, load_collection, load_embeddings, log, machine_info, machine_md, md_table, peak_rss_mb,
-    percentiles, reset_peak_rss, rss_mb, with_cached_queries, write_results)
+from benchmarks.harness import (SETTINGS, Question, cache, child_json, dense_branch, edge_query_vectors, edge_request,
+    fused_edge_calls, git_commit, hwm_mb, interleaved, load_collection, load_embeddings, log, machine_info, machine_md,
+    md_table, peak_rss_mb, percentiles, reset_peak_rss, rss_mb, with_cached_queries, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
