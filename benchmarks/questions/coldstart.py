@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
     work = cache("coldstart")
     args.index = args.index or work / "demo-index"
     model_cache = Path(os.environ.get("HYBRID_RETRIEVER_CACHE") or work / "model-cache")
-    if SETTINGS.smoke:  # the export of the library's own cache, as this process's library uses
+    if SETTINGS.smoke:  # the library's own model cache: the one the demo index built in this process (below) uses
         from hybrid_retriever.models.onnx_backend import default_cache_dir
 
         model_cache = default_cache_dir()

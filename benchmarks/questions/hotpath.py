@@ -25,13 +25,12 @@ import numpy as np
 
 from benchmarks.harness import (REPO, SETTINGS, Question, cache, child_command, child_json, edge_query_vectors, fused_edge_calls,
     git_commit, index_collection, load_collection, load_embeddings, log, machine_info, machine_md, md_table, read_results,
-    write_results)
+    with_cached_queries, write_results)
 
 
 def searches(root: Path, index: Path, n: int) -> tuple[Any, Any, list[str], Any]:
     """(Child) the index opened with this process's library, a copy of it whose query vectors come from the
     embedding cache, the first ``n`` SciFact test queries, and the same Edge calls by hand (:func:`fused_edge_calls`)."""
-    from benchmarks.harness import with_cached_queries
     from hybrid_retriever import HybridRetriever
 
     col = load_collection(root, "scifact")
