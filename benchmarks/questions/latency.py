@@ -266,8 +266,8 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
     def enc_sparse(q: str) -> Any:
         return bm25.embed_query(q)
 
-    def req(name: str, vec: Any, limit: int = DEPTH, ids: set[str] | None = None) -> Any:
-        return edge_request(name, vec, limit, ids)
+    def req(name: str, vec: Any) -> Any:
+        return edge_request(name, vec, DEPTH)
 
     edge_calls = fused_edge_calls(shard, DEPTH)
 
