@@ -767,3 +767,50 @@ def branch_lists(
 def single_lists(data: Sequence[dict[str, tuple]], qids: Sequence[str], branch: str) -> dict[str, list[str]]:
     """One branch's own top 100 per query, from :func:`branch_lists` data."""
     return {q: x[branch][0][:100] for q, x in zip(qids, data)}
+
+
+# ---- added by lat: child processes of the latency, hotpath and coldstart questions, and hand-written Edge calls
+
+
+def checkout_env(checkout: Path, **extra: str) -> dict[str, str]:
+    """This process's environment for a child that imports ``checkout``'s library (``PYTHONPATH``: the checkout
+    and its adapters), writes bytecode as the first use of an installed package does, loads models offline."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    env.update(PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]), HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", **extra)
+    return env
+
+
+def child_command(question: str, args: list[str], checkout: Path = REPO) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a child process that runs ``python -m benchmarks QUESTION ARGS`` (and
+    ``--smoke`` under smoke) with ``checkout``'s library and this checkout's benchmarks.
+
+    The library is imported first, from ``checkout``: the working folder that ``python -c`` puts first on
+    ``sys.path`` is dropped, or a run started in another checkout's root would import that one's library.
+    """
+    boot = (f"import sys; sys.path = [p for p in sys.path if p]; import hybrid_retriever; sys.path.insert(0, {str(REPO)!r}); "
+            "from benchmarks.__main__ import main; main(sys.argv[1:])")
+    return [sys.executable, "-c", boot, question, *args, *(["--smoke"] if SETTINGS.smoke else [])], checkout_env(checkout)
+
+
+def child_json(question: str, args: list[str], checkout: Path = REPO, timeout: int = 3600) -> dict[str, Any]:
+    """Run :func:`child_command` with ``--child-out FILE`` added and return the JSON the child wrote to FILE."""
+    import time
+
+    out = cache(question) / f"child-{os.getpid()}-{time.time_ns()}.json"
+    cmd, env = child_command(question, [*args, "--child-out", str(out)], checkout)
+    log.info("child: %s %s", question, " ".join(args))
+    subprocess.run(cmd, env=env, check=True, timeout=timeout)
+    data = json.loads(out.read_text())
+    out.unlink()
+    return data
+
+
+def edge_query_vectors(table: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The BM25 and dense query vectors of a :func:`with_cached_queries` table as qdrant_edge takes them
+    (for :func:`fused_edge_calls` and other calls written by hand)."""
+    import qdrant_edge as qe
+
+    sparse = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
+    dense = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
+    return sparse, dense

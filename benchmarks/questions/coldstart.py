@@ -2,20 +2,13 @@
 
     python -m benchmarks coldstart --base /path/to/old/checkout [--reps 5]
 
-Each repetition runs, for both checkouts in random order, fresh Python processes of:
-
-- ``hybrid-retriever query TEXT --index DEMO --json`` (a demo query, rotating through the four):
-  wall time from process start to exit, and the hits it printed;
-- ``hybrid-retriever serve --index DEMO``: wall time from process start until ``GET /ready``
-  answers 200 (the service loads its models before it answers), then one ``POST /search``
-  compared between the checkouts, then the process is stopped;
-- ``hybrid-retriever --help``: wall time to exit.
-
-Both checkouts search the same demo index (``hybrid-retriever demo`` builds it) with the same
-ONNX export cache (``$HYBRID_RETRIEVER_CACHE`` or a folder under the benchmark cache), each
-process started as ``python -m hybrid_retriever.cli`` with ``PYTHONPATH`` set to its checkout.
-A warm-up round per checkout first writes bytecode and (new code) records the model folder's
-hash in the export record, as the first use of an installed package does.
+Each repetition times, for both checkouts in random order, fresh processes of ``hybrid-retriever query TEXT
+--index DEMO --json`` (a demo query, rotating through the four; to exit), ``hybrid-retriever serve --index DEMO``
+(until ``GET /ready`` answers 200, the models loaded; then one ``POST /search``) and ``hybrid-retriever --help``
+(to exit); the hits of both checkouts are compared. Both search the same demo index (``hybrid-retriever demo``)
+with the same ONNX export cache (``$HYBRID_RETRIEVER_CACHE`` or a folder under the benchmark cache), each process
+importing its checkout's library. A warm-up round per checkout first writes bytecode and (new code) records the
+model folder's hash in the export record, as the first use of an installed package does.
 Writes ``results/coldstart.{json,md}``.
 """
 
@@ -26,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO, SETTINGS, Question, cache, log, machine_info, machine_md, md_table, write_results
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, checkout_env, free_port, log, machine_info, machine_md, md_table,
+    write_results)
 
 QUERIES = [
     "who was Peruggia",
@@ -54,33 +47,16 @@ _RUN = (
 )
 
 
-def env_for(checkout: Path, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]),
-        HYBRID_RETRIEVER_CACHE=str(cache),
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
-
-
 def run_cli(checkout: Path, cache: Path, args: list[str], cwd: Path) -> tuple[float, str, list[str]]:
     """(seconds, stdout, heavy modules imported) of one fresh CLI process."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _RUN, *args], env=env_for(checkout, cache), cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", _RUN, *args], env=checkout_env(checkout, HYBRID_RETRIEVER_CACHE=str(cache)),
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{checkout}: {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     heavy = next((json.loads(line[6:]) for line in proc.stderr.splitlines() if line.startswith("HEAVY=")), [])
     return seconds, proc.stdout, heavy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_ready(checkout: Path, cache: Path, index: Path, cwd: Path, query: str) -> tuple[float, list[dict[str, Any]]]:
@@ -91,7 +67,8 @@ def serve_ready(checkout: Path, cache: Path, index: Path, cwd: Path, query: str)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hybrid_retriever.cli", "serve", "--index", str(index), "--port", str(port),
          "--log-level", "warning"],
-        env=env_for(checkout, cache), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=checkout_env(checkout, HYBRID_RETRIEVER_CACHE=str(cache)), cwd=cwd, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
     )
     try:
         while True:
@@ -146,11 +123,24 @@ def run(args: argparse.Namespace) -> None:
     work = cache("coldstart")
     args.index = args.index or work / "demo-index"
     model_cache = Path(os.environ.get("HYBRID_RETRIEVER_CACHE") or work / "model-cache")
+    if SETTINGS.smoke:  # the library's own model cache: the one the demo index built in this process (below) uses
+        from hybrid_retriever.models.onnx_backend import default_cache_dir
+
+        model_cache = default_cache_dir()
     systems = {args.base_label: args.base.resolve(), "new": REPO}
     if not (args.index / "manifest.json").is_file():
         shutil.rmtree(args.index, ignore_errors=True)
         log.info("building the demo index at %s", args.index)
-        run_cli(REPO, model_cache, ["demo", "--index", str(args.index)], work)
+        if SETTINGS.smoke:  # in this process, which loads torch anyway (machine_info): the smoke loads it once
+            import contextlib
+            import io
+
+            from hybrid_retriever.cli import demo
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                demo(index_path=args.index, k=3)
+        else:
+            run_cli(REPO, model_cache, ["demo", "--index", str(args.index)], work)
     info = machine_info()
     for name, checkout in ({} if SETTINGS.smoke else systems).items():  # warm-up: bytecode, the ONNX export and its record
         run_cli(checkout, model_cache, ["query", QUERIES[0], "--index", str(args.index), "--json"], work)
@@ -252,7 +242,7 @@ runs ONNX Runtime and pools in numpy; torch loads only to export, to train, or f
 (`tests/test_coldstart.py` checks a real query imports none of them). What remains: Python and the
 CLI (typer, rich, pydantic configuration), opening the Edge shard, hashing the model folder (index
 manifest check) and the ONNX file (export check), and creating the ONNX Runtime session.
-"""
+""" + res.get("addendum", "")  # Markdown added to the results by hand (a later measurement, dated in its title)
 
 
 QUESTION = Question("coldstart", "cold start of `query`, `serve` and `--help` in fresh processes, old code against new",

@@ -3,23 +3,11 @@
     python -m benchmarks hotpath --base /path/to/old/checkout [--rounds 4 --queries 150]
     python -m benchmarks hotpath --instructions --base /path/to/old/checkout [--queries 100]   # needs valgrind
 
-The index (built once, by this checkout) holds SciFact's 5,183 documents with their cached MiniLM
-vectors, default configuration (BM25 + MiniLM, adaptive fusion, depth 100, score completion).
-Queries: SciFact test queries with their cached MiniLM vectors. Each round runs a fresh child
-process per checkout (old and new alternate), which searches every query, in a random order per
-query, as:
-
-- ``fused``: ``HybridRetriever.search(q)`` with the query vectors pre-encoded (branch searches,
-  completion, fusion, payloads and provenance of the top 10);
-- ``by hand``: the same Edge calls written directly (``query_batch`` of both branches, one
-  completion ``query_batch``, ``retrieve`` of 10 payloads; the latency question's raw Edge calls).
-
-Reported per checkout: the library's own Python (fused - by hand, median of per-query
-differences) and fused / by hand (median of per-query ratios); between checkouts: new / old
-fused (median over rounds of the ratio of the rounds' medians), and whether both return the same
-top 10 with the same scores to the bit. ``--instructions`` instead counts instructions per query under
-valgrind (old and new, fused and by hand), which the load on shared cores does not move, and adds them to
-the results. Writes ``results/hotpath.{json,md}``.
+Each round runs a fresh child process per checkout (old and new alternate) on one SciFact index built by this
+checkout, which searches every query, in a random order per query, as ``fused`` (``HybridRetriever.search`` with
+the query vectors pre-encoded) and ``by hand`` (the same Edge calls written directly: ``harness.fused_edge_calls``).
+``--instructions`` instead counts instructions per query under valgrind, which the load on shared cores does not
+move, and adds them to the results. Writes ``results/hotpath.{json,md}`` (the Markdown says how to read them).
 """
 
 from __future__ import annotations
@@ -29,67 +17,50 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (REPO, SETTINGS, Question, cache, fused_edge_calls, git_commit, load_collection,
-    load_embeddings, log, machine_info, machine_md, md_table, read_results, write_results)
-
-COLLECTIONS = ("scifact",)
-
-
-def build(root: Path, path: Path) -> int:
-    """The proxy index: the collections' texts with their cached MiniLM vectors (this checkout's code)."""
-    import shutil
-
-    from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
-
-    docs, vectors = [], []
-    for name in COLLECTIONS:
-        col = load_collection(root, name, splits=())
-        emb = load_embeddings(name)
-        row = {d: i for i, d in enumerate(emb.doc_ids)}
-        for doc_id, text in zip(col.doc_ids, col.texts):
-            if not text.strip():
-                continue  # the library refuses empty documents
-            docs.append(Document(text=text, id=f"{name}/{doc_id}"))
-            vectors.append(emb.docs[row[doc_id]])
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
-    with HybridRetriever(cfg) as r:
-        r.add_documents(docs, vectors={"dense": vectors})
-        r.optimize()
-    return len(docs)
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, child_command, child_json, edge_query_vectors, fused_edge_calls,
+    git_commit, index_collection, load_collection, load_embeddings, log, machine_info, machine_md, md_table, read_results,
+    with_cached_queries, write_results)
 
 
-def child(root: Path, index: Path, n: int, seed: int, out: Path) -> None:
-    """(Child) per-query ms of ``fused`` and ``by hand`` with this process's library."""
-    import gc
-
-    from benchmarks.harness import with_cached_queries
+def searches(root: Path, index: Path, n: int) -> tuple[Any, Any, list[str], Any]:
+    """(Child) the index opened with this process's library, a copy of it whose query vectors come from the
+    embedding cache, the first ``n`` SciFact test queries, and the same Edge calls by hand (:func:`fused_edge_calls`)."""
     from hybrid_retriever import HybridRetriever
 
     col = load_collection(root, "scifact")
     qids = col.judged("test")[:n]
-    emb = load_embeddings("scifact")
-    cached, qvec = emb.query_ids, emb.queries
-    row = {q: i for i, q in enumerate(cached)}
     queries = [col.queries[q] for q in qids]
+    vectors = dict(zip(queries, load_embeddings("scifact").query_vectors(qids)))
     r = HybridRetriever.open(str(index))
-    dense = r.branches["dense"]
-    dense.encode_queries = lambda texts: [qvec[row[qids[queries.index(t)]]] for t in texts]  # type: ignore[method-assign]
+    r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
     rc, table = with_cached_queries(r, queries)
-    raw = by_hand(rc, table)
-    systems = {"fused": lambda q: rc.search(q), "by hand": raw}
+    sparse_q, dense_q = edge_query_vectors(table)
+    edge_calls = fused_edge_calls(rc.store.shard, 100)
+
+    def by_hand(q: str) -> None:
+        edge_calls(sparse_q[q], dense_q[q])
+
+    return r, rc, queries, by_hand
+
+
+def child(root: Path, index: Path, n: int, seed: int) -> dict[str, Any]:
+    """(Child) per-query ms of ``fused`` and ``by hand`` with this process's library, and the fused top 10s."""
+    import gc
+
+    r, rc, queries, by_hand = searches(root, index, n)
+    systems = {"fused": lambda q: rc.search(q), "by hand": by_hand}
     for q in queries[:20]:
         for f in systems.values():
             f(q)
     gc.collect()
     gc.freeze()
+    # not harness.interleaved: each round has its own seed (--seed + round) for its random orders
     rng = np.random.default_rng(seed)
     ms: dict[str, list[float]] = {s: [] for s in systems}
     cpu: dict[str, list[float]] = {s: [] for s in systems}
@@ -102,7 +73,7 @@ def child(root: Path, index: Path, n: int, seed: int, out: Path) -> None:
             cpu[s].append((time.process_time() - c0) * 1000)
     hits = [[(h.id, h.score) for h in rc.search(q)] for q in queries]  # scores too: equal to the bit
     r.close()
-    out.write_text(json.dumps({"ms": ms, "cpu_ms": cpu, "hits": hits}))
+    return {"ms": ms, "cpu_ms": cpu, "hits": hits}
 
 
 def instructions_child(root: Path, index: Path, n: int, mode: str, flags: Path) -> None:
@@ -110,17 +81,8 @@ def instructions_child(root: Path, index: Path, n: int, mode: str, flags: Path) 
     by hand) between flag files, while the parent has instrumentation on (:func:`count_instructions`)."""
     import gc
 
-    from benchmarks.harness import with_cached_queries
-    from hybrid_retriever import HybridRetriever
-
-    col = load_collection(root, "scifact")
-    qids = col.judged("test")[:n]
-    queries = [col.queries[q] for q in qids]
-    vectors = dict(zip(queries, load_embeddings("scifact").query_vectors(qids)))
-    r = HybridRetriever.open(str(index))
-    r.branches["dense"].encode_queries = lambda texts: [vectors[t] for t in texts]  # type: ignore[method-assign]
-    rc, table = with_cached_queries(r, queries)
-    search = rc.search if mode == "fused" else by_hand(rc, table)
+    r, rc, queries, by_hand = searches(root, index, n)
+    search = rc.search if mode == "fused" else by_hand
     for q in queries[:20]:
         search(q)
     gc.collect()
@@ -141,15 +103,6 @@ def _wait_for(flag: Path, proc: Any = None) -> None:
         time.sleep(0.05)
 
 
-def _child_command(checkout: Path, args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The command and environment of a child process that runs ``python -m benchmarks hotpath ARGS`` with
-    ``checkout``'s library (imported first) and this checkout's benchmarks."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=os.pathsep.join([str(checkout), str(checkout / "adapters")]), HF_HUB_OFFLINE="1")
-    boot = f"import hybrid_retriever, sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.__main__ import main; main(sys.argv[1:])"
-    return [sys.executable, "-c", boot, "hotpath", *args, *(["--smoke"] if SETTINGS.smoke else [])], env
-
-
 def count_instructions(checkout: Path, args: Any, index: Path, mode: str, label: str = "new") -> float:
     """Instructions per search of ``mode`` with ``checkout``'s library (valgrind's callgrind, counted only while
     the searches run): a cost that, unlike CPU time, does not move with the load on the machine."""
@@ -159,8 +112,8 @@ def count_instructions(checkout: Path, args: Any, index: Path, mode: str, label:
 
     flags = Path(tempfile.mkdtemp(dir=cache("hotpath")))
     out = flags / "callgrind.out"
-    child, env = _child_command(checkout, ["--instructions-child", mode, "--flags", str(flags), "--index", str(index),
-                                           "--datasets", str(args.datasets), "--queries", str(args.queries)])
+    child, env = child_command("hotpath", ["--instructions-child", mode, "--flags", str(flags), "--index", str(index),
+                                           "--datasets", str(args.datasets), "--queries", str(args.queries)], checkout)
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *child]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -208,9 +161,21 @@ def instructions(args: Any, index: Path) -> None:
     write_results("hotpath", res, render(res), rendered_only=True)
 
 
-#: Where the new code's instructions beyond the hand-written calls go: ``callgrind_annotate --inclusive=yes`` of its
-#: fused run (``<cache>/hotpath/callgrind-new-fused.out``), read on 2026-12-07 at git 9bb1ba2 (figures per query).
-WHERE_IT_GOES = """
+def render_instructions(res: dict[str, Any]) -> str:
+    """The instruction counts (``--instructions``) as Markdown. Where the instructions go: ``callgrind_annotate
+    --inclusive=yes`` of the new code's fused run (``<cache>/hotpath/callgrind-new-fused.out``), read on 2026-12-07
+    at git 9bb1ba2 (figures per query)."""
+    ins = res["instructions"]
+    rows = [[name, c["fused"] / 1e6, c["by hand"] / 1e6, (c["fused"] - c["by hand"]) / 1e6, c["fused"] / c["by hand"]]
+            for name, c in ins["per_query"].items()]
+    return f"""## Instructions per query (valgrind), old code against new
+
+Regenerate: `{ins['command']}` (git {ins['git_commit']}). Instructions executed by the whole process while
+{ins['queries']} SciFact test queries are searched (callgrind, instrumentation on for the timed loop only), per query:
+a count that the load on the shared cores does not move, unlike the CPU times above.
+
+{md_table(["code", "fused (M)", "by hand (M)", "library (fused - by hand, M)", "fused / by hand"], rows)}
+
 Where the new code's instructions beyond the hand-written calls go (``callgrind_annotate --inclusive=yes``
 of its fused run, kept as ``<benchmark cache>/hotpath/callgrind-new-fused.out``; per query, of ≈5.25M):
 
@@ -234,50 +199,13 @@ qdrant-edge (ids as integers or bytes) or completion inside one Edge request wou
 """
 
 
-def render_instructions(res: dict[str, Any]) -> str:
-    """The instruction counts (``--instructions``) as Markdown."""
-    ins = res["instructions"]
-    rows = [[name, c["fused"] / 1e6, c["by hand"] / 1e6, (c["fused"] - c["by hand"]) / 1e6, c["fused"] / c["by hand"]]
-            for name, c in ins["per_query"].items()]
-    return f"""## Instructions per query (valgrind), old code against new
-
-Regenerate: `{ins['command']}` (git {ins['git_commit']}). Instructions executed by the whole process while
-{ins['queries']} SciFact test queries are searched (callgrind, instrumentation on for the timed loop only), per query:
-a count that the load on the shared cores does not move, unlike the CPU times above.
-
-{md_table(["code", "fused (M)", "by hand (M)", "library (fused - by hand, M)", "fused / by hand"], rows)}
-{WHERE_IT_GOES}"""
-
-
-def by_hand(r: Any, table: dict[str, dict[str, Any]]) -> Any:
-    """The Edge calls of one fused search written directly (as ``latency.py``'s raw Edge calls)."""
-    import qdrant_edge as qe
-
-    shard = r.store.shard
-    sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
-    dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
-
-    edge_calls = fused_edge_calls(shard, 100)
-
-    def search(q: str) -> None:
-        edge_calls(sparse_q[q], dense_q[q])
-
-    return search
-
-
 def run_child(checkout: Path, args: Any, seed: int, index: Path, in_process: bool = False) -> dict[str, Any]:
     """One round of one checkout: a fresh child process (``in_process``: this process, this checkout's library,
     which ``--smoke`` uses for the new code so that it starts one child only)."""
-    out = cache("hotpath") / f"child-{os.getpid()}.json"
     if in_process:
-        child(args.datasets, index, args.queries, seed, out)
-    else:
-        cmd, env = _child_command(checkout, ["--child", "--index", str(index), "--datasets", str(args.datasets), "--queries",
-                                             str(args.queries), "--seed", str(seed), "--child-out", str(out)])
-        subprocess.run(cmd, env=env, check=True, timeout=3600)
-    data = json.loads(out.read_text())
-    out.unlink()
-    return data
+        return json.loads(json.dumps(child(args.datasets, index, args.queries, seed)))  # as a child's JSON gives it
+    return child_json("hotpath", ["--child", "--index", str(index), "--datasets", str(args.datasets), "--queries",
+                                  str(args.queries), "--seed", str(seed)], checkout)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -296,15 +224,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if args.child:
-        return child(args.datasets, args.index, args.queries, args.seed, args.child_out)
+        return args.child_out.write_text(json.dumps(child(args.datasets, args.index, args.queries, args.seed)))
     if args.instructions_child:
         return instructions_child(args.datasets, args.index, args.queries, args.instructions_child, args.flags)
     if args.base is None:
         raise SystemExit("hotpath needs --base: a checkout of the old code to compare with")
     index = cache("hotpath") / "index"
-    if not (index / "manifest.json").is_file():
+    if not (index / "manifest.json").is_file():  # SciFact's texts with their cached MiniLM vectors, by this checkout
         log.info("building the index at %s", index)
-        log.info("indexed %d documents", build(args.datasets, index))
+        r, docs = index_collection(load_collection(args.datasets, "scifact", splits=()), index, prefix="scifact/")
+        r.close()
+        log.info("indexed %d documents", len(docs))
     if args.instructions:
         return instructions(args, index)
     info = machine_info()
@@ -338,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
     res = {
         "base_label": old,
         "machine": info,
-        "collections": list(COLLECTIONS),
+        "collections": ["scifact"],
         "per_checkout": per,
         "new_over_old_fused_per_round": round_ratio,
         "new_over_old_fused_median": statistics.median(round_ratio),
@@ -356,17 +286,11 @@ def run(args: argparse.Namespace) -> None:
 def render(res: dict[str, Any]) -> str:
     if "per_checkout" not in res:  # --instructions before any timing run
         return render_instructions(res)
-    old = next(n for n in res["per_checkout"] if n != "new")
     p = res["per_checkout"]
     rows = [[n, clock_name, v[clock]["fused_p50"], v[clock]["by_hand_p50"], v[clock]["library_python_median_paired"],
              v[clock]["fused_over_by_hand_median_ratio"]]
             for clock, clock_name in (("cpu_ms", "CPU time"), ("ms", "wall time")) for n, v in p.items()]
     new = p["new"]["cpu_ms"]
-    return _comparison(res, old, rows, new) + ("\n" + render_instructions(res) if "instructions" in res else "")
-
-
-def _comparison(res: dict[str, Any], old: str, rows: list[list[Any]], new: dict[str, float]) -> str:
-    p = res["per_checkout"]
     return f"""# Hot path: fused search against the same Edge calls by hand, old code against new
 
 {machine_md(res['machine'])}
@@ -402,7 +326,7 @@ model's fragmentation (a second tokenisation of each query) is measured only whe
 fusion reads it (a query whose language is outside the model's languages). The first round
 (before f6482fa): an id memo in the Edge store, numpy interpolation, BM25 encoded on the calling
 thread.
-"""
+""" + ("\n" + render_instructions(res) if "instructions" in res else "")
 
 
 QUESTION = Question("hotpath", "the search hot path, old code against new: the library's own Python per fused query",

@@ -3,34 +3,18 @@
     python -m benchmarks latency                  # both scales, both stores (~15-25 min on 2 cores)
     python -m benchmarks latency --scales scifact --stores edge
 
-Scales: ``scifact`` (the real 5,183 SciFact documents, MiniLM vectors from the cache) and ``100k``
-(SYNTHETIC: 100,000 documents whose text is a random mix of real SciFact and NFCorpus sentences of
-SciFact-like length, and whose dense vector is the normalised mean of its source documents' cached
-MiniLM vectors plus Gaussian jitter; see ``synth_corpus``). Queries: SciFact test queries.
+Scales: ``scifact`` (the real documents, MiniLM vectors from the cache) and ``100k`` (synthetic: :func:`synth_corpus`).
+Stores: Qdrant Edge (the library default, after ``optimize()``) and qdrant-client ``:memory:`` (pure-Python local mode;
+few queries at 100K because its sparse search takes about a second). Queries: SciFact test queries, the systems
+interleaved query by query (``harness.interleaved``) so shared-CPU noise hits all alike: each branch's search, the fused
+search with the query vectors pre-encoded and end to end (:func:`measure`), the same work written by hand (raw encoders
+and Edge calls) and concurrency strategies for one query (:func:`edge_raw_systems`), LangChain's ``EnsembleRetriever``
+(:func:`ensemble_vs_library`). The library runs its default dense encoder (:func:`default_dense`); LangChain's
+embeddings and ingestion's raw encoders run sentence-transformers.
 
-Stores: Qdrant Edge (the library default, after ``optimize()``) and qdrant-client ``:memory:``
-(pure-Python local mode; few queries at 100K because its sparse search takes about a second).
-
-Measured, interleaved query by query (random order per query) so shared-CPU noise hits all alike:
-
-- per branch search only: one ``Store.search_batch`` request of that branch (depth 100, vector pre-encoded);
-- fused search only: ``HybridRetriever.search(q)`` with query vectors pre-encoded (branch searches +
-  score completion + fusion + payload fetch of the top 10);
-- end to end: ``HybridRetriever.search(q)`` including query encoding;
-- raw (Edge): MiniLM on the library's ONNX Runtime session by hand + ``Bm25.embed_query`` + the same Edge calls made directly
-  (``query_batch`` of both branches, one completion ``query_batch``, ``retrieve`` of 10 payloads);
-  the library's overhead is end-to-end / raw - 1;
-- concurrency strategies for one query (encoders sequential vs threads; Edge ``query_batch`` vs
-  separate ``query`` calls vs threads; one request with prefetches; overlapping BM25 search with
-  dense encoding);
-- LangChain ``EnsembleRetriever`` (BM25Retriever + InMemoryVectorStore, same documents and vectors).
-
-The library runs its default dense encoder (MiniLM on ONNX Runtime, no torch: :func:`default_dense`); LangChain's
-embeddings and ingestion's raw encoders run sentence-transformers. The Ensemble comparison reports wall and CPU time.
-
-Ingestion (docs/s with precomputed vectors and with MiniLM encoding), ``optimize()`` time, peak RSS and
-disk size of the 100K Edge index are measured in child processes (``--smoke``: one store, one scale, a few
-queries, one ingestion round, the build in this process and one child, for the serving RSS). Writes ``results/latency.{json,md}``.
+Ingestion, ``optimize()`` time, peak RSS and disk of the Edge index are measured in child processes (``--smoke``: one
+store, one scale, a few queries, one ingestion round, the build in this process and one child, for the serving RSS).
+Writes ``results/latency.{json,md}``.
 """
 
 from __future__ import annotations
@@ -42,8 +26,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,9 +35,9 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.harness import (SETTINGS, Question, cache, dense_branch, edge_request, fused_edge_calls, git_commit, hwm_mb,
-    interleaved, load_collection, load_embeddings, log, machine_info, machine_md, md_table, peak_rss_mb,
-    percentiles, read_results, reset_peak_rss, rss_mb, with_cached_queries, write_results)
+from benchmarks.harness import (SETTINGS, Question, cache, child_json, dense_branch, edge_query_vectors, edge_request,
+    fused_edge_calls, git_commit, hwm_mb, interleaved, load_collection, load_embeddings, log, machine_info, machine_md,
+    md_table, peak_rss_mb, percentiles, reset_peak_rss, rss_mb, with_cached_queries, write_results)
 
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
@@ -138,30 +121,26 @@ def scale_data(root: Path, scale: str) -> tuple[list[str], list[str], np.ndarray
 # ---------------------------------------------------------------------------- index building
 
 
-def edge_config(path: Path) -> RetrieverConfig:
-    return RetrieverConfig.model_validate(
-        {"store": {"kind": "edge", "path": str(path), "optimize_after_add": 0}, "runtime": {"show_progress": True}}
-    )
+def retriever(dense: Any, path: Path | None = None, memory: str = "") -> HybridRetriever:
+    """The default BM25 + dense retriever with the given dense branch object, on the Qdrant Edge index at ``path``
+    (opened, or made when there is none; no optimisation after adding) or on a qdrant-client ``:memory:`` collection."""
+    store = ({"kind": "qdrant", "location": ":memory:", "collection": memory} if memory
+             else {"kind": "edge", "path": str(path), "optimize_after_add": 0})
+    cfg = RetrieverConfig.model_validate({"store": store, "runtime": {"show_progress": True}})
+    return HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
 
 
-def memory_config(name: str) -> RetrieverConfig:
-    return RetrieverConfig.model_validate(
-        {"store": {"kind": "qdrant", "location": ":memory:", "collection": name}, "runtime": {"show_progress": True}}
-    )
-
-
-def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
+def child_build_edge(root: Path, scale: str, path: Path) -> dict[str, Any]:
     """(Child process) build an Edge index with precomputed dense vectors; record time, RSS and disk."""
     dense = dense_branch()
     ids, texts, vectors = scale_data(root, scale)
     docs = [Document(text=t, id=i) for i, t in zip(ids, texts)]
     vec_list = list(vectors)
     shutil.rmtree(path, ignore_errors=True)
-    cfg = edge_config(path)
     gc.collect()
     rss0 = rss_mb()
     peak_reset = reset_peak_rss()  # the peak from here on: model loading and data reading are excluded
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, path)
     t0 = time.perf_counter()
     r.add_documents(docs, vectors={"dense": vec_list})
     ingest = time.perf_counter() - t0
@@ -172,7 +151,8 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
     rss_opt = rss_mb()
     store = r.store
     r.close()
-    stats = {
+    peak = hwm_mb() if peak_reset else peak_rss_mb()  # closing included
+    return {
         "docs": len(docs),
         "ingest_s": ingest,
         "ingest_docs_per_s": len(docs) / ingest,
@@ -181,13 +161,12 @@ def child_build_edge(root: Path, scale: str, path: Path, out: Path) -> None:
         "rss_before_mb": rss0,
         "rss_after_ingest_mb": rss_ingest,
         "rss_after_optimize_mb": rss_opt,
-        "peak_rss_mb": hwm_mb() if peak_reset else peak_rss_mb(),
-        "peak_rss_over_start_mb": (hwm_mb() if peak_reset else peak_rss_mb()) - rss0,
+        "peak_rss_mb": peak,
+        "peak_rss_over_start_mb": peak - rss0,
         "peak_covers_build_only": peak_reset,
         "disk_mb": store.disk_bytes() / 2**20,  # type: ignore[attr-defined]
         "note": "rss_before includes the loaded MiniLM model and the corpus (texts + vectors) in memory",
     }
-    out.write_text(json.dumps(stats, indent=2))
 
 
 def default_dense() -> Any:
@@ -203,31 +182,20 @@ def default_dense() -> Any:
     return b
 
 
-def child_serve_rss(root: Path, path: Path, out: Path) -> None:
+def child_serve_rss(root: Path, path: Path) -> dict[str, Any]:
     """(Child process) RSS of a process that opens the index and answers 50 queries (the default, torch-free encoder)."""
     dense = default_dense()
     col = load_collection(root, "scifact")
     queries = [col.queries[q] for q in col.judged("test")][:50]
     rss0 = rss_mb()
-    cfg = edge_config(path)
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, path)
     rss_open = rss_mb()
     for q in queries:
         r.search(q)
     rss_q = rss_mb()
     r.close()
-    out.write_text(json.dumps({"rss_before_open_mb": rss0, "rss_after_open_mb": rss_open, "rss_after_50_queries_mb": rss_q,
-                               "index_rss_mb": rss_q - rss0}, indent=2))
-
-
-def run_child(args: list[str], timeout: int = 3600) -> dict[str, Any]:
-    out = cache("latency") / f"child-{os.getpid()}-{time.time_ns()}.json"
-    cmd = [sys.executable, "-m", "benchmarks", "latency", *args, "--child-out", str(out), *(["--smoke"] if SETTINGS.smoke else [])]
-    log.info("child: %s", " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, timeout=timeout)
-    data = json.loads(out.read_text())
-    out.unlink()
-    return data
+    return {"rss_before_open_mb": rss0, "rss_after_open_mb": rss_open, "rss_after_50_queries_mb": rss_q,
+            "index_rss_mb": rss_q - rss0}
 
 
 def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, Any]]:
@@ -236,38 +204,30 @@ def edge_index(root: Path, scale: str, rebuild: bool) -> tuple[Path, dict[str, A
     stats_file = cache("latency") / f"edge-{scale}.build.json"
     if rebuild or not stats_file.is_file() or not (path / "manifest.json").is_file():
         if SETTINGS.smoke:  # --smoke starts one child process only (serving RSS): the build runs here
-            child_build_edge(root, scale, path, stats_file)
+            build = child_build_edge(root, scale, path)
         else:
-            stats_file.write_text(json.dumps(run_child(["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)]), indent=2))
+            build = child_json("latency", ["--child-build-edge", scale, "--index", str(path), "--datasets", str(root)])
+        stats_file.write_text(json.dumps(build, indent=2))
     else:
         log.info("reusing %s (built earlier; --rebuild to rebuild)", path)
     return path, json.loads(stats_file.read_text())
 
 
-# ---------------------------------------------------------------------------- cached queries
-
-
 # ------------------------------------------------------------------------------- measurement
 
 
-def with_depth(r: HybridRetriever, depth: int) -> HybridRetriever:
-    """A shallow copy of ``r`` whose branches return ``depth`` candidates each."""
-    rd = copy.copy(r)
+def variant(r: HybridRetriever, depth: int = 0, only: str = "") -> HybridRetriever:
+    """A shallow copy of ``r`` (same store, same library path) whose branches return ``depth`` candidates each, or
+    that searches branch ``only``."""
+    rv = copy.copy(r)
     data = r.config.model_dump()
     for b in data["branches"]:
-        b["depth"] = depth
-    rd.config = RetrieverConfig.validate_data(data)
-    return rd
-
-
-def single_branch(r: HybridRetriever, name: str) -> HybridRetriever:
-    """A shallow copy of ``r`` that searches one branch only (same store, same library path)."""
-    rs = copy.copy(r)
-    data = r.config.model_dump()
-    data["branches"] = [b for b in data["branches"] if (b.get("name") or b["kind"]) == name]
-    rs.config = RetrieverConfig.validate_data(data)
-    rs.branches = {name: r.branches[name]}
-    return rs
+        b["depth"] = depth or b["depth"]
+    if only:
+        data["branches"] = [b for b in data["branches"] if (b.get("name") or b["kind"]) == only]
+        rv.branches = {only: r.branches[only]}
+    rv.config = RetrieverConfig.validate_data(data)
+    return rv
 
 
 def raw_onnx_encoder(r: HybridRetriever) -> Callable[[str], list[float]]:
@@ -300,16 +260,14 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
 
     shard = r.store.shard  # type: ignore[attr-defined]
     bm25 = r.branches["bm25"]._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch uses
-    sparse_q = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
-    dense_q = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
-
+    sparse_q, dense_q = edge_query_vectors(table)
     enc_dense = raw_onnx_encoder(r)
 
     def enc_sparse(q: str) -> Any:
         return bm25.embed_query(q)
 
-    def req(name: str, vec: Any, limit: int = DEPTH, ids: set[str] | None = None) -> Any:
-        return edge_request(name, vec, limit, ids)
+    def req(name: str, vec: Any) -> Any:
+        return edge_request(name, vec, DEPTH)
 
     edge_calls = fused_edge_calls(shard, DEPTH)
 
@@ -391,15 +349,16 @@ def edge_raw_systems(r: HybridRetriever, table: dict[str, dict[str, Any]], pool:
     }
 
 
-def measure(
-    r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool, e2e: bool = True
-) -> dict[str, Any]:
+def measure(r: HybridRetriever, queries: list[str], warmup: int, desc: str, raw: bool) -> dict[str, Any]:
     r.search(queries[0])  # checks the index settings once: the shallow copies below (one branch each) share that
     rc, table = with_cached_queries(r, queries)
     store = r.store
 
     def branch(name: str) -> Callable[[str], Any]:
         return lambda q: store.search_batch([SearchRequest(vector_name=name, vector=table[name][q], limit=DEPTH)])
+
+    def searcher(s: HybridRetriever) -> Callable[[str], Any]:
+        return lambda q: s.search(q)
 
     systems: dict[str, Callable[[str], Any]] = {
         "bm25 search": branch("bm25"),
@@ -409,15 +368,14 @@ def measure(
         "fused: search_branches + completion": lambda q: rc.search_branches([q], complete=True),
     }
     for name in r.branches:
-        systems[f"{name}-only library search (pre-encoded)"] = (lambda s: lambda q: s.search(q))(single_branch(rc, name))
-    if e2e:
-        systems["library e2e search"] = lambda q: r.search(q)
-        systems["dense-only library search (e2e)"] = (lambda s: lambda q: s.search(q))(single_branch(r, "dense"))
+        systems[f"{name}-only library search (pre-encoded)"] = searcher(variant(rc, only=name))
+    systems["library e2e search"] = lambda q: r.search(q)
+    systems["dense-only library search (e2e)"] = searcher(variant(r, only="dense"))
     pool = ThreadPoolExecutor(max_workers=2)
     if raw:
         systems.update(edge_raw_systems(r, table, pool))
         for d in DEPTH_SWEEP:  # what a deeper (or shallower) default branch depth would cost
-            systems[f"fused search (pre-encoded), depth {d}"] = (lambda s: lambda q: s.search(q))(with_depth(rc, d))
+            systems[f"fused search (pre-encoded), depth {d}"] = searcher(variant(rc, depth=d))
     times: dict[str, list[float]] = {}
     res = interleaved(systems, queries, warmup, desc, keep=times)
     if raw:
@@ -463,13 +421,12 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
     texts = [t for _, t in keep]
     docs = lambda: [Document(text=t, id=i) for i, t in keep]  # noqa: E731
     rates: dict[str, list[float]] = {"library_encode": [], "raw_encoders": [], "library_precomputed": []}
-    bm25 = build_branch(edge_config(tmp / "x").branches[0])
+    bm25 = build_branch(RetrieverConfig().branches[0])
     bm25.fit(texts)
     bm25_model = bm25._bm25()  # type: ignore[attr-defined]  # the qdrant_edge.Bm25 object the branch would use
 
     def library_encode(k: int) -> None:
-        cfg = edge_config(tmp / f"enc{k}")
-        with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        with retriever(dense, tmp / f"enc{k}") as r:
             t0 = time.perf_counter()
             r.add_documents(docs())
             rates["library_encode"].append(len(keep) / (time.perf_counter() - t0))
@@ -482,8 +439,7 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
         rates["raw_encoders"].append(len(keep) / (time.perf_counter() - t0))
 
     def library_precomputed(k: int) -> None:
-        cfg = edge_config(tmp / f"pre{k}")
-        with HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense]) as r:
+        with retriever(dense, tmp / f"pre{k}") as r:
             t0 = time.perf_counter()
             r.add_documents(docs(), vectors={"dense": list(emb.doc_vectors([i for i, _ in keep]))})
             rates["library_precomputed"].append(len(keep) / (time.perf_counter() - t0))
@@ -500,8 +456,7 @@ def ingest_with_encoding(root: Path, dense: Any, n: int, tmp: Path, rounds: int 
 
 
 def build_memory(ids: list[str], texts: list[str], vectors: np.ndarray, dense: Any, name: str) -> tuple[HybridRetriever, dict[str, Any]]:
-    cfg = memory_config(name)
-    r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), dense])
+    r = retriever(dense, memory=name)
     rss0 = rss_mb()
     t0 = time.perf_counter()
     r.add_documents([Document(text=t, id=i) for i, t in zip(ids, texts)], vectors={"dense": list(vectors)})
@@ -558,7 +513,6 @@ def ensemble_vs_library(
     res["build_s"] = build
     res["rss_delta_mb"] = rss
     res["speedup_p50"] = res["LangChain EnsembleRetriever.invoke"]["p50"] / res["hybrid-retriever search (e2e)"]["p50"]
-    del ens, bm25, store, lc_docs
     return res
 
 
@@ -581,19 +535,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     # internal: child processes
     ap.add_argument("--child-build-edge", metavar="SCALE")
     ap.add_argument("--child-serve-rss", action="store_true")
-    ap.add_argument("--refresh-builds", action="store_true",
-                    help="only rebuild the Edge indexes (child processes) and update their rows in results/latency.*")
     ap.add_argument("--index", type=Path)
     ap.add_argument("--child-out", type=Path)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.child_build_edge:
-        return child_build_edge(args.datasets, args.child_build_edge, args.index, args.child_out)
+        return args.child_out.write_text(json.dumps(child_build_edge(args.datasets, args.child_build_edge, args.index)))
     if args.child_serve_rss:
-        return child_serve_rss(args.datasets, args.index, args.child_out)
-    if args.refresh_builds:
-        return refresh_builds(args)
+        return args.child_out.write_text(json.dumps(child_serve_rss(args.datasets, args.index)))
+    import torch
 
     info = machine_info()
     dense = dense_branch()  # sentence-transformers: LangChain's embeddings, ingestion's raw encoders
@@ -602,69 +553,43 @@ def run(args: argparse.Namespace) -> None:
     col = load_collection(args.datasets, "scifact")
     queries = [col.queries[q] for q in col.judged("test")]
     result: dict[str, Any] = {"machine": info, "scales": {}, "depth": DEPTH}
-    tmp = cache("latency") / f"tmp-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        import torch
-
-        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, tmp,
+    with tempfile.TemporaryDirectory(dir=cache("latency")) as tmp:  # its indexes
+        result["ingest_with_encoding"] = ingest_with_encoding(args.datasets, dense, args.ingest_slice, Path(tmp),
                                                               rounds=1 if SETTINGS.smoke else 2)
-        result["ingest_with_encoding"]["torch_threads"] = torch.get_num_threads()
-        log.info("ingest with encoding: %s", result["ingest_with_encoding"])
-        if args.torch_threads:
-            torch.set_num_threads(args.torch_threads)
-        result["torch_threads_queries"] = torch.get_num_threads()
-        for scale in args.scales:
-            ids, texts, vectors = scale_data(args.datasets, scale)
-            sres: dict[str, Any] = {"docs": len(ids), "synthetic": scale != "scifact"}
-            if "edge" in args.stores:
-                path, build = edge_index(args.datasets, scale, args.rebuild)
-                sres["edge_build"] = build
-                sres["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
-                cfg = edge_config(path)
-                r = HybridRetriever(cfg, branches=[build_branch(cfg.branches[0]), library_dense])
-                gc.collect()
-                gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
-                sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
-                if scale != "scifact" or len(args.scales) == 1:
-                    sres["ensemble"] = ensemble_vs_library(
-                        r, ids, texts, vectors, dense, queries[: args.ensemble_queries], 2
-                    )
-                r.close()
-            if "memory" in args.stores:
-                nq = args.memory_queries[0 if scale == "scifact" else 1]
-                r, mbuild = build_memory(ids, texts, vectors, library_dense, f"lat{scale}")
-                gc.collect()
-                gc.freeze()
-                sres["memory_build"] = mbuild
-                sres["memory"] = measure(r, queries[:nq], 2 if nq > 10 else 1, f":memory: {scale}", raw=False)
-                r.close()
-                del r
-            result["scales"][scale] = sres
-            (cache("latency") / "partial.json").write_text(json.dumps(result, indent=2, default=str))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result["ingest_with_encoding"]["torch_threads"] = torch.get_num_threads()
+    log.info("ingest with encoding: %s", result["ingest_with_encoding"])
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    result["torch_threads_queries"] = torch.get_num_threads()
+    for scale in args.scales:
+        ids, texts, vectors = scale_data(args.datasets, scale)
+        sres: dict[str, Any] = {"docs": len(ids), "synthetic": scale != "scifact"}
+        if "edge" in args.stores:
+            path, build = edge_index(args.datasets, scale, args.rebuild)
+            sres["edge_build"] = build
+            sres["edge_serve"] = child_json("latency", ["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
+            r = retriever(library_dense, path)
+            gc.collect()
+            gc.freeze()  # the harness's own objects (corpus texts, vectors) stay out of GC passes
+            sres["edge"] = measure(r, queries[: args.queries], 20, f"edge {scale}", raw=True)
+            if scale != "scifact" or len(args.scales) == 1:
+                sres["ensemble"] = ensemble_vs_library(r, ids, texts, vectors, dense, queries[: args.ensemble_queries], 2)
+            r.close()
+        if "memory" in args.stores:
+            nq = args.memory_queries[0 if scale == "scifact" else 1]
+            r, mbuild = build_memory(ids, texts, vectors, library_dense, f"lat{scale}")
+            gc.collect()
+            gc.freeze()
+            sres["memory_build"] = mbuild
+            sres["memory"] = measure(r, queries[:nq], 2 if nq > 10 else 1, f":memory: {scale}", raw=False)
+            r.close()
+            del r
+        result["scales"][scale] = sres
+        (cache("latency") / "partial.json").write_text(json.dumps(result, indent=2, default=str))
     info["loadavg_end"] = list(os.getloadavg())
     result["targets"] = targets(result)
     result["provenance"] = {"command": SETTINGS.command, "git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
     write_results("latency", result, render(result), rendered_only=True)  # rendered with its provenance
-
-
-def refresh_builds(args: Any) -> None:
-    """Rebuild the Edge indexes and replace their build/serving rows in an existing results/latency.json."""
-    res = read_results("latency")
-    for scale in args.scales:
-        if scale not in res["scales"]:
-            continue
-        path, build = edge_index(args.datasets, scale, rebuild=True)
-        res["scales"][scale]["edge_build"] = build
-        res["scales"][scale]["edge_serve"] = run_child(["--child-serve-rss", "--index", str(path), "--datasets", str(args.datasets)])
-    res["builds_refreshed"] = machine_info()["date"]
-    res["targets"] = targets(res)
-    prov = res.get("provenance") or {"git_commit": git_commit(), "config_hash": SETTINGS.config_hash}
-    commands = [c for c in prov.get("command", "").split(" + ") if c]
-    res["provenance"] = {**prov, "command": " + ".join([*commands, SETTINGS.command])}  # the run's, then this refresh
-    write_results("latency", res, render(res), rendered_only=True)
 
 
 def measured_stores(scale: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -734,65 +659,52 @@ def render(res: dict[str, Any]) -> str:
         "hotpath.md splits it by stage). One Edge request with prefetches and server-side fusion comes closest to the "
         "slowest branch and returns no per-branch scores (`fusion.server_side`).\n"
     )
+    stores = [(scale, store, m) for scale, s in res["scales"].items() for store, m in measured_stores(s)]
+    edges = [(scale, s["edge"]) for scale, s in res["scales"].items() if s.get("edge")]
     main_rows = ["bm25 search", "dense search", "fused search (pre-encoded)", "bm25-only library search (pre-encoded)",
                  "dense-only library search (pre-encoded)", "library e2e search", "dense-only library search (e2e)",
                  "raw e2e (encode both + Edge calls)", "raw Edge calls only (pre-encoded)", "raw MiniLM encode only (ONNX Runtime by hand)",
                  "raw BM25 encode only"]
     out.append("\n## Search latency (ms/query, p50 / p95)\n\n")
     rows = []
-    for scale, s in res["scales"].items():
-        for store, m in measured_stores(s):
-            for k in main_rows:
-                if k in m:
-                    rows.append([scale, "Edge" if store == "edge" else ":memory:", k, m[k]["n"], m[k]["p50"], m[k]["p95"]])
-            rows.append([scale, "Edge" if store == "edge" else ":memory:", "fusion only (fuse), mean", m["fusion only (fuse)"]["n"], m["fusion only (fuse)"]["mean"], None])
+    for scale, store, m in stores:
+        name = "Edge" if store == "edge" else ":memory:"
+        rows += [[scale, name, k, m[k]["n"], m[k]["p50"], m[k]["p95"]] for k in main_rows if k in m]
+        rows.append([scale, name, "fusion only (fuse), mean", m["fusion only (fuse)"]["n"], m["fusion only (fuse)"]["mean"], None])
     out.append(md_table(["scale", "store", "what", "queries", "p50", "p95"], rows))
     out.append("\n### Where the fused time goes (pre-encoded, means, so the parts add up)\n\n")
     rows = []
-    for scale, s in res["scales"].items():
-        for store, m in measured_stores(s):
-            a = m["fused: search_branches no completion"]["mean"]
-            b = m["fused: search_branches + completion"]["mean"]
-            c = m["fused search (pre-encoded)"]["mean"]
-            rows.append([scale, store, a, b - a, m["fusion only (fuse)"]["mean"], c - b - m["fusion only (fuse)"]["mean"], c,
-                         m["_candidates"]["union_mean"], m["_candidates"]["completed_mean"]])
+    for scale, store, m in stores:
+        a = m["fused: search_branches no completion"]["mean"]
+        b = m["fused: search_branches + completion"]["mean"]
+        c = m["fused search (pre-encoded)"]["mean"]
+        fuse = m["fusion only (fuse)"]["mean"]
+        rows.append([scale, store, a, b - a, fuse, c - b - fuse, c, m["_candidates"]["union_mean"], m["_candidates"]["completed_mean"]])
     out.append(md_table(["scale", "store", "branch searches", "+ completion", "+ fusion", "+ payload/other", "fused total",
                          "union size", "completed scores"], rows))
     out.append("\n### Fused search (pre-encoded) vs branch depth (Edge; k = 10)\n\n")
-    rows = []
-    for scale, s in res["scales"].items():
-        m = s.get("edge")
-        if m:
-            for d in sorted([DEPTH] + DEPTH_SWEEP):
-                key = "fused search (pre-encoded)" if d == DEPTH else f"fused search (pre-encoded), depth {d}"
-                if key in m:
-                    rows.append([scale, d, m[key]["p50"], m[key]["p95"], m[key]["mean"]])
+    depths = {d: "fused search (pre-encoded)" if d == DEPTH else f"fused search (pre-encoded), depth {d}"
+              for d in sorted([DEPTH] + DEPTH_SWEEP)}
+    rows = [[scale, d, m[k]["p50"], m[k]["p95"], m[k]["mean"]] for scale, m in edges for d, k in depths.items() if k in m]
     out.append(md_table(["scale", "depth per branch", "p50", "p95", "mean"], rows))
     out.append("\n## Concurrency strategies for one query (Edge, ms p50 / p95)\n\n")
-    rows = []
-    for scale, s in res["scales"].items():
-        m = s.get("edge")
-        if m:
-            for k, v in m.items():
-                if k.startswith("strategy:"):
-                    rows.append([scale, k.removeprefix("strategy: "), v["p50"], v["p95"]])
+    rows = [[scale, k.removeprefix("strategy: "), v["p50"], v["p95"]] for scale, m in edges for k, v in m.items()
+            if k.startswith("strategy:")]
     out.append(md_table(["scale", "strategy", "p50", "p95"], rows))
     out.append("\n## LangChain EnsembleRetriever vs the library (end to end, same documents and vectors)\n\n")
+    ensembles = [(scale, s["ensemble"]) for scale, s in res["scales"].items() if s.get("ensemble")]
     rows = []
-    for scale, s in res["scales"].items():
-        e = s.get("ensemble")
-        if e:
-            a, b = e["LangChain EnsembleRetriever.invoke"], e["hybrid-retriever search (e2e)"]
-            rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
+    for scale, e in ensembles:
+        a, b = e["LangChain EnsembleRetriever.invoke"], e["hybrid-retriever search (e2e)"]
+        rows.append([scale, a["n"], a["p50"], a["p95"], b["p50"], b["p95"], e["speedup_p50"], e["build_s"], e["rss_delta_mb"]])
     out.append(md_table(["scale", "queries", "Ensemble p50", "Ensemble p95", "library p50", "library p95", "speed-up (p50)",
                          "Ensemble build s", "Ensemble RSS MiB"], rows))
-    for scale, s in res["scales"].items():
-        e = s.get("ensemble")
-        if e and "cpu_ms" in e:
+    for scale, e in ensembles:
+        if "cpu_ms" in e:
             a, b = e["cpu_ms"]["LangChain EnsembleRetriever.invoke"], e["cpu_ms"]["hybrid-retriever search (e2e)"]
             out.append(f"\n{scale}: CPU time of the same calls (the process's, every thread), p50: Ensemble {a['p50']:,.0f} ms, "
                        f"library {b['p50']:.1f} ms, speed-up {e['speedup_cpu_p50']:.1f}x.\n")
-        if e and e.get("run"):
+        if e.get("run"):
             out.append(f"\n{scale}: measured in a separate run: `{e['run']['command']}` ({e['run']['date']}, load average "
                        f"{' / '.join(f'{x:.2f}' for x in e['run']['loadavg'])} at its start).\n")
     out.append("\n## Ingestion, optimize, memory, disk\n\n")
