@@ -44,9 +44,8 @@ WORK = INDEX = MODEL = Path()
 #: fused top 30, 128 tokens per pair (the reranker scores with the same max length). The relevance head starts random
 #: on top of a bi-encoder's weights, so the learning rate is at the high end of BERT fine-tuning. train-reranker holds
 #: out a fifth of the training queries (seeded) and chooses depth and weight on them.
-MAX_LENGTH = 128
 TRAINING = {"epochs": 1.0, "batch_size": 16, "learning_rate": 5e-5, "num_negatives": 3, "mine_depth": 30,
-            "max_length": MAX_LENGTH, "seed": 0, "save_steps": 50, "holdout": 0.2, "depths": (10, 20, 50)}
+            "max_length": 128, "seed": 0, "save_steps": 50, "holdout": 0.2, "depths": (10, 20, 50)}
 
 
 def open_index(root: Path) -> HybridRetriever:
