@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from typing import Any
 
 import numpy as np
 
 from benchmarks.harness import (REPO, SETTINGS, Question, cache, dense_branch, index_collection, load_collection,
-    machine_info, machine_md, md_table, open_or_index, write_results)
+    machine_info, machine_md, md_table, write_results)
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever.branches import build_branch
 from hybrid_retriever.evaluation import FusionGrid, FusionParams, SearchSpace, collect_runs, pseudo_queries, tune
 from hybrid_retriever.evaluation.report import plot_weight_line
 from hybrid_retriever.evaluation.significance import randomization_test
@@ -38,12 +38,16 @@ REPORT = ("ndcg@10", "recall@100")
 
 
 def build_index(name: str, coll: Any, dense: Any, rebuild: bool) -> HybridRetriever:
-    """The collection's Edge index, kept between runs: built with the cached MiniLM document vectors and this
-    process's dense branch (``--rebuild``: built again), else reopened as it was built."""
+    """The collection's Edge index (cached MiniLM document vectors), kept between runs (``--rebuild``: built again).
+
+    Built or reopened, its queries are encoded by this process's one dense branch: a second instance of the model
+    gives query vectors that differ in the last bits, enough to reorder near-ties.
+    """
     path = cache("tuning", name) / "index"
-    if rebuild:
-        shutil.rmtree(path, ignore_errors=True)
-    return open_or_index(path, lambda: index_collection(coll, path, dense=dense)[0])
+    if rebuild or not (path / "manifest.json").is_file():
+        return index_collection(coll, path, dense=dense)[0]
+    cfg = RetrieverConfig.validate_data({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
+    return HybridRetriever(cfg, branches=[dense if c.kind == "dense" else build_branch(c) for c in cfg.branches])
 
 
 def means(grid: FusionGrid, p: FusionParams, idx: np.ndarray | None = None) -> dict[str, float]:
