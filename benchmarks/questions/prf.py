@@ -5,13 +5,10 @@
     nice python -m benchmarks prf tune-feedback  # Qdrant's feedback query on dev splits -> results/prf_feedback_tuning.{json,md}
     nice python -m benchmarks prf report    # the test collections -> results/prf.{json,md}
 
-Index: Qdrant Edge with the library's BM25 branch and the MiniLM dense branch (document
-vectors from the embedding cache, ``benchmarks/.cache/minilm``), fused by min-max
-interpolation with weights 0.5/0.5 and exact score completion (the library's defaults).
-Queries are encoded by the library. The first stage runs once per collection through
-``HybridRetriever.search_branches`` + ``fuse``; each PRF variant then runs the library's
-``PRFPipeline`` on that first stage, so rows differ only by PRF. Times are per query
-for a whole batch (all queries at once): first stage + PRF.
+The index is the default one (BM25 + MiniLM, document vectors from the embedding cache). The first stage runs
+once per collection through ``HybridRetriever.search_branches`` + ``fuse``; each PRF variant then runs the library's
+``PRFPipeline`` on that first stage, so rows differ only by PRF. Times are per query for a whole batch (all queries
+at once): first stage + PRF.
 
 Parameters are chosen with ``tune`` (and ``tune-feedback`` for Qdrant's relevance-feedback
 query) on dev data only (scifact qrels/train.tsv, nfcorpus-preprocessed qrels/dev.tsv);
@@ -25,15 +22,16 @@ import itertools
 import json
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from benchmarks.harness import (DEV_SPLITS, Question, cache, load_collection, load_embeddings, log, machine_info,
-    machine_md, md_table, per_query_metrics, write_results)
+from benchmarks.harness import (DEV_SPLITS, Question, cache, index_collection, load_collection, log, machine_info,
+    machine_md, md_table, open_or_index, per_query_metrics, write_results)
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever import HybridRetriever
 from hybrid_retriever.config import PRFConfig
 from hybrid_retriever.prf import PRFPipeline
 from hybrid_retriever.types import BranchResult
@@ -64,34 +62,13 @@ class Scores:
         return {"ndcg@10": float(self.ndcg.mean()), "recall@100": float(self.recall.mean()), "ms_per_query": self.ms}
 
 
-def score_runs(runs: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]], ms: float) -> Scores:
-    m = per_query_metrics(dict(zip(qids, runs)), {q: qrels[q] for q in qids})
-    return Scores(m["ndcg@10"], m["recall@100"], ms)
-
-
 # ------------------------------------------------------------------------------- index
 
 
 def open_index(root: Path, name: str) -> HybridRetriever:
     """The collection's Edge index (BM25 + MiniLM), built once from the embedding cache."""
     path = cache("prf-index") / name.replace("/", "__")
-    cfg = {
-        "store": {"kind": "edge", "path": str(path)},
-        "runtime": {"show_progress": False},
-    }
-    if (path / "manifest.json").is_file():
-        return HybridRetriever.open(str(path), runtime={"show_progress": False})
-    coll = load_collection(root, name)
-    emb = load_embeddings(name)
-    texts = dict(zip(coll.doc_ids, coll.texts))
-    keep = [i for i, d in enumerate(emb.doc_ids) if texts.get(d, "").strip()]
-    docs = [Document(text=texts[emb.doc_ids[i]], id=emb.doc_ids[i]) for i in keep]
-    vectors = [emb.docs[i] for i in keep]
-    log.info("%s: indexing %d documents", name, len(docs))
-    r = HybridRetriever(RetrieverConfig.validate_data(cfg))
-    r.add_documents(docs, vectors={"dense": vectors})
-    r.optimize()
-    return r
+    return open_or_index(path, lambda: index_collection(load_collection(root, name), path)[0])
 
 
 @dataclass
@@ -141,16 +118,21 @@ class Runner:
                 self.to_doc[p.point_id] = p.payload.get("doc_id", p.point_id)
         return [self.to_doc.get(p, p) for p in pids]
 
-    def ranked(self, fused: list[list[Any]]) -> list[list[str]]:
-        return [self.doc_ids([it.id for it in items[:DEPTH]]) for items in fused]
+    def score(self, pids: list[list[str]], ms: float) -> Scores:
+        """Ranked point ids per query, scored on their top :data:`DEPTH` (as document ids)."""
+        runs = [self.doc_ids(p[:DEPTH]) for p in pids]
+        m = per_query_metrics(dict(zip(self.fs.qids, runs)), {q: self.qrels[q] for q in self.fs.qids})
+        return Scores(m["ndcg@10"], m["recall@100"], ms)
+
+    def score_fused(self, fused: list[list[Any]], ms: float) -> Scores:
+        return self.score([[it.id for it in items] for items in fused], ms)
 
     def interpolation(self) -> Scores:
-        return score_runs(self.ranked(self.fs.fused), self.fs.qids, self.qrels, self.fs.ms)
+        return self.score_fused(self.fs.fused, self.fs.ms)
 
     def branch_alone(self, name: str) -> Scores:
         res, ms = self.fs.single[name]
-        runs = [self.doc_ids([h.point_id for h in x[name].hits[:DEPTH]]) for x in res]
-        return score_runs(runs, self.fs.qids, self.qrels, ms)
+        return self.score([[h.point_id for h in x[name].hits] for x in res], ms)
 
     def prf(self, cfg: PRFConfig, single: str | None = None) -> tuple[Scores, list[Any]]:
         """A PRF variant on the hybrid first stage (or on one branch alone with ``single``)."""
@@ -163,7 +145,7 @@ class Runner:
         t0 = time.perf_counter()
         out = pipe.run(res, fused, None)
         ms = (time.perf_counter() - t0) * 1000 / len(res)
-        return score_runs(self.ranked(out.fused), self.fs.qids, self.qrels, base_ms + ms), out.info
+        return self.score_fused(out.fused, base_ms + ms), out.info
 
 
 def prf_config(**kw: Any) -> PRFConfig:
@@ -179,97 +161,89 @@ def wins(a: Scores, base: Scores, eps: float = 1e-9) -> tuple[int, int, int]:
 # -------------------------------------------------------------------------------- tune
 
 
-def query_features(fs: FirstStage) -> dict[str, np.ndarray]:
-    """First-stage signals per query, for studying which ones predict PRF harm (dev data only)."""
-    from hybrid_retriever.prf.guard import agreement
-
-    feats: dict[str, list[float]] = {}
-    for per, fused in zip(fs.results, fs.fused):
-        f = {
-            "agree5": agreement(per, 5) or 0.0,
-            "agree10": agreement(per, 10) or 0.0,
-            "agree20": agreement(per, 20) or 0.0,
-            "dense_top": per["dense"].hits[0].score if per["dense"].hits else 0.0,
-            "dense_gap": (per["dense"].hits[0].score - per["dense"].hits[min(9, len(per["dense"].hits) - 1)].score) if per["dense"].hits else 0.0,
-            "bm25_top": per["bm25"].hits[0].score if per["bm25"].hits else 0.0,
-            "fused_gap3": (fused[0].score - fused[min(3, len(fused) - 1)].score) if fused else 0.0,
-            "top1_same": float(bool(per["dense"].hits and per["bm25"].hits and per["dense"].hits[0].point_id == per["bm25"].hits[0].point_id)),
-        }
-        for k, v in f.items():
-            feats.setdefault(k, []).append(float(v))
-    return {k: np.array(v) for k, v in feats.items()}
+def runner(args: argparse.Namespace, name: str, split: str) -> Runner:
+    """A runner on the collection's first stage for the queries of ``split`` with at least one relevant document."""
+    coll = load_collection(args.datasets, name, splits=(split,))
+    qrels = coll.qrels[split]
+    qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
+    r = open_index(args.datasets, name)
+    return Runner(r, first_stage(r, coll.queries, qids), qrels)
 
 
-def dev_runs(args: argparse.Namespace) -> Iterator[tuple[str, str, FirstStage, Runner, Scores]]:
-    """Per dev split (never a test split): its first stage, a runner on it, and interpolation without PRF."""
+def dev_runs(args: argparse.Namespace) -> Iterator[tuple[str, str, Runner, Scores]]:
+    """Per dev split (never a test split): a runner on its first stage, and interpolation without PRF."""
     for name, split in DEV_SPLITS.items():
-        coll = load_collection(args.datasets, name, splits=(split,))
-        qrels = coll.qrels[split]
-        qids = [q for q in coll.judged(split) if any(g > 0 for g in qrels[q].values())]
-        r = open_index(args.datasets, name)
-        fs = first_stage(r, coll.queries, qids)
-        run = Runner(r, fs, qrels)
-        yield name, split, fs, run, run.interpolation()
+        run = runner(args, name, split)
+        yield name, split, run, run.interpolation()
+
+
+def tune_grid() -> list[tuple[str, dict[str, Any], str | None]]:
+    """The PRF parameter search: (label, PRF config, single branch or None for hybrid)."""
+    grid: list[tuple[str, dict[str, Any], str | None]] = []
+    ratios = [(1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0), (0.25, 1.0)]
+    for fb, (a, b) in itertools.product([1, 3, 5, 10], ratios):
+        grid.append((f"dense rocchio fb{fb} a{a} b{b} both", dict(fb_docs=fb, alpha=a, beta=b, interpolate="both", branches=["dense"]), None))
+    for fb, (a, b) in itertools.product([3, 5], ratios[1:4]):
+        for place in ["after", "before"]:
+            grid.append((f"dense rocchio fb{fb} a{a} b{b} {place}", dict(fb_docs=fb, alpha=a, beta=b, interpolate=place, branches=["dense"]), None))
+    for fb, (a, b) in itertools.product([3, 5], ratios):
+        grid.append((f"dense-alone rocchio fb{fb} a{a} b{b}", dict(fb_docs=fb, alpha=a, beta=b, interpolate="none", branches=["dense"]), "dense"))
+    for fb in [3, 5, 10]:
+        grid.append((f"dense average fb{fb} both", dict(fb_docs=fb, dense_method="average", interpolate="both", branches=["dense"]), None))
+    for fb, lam, terms, idf in itertools.product([5, 10], [0.3, 0.5, 0.7], [10, 30], [False, True]):
+        kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=idf, branches=["bm25"])
+        grid.append((f"bm25-alone rm3 fb{fb} l{lam} t{terms} idf{int(idf)}", dict(kw, interpolate="none"), "bm25"))
+    for fb, lam, terms in itertools.product([5, 10], [0.5, 0.7], [10, 30]):
+        kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=True, branches=["bm25"])
+        grid.append((f"rm3 fb{fb} l{lam} t{terms} idf1 both", dict(kw, interpolate="both"), None))
+    for fb, (a, b), lam in itertools.product([3, 5], ratios[1:4], [0.5, 0.7]):
+        for place in ["both", "after"]:
+            kw = dict(fb_docs=fb, alpha=a, beta=b, rm3_lambda=lam, fb_terms=20, idf_terms=True, interpolate=place, branches=["dense", "bm25"])
+            grid.append((f"dense+rm3 fb{fb} a{a} b{b} l{lam} t20 {place}", kw, None))
+    return grid
 
 
 def tune(args: argparse.Namespace) -> None:
     rows = []
-    per_query: dict[str, dict[str, Any]] = {}
-    for name, split, fs, run, base in dev_runs(args):
-        rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
-        rows.append({"collection": name, "split": split, "variant": "dense", **run.branch_alone("dense").summary()})
-        rows.append({"collection": name, "split": split, "variant": "bm25", **run.branch_alone("bm25").summary()})
-        per_query[name] = {"base": base.ndcg, "variants": {}, "signals": None, "features": query_features(fs)}
-        grid: list[tuple[str, dict[str, Any], str | None]] = []
-        ratios = [(1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0), (0.25, 1.0)]
-        for fb, (a, b) in itertools.product([1, 3, 5, 10], ratios):
-            grid.append((f"dense rocchio fb{fb} a{a} b{b} both", dict(fb_docs=fb, alpha=a, beta=b, interpolate="both", branches=["dense"]), None))
-        for fb, (a, b) in itertools.product([3, 5], ratios[1:4]):
-            for place in ["after", "before"]:
-                grid.append((f"dense rocchio fb{fb} a{a} b{b} {place}", dict(fb_docs=fb, alpha=a, beta=b, interpolate=place, branches=["dense"]), None))
-        for fb, (a, b) in itertools.product([3, 5], ratios):
-            grid.append((f"dense-alone rocchio fb{fb} a{a} b{b}", dict(fb_docs=fb, alpha=a, beta=b, interpolate="none", branches=["dense"]), "dense"))
-        for fb in [3, 5, 10]:
-            grid.append((f"dense average fb{fb} both", dict(fb_docs=fb, dense_method="average", interpolate="both", branches=["dense"]), None))
-        for fb, lam, terms, idf in itertools.product([5, 10], [0.3, 0.5, 0.7], [10, 30], [False, True]):
-            kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=idf, branches=["bm25"])
-            grid.append((f"bm25-alone rm3 fb{fb} l{lam} t{terms} idf{int(idf)}", dict(kw, interpolate="none"), "bm25"))
-        for fb, lam, terms in itertools.product([5, 10], [0.5, 0.7], [10, 30]):
-            kw = dict(fb_docs=fb, rm3_lambda=lam, fb_terms=terms, idf_terms=True, branches=["bm25"])
-            grid.append((f"rm3 fb{fb} l{lam} t{terms} idf1 both", dict(kw, interpolate="both"), None))
-        for fb, (a, b), lam in itertools.product([3, 5], ratios[1:4], [0.5, 0.7]):
-            for place in ["both", "after"]:
-                kw = dict(fb_docs=fb, alpha=a, beta=b, rm3_lambda=lam, fb_terms=20, idf_terms=True, interpolate=place, branches=["dense", "bm25"])
-                grid.append((f"dense+rm3 fb{fb} a{a} b{b} l{lam} t20 {place}", kw, None))
-        for label, kw, single in grid:
-            t0 = time.perf_counter()
-            s, info = run.prf(prf_config(**kw), single=single)
+    for name, split, run, base in dev_runs(args):
+        for label, s in [("interpolation", base), ("dense", run.branch_alone("dense")), ("bm25", run.branch_alone("bm25"))]:
             rows.append({"collection": name, "split": split, "variant": label, **s.summary()})
-            per_query[name]["variants"][label] = s.ndcg
-            if per_query[name]["signals"] is None and single is None:
-                per_query[name]["signals"] = [i.signals for i in info]
+        for label, kw, single in tune_grid():
+            t0 = time.perf_counter()
+            s, _ = run.prf(prf_config(**kw), single=single)
+            rows.append({"collection": name, "split": split, "variant": label, **s.summary()})
             log.info("%s %s: nDCG@10 %.4f (base %.4f) in %.1fs", name, label, s.ndcg.mean(), base.ndcg.mean(), time.perf_counter() - t0)
         run.r.close()
     out = {"machine": machine_info(), "rows": rows}
-    np.save(cache() / "prf_tune_perquery.npy", np.array([per_query], dtype=object), allow_pickle=True)
     write_results("prf_tuning", out, render_tuning(out))
 
 
+def by_variant(rows: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], float]]:
+    """A parameter search's rows: per variant, its row of each collection and its mean nDCG@10; best mean first."""
+    per: dict[str, dict[str, Any]] = {}
+    for x in rows:
+        per.setdefault(x["variant"], {})[x["collection"]] = x
+    mean = {v: float(np.mean([x["ndcg@10"] for x in cols.values()])) for v, cols in per.items()}
+    return {v: (per[v], mean[v]) for v in sorted(per, key=lambda v: -mean[v])}
+
+
+#: The dev columns of a parameter search's table.
+DEV_COLUMNS = [f"{c} ({s})" for c, s in DEV_SPLITS.items()]
+
+
 def render_tuning(out: dict[str, Any]) -> str:
-    rows = out["rows"]
-    labels = sorted({x["variant"] for x in rows}, key=lambda v: -np.mean([x["ndcg@10"] for x in rows if x["variant"] == v]))
-    table = []
-    for v in labels:
-        vals = {x["collection"]: x for x in rows if x["variant"] == v}
-        table.append([v] + [vals[c]["ndcg@10"] if c in vals else None for c in DEV_SPLITS] + [float(np.mean([vals[c]["ndcg@10"] for c in vals]))])
+    table = [[v] + [vals[c]["ndcg@10"] if c in vals else None for c in DEV_SPLITS] + [mean]
+             for v, (vals, mean) in by_variant(out["rows"]).items()]
     md = "# PRF parameter search on dev splits\n\n" + machine_md(out["machine"]) + "\n"
     md += "nDCG@10 on scifact qrels/train.tsv and nfcorpus-preprocessed qrels/dev.tsv, best mean first.\n\n"
-    md += md_table(["variant"] + [f"{c} ({s})" for c, s in DEV_SPLITS.items()] + ["mean"], table)
+    md += md_table(["variant", *DEV_COLUMNS, "mean"], table)
     return md
 
 
 def tune_guard(args: argparse.Namespace) -> None:
     """Choose the drift guard on dev data, for the dense configuration chosen by ``tune`` (DENSE, ``both``)."""
+    from hybrid_retriever.prf.guard import agreement
+
     variants_ = [
         ("no guard", {"enabled": False}),
         ("skip if agreement < 0.2 (unreliable)", {"max_agreement": None, "min_agreement": 0.2}),
@@ -280,8 +254,8 @@ def tune_guard(args: argparse.Namespace) -> None:
     ] + [(f"skip if agreement >= {t} (settled)", {"max_agreement": t}) for t in (0.3, 0.4, 0.5, 0.6, 0.7)]
     rows = []
     bins_out = []
-    for name, split, fs, run, base in dev_runs(args):
-        agree = query_features(fs)["agree10"]
+    for name, split, run, base in dev_runs(args):
+        agree = np.array([agreement(per, 10) or 0.0 for per in run.fs.results])  # overlap of the BM25 and dense top 10
         full = None
         for label, g in variants_:
             s, info = run.prf(prf_config(**DENSE, interpolate="both", guard=g))
@@ -289,8 +263,8 @@ def tune_guard(args: argparse.Namespace) -> None:
                 full = s
             w, l, _ = wins(s, base)
             rows.append({"collection": name, "split": split, "guard": label, "gain": float(s.ndcg.mean() - base.ndcg.mean()),
-                         "applied": int(sum(i.applied for i in info)), "queries": len(fs.qids), "wins": w, "losses": l})
-            log.info("%s %-40s gain %+.4f applied %d/%d", name, label, rows[-1]["gain"], rows[-1]["applied"], len(fs.qids))
+                         "applied": int(sum(i.applied for i in info)), "queries": len(run.fs.qids), "wins": w, "losses": l})
+            log.info("%s %-40s gain %+.4f applied %d/%d", name, label, rows[-1]["gain"], rows[-1]["applied"], len(run.fs.qids))
         delta = full.ndcg - base.ndcg
         for lo, hi in [(0.0, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.7), (0.7, 1.01)]:
             m = (agree >= lo) & (agree < hi)
@@ -338,7 +312,7 @@ def feedback_grid() -> list[tuple[str, dict[str, Any]]]:
 def tune_feedback(args: argparse.Namespace) -> None:
     """Choose Qdrant's relevance-feedback parameters on dev data (best mean nDCG@10, as ``tune`` does for Rocchio)."""
     rows = []
-    for name, split, fs, run, base in dev_runs(args):
+    for name, split, run, base in dev_runs(args):
         rows.append({"collection": name, "split": split, "variant": "interpolation", **base.summary()})
         grid = [(f"dense rocchio fb{DENSE['fb_docs']} a{DENSE['alpha']} b{DENSE['beta']} both (chosen by tune)", dict(DENSE, interpolate="both"))]
         for label, kw in grid + feedback_grid():
@@ -352,13 +326,11 @@ def tune_feedback(args: argparse.Namespace) -> None:
 
 
 def render_feedback_tuning(out: dict[str, Any]) -> str:
-    rows = out["rows"]
-    mean = {v: float(np.mean([x["ndcg@10"] for x in rows if x["variant"] == v])) for v in dict.fromkeys(x["variant"] for x in rows)}
-    labels = sorted(mean, key=lambda v: -mean[v])
-    table = []
-    for v in labels:
-        vals = {x["collection"]: x for x in rows if x["variant"] == v}
-        table.append([v] + [vals[c]["ndcg@10"] for c in DEV_SPLITS] + [mean[v]] + [vals[c]["recall@100"] for c in DEV_SPLITS])
+    variants = by_variant(out["rows"])
+    mean = {v: m for v, (_, m) in variants.items()}
+    labels = list(variants)
+    table = [[v] + [vals[c]["ndcg@10"] for c in DEV_SPLITS] + [m] + [vals[c]["recall@100"] for c in DEV_SPLITS]
+             for v, (vals, m) in variants.items()]
     md = "# Qdrant's relevance-feedback query: parameter search on dev splits\n\n" + machine_md(out["machine"]) + "\n"
     md += (
         "`dense_method: qdrant_feedback`, placement `both`, no guard: the top `fb` documents of the fused first stage "
@@ -373,9 +345,7 @@ def render_feedback_tuning(out: dict[str, Any]) -> str:
     md += f"- Best: `{best}`, mean nDCG@10 {mean[best]:.4f}.\n"
     if two:
         md += f"- Best with exactly 2 feedback documents (the same on every Qdrant): `{two[0]}`, mean nDCG@10 {mean[two[0]]:.4f}.\n"
-    md += "\n" + md_table(
-        ["variant"] + [f"{c} ({s})" for c, s in DEV_SPLITS.items()] + ["mean"] + [f"R@100 {c}" for c in DEV_SPLITS], table
-    )
+    md += "\n" + md_table(["variant", *DEV_COLUMNS, "mean"] + [f"R@100 {c}" for c in DEV_SPLITS], table)
     return md
 
 
@@ -450,13 +420,8 @@ def report(args: argparse.Namespace) -> None:
     params = {"dense": DENSE, "rm3": RM3, "qdrant_feedback": QDRANT_FB, "default": PRFConfig().model_dump()}
     data: dict[str, Any] = {"machine": info0, "parameters": params, "collections": {}}
     for name in args.collections:
-        coll = load_collection(args.datasets, name, splits=("test",))
-        qrels = coll.qrels["test"]
-        qids = [q for q in coll.judged("test") if any(g > 0 for g in qrels[q].values())]
-        r = open_index(args.datasets, name)
-        fs = first_stage(r, coll.queries, qids)
-        run = Runner(r, fs, qrels)
-        base = run.interpolation()
+        run = runner(args, name, "test")
+        base, qids = run.interpolation(), run.fs.qids
         rows: dict[str, Any] = {}
         unguarded: dict[str, Scores] = {}
         for label, kw, single in variants():
@@ -477,8 +442,8 @@ def report(args: argparse.Namespace) -> None:
             unguarded[label] = s
             rows[label] = row
             log.info("%s %-40s nDCG@10 %.4f R@100 %.4f %.1f ms/q W/L %d/%d", name, label, s.ndcg.mean(), s.recall.mean(), s.ms, w, l)
-        data["collections"][name] = {"queries": len(qids), "documents": r.count(), "rows": rows}
-        r.close()
+        data["collections"][name] = {"queries": len(qids), "documents": run.r.count(), "rows": rows}
+        run.r.close()
     data["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
     write_results("prf", data, render(data))
 
@@ -597,18 +562,14 @@ def render(data: dict[str, Any]) -> str:
     )
     labels = list(next(iter(data["collections"].values()))["rows"])
     md.append(summary(data))
-    md.append("\n## nDCG@10\n\n")
-    rows = []
-    for lab in labels:
-        vals = [data["collections"][c]["rows"][lab]["ndcg@10"] for c in cols]
-        rows.append([lab] + vals + [float(np.mean(vals))])
-    md.append(md_table(["variant"] + cols + ["mean"], rows))
-    md.append("\n## Recall@100\n\n")
-    md.append(md_table(["variant"] + cols, [[lab] + [data["collections"][c]["rows"][lab]["recall@100"] for c in cols] for lab in labels]))
-    md.append("\n## ms/query (batch)\n\n")
-    md.append(md_table(["variant"] + cols, [[lab] + [data["collections"][c]["rows"][lab]["ms_per_query"] for c in cols] for lab in labels]))
-    md.append("\n## Per-query wins / losses / ties against interpolation without PRF (nDCG@10)\n\n")
-    md.append(md_table(["variant"] + cols, [[lab] + ["{wins}/{losses}/{ties}".format(**data["collections"][c]["rows"][lab]) for c in cols] for lab in labels]))
+    cells = {"nDCG@10": itemgetter("ndcg@10"), "Recall@100": itemgetter("recall@100"),
+             "ms/query (batch)": itemgetter("ms_per_query"),
+             "Per-query wins / losses / ties against interpolation without PRF (nDCG@10)": "{wins}/{losses}/{ties}".format_map}
+    for title, cell in cells.items():
+        table = [[lab] + [cell(data["collections"][c]["rows"][lab]) for c in cols] for lab in labels]
+        if title == "nDCG@10":  # with the mean over the collections
+            table = [row + [float(np.mean(row[1:]))] for row in table]
+        md.append(f"\n## {title}\n\n" + md_table(["variant", *cols] + (["mean"] if title == "nDCG@10" else []), table))
     md.append("\n## The drift guard\n\n")
     md.append(
         "Per guarded row: queries whose feedback the guard skipped / damped; of those, how many ended better "

@@ -8,15 +8,9 @@ GPU check (``rerank_device.py``): ``python -m benchmarks rerank device-pack`` he
 ``bash benchmarks/rerank_device.sh`` on the GPU machine runs ``rerank gpu-check`` into ``rerank_gpu.md/.json``;
 ``rerank gpu-check --cpu-smoke`` runs the same code on a CPU.
 
-Nothing is tuned on the test split: ``train-reranker`` holds out a fifth of the training
-queries and chooses depth and weight of the interpolated order on them; the adaptive-depth
-threshold is chosen on the same held-out queries. On test, every scoring variant (ONNX
-float32 at 256 and 128 tokens, int8 at 128) scores each query's fused candidates once and
-every depth, weight and threshold is a re-sort of those scores (a pair's score does not
-depend on them). torch and ONNX float32 are checked to give the same scores at the same
-length. Latency: a seeded sample of test queries, each searched fused-only and with every
-route (today's torch path at 256 tokens included), interleaved in a rotating order; the
-table reports the added milliseconds and the speed-up over today's path.
+Nothing is tuned on the test split (depth, weight and the adaptive threshold are chosen on held-out training
+queries). On test, every scoring variant scores each query's fused candidates once and every depth, weight and
+threshold is a re-sort of those scores: a pair's score does not depend on them. rerank.md says the rest.
 
 ``--smoke``: the harness's SciFact slice, a tiny random cross-encoder (MiniLM's tokenizer) as the base model,
 every step (train, report, device-pack, gpu-check on the CPU) at tiny sizes.
@@ -35,53 +29,28 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (SETTINGS, Question, cache, load_collection, load_embeddings, machine_info, machine_md,
-    md_table, write_results)
+from benchmarks.harness import (SETTINGS, Question, cache, index_collection, load_collection, machine_info, machine_md,
+    md_table, open_or_index, write_results)
 from benchmarks.questions import rerank_device
 
-from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
+from hybrid_retriever import HybridRetriever
 
 log = logging.getLogger("benchmarks.rerank")
 
 NAME = "scifact"
 #: Set by ``run``: the work folder (``RERANK_WORK`` or the benchmark cache's ``rerank``), its index and reranker.
 WORK = INDEX = MODEL = Path()
-DEPTHS = (10, 20, 50)
 #: Training on the 2 CPU cores (issue 23's cheaper recipe): one epoch, three negatives per judged pair from the
 #: fused top 30, 128 tokens per pair (the reranker scores with the same max length). The relevance head starts random
 #: on top of a bi-encoder's weights, so the learning rate is at the high end of BERT fine-tuning. train-reranker holds
 #: out a fifth of the training queries (seeded) and chooses depth and weight on them.
-MAX_LENGTH = 128
 TRAINING = {"epochs": 1.0, "batch_size": 16, "learning_rate": 5e-5, "num_negatives": 3, "mine_depth": 30,
-            "max_length": MAX_LENGTH, "seed": 0, "save_steps": 50, "holdout": 0.2, "depths": (10, 20, 50)}
-#: With a GPU (--full): four negatives, one epoch at the usual learning rate.
-FULL = {**TRAINING, "epochs": 1.0, "learning_rate": 3e-5, "num_negatives": 4, "save_steps": 100}
-#: Set from the command line: a dense model folder instead of the packaged MiniLM, and encoding the corpus
-#: instead of reading the embedding cache.
-DENSE_MODEL: str | None = None
-ENCODE = False
+            "max_length": 128, "seed": 0, "save_steps": 50, "holdout": 0.2, "depths": (10, 20, 50)}
 
 
 def open_index(root: Path) -> HybridRetriever:
     """SciFact's Edge index in the default configuration, built once (MiniLM vectors from the embedding cache)."""
-    if (INDEX / "manifest.json").is_file():
-        return HybridRetriever.open(str(INDEX), runtime={"show_progress": False})
-    coll = load_collection(root, NAME)
-    cfg: dict[str, Any] = {"store": {"kind": "edge", "path": str(INDEX)}, "runtime": {"show_progress": False}}
-    if DENSE_MODEL is not None:  # the default configuration with the model read from a folder
-        cfg["branches"] = [{"kind": "bm25", "weight": 0.5}, {"kind": "dense", "weight": 0.5, "model": DENSE_MODEL}]
-    r = HybridRetriever(RetrieverConfig.validate_data(cfg))
-    docs = [Document(text=t, id=i) for i, t in zip(coll.doc_ids, coll.texts) if t.strip()]
-    if ENCODE:  # no embedding cache: the dense branch encodes the corpus (on a GPU when present)
-        log.info("indexing and encoding %d documents", len(docs))
-        r.add_documents(docs)
-    else:
-        emb = load_embeddings(NAME)
-        row = {d: i for i, d in enumerate(emb.doc_ids)}
-        log.info("indexing %d documents", len(docs))
-        r.add_documents(docs, vectors={"dense": [emb.docs[row[d.id]] for d in docs]})
-    r.optimize()
-    return r
+    return open_or_index(INDEX, lambda: index_collection(load_collection(root, NAME), INDEX)[0])
 
 
 def sample(ids: list[str], n: int | None, seed: int = 0) -> list[str]:
@@ -101,15 +70,10 @@ def train(args: argparse.Namespace) -> None:
     judged = coll.judged("train")
     qids = sample(judged, args.train_queries)
     queries = {q: coll.queries[q] for q in qids}
-    settings = dict(FULL if args.full else TRAINING)
-    if DENSE_MODEL is not None:
-        settings["base_model"] = DENSE_MODEL
-    if args.epochs is not None:
-        settings["epochs"] = args.epochs
-    if args.learning_rate is not None:
-        settings["learning_rate"] = args.learning_rate
-    if args.holdout is not None:
-        settings["holdout"] = args.holdout
+    settings = dict(TRAINING)
+    for key in ("epochs", "learning_rate", "holdout"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     if args.base_model is not None:  # a further round from a reranker trained here (the same held-out queries)
         settings["base_model"] = str(args.base_model)
     if args.rerank_depths is not None:
@@ -138,42 +102,42 @@ def fused_runs(r: HybridRetriever, texts: list[str], depth: int) -> list[list[An
 
 # ------------------------------------------------------------------------ speed routes (issue 23)
 
-#: Scoring variants: ONNX float32 gives torch's scores at the same max length (checked below on a sample), so one
-#: variant per length stands for both runtimes. torch-256 (today's path, the slowest) scores a seeded sample of the
-#: test queries when --sample-256 is given.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "torch-256": {"backend": "torch", "max_length": 256},
-    "fp32-128": {"backend": "onnx", "max_length": 128},
-    "int8-128": {"backend": "onnx-int8", "max_length": 128},
-}
+#: Scoring variants ("fp32-128": runtime and max length) and their rerank backends. ONNX float32 gives torch's scores
+#: at the same max length (checked on a sample), so one variant per length stands for both runtimes in the quality
+#: rows. torch-256 (today's path, the slowest) scores a seeded sample of the test queries when --sample-256 is given.
+BACKENDS = {"torch": "torch", "fp32": "onnx", "int8": "onnx-int8"}
 #: Fused candidates each variant scores per query (depth 10 re-sorts the depth-20 scores).
-VARIANT_DEPTH = {"torch-256": 20, "fp32-128": 20, "int8-128": 20}
+DEPTH = 20
 #: Agreement thresholds of adaptive depth tried (queries at or above are not reranked; adaptive_depth 0).
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 #: The reference of the issue: the old model's numbers (benchmarks/results/rerank.md before issue 23).
 OLD = {"fused": 0.741, "tuned@20": 0.759, "weight": 0.3, "added_ms@20": 1716.5, "fused_ms": 14.0}
 
 
-def rerank_config(base: dict[str, Any], **kw: Any) -> Any:
+def rerank_config(base: dict[str, Any], variant: str | None = None, **kw: Any) -> Any:
+    """``base`` with ``kw`` as a RerankConfig; a ``variant`` ("fp32-128") sets the backend and max length."""
     from hybrid_retriever.config import RerankConfig
 
+    if variant is not None:
+        runtime, length = variant.split("-")
+        kw = {"backend": BACKENDS[runtime], "max_length": int(length), **kw}
     return RerankConfig.model_validate({**base, **kw})
 
 
-def score_variant(name: str, cfg: Any, qids: list[str], texts: dict[str, str], cands: dict[str, list[Any]],
-                  depth: int) -> dict[str, list[float]]:
-    """Reranker scores of each query's fused top ``depth`` (cached as JSON in WORK, so a rerun resumes)."""
+def score_variant(name: str, cfg: Any, qids: list[str], texts: dict[str, str], cands: dict[str, list[Any]]
+                  ) -> dict[str, list[float]]:
+    """Reranker scores of each query's fused top :data:`DEPTH` (cached as JSON in WORK, so a rerun resumes)."""
     from hybrid_retriever.rerank.stage import build_backend
 
     path = WORK / f"scores-{name}.json"
     done: dict[str, list[float]] = json.loads(path.read_text()) if path.is_file() else {}
-    todo = [q for q in qids if len(done.get(q, [])) < min(depth, len(cands[q]))]
+    todo = [q for q in qids if len(done.get(q, [])) < min(DEPTH, len(cands[q]))]
     if todo:
         backend = build_backend(cfg)
         t0 = time.perf_counter()
         for s in range(0, len(todo), 8):
             batch = todo[s : s + 8]
-            out = backend.score([texts[q] for q in batch], [[h.text for h in cands[q][:depth]] for q in batch])
+            out = backend.score([texts[q] for q in batch], [[h.text for h in cands[q][:DEPTH]] for q in batch])
             done.update(zip(batch, out))
             path.write_text(json.dumps(done))
         log.info("%s: scored %d queries in %.0f s", name, len(todo), time.perf_counter() - t0)
@@ -195,12 +159,17 @@ def ranked(cands: dict[str, list[Any]], scores: dict[str, list[float]], depth: d
 
 
 def ndcg(lists: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10 per query of ``lists`` (the library's metric)."""
     from hybrid_retriever.evaluation.metrics import evaluate_ranked
 
     return evaluate_ranked(lists, {q: qrels[q] for q in lists}, ["ndcg@10"])["ndcg@10"]
 
 
-def adaptive_depths(cands: dict[str, list[Any]], threshold: float | None, depth: int) -> dict[str, int]:
+def mean(per_query: dict[str, float]) -> float:
+    return float(np.mean(list(per_query.values())))
+
+
+def adaptive_depths(cands: dict[str, list[Any]], threshold: float | None, depth: int = DEPTH) -> dict[str, int]:
     """Per query, the depth the library's adaptive rule gives (rerank/depth.py, adaptive_depth 0)."""
     from hybrid_retriever.rerank.depth import hit_signals, rerank_depth
 
@@ -208,16 +177,20 @@ def adaptive_depths(cands: dict[str, list[Any]], threshold: float | None, depth:
     return {q: rerank_depth(cfg, hit_signals(hs[0]) if hs else None) for q, hs in cands.items()}
 
 
+def adaptive_row(cands: dict[str, list[Any]], scores: dict[str, list[float]], qrels: dict[str, Any], weight: float,
+                 threshold: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """nDCG@10 per query with adaptive depth at ``threshold``, and the curve's row (share reranked, mean nDCG@10)."""
+    dq = adaptive_depths(cands, threshold)
+    per = ndcg(ranked(cands, scores, dq, weight), qrels)
+    return per, {"threshold": threshold, "reranked": sum(d > 0 for d in dq.values()) / len(dq), "ndcg@10": mean(per)}
+
+
 def choose_threshold(cands: dict[str, list[Any]], scores: dict[str, list[float]], qrels: dict[str, Any],
-                     weight: float, depth: int, slack: float = 0.003) -> dict[str, Any]:
+                     weight: float, slack: float = 0.003) -> dict[str, Any]:
     """On held-out training queries: the threshold that reranks the fewest queries while keeping nDCG@10 within
     ``slack`` of reranking every query (None when none does)."""
-    full = float(np.mean(list(ndcg(ranked(cands, scores, depth, weight), qrels).values())))
-    rows = []
-    for t in THRESHOLDS:
-        dq = adaptive_depths(cands, t, depth)
-        v = float(np.mean(list(ndcg(ranked(cands, scores, dq, weight), qrels).values())))
-        rows.append({"threshold": t, "ndcg@10": v, "reranked": sum(d > 0 for d in dq.values()) / len(dq)})
+    full = mean(ndcg(ranked(cands, scores, DEPTH, weight), qrels))
+    rows = [adaptive_row(cands, scores, qrels, weight, t)[1] for t in THRESHOLDS]
     ok = [r for r in rows if r["ndcg@10"] >= full - slack]
     best = min(ok, key=lambda r: (r["reranked"], -r["ndcg@10"])) if ok else None
     return {"full": full, "rows": rows, "chosen": best["threshold"] if best else None, "slack": slack}
@@ -230,15 +203,13 @@ def paired_against_today(qids: list[str], cands: dict[str, list[Any]], scores: d
 
     sub = {q: cands[q] for q in qids}
     today = ndcg(ranked(sub, scores["torch-256"], 20, weight), qrels)
-    routes = {"fused": ndcg({q: [h.id for h in hs] for q, hs in sub.items()}, qrels),
-              "torch-256@20 (today)": today,
-              "fp32-128@20": ndcg(ranked(sub, scores["fp32-128"], 20, weight), qrels),
-              "fp32-128@10": ndcg(ranked(sub, scores["fp32-128"], 10, weight), qrels),
-              "int8-128@20": ndcg(ranked(sub, scores["int8-128"], 20, weight), qrels)}
+    routes = {"fused": ndcg({q: [h.id for h in hs] for q, hs in sub.items()}, qrels), "torch-256@20 (today)": today}
+    for v, d in (("fp32-128", 20), ("fp32-128", 10), ("int8-128", 20)):
+        routes[f"{v}@{d}"] = ndcg(ranked(sub, scores[v], d, weight), qrels)
     if threshold is not None:
-        dq = adaptive_depths(sub, threshold, 20)
-        routes[f"fp32-128@20 adaptive {threshold:g}"] = ndcg(ranked(sub, scores["fp32-128"], dq, weight), qrels)
-        routes[f"int8-128@20 adaptive {threshold:g}"] = ndcg(ranked(sub, scores["int8-128"], dq, weight), qrels)
+        dq = adaptive_depths(sub, threshold)
+        for v in ("fp32-128", "int8-128"):
+            routes[f"{v}@20 adaptive {threshold:g}"] = ndcg(ranked(sub, scores[v], dq, weight), qrels)
     base = [today[q] for q in qids]
     out = {"queries": len(qids), "rows": {}}
     for name, pq in routes.items():
@@ -247,9 +218,9 @@ def paired_against_today(qids: list[str], cands: dict[str, list[Any]], scores: d
     return out
 
 
-def selection_scores(model: Path, cands: dict[str, list[Any]], depth: int) -> dict[str, list[float]] | None:
+def selection_scores(model: Path, cands: dict[str, list[Any]]) -> dict[str, list[float]] | None:
     """The held-out queries' scores train-reranker already computed while choosing (its selection cache), when they
-    cover each query's fused top ``depth``; None otherwise."""
+    cover each query's fused top :data:`DEPTH`; None otherwise."""
     from hybrid_retriever.evaluation.cache import read_cache_rows
     from hybrid_retriever.evaluation.rerank import CACHE_VERSION
     from hybrid_retriever.ids import point_id
@@ -261,7 +232,7 @@ def selection_scores(model: Path, cands: dict[str, list[Any]], depth: int) -> di
     out = {}
     for q, hs in cands.items():
         have = by_q.get(q, {})
-        pids = [point_id(h.id) for h in hs[:depth]]
+        pids = [point_id(h.id) for h in hs[:DEPTH]]
         if not all(p in have for p in pids):
             return None
         out[q] = [float(have[p]) for p in pids]
@@ -269,15 +240,15 @@ def selection_scores(model: Path, cands: dict[str, list[Any]], depth: int) -> di
     return out
 
 
-def check_equal(stage_cfgs: dict[str, Any], qids: list[str], texts: dict[str, str], cands: dict[str, list[Any]]
+def check_equal(base: dict[str, Any], qids: list[str], texts: dict[str, str], cands: dict[str, list[Any]]
                 ) -> dict[str, Any]:
     """torch and ONNX float32 at the same max length score the same pairs alike (max |Δ|, same order)."""
     from hybrid_retriever.rerank.stage import build_backend
 
     out = {}
     for length in (256, 128):
-        a = build_backend(stage_cfgs[f"torch-{length}"])
-        b = build_backend(stage_cfgs[f"fp32-{length}"])
+        a = build_backend(rerank_config(base, f"torch-{length}"))
+        b = build_backend(rerank_config(base, f"fp32-{length}"))
         qs = [texts[q] for q in qids]
         docs = [[h.text for h in cands[q][:20]] for q in qids]
         sa, sb = a.score(qs, docs), b.score(qs, docs)
@@ -289,38 +260,38 @@ def check_equal(stage_cfgs: dict[str, Any], qids: list[str], texts: dict[str, st
 
 
 def measure_latency(r: HybridRetriever, texts: list[str], routes: dict[str, Any], n: int) -> dict[str, Any]:
-    """Per query of a seeded sample: fused-only and each route's full search (k=10), interleaved in a rotating order."""
+    """Per query of a seeded sample: fused-only and each route's full search (k=10), interleaved in a rotating order.
+
+    Not ``harness.interleaved``: a route's added latency is its time minus fused-only's on the same query, and each
+    route's hits are looked at (how many queries it reranked).
+    """
     from hybrid_retriever.rerank import Reranker
 
-    idx = sorted(np.random.default_rng(0).choice(len(texts), size=min(n, len(texts)), replace=False).tolist())
+    texts = sample(texts, n)
     stages = {name: Reranker(cfg) for name, cfg in routes.items()}
-    for st in stages.values():  # load (and export) every model before timing
+    for st in [*stages.values(), None]:  # load (and export) every model before timing
         r.reranker = st
-        r.search(texts[idx[0]], k=10)
-    r.reranker = None
-    r.search(texts[idx[0]], k=10)
+        r.search(texts[0], k=10)
     systems = ["fused", *routes]
     ms: dict[str, list[float]] = {s: [] for s in systems}
-    reranked: dict[str, list[int]] = {s: [] for s in routes}
-    for n_, i in enumerate(idx):
-        order = systems[n_ % len(systems):] + systems[: n_ % len(systems)]
-        for s in order:
+    reranked = dict.fromkeys(routes, 0)
+    for n_, text in enumerate(texts):
+        for s in systems[n_ % len(systems):] + systems[: n_ % len(systems)]:
             r.reranker = None if s == "fused" else stages[s]
             t0 = time.perf_counter()
-            hits = r.search(texts[i], k=10)
+            hits = r.search(text, k=10)
             ms[s].append((time.perf_counter() - t0) * 1000)
             if s != "fused":
-                reranked[s].append(sum(h.rerank is not None and h.rerank.raw is not None for h in hits))
+                reranked[s] += any(h.rerank is not None and h.rerank.raw is not None for h in hits)
     r.reranker = None
     for st in stages.values():
         st.close()
-    out: dict[str, Any] = {"queries": len(idx), "k": 10, "median_ms": {s: statistics.median(v) for s, v in ms.items()},
-                           "mean_ms": {s: statistics.fmean(v) for s, v in ms.items()}}
-    out["added_ms_median"] = {s: statistics.median([a - b for a, b in zip(ms[s], ms["fused"])]) for s in routes}
-    out["added_ms_mean"] = {s: statistics.fmean([a - b for a, b in zip(ms[s], ms["fused"])]) for s in routes}
-    out["queries_reranked"] = {s: sum(1 for x in v if x > 0) for s, v in reranked.items()}
-    out["per_query_ms"] = ms
-    return out
+    added = {s: [a - b for a, b in zip(ms[s], ms["fused"])] for s in routes}
+    return {"queries": len(texts), "k": 10, "median_ms": {s: statistics.median(v) for s, v in ms.items()},
+            "mean_ms": {s: statistics.fmean(v) for s, v in ms.items()},
+            "added_ms_median": {s: statistics.median(v) for s, v in added.items()},
+            "added_ms_mean": {s: statistics.fmean(v) for s, v in added.items()},
+            "queries_reranked": reranked, "per_query_ms": ms}
 
 
 def report(args: argparse.Namespace) -> None:
@@ -340,51 +311,40 @@ def report(args: argparse.Namespace) -> None:
                             "choice": choice, "old_reference": OLD, "machine": machine_info()}
     t_start = time.perf_counter()
     with open_index(args.datasets) as r:
-        hits = fused_runs(r, [texts[q] for q in test_q], 20)
-        cands = dict(zip(test_q, hits))
+        cands = dict(zip(test_q, fused_runs(r, [texts[q] for q in test_q], DEPTH)))
         # The pairs the GPU check scores (benchmarks/rerank_device.py pack).
         (WORK / "candidates.json").write_text(json.dumps(
             {q: {"query": texts[q], "docs": [h.text for h in cands[q][:20]]} for q in test_q}))
-        held_cands = dict(zip(held_q, fused_runs(r, [texts[q] for q in held_q], 20)))
+        held_cands = dict(zip(held_q, fused_runs(r, [texts[q] for q in held_q], DEPTH)))
         qrels = coll.qrels["test"]
-        fused = {q: [h.id for h in hs] for q, hs in cands.items()}
-        per: dict[str, dict[str, float]] = {"fused": ndcg(fused, qrels)}
+        per: dict[str, dict[str, float]] = {"fused": ndcg({q: [h.id for h in hs] for q, hs in cands.items()}, qrels)}
         # Adaptive depth: the threshold is chosen on the held-out training queries (train-reranker's scores).
-        held_scores = selection_scores(Path(model), held_cands, 20)
+        held_scores = selection_scores(Path(model), held_cands)
         if held_scores is None:
-            held_scores = score_variant("heldout-fp32-128", rerank_config(base, backend="onnx", max_length=128), held_q,
-                                        texts, held_cands, 20)
-        data["adaptive_choice"] = choose_threshold(held_cands, held_scores, coll.qrels["train"], weight, 20)
+            held_scores = score_variant("heldout-fp32-128", rerank_config(base, "fp32-128"), held_q, texts, held_cands)
+        data["adaptive_choice"] = choose_threshold(held_cands, held_scores, coll.qrels["train"], weight)
         t = data["adaptive_choice"]["chosen"]
         # Latency first (the target), side by side: today's path (torch, 256 tokens) and the routes.
-        routes = {
-            "torch-256@20": rerank_config(base, backend="torch", max_length=256, depth=20),
-            "torch-128@20": rerank_config(base, backend="torch", max_length=128, depth=20),
-            "fp32-256@20": rerank_config(base, backend="onnx", max_length=256, depth=20),
-            "fp32-128@20": rerank_config(base, backend="onnx", max_length=128, depth=20),
-            "int8-128@20": rerank_config(base, backend="onnx-int8", max_length=128, depth=20),
-            "fp32-128@10": rerank_config(base, backend="onnx", max_length=128, depth=10),
-        }
+        routes = {f"{v}@{d}": rerank_config(base, v, depth=d) for v, d in (
+            ("torch-256", 20), ("torch-128", 20), ("fp32-256", 20), ("fp32-128", 20), ("int8-128", 20), ("fp32-128", 10))}
         if t is not None:
-            routes[f"fp32-128@20 adaptive {t:g}"] = rerank_config(base, backend="onnx", max_length=128, depth=20,
-                                                                   adaptive_agreement=t, adaptive_depth=0)
-            routes[f"int8-128@20 adaptive {t:g}"] = rerank_config(base, backend="onnx-int8", max_length=128, depth=20,
-                                                                   adaptive_agreement=t, adaptive_depth=0)
+            for v in ("fp32-128", "int8-128"):
+                routes[f"{v}@20 adaptive {t:g}"] = rerank_config(base, v, depth=20, adaptive_agreement=t, adaptive_depth=0)
         if args.reuse_latency is not None:  # the same report's latency, measured before an interruption
-            data["latency"] = json.loads(args.reuse_latency.read_text())["latency"]
+            reused = json.loads(args.reuse_latency.read_text())
+            data["latency"] = reused["latency"]
             data["latency_reused_from"] = str(args.reuse_latency)
-            data["latency_machine"] = json.loads(args.reuse_latency.read_text())["machine"]
+            data["latency_machine"] = reused["machine"]
         else:
             data["latency"] = measure_latency(r, [texts[q] for q in test_q], routes, args.latency_queries)
-        data["systems"] = {"fused": {"ndcg@10": float(np.mean(list(per["fused"].values())))}}
+        data["systems"] = {"fused": {"ndcg@10": mean(per["fused"])}}
         write_results("rerank", data, render(data))
         # Quality: every variant's scores on every test query (the cheap ones first; results rewritten after each).
         base_vals = [per["fused"][q] for q in test_q]
         all_scores: dict[str, dict[str, list[float]]] = {}
         for v in ("fp32-128", "int8-128", "torch-256"):
             vq = sample(test_q, args.sample_256, seed=3) if v == "torch-256" else test_q
-            sc = score_variant(v, rerank_config(base, **VARIANTS[v]), vq, texts, cands, VARIANT_DEPTH[v])
-            all_scores[v] = sc
+            sc = all_scores[v] = score_variant(v, rerank_config(base, v), vq, texts, cands)
             if v == "torch-256":
                 data["paired_256"] = paired_against_today(vq, cands, all_scores, qrels, weight, t)
                 write_results("rerank", data, render(data))
@@ -393,16 +353,12 @@ def report(args: argparse.Namespace) -> None:
                 per[f"{v}@{d}"] = ndcg(ranked(cands, sc, d, weight), qrels)
             if v == "fp32-128":
                 per["fp32-128@20 reranker order"] = ndcg(ranked(cands, sc, 20, 1.0), qrels)
-                curve = []
+                data["adaptive_curve"] = []
                 for th in THRESHOLDS:
-                    dq = adaptive_depths(cands, th, 20)
-                    name = f"fp32-128@20 adaptive {th:g}"
-                    per[name] = ndcg(ranked(cands, sc, dq, weight), qrels)
-                    curve.append({"threshold": th, "reranked": sum(x > 0 for x in dq.values()) / len(dq),
-                                  "ndcg@10": float(np.mean(list(per[name].values())))})
-                data["adaptive_curve"] = curve
+                    per[f"fp32-128@20 adaptive {th:g}"], row = adaptive_row(cands, sc, qrels, weight, th)
+                    data["adaptive_curve"].append(row)
             if v == "int8-128" and t is not None:
-                per[f"int8-128@20 adaptive {t:g}"] = ndcg(ranked(cands, sc, adaptive_depths(cands, t, 20), weight), qrels)
+                per[f"int8-128@20 adaptive {t:g}"] = adaptive_row(cands, sc, qrels, weight, t)[0]
             for name, pq in per.items():
                 vals = [pq[q] for q in test_q]
                 data["systems"][name] = {"ndcg@10": float(np.mean(vals))}
@@ -410,11 +366,7 @@ def report(args: argparse.Namespace) -> None:
                     data["systems"][name]["vs_fused"] = compare(base_vals, vals, "randomization").as_dict()
             write_results("rerank", data, render(data))
         # torch and ONNX float32 agree (so the torch routes' quality is the fp32 variants').
-        stage_cfgs = {"torch-256": rerank_config(base, backend="torch", max_length=256),
-                      "torch-128": rerank_config(base, backend="torch", max_length=128),
-                      "fp32-256": rerank_config(base, backend="onnx", max_length=256),
-                      "fp32-128": rerank_config(base, backend="onnx", max_length=128)}
-        data["torch_vs_onnx"] = check_equal(stage_cfgs, sample(test_q, 5, seed=2), texts, cands)
+        data["torch_vs_onnx"] = check_equal(base, sample(test_q, 5, seed=2), texts, cands)
     data["machine"]["loadavg_end"] = list(os.getloadavg())
     data["wall_seconds"] = time.perf_counter() - t_start
     write_results("rerank", data, render(data))
@@ -591,12 +543,7 @@ def _step(value: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs="*", type=_step, metavar="STEP",
                    help=f"steps, in order: {', '.join(STEPS)} (default: report; device-pack / gpu-check: rerank_device.py)")
-    p.add_argument("--full", action="store_true", help="the planned training setting (FULL), for a machine with a GPU")
-    p.add_argument("--dense-model", default=None, help="dense model folder (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--encode", action="store_true", help="encode the corpus instead of reading the embedding cache")
-    p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS))
     p.add_argument("--latency-queries", type=int, default=16)
-    p.add_argument("--index", type=Path, default=None, help="the SciFact index (default: the one `train` built)")
     p.add_argument("--holdout", type=float, default=None, help="training queries held out by train-reranker (default: TRAINING's share)")
     p.add_argument("--train-queries", type=int, default=None, help="a seeded sample of the training queries (default: all)")
     p.add_argument("--epochs", type=float, default=None, help="training epochs (default: TRAINING's)")
@@ -614,12 +561,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     logging.getLogger("hybrid_retriever").setLevel(logging.INFO)
-    global DENSE_MODEL, ENCODE, WORK, INDEX, MODEL
+    global WORK, INDEX, MODEL
     WORK = Path(os.environ["RERANK_WORK"]) if os.environ.get("RERANK_WORK") and not SETTINGS.smoke else cache("rerank")
-    INDEX, MODEL = Path(args.index) if args.index else WORK / "scifact-index", WORK / "scifact-reranker"
+    INDEX, MODEL = WORK / "scifact-index", WORK / "scifact-reranker"
     args.model = args.model or MODEL
     WORK.mkdir(parents=True, exist_ok=True)
-    DENSE_MODEL, ENCODE = args.dense_model, args.encode
     if args.tiny_base and args.base_model is None:
         args.base_model = Path(tiny_base_model(WORK / "tiny-base"))
     steps = {"train": train, "report": report,

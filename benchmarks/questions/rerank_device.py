@@ -21,6 +21,7 @@ configuration, so ``device-pack`` also carries the wheels the GPU image lacks.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import os
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import BENCH, SETTINGS, cache, log, write_results
+from benchmarks.harness import BENCH, SETTINGS, cache, log, md_table, write_results
 
 #: Where ``device-pack`` writes (carried to the GPU machine); under ``--smoke`` a folder of the smoke cache.
 DEV = BENCH / ".cache" / "rerank-dev"
@@ -167,7 +168,8 @@ def check(args: argparse.Namespace) -> None:
         rows: dict[str, Any] = {}
         reference: dict[str, list[float]] = {}
         for dt in dtypes:
-            m = model.to(device=device, dtype=getattr(torch, dt))
+            # a copy of the float32 model each time: bfloat16 is not rounded through float16
+            m = copy.deepcopy(model).to(device=device, dtype=getattr(torch, dt))
             score_all(m, tok, pairs, length, device, args.batch)  # warm-up (kernels, allocator)
             times, scores = [], {}
             for _ in range(args.runs):
@@ -183,7 +185,7 @@ def check(args: argparse.Namespace) -> None:
             rows[dt]["speedup"] = rows[dt]["pairs_per_s"] / rows["float32"]["pairs_per_s"]
         report["models"][name] = {"max_length": length, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
                                   "dtypes": rows}
-        model.to("cpu")
+        del m
     report["wall_seconds"] = time.perf_counter() - t_all
     write_results("rerank_gpu", report, render(report))
 
@@ -191,14 +193,14 @@ def check(args: argparse.Namespace) -> None:
 def _model_tables(r: dict[str, Any], level: str) -> list[str]:
     lines = []
     for name, m in r["models"].items():
-        lines += [f"{level} {name}: {m['params_m']:.0f} M parameters, {m['max_length']} tokens", "",
-                  "| dtype | pairs / s | speed-up vs float32 | queries with float32's top 10 (in order) | max abs score diff | meets target |",
-                  "|---|---|---|---|---|---|"]
+        rows = []
         for dt, v in m["dtypes"].items():
             meets = "" if dt == "float32" else ("yes" if v["speedup"] >= TARGET["speedup"] and v["top10_agreement"] >= TARGET["agreement"] else "no")
-            lines.append(f"| {dt} | {v['pairs_per_s']:,.0f} | {v['speedup']:.2f}× | {v['top10_agreement']:.3f} | "
-                         f"{v['max_abs_diff']:.3g} | {meets} |")
-        lines.append("")
+            rows.append([dt, f"{v['pairs_per_s']:,.0f}", f"{v['speedup']:.2f}×", f"{v['top10_agreement']:.3f}",
+                         f"{v['max_abs_diff']:.3g}", meets])
+        lines += [f"{level} {name}: {m['params_m']:.0f} M parameters, {m['max_length']} tokens", "",
+                  md_table(["dtype", "pairs / s", "speed-up vs float32", "queries with float32's top 10 (in order)",
+                            "max abs score diff", "meets target"], rows)]
     lines += ["The random BERT-base model's scores mean nothing; it measures speed and how much half precision moves "
               "the order of a model of that size (its near-ties make agreement a strict test).", ""]
     return lines

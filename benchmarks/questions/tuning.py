@@ -1,11 +1,5 @@
-"""Tuning benchmark: default vs tuned vs synthetic-tuned fusion, and whether tuning transfers.
-
-For scifact the fusion is tuned on ``qrels/train.tsv`` and reported on ``test``; for
-nfcorpus-preprocessed, cranfield and cisi it is 5-fold cross-validated over the test
-queries (each query scored by a configuration picked on the other folds). The
-synthetic-tuned configuration is tuned on pseudo-queries cut from the corpus (no
-judgements) and reported on all real queries it never saw; the scifact-tuned
-configuration is applied unchanged to the other three collections.
+"""Tuning benchmark: default vs tuned vs synthetic-tuned fusion, and whether tuning transfers (tuning.md says how
+each is validated: every score is on queries the configuration was not tuned on).
 
 Documents are indexed with the cached MiniLM embeddings (benchmarks/.cache/minilm,
 ``python -m benchmarks cache embeddings``), so no document is re-encoded; queries and pseudo-queries are
@@ -21,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import (REPO, SETTINGS, Question, cache, dense_branch, load_collection, load_embeddings,
+from benchmarks.harness import (REPO, SETTINGS, Question, cache, dense_branch, index_collection, load_collection,
     machine_info, machine_md, md_table, write_results)
 from hybrid_retriever import Document, HybridRetriever, RetrieverConfig
 from hybrid_retriever.branches import build_branch
@@ -45,24 +38,16 @@ REPORT = ("ndcg@10", "recall@100")
 
 
 def build_index(name: str, coll: Any, dense: Any, rebuild: bool) -> HybridRetriever:
+    """The collection's Edge index (cached MiniLM document vectors), kept between runs (``--rebuild``: built again).
+
+    Built or reopened, its queries are encoded by this process's one dense branch: a second instance of the model
+    gives query vectors that differ in the last bits, enough to reorder near-ties.
+    """
     path = cache("tuning", name) / "index"
-    if rebuild and path.exists():
-        shutil.rmtree(path)
-    cfg = RetrieverConfig.model_validate({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
-    r = HybridRetriever(cfg, branches=[dense if c.kind == "dense" else build_branch(c) for c in cfg.branches])
-    if r.count() == 0:
-        emb = load_embeddings(name)
-        pos = {d: i for i, d in enumerate(emb.doc_ids)}
-        docs, vecs = [], []
-        for did, text in zip(coll.doc_ids, coll.texts):
-            if text.strip():
-                docs.append(Document(text=text, id=did))
-                vecs.append(emb.docs[pos[did]])
-        t0 = time.perf_counter()
-        r.add_documents(docs, vectors={"dense": vecs}, show_progress=False)
-        r.optimize()
-        log.info("%s: indexed %d documents in %.1f s", name, len(docs), time.perf_counter() - t0)
-    return r
+    if rebuild or not (path / "manifest.json").is_file():
+        return index_collection(coll, path, dense=dense)[0]
+    cfg = RetrieverConfig.validate_data({"store": {"kind": "edge", "path": str(path)}, "runtime": {"show_progress": False}})
+    return HybridRetriever(cfg, branches=[dense if c.kind == "dense" else build_branch(c) for c in cfg.branches])
 
 
 def means(grid: FusionGrid, p: FusionParams, idx: np.ndarray | None = None) -> dict[str, float]:
@@ -79,18 +64,17 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     coll = load_collection(args.datasets, name, splits=splits)
     r = build_index(name, coll, dense, args.rebuild)
     base = r.config
-    qrels: dict[str, dict[str, int]] = {}
-    split_q: dict[str, list[str]] = {}
-    for s in splits:
-        qs = coll.judged(s)
-        split_q[s] = qs
-        qrels.update({q: coll.qrels[s][q] for q in qs})
+    split_q = {s: coll.judged(s) for s in splits}
+    qrels = {q: coll.qrels[s][q] for s in splits for q in split_q[s]}
     queries = {q: coll.queries[q] for q in qrels}
-    deepest = 100
-    runs = collect_runs(r, queries, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs", progress=False)
+    runs = collect_runs(r, queries, depth=100, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs", progress=False)
     search_s = sum(runs[q].wall_ms for q in queries) / 1000  # measured when searched, also when resumed from the cache
     grid = FusionGrid.from_cache(runs, qrels, qids=list(queries), max_k=100)
     pos = {q: i for i, q in enumerate(grid.qids)}
+
+    def per_query(p: FusionParams) -> np.ndarray:
+        return grid.score([p], METRIC)[0][report_idx]
+
     default = FusionParams.from_config(base)
     deep_space = SearchSpace(depths=(10, 20, 50, 100))
     variants = {"tuned": (space, "one-se"), "tuned_top_score": (space, "best"), "tuned_depths": (deep_space, "best")}
@@ -103,8 +87,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
             results[key] = tune(grid, base, metric=METRIC, space=sp, train_qids=train, dev_qids=test, seed=args.seed,
                                 selection=sel)
             reports[key] = means(grid, results[key].best, report_idx)
-        tuned_pq = grid.score([results["tuned"].best], METRIC)[0][report_idx]
-        top_pq = grid.score([results["tuned_top_score"].best], METRIC)[0][report_idx]
+        tuned_pq, top_pq = per_query(results["tuned"].best), per_query(results["tuned_top_score"].best)
         validation = f"tuned on {splits[0]} ({len(train)} queries), reported on {splits[1]} ({len(test)} queries)"
     else:
         report_idx = np.arange(grid.n_queries)
@@ -115,7 +98,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
         top_pq = results["tuned_top_score"].heldout_scores(grid, METRIC)
         validation = f"{args.folds}-fold cross-validation over {grid.n_queries} queries"
     default_report = means(grid, default, report_idx)
-    default_pq = grid.score([default], METRIC)[0][report_idx]
+    default_pq = per_query(default)
     branch_report = {}
     for bi, b in enumerate(grid.branches):
         w = tuple(1.0 if j == bi else 0.0 for j in range(len(grid.branches)))
@@ -124,12 +107,11 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     # synthetic: pseudo-queries from the corpus, tuned without judgements, reported on the real queries
     docs = [Document(text=t, id=d) for d, t in zip(coll.doc_ids, coll.texts) if t.strip()]
     sq, sqrels = pseudo_queries(docs, n=args.n_synthetic, seed=args.seed)
-    sruns = collect_runs(r, sq, depth=deepest, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs-synthetic", progress=False)
+    sruns = collect_runs(r, sq, depth=100, complete=True, batch_size=64, cache_dir=cache("tuning", name) / "runs-synthetic", progress=False)
     synth_search_s = sum(sruns[q].wall_ms for q in sq) / 1000
     sgrid = FusionGrid.from_cache(sruns, sqrels, max_k=100)
     sres = tune(sgrid, base, metric=METRIC, space=space, folds=args.folds, seed=args.seed)
     synth_report = means(grid, sres.best, report_idx)
-    synth_pq = grid.score([sres.best], METRIC)[0][report_idx]
     # the same weights, qrels-tuned vs synthetic: the real-query score of the synthetic choice against the best
     # configuration in hindsight on the report queries (an upper bound no tuner reaches)
     oracle = float(results["tuned_depths"].scores[:, report_idx].mean(1).max())
@@ -145,7 +127,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
                  "fold_choices": [f["chosen"] for f in results[key].folds]} for key in variants},
         "synthetic": {"config": sres.best.as_dict(grid.branches), **synth_report,
                       "n_pseudo_queries": len(sq), "pseudo_query_score": sres.best_score,
-                      "p_vs_default": randomization_test(default_pq, synth_pq).p_value,
+                      "p_vs_default": randomization_test(default_pq, per_query(sres.best)).p_value,
                       "examples": list(sq.values())[:3]},
         "branches": branch_report,
         "oracle_ndcg@10": oracle,
@@ -159,7 +141,7 @@ def run_collection(name: str, args: argparse.Namespace, dense: Any, space: Searc
     log.info("%s: default %.4f tuned %.4f top %.4f depths %.4f synthetic %.4f (nDCG@10)", name, default_report[METRIC],
              reports["tuned"][METRIC], reports["tuned_top_score"][METRIC], reports["tuned_depths"][METRIC],
              synth_report[METRIC])
-    return row, (results["tuned_top_score"], grid, report_idx, results["tuned_top_score"].best)
+    return row, (results["tuned_top_score"], grid, report_idx)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -181,26 +163,21 @@ def run(args: argparse.Namespace) -> None:
     # transfer: scifact's tuned configuration applied unchanged to the others
     transfer = {}
     if "scifact" in extra:
-        sci_best = extra["scifact"][3]
-        for name, (res, grid, idx, _) in extra.items():
+        sci_res = extra["scifact"][0]
+        for name, (_, grid, idx) in extra.items():
             if name == "scifact":
                 continue
-            transfer[name] = {**means(grid, sci_best, idx),
+            transfer[name] = {**means(grid, sci_res.best, idx),
                               "p_vs_default": randomization_test(
                                   grid.score([FusionParams.from_config(RetrieverConfig())], METRIC)[0][idx],
-                                  grid.score([sci_best], METRIC)[0][idx]).p_value}
-        res, grid, idx, _ = extra["scifact"]
-        plot_weight_line(res, (SETTINGS.out if SETTINGS.smoke else REPO / "docs") / "tuning-weights-scifact.png")
+                                  grid.score([sci_res.best], METRIC)[0][idx]).p_value}
+        plot_weight_line(sci_res, (SETTINGS.out if SETTINGS.smoke else REPO / "docs") / "tuning-weights-scifact.png")
     info["loadavg_end"] = list(__import__("os").getloadavg())
     data = {"machine": info, "metric": METRIC, "space": {
         "methods": space.methods, "normalizations": space.normalizations, "missing": space.missing,
         "rrf_ks": space.rrf_ks, "weight_step": space.weight_step, "depths": space.depths},
         "collections": rows, "transfer_from_scifact": transfer}
     write_results("tuning", data, markdown(data))
-
-
-def _cfg(c: dict[str, Any]) -> str:
-    return f"`{c['label']}`"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -245,7 +222,7 @@ def markdown(data: dict[str, Any]) -> str:
     labels = {"tuned": "tuned (one-se)", "tuned_top_score": "top score", "tuned_depths": "+depths", "synthetic": "synthetic"}
     for name, r in rows.items():
         for key, lab in labels.items():
-            ct.append([name, lab, _cfg(r[key]["config"])])
+            ct.append([name, lab, f"`{r[key]['config']['label']}`"])
     out.append(md_table(["collection", "variant", "configuration"], ct))
     for name, r in rows.items():
         if len(r["tuned"]["fold_choices"]) > 1:
