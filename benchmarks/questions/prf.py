@@ -93,9 +93,13 @@ def first_stage(r: HybridRetriever, queries: dict[str, str], qids: list[str]) ->
 
         t0 = time.perf_counter()
         vecs = branch.encode_queries(texts)
-        answers = r.store.search_batch([SearchRequest(vector_name=name, vector=v, limit=DEPTH) for v in vecs])
+        # A few more than DEPTH, cut after sorting ties by point id, as the library's branch search does: Qdrant leaves
+        # the order of equal scores open (Edge's changes from process to process), and a tie at the cut changes nDCG.
+        answers = r.store.search_batch([SearchRequest(vector_name=name, vector=v, limit=DEPTH + max(4, DEPTH // 10))
+                                        for v in vecs])
         res = [
-            {name: BranchResult(name, [ScoredId(p, s, k) for k, (p, s) in enumerate(a, 1)], query_vector=v)}
+            {name: BranchResult(name, [ScoredId(p, s, k) for k, (p, s) in enumerate(sorted(a, key=lambda h: (-h[1], h[0]))[:DEPTH], 1)],
+                                query_vector=v)}
             for a, v in zip(answers, vecs)
         ]
         single[name] = (res, (time.perf_counter() - t0) * 1000 / len(qids))
