@@ -88,20 +88,23 @@ def first_stage(r: HybridRetriever, queries: dict[str, str], qids: list[str]) ->
     ms = (time.perf_counter() - t0) * 1000 / len(qids)
     single = {}
     for name, branch in r.branches.items():
+        from hybrid_retriever.retriever import _tie_margin, _tie_sorted
         from hybrid_retriever.stores import SearchRequest
         from hybrid_retriever.types import ScoredId
 
         t0 = time.perf_counter()
         vecs = branch.encode_queries(texts)
-        # A few more than DEPTH, cut after sorting ties by point id, as the library's branch search does: Qdrant leaves
-        # the order of equal scores open (Edge's changes from process to process), and a tie at the cut changes nDCG.
-        answers = r.store.search_batch([SearchRequest(vector_name=name, vector=v, limit=DEPTH + max(4, DEPTH // 10))
-                                        for v in vecs])
-        res = [
-            {name: BranchResult(name, [ScoredId(p, s, k) for k, (p, s) in enumerate(sorted(a, key=lambda h: (-h[1], h[0]))[:DEPTH], 1)],
-                                query_vector=v)}
-            for a, v in zip(answers, vecs)
-        ]
+        # The library's own rule for one branch's list: a few more than DEPTH, cut after sorting ties by point id
+        # (Qdrant leaves the order of equal scores open, Edge's changes from process to process, and a tie at the
+        # cut changes nDCG).
+        answers = r.store.search_ranked([SearchRequest(vector_name=name, vector=v, limit=DEPTH + _tie_margin(DEPTH))
+                                         for v in vecs])
+        res = []
+        for a, v in zip(answers, vecs):
+            keys, scores = _tie_sorted(a)
+            ids = r.store.key_texts(keys[:DEPTH])
+            res.append({name: BranchResult(name, [ScoredId(p, s, k) for k, (p, s) in enumerate(zip(ids, scores), 1)],
+                                           query_vector=v)})
         single[name] = (res, (time.perf_counter() - t0) * 1000 / len(qids))
     return FirstStage(qids, results, fused, ms, single)
 
