@@ -13,6 +13,8 @@ The harness owns:
 - timing (:func:`interleaved`: systems called in a random order per query; :func:`with_cached_queries`; :func:`percentiles`;
   load-average samples in :func:`machine_info` at start and ``loadavg_end``), paired significance
   (:func:`randomization_test`), the machine description (:func:`machine_md`);
+- indexes and branch lists (:func:`index_collection`, :func:`open_or_index`, :func:`branch_lists` kept by
+  :func:`pickled`), child processes running another checkout's library (:func:`child_json`);
 - results (:func:`write_results`: ``<out>/<name>.json`` and ``.md``, the Markdown starting with
   :func:`header`: the command that regenerates it, the git commit and the configuration hash).
 
@@ -695,19 +697,17 @@ def fused_edge_calls(shard: Any, depth: int) -> Callable[[Any, list[float]], Non
     return edge_calls
 
 
-# ---- added by misc
+def edge_query_vectors(table: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The BM25 and dense query vectors of a :func:`with_cached_queries` table as qdrant_edge takes them
+    (for :func:`fused_edge_calls` and other calls written by hand)."""
+    import qdrant_edge as qe
+
+    sparse = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
+    dense = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
+    return sparse, dense
 
 
-def free_port() -> int:
-    """A loopback TCP port free at the time of the call (nothing listens there until someone binds it)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ---- added by qual: judged qrels, cached branch lists (questions quality and multilingual)
+# ------------------------------------------------------------------------ branch lists
 
 
 def judged_qrels(qrels: dict[str, dict[str, int]], qids: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -769,7 +769,7 @@ def single_lists(data: Sequence[dict[str, tuple]], qids: Sequence[str], branch: 
     return {q: x[branch][0][:100] for q, x in zip(qids, data)}
 
 
-# ---- added by lat: child processes of the latency, hotpath and coldstart questions, and hand-written Edge calls
+# --------------------------------------------------------------------- child processes
 
 
 def checkout_env(checkout: Path, **extra: str) -> dict[str, str]:
@@ -806,11 +806,10 @@ def child_json(question: str, args: list[str], checkout: Path = REPO, timeout: i
     return data
 
 
-def edge_query_vectors(table: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """The BM25 and dense query vectors of a :func:`with_cached_queries` table as qdrant_edge takes them
-    (for :func:`fused_edge_calls` and other calls written by hand)."""
-    import qdrant_edge as qe
+def free_port() -> int:
+    """A loopback TCP port free at the time of the call (nothing listens there until someone binds it)."""
+    import socket
 
-    sparse = {q: qe.SparseVector(indices=v.indices, values=v.values) for q, v in table["bm25"].items()}
-    dense = {q: np.asarray(v, dtype=np.float32).tolist() for q, v in table["dense"].items()}
-    return sparse, dense
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
